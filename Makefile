@@ -1,0 +1,43 @@
+# PathViewer developer commands. `make run` and `make test` work on a fresh Linux machine with
+# Python 3.11: they create .venv with pip (pip takes torch from the local wheel cache where one
+# exists; uv/poetry would download gigabytes).
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: run test lint typecheck pytest bench bundle clean screenshots
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/pathviewer demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check pathviewer tests benchmarks
+	$(BIN)/ruff format --check pathviewer tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy pathviewer/core pathviewer/ml
+
+pytest: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m pathviewer.bench viewer --json out/bench-viewer.json
+
+bundle: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bundle]'
+	$(BIN)/python packaging/build_bundle.py
+
+clean:
+	rm -rf $(VENV) build dist out .pytest_cache .mypy_cache .ruff_cache

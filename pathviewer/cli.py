@@ -1,0 +1,127 @@
+"""The ``pathviewer`` command.
+
+``pathviewer [SLIDE|COHORT.csv ...]`` opens the viewer (on the given slides or cohort);
+``pathviewer SUBCOMMAND ...`` does headless work.  Subcommands live in
+:mod:`pathviewer.commands` (one module per area); each registers its parsers here.
+
+A :class:`~pathviewer.core.errors.PathViewerError` ends a headless command with exit code 2 and
+one line on stderr that names the file and the cause; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pathviewer._version import __version__
+from pathviewer.core.errors import PathViewerError
+
+#: Modules of :mod:`pathviewer.commands` that register subcommands, in help order.
+COMMAND_MODULES = ("synth", "view", "ngsd", "noisy", "annotations", "distributed")
+
+
+@dataclass
+class CommandGroups:
+    """Subparser collections that command modules add to.
+
+    Attributes
+    ----------
+    root
+        Top-level subcommands (``synth``, ``infer``...).
+    train
+        ``pathviewer train METHOD`` subcommands.
+    labels
+        ``pathviewer labels ACTION`` subcommands.
+    annotations
+        ``pathviewer annotations ACTION`` subcommands.
+    """
+
+    root: argparse._SubParsersAction
+    train: argparse._SubParsersAction
+    labels: argparse._SubParsersAction
+    annotations: argparse._SubParsersAction
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every available command module registered."""
+    parser = argparse.ArgumentParser(
+        prog="pathviewer",
+        description="Whole-slide image viewer with embedded AI. Without a subcommand, opens the viewer.",
+    )
+    parser.add_argument("--version", action="version", version=f"pathviewer {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    root = parser.add_subparsers(dest="command", metavar="COMMAND")
+    gui = root.add_parser("gui", help="open the viewer (the default when no subcommand is given)")
+    gui.add_argument("paths", nargs="*", help="slides or a cohort CSV to open")
+    gui.set_defaults(func=_run_gui)
+    train = root.add_parser("train", help="train a model (ngsd, noisy)").add_subparsers(
+        dest="method", metavar="METHOD", required=True
+    )
+    labels = root.add_parser("labels", help="patch label tools").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    annotations = root.add_parser("annotations", help="annotation file tools").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    groups = CommandGroups(root, train, labels, annotations)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"pathviewer.commands.{name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"pathviewer.commands.{name}":
+                continue  # an optional area that is not part of this build
+            raise
+        module.register(groups)
+    return parser
+
+
+def _run_gui(args: argparse.Namespace) -> int:
+    from pathviewer.gui.app import run_app
+
+    return run_app(list(args.paths))
+
+
+def _is_gui_invocation(argv: Sequence[str], parser: argparse.ArgumentParser) -> bool:
+    """True when no subcommand is named: ``pathviewer`` or ``pathviewer slide.svs``."""
+    positional = [a for a in argv if not a.startswith("-")]
+    if not positional:
+        return not any(a in ("-h", "--help", "--version") for a in argv)
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return positional[0] not in subparsers.choices
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pathviewer`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if _is_gui_invocation(argv, parser):
+        argv = ["gui", *argv]
+    args = parser.parse_args(argv)
+    from pathviewer.logs import setup_logging
+
+    setup_logging(verbose=args.verbose)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except PathViewerError as error:
+        logging.getLogger("pathviewer").info("command failed: %s", error)
+        print(f"pathviewer: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pathviewer: interrupted", file=sys.stderr)
+        return 130
+
+
+def main_gui() -> int:
+    """Entry point of the ``pathviewer-gui`` launcher (desktop file)."""
+    return main(["gui", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Qt-free core: slide I/O, tiling, tissue filter, synthetic cohort, annotations, project store."""

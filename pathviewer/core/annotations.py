@@ -1,0 +1,207 @@
+"""Region annotations and QuPath-compatible GeoJSON.
+
+An :class:`Annotation` is a shapely geometry in level-0 pixels with a class name and colour.
+GeoJSON follows QuPath's export: a ``FeatureCollection`` whose features carry
+``properties.objectType`` (``annotation``, ``detection`` or ``tile``) and
+``properties.classification = {"name": ..., "color": [r, g, b]}``.
+
+Import is all-or-nothing: a malformed feature raises
+:class:`~pathviewer.core.errors.AnnotationError` naming the feature, and nothing is returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import shapely
+from shapely.geometry import mapping, shape
+from shapely.geometry.base import BaseGeometry
+from shapely.validation import make_valid
+
+from pathviewer.core.atomic import atomic_write
+from pathviewer.core.errors import AnnotationError
+
+#: Default class palette (name -> RGB), shared by the synthetic cohort, the GUI and exports.
+DEFAULT_CLASSES: dict[str, tuple[int, int, int]] = {
+    "Tumor": (200, 0, 0),
+    "Normal": (0, 150, 0),
+    "Stroma": (150, 200, 150),
+    "Other": (90, 90, 200),
+}
+
+
+@dataclass
+class Annotation:
+    """One region (or point/line) annotation in level-0 pixel coordinates.
+
+    Attributes
+    ----------
+    geometry
+        A shapely geometry (Polygon, MultiPolygon, LineString, Point...).
+    class_name
+        Classification name (``Tumor``...), or None for unclassified.
+    color
+        RGB colour of the class, or None for the default.
+    name
+        Optional display name.
+    object_type
+        QuPath object type: ``annotation``, ``detection`` or ``tile``.
+    measurements
+        Numbers attached to the object (e.g. ``{"prob": 0.93}`` for exported predictions).
+    """
+
+    geometry: BaseGeometry
+    class_name: str | None = None
+    color: tuple[int, int, int] | None = None
+    name: str | None = None
+    object_type: str = "annotation"
+    measurements: dict[str, float] = field(default_factory=dict)
+
+
+def _parse_color(value: Any, where: str) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):  # QuPath's packed ARGB integer
+        return ((value >> 16) & 255, (value >> 8) & 255, value & 255)
+    if (
+        isinstance(value, Sequence)
+        and len(value) >= 3
+        and all(isinstance(c, int | float) for c in value[:3])
+    ):
+        return (int(value[0]), int(value[1]), int(value[2]))
+    raise AnnotationError(f"{where}: colour {value!r} is not [r, g, b]")
+
+
+def annotation_from_feature(feature: Any, where: str) -> Annotation:
+    """Build an :class:`Annotation` from one GeoJSON feature; ``where`` names it in errors."""
+    if not isinstance(feature, dict) or feature.get("type") != "Feature":
+        raise AnnotationError(f"{where}: not a GeoJSON Feature")
+    geometry_json = feature.get("geometry")
+    if not isinstance(geometry_json, dict):
+        raise AnnotationError(f"{where}: has no geometry")
+    try:
+        geometry = shape(geometry_json)
+    except Exception as error:
+        raise AnnotationError(
+            f"{where}: invalid {geometry_json.get('type', 'geometry')} ({error})"
+        ) from None
+    if geometry.is_empty:
+        raise AnnotationError(f"{where}: empty geometry")
+    coords = shapely.get_coordinates(geometry)
+    if not (coords == coords).all():  # NaN check without numpy import at module level
+        raise AnnotationError(f"{where}: coordinates are not numbers")
+    properties = feature.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise AnnotationError(f"{where}: properties is not an object")
+    classification = properties.get("classification")
+    class_name: str | None = None
+    color = None
+    if isinstance(classification, dict):
+        class_name = classification.get("name")
+        color = _parse_color(classification.get("color", classification.get("colorRGB")), where)
+    elif isinstance(classification, str):
+        class_name = classification
+    measurements_raw = properties.get("measurements") or {}
+    measurements: dict[str, float] = {}
+    if isinstance(measurements_raw, dict):
+        measurements = {
+            str(k): float(v) for k, v in measurements_raw.items() if isinstance(v, int | float)
+        }
+    elif isinstance(measurements_raw, list):  # older QuPath: [{"name":..., "value":...}]
+        measurements = {
+            str(m["name"]): float(m["value"])
+            for m in measurements_raw
+            if isinstance(m, dict) and "name" in m
+        }
+    return Annotation(
+        geometry=geometry,
+        class_name=class_name,
+        color=color,
+        name=properties.get("name"),
+        object_type=str(properties.get("objectType", "annotation")),
+        measurements=measurements,
+    )
+
+
+def read_geojson(path: str | os.PathLike[str]) -> list[Annotation]:
+    """Read a QuPath GeoJSON file (FeatureCollection, a list of features, or one feature).
+
+    Raises
+    ------
+    AnnotationError
+        File missing or not JSON, or a malformed feature (named by its index); nothing is returned.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: file not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise AnnotationError(f"{path}: not a JSON file ({error})") from None
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        features = data.get("features")
+    elif isinstance(data, list):
+        features = data
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        features = [data]
+    else:
+        raise AnnotationError(f"{path}: not a GeoJSON FeatureCollection")
+    if not isinstance(features, list):
+        raise AnnotationError(f"{path}: 'features' is not a list")
+    return [annotation_from_feature(f, f"{path} feature {i}") for i, f in enumerate(features)]
+
+
+def valid_geometry(geometry: BaseGeometry) -> BaseGeometry:
+    """Repair an invalid polygon with shapely (self-intersections become valid multipolygons)."""
+    if geometry.is_valid:
+        return geometry
+    repaired = make_valid(geometry)
+    if repaired.geom_type == "GeometryCollection":
+        polygons = [g for g in repaired.geoms if g.geom_type in ("Polygon", "MultiPolygon")]
+        if polygons:
+            repaired = shapely.union_all(polygons)
+    return repaired
+
+
+def feature_from_annotation(annotation: Annotation) -> dict[str, Any]:
+    """GeoJSON feature in QuPath's layout for one annotation (geometry made valid)."""
+    properties: dict[str, Any] = {"objectType": annotation.object_type}
+    if annotation.name:
+        properties["name"] = annotation.name
+    if annotation.class_name:
+        color = annotation.color or DEFAULT_CLASSES.get(annotation.class_name, (128, 128, 128))
+        properties["classification"] = {"name": annotation.class_name, "color": list(color)}
+    if annotation.measurements:
+        properties["measurements"] = dict(annotation.measurements)
+    return {
+        "type": "Feature",
+        "geometry": mapping(valid_geometry(annotation.geometry)),
+        "properties": properties,
+    }
+
+
+def write_geojson(path: str | os.PathLike[str], annotations: Iterable[Annotation]) -> None:
+    """Write annotations as a QuPath-compatible FeatureCollection, atomically."""
+    features = [feature_from_annotation(a) for a in annotations]
+    with atomic_write(path) as handle:
+        json.dump({"type": "FeatureCollection", "features": features}, handle)
+
+
+def union_of_class(
+    annotations: Iterable[Annotation], class_name: str | None = None
+) -> BaseGeometry:
+    """Union of the polygonal annotations (of one class when ``class_name`` is given)."""
+    polygons = [
+        valid_geometry(a.geometry)
+        for a in annotations
+        if a.geometry.geom_type in ("Polygon", "MultiPolygon")
+        and (class_name is None or a.class_name == class_name)
+    ]
+    if not polygons:
+        return shapely.Polygon()
+    return shapely.union_all(polygons)

@@ -1,0 +1,445 @@
+"""Slide I/O: one :class:`SlideSource` protocol in level-0 pixel coordinates.
+
+Implementations
+---------------
+* :class:`OpenSlideSource`: every format OpenSlide 4 reads (SVS, NDPI, MRXS, DICOM, generic
+  tiled TIFF...) and plain PNG/JPEG/TIFF images through OpenSlide's ImageSlide.  One OpenSlide
+  handle is shared by all threads: the C library is thread-safe and openslide-python releases the
+  GIL while it decodes, so the viewer's thread pool reads tiles in parallel.
+* :class:`ArraySlide`: an in-memory slide built from a numpy array, for tests and benchmarks.
+
+:func:`open_slide` is the entry point; it raises :class:`~pathviewer.core.errors.SlideError` with
+a message naming the file and the cause for a missing, foreign, unsupported or broken file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from pathviewer.core.errors import SlideError
+
+#: Objective power assumed for a given MPP when the scanner wrote none (10 um / mpp: 0.25 um -> 40x).
+MPP_AT_10X = 1.0
+
+#: File suffixes offered in file dialogs and accepted on the command line.
+SLIDE_SUFFIXES = (
+    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
+    ".dcm", ".png", ".jpg", ".jpeg",
+)  # fmt: skip
+
+
+@runtime_checkable
+class SlideSource(Protocol):
+    """A multi-resolution slide addressed in level-0 pixel coordinates.
+
+    ``read_region`` always returns an ``(height, width, 3)`` uint8 RGB array; transparent or
+    out-of-slide pixels are composited on white (the colour of glass on a scan).
+    """
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def dimensions(self) -> tuple[int, int]: ...
+
+    @property
+    def level_count(self) -> int: ...
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]: ...
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]: ...
+
+    @property
+    def mpp(self) -> tuple[float, float] | None: ...
+
+    @property
+    def objective_power(self) -> float | None: ...
+
+    @property
+    def vendor(self) -> str: ...
+
+    @property
+    def properties(self) -> Mapping[str, str]: ...
+
+    @property
+    def associated_image_names(self) -> tuple[str, ...]: ...
+
+    def associated_image(self, name: str) -> np.ndarray: ...
+
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray: ...
+
+    def best_level_for_downsample(self, downsample: float) -> int: ...
+
+    def thumbnail(self, max_size: tuple[int, int]) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def _rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
+    """Composite premultiplied-free RGBA on white; OpenSlide marks no-data pixels alpha 0."""
+    rgb = rgba[..., :3]
+    alpha = rgba[..., 3:4]
+    if alpha.min() == 255:
+        return np.ascontiguousarray(rgb)
+    a = alpha.astype(np.uint16)
+    out = (rgb.astype(np.uint16) * a + 255 * (255 - a)) // 255
+    return out.astype(np.uint8)
+
+
+def _best_level(downsamples: tuple[float, ...], downsample: float) -> int:
+    """Index of the coarsest level whose downsample does not exceed ``downsample`` (as OpenSlide)."""
+    best = 0
+    for index, value in enumerate(downsamples):
+        if value <= downsample * 1.0001:
+            best = index
+    return best
+
+
+class _SlideBase:
+    """Shared derived properties (objective power from MPP, thumbnail)."""
+
+    _path: str
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return self.level_dimensions[0]
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        raise NotImplementedError
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        raise NotImplementedError
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        raise NotImplementedError
+
+    @property
+    def objective_power(self) -> float | None:
+        """Scanner objective power, or derived from MPP (10 um / mpp) when the file has none."""
+        raw = self._raw_objective_power()
+        if raw is not None:
+            return raw
+        mpp = self.mpp
+        if mpp is None:
+            return None
+        # Round to the nearest standard objective so 0.499 um/px reads as 20x, not 20.04x.
+        derived = MPP_AT_10X * 10.0 / mpp[0]
+        for standard in (1.25, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 80.0):
+            if abs(derived - standard) / standard < 0.1:
+                return standard
+        return round(derived, 2)
+
+    def _raw_objective_power(self) -> float | None:
+        return None
+
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        return _best_level(self.level_downsamples, downsample)
+
+    def thumbnail(self, max_size: tuple[int, int]) -> np.ndarray:
+        """The whole slide scaled to fit ``max_size`` (width, height), aspect kept."""
+        width, height = self.dimensions
+        scale = max(width / max_size[0], height / max_size[1], 1.0)
+        level = self.best_level_for_downsample(scale)
+        level_w, level_h = self.level_dimensions[level]
+        region = self.read_region((0, 0), level, (level_w, level_h))
+        target = (max(1, round(width / scale)), max(1, round(height / scale)))
+        image = Image.fromarray(region).resize(target, Image.Resampling.BILINEAR)
+        return np.asarray(image)
+
+
+class OpenSlideSource(_SlideBase):
+    """A slide read by OpenSlide (any vendor format, or a plain image through ImageSlide).
+
+    Parameters
+    ----------
+    path
+        The slide file.
+
+    Raises
+    ------
+    SlideError
+        The file is missing, not a slide, or in a format OpenSlide does not support.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        import openslide
+
+        self._path = str(path)
+        if not os.path.exists(self._path):
+            raise SlideError(self._path, "file not found")
+        if os.path.isdir(self._path):
+            raise SlideError(self._path, "is a folder, not a slide file")
+        try:
+            self._slide: openslide.AbstractSlide = openslide.open_slide(self._path)
+        except openslide.OpenSlideUnsupportedFormatError:
+            raise SlideError(self._path, "not a slide format that OpenSlide can read") from None
+        except openslide.OpenSlideError as error:
+            raise SlideError(self._path, f"OpenSlide cannot open it ({error})") from None
+        except Exception as error:  # PIL's UnidentifiedImageError and friends for non-images
+            raise SlideError(
+                self._path, f"not a slide or image file ({type(error).__name__}: {error})"
+            ) from None
+        self._is_image_slide = isinstance(self._slide, openslide.ImageSlide)
+        self._lock = threading.Lock()  # ImageSlide wraps a PIL image, which is not thread-safe
+        self._level_dimensions = tuple(tuple(map(int, d)) for d in self._slide.level_dimensions)
+        self._level_downsamples = tuple(float(d) for d in self._slide.level_downsamples)
+        self._properties = dict(self._slide.properties)
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return self._level_dimensions  # type: ignore[return-value]
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return self._level_downsamples
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        import openslide
+
+        try:
+            mpp_x = float(self._properties[openslide.PROPERTY_NAME_MPP_X])
+            mpp_y = float(self._properties[openslide.PROPERTY_NAME_MPP_Y])
+        except (KeyError, ValueError):
+            return None
+        if not (math.isfinite(mpp_x) and math.isfinite(mpp_y)) or mpp_x <= 0 or mpp_y <= 0:
+            return None
+        return (mpp_x, mpp_y)
+
+    def _raw_objective_power(self) -> float | None:
+        import openslide
+
+        try:
+            value = float(self._properties[openslide.PROPERTY_NAME_OBJECTIVE_POWER])
+        except (KeyError, ValueError):
+            return None
+        return value if value > 0 else None
+
+    @property
+    def vendor(self) -> str:
+        if self._is_image_slide:
+            return "image"
+        return self._properties.get("openslide.vendor", "unknown")
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        return self._properties
+
+    @property
+    def associated_image_names(self) -> tuple[str, ...]:
+        return tuple(self._slide.associated_images.keys())
+
+    def associated_image(self, name: str) -> np.ndarray:
+        """An associated image (``label``, ``macro``, ``thumbnail``...) as RGB."""
+        try:
+            image = self._slide.associated_images[name]
+        except KeyError:
+            raise SlideError(self._path, f"has no associated image named {name!r}") from None
+        except Exception as error:
+            raise SlideError(
+                self._path, f"associated image {name!r} cannot be decoded ({error})"
+            ) from None
+        return _rgba_to_rgb_on_white(np.asarray(image.convert("RGBA")))
+
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        """Read ``size`` (width, height) pixels of ``level`` whose top-left is ``location`` in level-0 px.
+
+        Raises
+        ------
+        SlideError
+            A tile of the region cannot be decoded.
+        """
+        if not 0 <= level < self.level_count:
+            raise SlideError(
+                self._path, f"level {level} does not exist (slide has {self.level_count})"
+            )
+        width, height = int(size[0]), int(size[1])
+        if width <= 0 or height <= 0:
+            return np.full((max(height, 0), max(width, 0), 3), 255, np.uint8)
+        try:
+            if self._is_image_slide:
+                with self._lock:
+                    image = self._slide.read_region(
+                        (int(location[0]), int(location[1])), level, (width, height)
+                    )
+            else:
+                image = self._slide.read_region(
+                    (int(location[0]), int(location[1])), level, (width, height)
+                )
+        except Exception as error:
+            raise SlideError(
+                self._path, f"cannot read region at {tuple(location)} level {level} ({error})"
+            ) from None
+        return _rgba_to_rgb_on_white(np.asarray(image))
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+class ArraySlide(_SlideBase):
+    """An in-memory slide built from an RGB array, with a power-of-two pyramid.
+
+    Parameters
+    ----------
+    image
+        ``(height, width, 3)`` uint8 level-0 pixels.
+    mpp
+        Microns per pixel at level 0 (None for unknown).
+    levels
+        Number of pyramid levels (each halves the previous one).
+    name
+        What :attr:`path` reports (for messages).
+    properties
+        Extra properties.
+    """
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        mpp: float | None = 0.5,
+        levels: int = 3,
+        name: str = "<memory>",
+        properties: Mapping[str, str] | None = None,
+        associated: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise SlideError(name, "in-memory slide must be an (H, W, 3) uint8 array")
+        self._path = name
+        self._levels = [np.ascontiguousarray(image)]
+        for _ in range(1, levels):
+            previous = self._levels[-1]
+            if min(previous.shape[:2]) < 2:
+                break
+            pil = Image.fromarray(previous)
+            self._levels.append(
+                np.asarray(
+                    pil.resize(
+                        (previous.shape[1] // 2, previous.shape[0] // 2), Image.Resampling.BOX
+                    )
+                )
+            )
+        height, width = image.shape[:2]
+        self._level_dimensions = tuple((lvl.shape[1], lvl.shape[0]) for lvl in self._levels)
+        self._level_downsamples = tuple(width / lvl.shape[1] for lvl in self._levels)
+        self._mpp = (mpp, mpp) if mpp else None
+        self._properties = dict(properties or {})
+        if mpp:
+            self._properties.setdefault("openslide.mpp-x", str(mpp))
+            self._properties.setdefault("openslide.mpp-y", str(mpp))
+        self._associated = dict(associated or {})
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return self._level_dimensions
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return self._level_downsamples
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        return self._mpp
+
+    @property
+    def vendor(self) -> str:
+        return "memory"
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        return self._properties
+
+    @property
+    def associated_image_names(self) -> tuple[str, ...]:
+        return tuple(self._associated)
+
+    def associated_image(self, name: str) -> np.ndarray:
+        try:
+            return self._associated[name]
+        except KeyError:
+            raise SlideError(self._path, f"has no associated image named {name!r}") from None
+
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        if not 0 <= level < self.level_count:
+            raise SlideError(
+                self._path, f"level {level} does not exist (slide has {self.level_count})"
+            )
+        data = self._levels[level]
+        downsample = self._level_downsamples[level]
+        width, height = int(size[0]), int(size[1])
+        out = np.full((max(height, 0), max(width, 0), 3), 255, np.uint8)
+        x0 = int(math.floor(location[0] / downsample))
+        y0 = int(math.floor(location[1] / downsample))
+        src_x0, src_y0 = max(x0, 0), max(y0, 0)
+        src_x1 = min(x0 + width, data.shape[1])
+        src_y1 = min(y0 + height, data.shape[0])
+        if src_x1 > src_x0 and src_y1 > src_y0:
+            out[src_y0 - y0 : src_y1 - y0, src_x0 - x0 : src_x1 - x0] = data[
+                src_y0:src_y1, src_x0:src_x1
+            ]
+        return out
+
+    def close(self) -> None:
+        self._levels = []
+
+
+def open_slide(path: str | os.PathLike[str]) -> SlideSource:
+    """Open a slide or plain image file.
+
+    Parameters
+    ----------
+    path
+        Any file OpenSlide reads, or a PNG/JPEG/TIFF image.
+
+    Returns
+    -------
+    SlideSource
+        The opened slide; call ``close()`` when done.
+
+    Raises
+    ------
+    SlideError
+        Missing file, folder, unsupported format, or a file that is not an image at all.
+    """
+    return OpenSlideSource(Path(path))
+
+
+def check_readable(slide: SlideSource) -> None:
+    """Read the centre of the coarsest level, so that a corrupt file fails early with a clear message."""
+    level = slide.level_count - 1
+    width, height = slide.level_dimensions[level]
+    downsample = slide.level_downsamples[level]
+    size = (min(width, 256), min(height, 256))
+    origin = (int((width - size[0]) / 2 * downsample), int((height - size[1]) / 2 * downsample))
+    slide.read_region(origin, level, size)

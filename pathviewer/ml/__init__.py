@@ -1,0 +1,1 @@
+"""Qt-free machine learning: data, models, NGSD, label refinement, inference, metrics."""
