@@ -131,7 +131,7 @@ def require_both_classes(entries: Sequence[CohortEntry], what: str) -> None:
     labels = {e.label for e in entries}
     if not {0, 1} <= labels:
         raise CohortError(
-            f"{what}: needs at least one positive (1) and one negative (0) slide, found labels {sorted(l for l in labels if l is not None)}"
+            f"{what}: needs at least one positive (1) and one negative (0) slide, found labels {sorted(x for x in labels if x is not None)}"
         )
 
 
