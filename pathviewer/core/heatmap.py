@@ -1,0 +1,171 @@
+"""Patch-probability heatmaps: the file the viewer overlays on a slide.
+
+A :class:`Heatmap` is a regular grid of patch probabilities in level-0 pixel coordinates: cell
+``(row, col)`` covers ``[x0 + col * pw, x0 + (col + 1) * pw) x [y0 + row * ph, ...)``.  Cells with
+no tissue (or not scored) hold NaN.
+
+File format (``.npz``, written atomically, read with ``allow_pickle=False``)::
+
+    version     int64   1
+    slide       str     the slide as named in the cohort CSV (or its path)
+    dimensions  int64[2]  level-0 (width, height) of the slide
+    origin      int64[2]  level-0 (x0, y0) of the grid's top-left corner
+    patch_size  int64[2]  level-0 (width, height) of a cell
+    probs       float32[rows, cols]  probability of the positive class, NaN = not scored
+    method      str     model that produced it (``ngsd``, ``naive``, ``abmil``...)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pathviewer.core.atomic import atomic_write
+from pathviewer.core.errors import PathViewerError
+
+HEATMAP_VERSION = 1
+
+
+class HeatmapError(PathViewerError):
+    """A heatmap file is missing, corrupt or not a heatmap."""
+
+
+@dataclass
+class Heatmap:
+    """Patch probabilities of one slide on its patch grid.
+
+    Attributes
+    ----------
+    slide
+        Slide name (as in the cohort CSV) or path.
+    dimensions
+        Level-0 (width, height) of the slide.
+    origin
+        Level-0 (x0, y0) of the grid.
+    patch_size
+        Level-0 (width, height) of one cell.
+    probs
+        ``(rows, cols)`` float32 probabilities, NaN where no tissue / not scored.
+    method
+        Name of the model that produced the probabilities.
+    """
+
+    slide: str
+    dimensions: tuple[int, int]
+    origin: tuple[int, int]
+    patch_size: tuple[int, int]
+    probs: np.ndarray
+    method: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols) of the grid."""
+        return int(self.probs.shape[0]), int(self.probs.shape[1])
+
+    @classmethod
+    def from_patches(
+        cls,
+        slide: str,
+        dimensions: tuple[int, int],
+        patch_size: int | tuple[int, int],
+        coords: np.ndarray,
+        probs: np.ndarray,
+        origin: tuple[int, int] = (0, 0),
+        method: str = "",
+    ) -> Heatmap:
+        """Build a heatmap from scored patches.
+
+        Parameters
+        ----------
+        slide, dimensions, origin, method
+            See the attributes.
+        patch_size
+            Cell size in level-0 px (an int for square cells).
+        coords
+            ``(N, 2)`` level-0 (x, y) of each patch's top-left corner (on the grid).
+        probs
+            ``(N,)`` probabilities.
+        """
+        pw, ph = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
+        cols = max(0, (dimensions[0] - origin[0]) // pw)
+        rows = max(0, (dimensions[1] - origin[1]) // ph)
+        grid = np.full((rows, cols), np.nan, np.float32)
+        coords = np.asarray(coords, np.int64).reshape(-1, 2)
+        if len(coords):
+            c = (coords[:, 0] - origin[0]) // pw
+            r = (coords[:, 1] - origin[1]) // ph
+            ok = (c >= 0) & (c < cols) & (r >= 0) & (r < rows)
+            grid[r[ok], c[ok]] = np.asarray(probs, np.float32).reshape(-1)[ok]
+        return cls(slide, tuple(dimensions), tuple(origin), (pw, ph), grid, method)  # type: ignore[arg-type]
+
+    def value_at(self, x: float, y: float) -> float:
+        """Probability of the cell that contains level-0 point ``(x, y)`` (NaN outside/unscored)."""
+        col = int(np.floor((x - self.origin[0]) / self.patch_size[0]))
+        row = int(np.floor((y - self.origin[1]) / self.patch_size[1]))
+        rows, cols = self.shape
+        if 0 <= row < rows and 0 <= col < cols:
+            return float(self.probs[row, col])
+        return float("nan")
+
+    def cell_box(self, row: int, col: int) -> tuple[int, int, int, int]:
+        """Level-0 box (x, y, width, height) of a grid cell."""
+        return (
+            self.origin[0] + col * self.patch_size[0],
+            self.origin[1] + row * self.patch_size[1],
+            self.patch_size[0],
+            self.patch_size[1],
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write to ``path`` (see :func:`save_heatmap`)."""
+        save_heatmap(self, path)
+
+
+def save_heatmap(heatmap: Heatmap, path: str | os.PathLike[str]) -> None:
+    """Write a heatmap ``.npz`` atomically (a cancel never leaves a half-written file)."""
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(
+            handle,
+            version=np.int64(HEATMAP_VERSION),
+            slide=np.array(heatmap.slide),
+            dimensions=np.asarray(heatmap.dimensions, np.int64),
+            origin=np.asarray(heatmap.origin, np.int64),
+            patch_size=np.asarray(heatmap.patch_size, np.int64),
+            probs=np.asarray(heatmap.probs, np.float32),
+            method=np.array(heatmap.method),
+        )
+
+
+def load_heatmap(path: str | os.PathLike[str]) -> Heatmap:
+    """Read a heatmap written by :func:`save_heatmap`.
+
+    Raises
+    ------
+    HeatmapError
+        Missing file, not an ``.npz``, or fields missing / of the wrong shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HeatmapError(f"{path}: heatmap file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            probs = np.asarray(data["probs"], np.float32)
+            dims = tuple(int(v) for v in data["dimensions"])
+            origin = tuple(int(v) for v in data["origin"])
+            patch = tuple(int(v) for v in data["patch_size"])
+            slide = str(data["slide"])
+            method = str(data["method"]) if "method" in data.files else ""
+    except HeatmapError:
+        raise
+    except Exception as error:
+        raise HeatmapError(
+            f"{path}: not a heatmap file ({type(error).__name__}: {error})"
+        ) from None
+    if probs.ndim != 2 or len(dims) != 2 or len(origin) != 2 or len(patch) != 2:
+        raise HeatmapError(f"{path}: heatmap fields have the wrong shape")
+    if min(patch) <= 0:
+        raise HeatmapError(f"{path}: patch size must be positive")
+    return Heatmap(slide, dims, origin, patch, probs, method)  # type: ignore[arg-type]
