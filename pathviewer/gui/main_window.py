@@ -1,0 +1,344 @@
+"""The main window: slide view, docks, menus, status bar.
+
+Extending it (heatmaps, training, annotations, review queue)
+------------------------------------------------------------
+* ``window.slide_view`` is the :class:`~pathviewer.gui.slide_view.SlideView`; add scene items in
+  level-0 coordinates and listen to ``slide_view.slideChanged`` to rebuild them for a new slide.
+* Docks: write a small ``create_xxx_dock(window) -> QDockWidget`` function and call
+  :meth:`MainWindow.add_dock`; the dock's toggle action goes into the **View** menu
+  (``window.views_menu``).  Commands go into the **Tools** menu (``window.tools_menu``).
+* ``window.cohort_panel.model.set_predictions({slide: (score, pred)})`` fills the cohort columns;
+  ``window.cohort_entries`` holds the rows of the open cohort CSV.
+* ``window.open_paths(paths)`` opens slides or a cohort CSV (errors as dialogs, or raised with
+  ``raise_errors=True`` for headless use).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import (
+    QAction,
+    QActionGroup,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeySequence,
+)
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QToolBar,
+)
+
+from pathviewer.core.cohort import CohortEntry, read_cohort
+from pathviewer.core.errors import PathViewerError, SlideError
+from pathviewer.core.slide import SLIDE_SUFFIXES
+from pathviewer.gui.panels import CohortPanel, PropertiesPanel
+from pathviewer.gui.slide_view import MAGNIFICATIONS, SlideView, open_slide_checked
+
+log = logging.getLogger(__name__)
+
+RECENT_SETTING = "viewer/recent_files"
+MAX_RECENT = 10
+
+
+def create_properties_dock(window: MainWindow) -> QDockWidget:
+    """The Properties dock (follows the slide of the view)."""
+    panel = PropertiesPanel()
+    window.properties_panel = panel
+    window.slide_view.slideChanged.connect(panel.set_slide)
+    dock = QDockWidget("Properties", window)
+    dock.setObjectName("dock-properties")
+    dock.setWidget(panel)
+    return dock
+
+
+def create_cohort_dock(window: MainWindow) -> QDockWidget:
+    """The Cohort dock (slides of the open cohort CSV; a click opens one)."""
+    panel = CohortPanel()
+    window.cohort_panel = panel
+    panel.slideActivated.connect(window.open_slide)
+    dock = QDockWidget("Cohort", window)
+    dock.setObjectName("dock-cohort")
+    dock.setWidget(panel)
+    return dock
+
+
+class MainWindow(QMainWindow):
+    """PathViewer's main window (see the module docstring for how to extend it).
+
+    Parameters
+    ----------
+    settings
+        Where recent files and viewer settings live (default ``QSettings()``).
+    threads
+        Tile threads (default from the settings).
+    """
+
+    def __init__(self, settings: QSettings | None = None, threads: int | None = None) -> None:
+        super().__init__()
+        self.settings = settings or QSettings()
+        self.setWindowTitle("PathViewer")
+        self.setAcceptDrops(True)
+        self.slide_view = SlideView(self, self.settings, threads=threads)
+        self.setCentralWidget(self.slide_view)
+        self.cohort_entries: list[CohortEntry] = []
+        self.cohort_path: Path | None = None
+        self.properties_panel: PropertiesPanel
+        self.cohort_panel: CohortPanel
+        self._build_menus()
+        self._build_toolbar()
+        self._build_status_bar()
+        self.properties_dock = create_properties_dock(self)
+        self.cohort_dock = create_cohort_dock(self)
+        self.add_dock(self.cohort_dock, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.add_dock(self.properties_dock, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.cohort_dock.hide()
+        self.resizeDocks([self.properties_dock], [380], Qt.Orientation.Horizontal)
+        self.slide_view.slideChanged.connect(self._on_slide_changed)
+        self.slide_view.viewChanged.connect(self._update_zoom_label)
+        self.slide_view.cursorMoved.connect(self._update_cursor_label)
+        self.resize(1400, 900)
+
+    # -- structure ---------------------------------------------------------------------------
+
+    def add_dock(
+        self, dock: QDockWidget, area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea
+    ) -> None:
+        """Add a dock and its show/hide action to the View menu."""
+        self.addDockWidget(area, dock)
+        self.views_menu.addAction(dock.toggleViewAction())
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        open_action = QAction("&Open slide…", self)
+        open_action.setShortcut(QKeySequence.StandardKey.Open)
+        open_action.triggered.connect(self.choose_slide)
+        file_menu.addAction(open_action)
+        cohort_action = QAction("Open &cohort CSV…", self)
+        cohort_action.triggered.connect(self.choose_cohort)
+        file_menu.addAction(cohort_action)
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addSeparator()
+        close_action = QAction("&Close slide", self)
+        close_action.setShortcut(QKeySequence.StandardKey.Close)
+        close_action.triggered.connect(self.slide_view.close_slide)
+        file_menu.addAction(close_action)
+        quit_action = QAction("&Quit", self)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(quit_action)
+        self.file_menu = file_menu
+
+        self.views_menu = bar.addMenu("&View")
+        fit = QAction("&Fit to window", self)
+        fit.setShortcut(QKeySequence("F"))
+        fit.triggered.connect(self.slide_view.fit_to_window)
+        zoom_in = QAction("Zoom &in", self)
+        zoom_in.setShortcut(QKeySequence.StandardKey.ZoomIn)
+        zoom_in.triggered.connect(lambda: self.slide_view.zoom_by(1.25))
+        zoom_out = QAction("Zoom &out", self)
+        zoom_out.setShortcut(QKeySequence.StandardKey.ZoomOut)
+        zoom_out.triggered.connect(lambda: self.slide_view.zoom_by(0.8))
+        self.views_menu.addActions([fit, zoom_in, zoom_out])
+        minimap = QAction("&Minimap", self, checkable=True, checked=True)
+        minimap.toggled.connect(self._toggle_minimap)
+        self.views_menu.addAction(minimap)
+        self.minimap_action = minimap
+        self.views_menu.addSeparator()
+        self.fit_action = fit
+
+        self.tools_menu = bar.addMenu("&Tools")
+        help_menu = bar.addMenu("&Help")
+        about = QAction("&About PathViewer", self)
+        about.triggered.connect(
+            lambda: QMessageBox.about(
+                self, "PathViewer", "PathViewer: whole-slide image viewer with embedded AI."
+            )
+        )
+        help_menu.addAction(about)
+
+    def _toggle_minimap(self, on: bool) -> None:
+        self.slide_view.minimap.setVisible(on and self.slide_view.current_slide is not None)
+
+    def _build_toolbar(self) -> None:
+        toolbar = QToolBar("Navigation", self)
+        toolbar.setObjectName("toolbar-navigation")
+        toolbar.setMovable(False)
+        toolbar.addAction(self.fit_action)
+        toolbar.addSeparator()
+        self.magnification_actions: dict[float, QAction] = {}
+        group = QActionGroup(self)
+        group.setExclusive(False)
+        for magnification in MAGNIFICATIONS:
+            action = QAction(f"{magnification:g}×", self)
+            action.setToolTip(f"Zoom to {magnification:g}× objective magnification")
+            action.triggered.connect(
+                lambda _checked=False, m=magnification: self.slide_view.set_magnification(m)
+            )
+            group.addAction(action)
+            toolbar.addAction(action)
+            self.magnification_actions[magnification] = action
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, toolbar)
+        self.navigation_toolbar = toolbar
+
+    def _build_status_bar(self) -> None:
+        self.cursor_label = QLabel("")
+        self.zoom_label = QLabel("")
+        self.level_label = QLabel("")
+        status = self.statusBar()
+        status.addWidget(self.cursor_label, 1)
+        status.addPermanentWidget(self.level_label)
+        status.addPermanentWidget(self.zoom_label)
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def open_paths(self, paths: Sequence[str], raise_errors: bool = False) -> bool:
+        """Open slides or a cohort CSV (``.csv``): the cohort fills the Cohort panel, its first
+        slide is shown; of several slides the first is shown and all are listed as recent.
+
+        Returns
+        -------
+        bool
+            True when something was opened.
+        """
+        opened = False
+        for path in paths:
+            if str(path).lower().endswith(".csv"):
+                opened = self.open_cohort(str(path), raise_errors=raise_errors) or opened
+            elif not opened:
+                opened = self.open_slide(str(path), raise_errors=raise_errors)
+            else:
+                self._add_recent(str(path))
+        return opened
+
+    def open_slide(self, path: str, raise_errors: bool = False) -> bool:
+        """Show the slide at ``path``; an error shows a dialog (or raises with ``raise_errors``)."""
+        try:
+            slide = open_slide_checked(path)
+        except SlideError as error:
+            log.warning("cannot open %s: %s", path, error)
+            if raise_errors:
+                raise
+            QMessageBox.critical(self, "Cannot open slide", str(error))
+            return False
+        self.slide_view.set_slide(slide)
+        self._add_recent(path)
+        if self.cohort_entries:
+            self.cohort_panel.select_path(str(Path(path).resolve()))
+        return True
+
+    def open_cohort(self, csv_path: str, raise_errors: bool = False) -> bool:
+        """Fill the Cohort panel from a cohort CSV and open its first slide."""
+        try:
+            entries = read_cohort(csv_path)
+        except PathViewerError as error:
+            log.warning("cannot open cohort %s: %s", csv_path, error)
+            if raise_errors:
+                raise
+            QMessageBox.critical(self, "Cannot open cohort", str(error))
+            return False
+        self.cohort_entries = entries
+        self.cohort_path = Path(csv_path)
+        self.cohort_panel.set_entries(entries, f"{Path(csv_path).name}: {len(entries)} slides")
+        self.cohort_dock.show()
+        self._add_recent(csv_path)
+        return self.open_slide(str(entries[0].path), raise_errors=raise_errors)
+
+    def choose_slide(self) -> None:
+        patterns = " ".join(f"*{suffix}" for suffix in SLIDE_SUFFIXES)
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open slide", "", f"Slides ({patterns});;Cohort CSV (*.csv);;All files (*)"
+        )
+        if path:
+            self.open_paths([path])
+
+    def choose_cohort(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open cohort", "", "Cohort CSV (*.csv)")
+        if path:
+            self.open_cohort(path)
+
+    def recent_files(self) -> list[str]:
+        value = self.settings.value(RECENT_SETTING, [])
+        if isinstance(value, str):
+            return [value]
+        return [str(v) for v in (value or [])]
+
+    def _add_recent(self, path: str) -> None:
+        path = str(Path(path).resolve())
+        recent = [p for p in self.recent_files() if p != path]
+        self.settings.setValue(RECENT_SETTING, [path, *recent][:MAX_RECENT])
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = self.recent_files()
+        if not recent:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+        for path in recent:
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _checked=False, p=path: self.open_paths([p]))
+
+    # -- drag and drop -----------------------------------------------------------------------
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
+        paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_paths(paths)
+
+    # -- status ------------------------------------------------------------------------------
+
+    def _on_slide_changed(self, slide: object) -> None:
+        view = self.slide_view
+        power = view.current_slide.objective_power if view.current_slide is not None else None
+        for magnification, action in self.magnification_actions.items():
+            action.setEnabled(bool(power) and magnification <= 2 * (power or 0))
+        if view.current_slide is not None:
+            self.setWindowTitle(f"{Path(view.current_slide.path).name} — PathViewer")
+            self.slide_view.minimap.setVisible(self.minimap_action.isChecked())
+        else:
+            self.setWindowTitle("PathViewer")
+            self.cursor_label.setText("")
+        self._update_zoom_label()
+
+    def _update_zoom_label(self) -> None:
+        view = self.slide_view
+        if view.current_slide is None:
+            self.zoom_label.setText("")
+            self.level_label.setText("")
+            return
+        magnification = view.magnification()
+        text = f"zoom {view.scale_factor() * 100:.1f}%"
+        if magnification:
+            text += f" · {magnification:.2f}×"
+        self.zoom_label.setText(text)
+        level = view.current_level()
+        self.level_label.setText(
+            f"level {level} (÷{view.current_slide.level_downsamples[level]:g})"
+        )
+
+    def _update_cursor_label(self, x: float, y: float) -> None:
+        slide = self.slide_view.current_slide
+        if slide is None:
+            return
+        text = f"x {x:,.0f}  y {y:,.0f} px"
+        if slide.mpp:
+            text += f"   ({x * slide.mpp[0] / 1000:,.3f}, {y * slide.mpp[1] / 1000:,.3f}) mm"
+        self.cursor_label.setText(text)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        self.slide_view.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,543 @@
+"""The tiled slide view: a QGraphicsView whose scene is in level-0 pixel coordinates.
+
+Public API (what later features build on)
+----------------------------------------
+:class:`SlideView`
+    * ``scene()``: a QGraphicsScene in **level-0 pixel coordinates** (``level0_to_scene`` is the
+      identity).  Overlays (heatmaps, annotations) add their own items with a z-value above
+      :data:`SLIDE_Z` (the slide item sits at 0); e.g. a heatmap ``QGraphicsPixmapItem`` scaled
+      by the patch stride.
+    * ``current_slide``: the open :class:`~pathviewer.core.slide.SlideSource` or None.
+    * signals ``slideChanged(object)`` (new slide or None; the scene was cleared, overlays must
+      re-add themselves), ``viewChanged()`` (pan/zoom/resize), ``cursorMoved(float, float)``
+      (level-0 cursor position).
+    * ``center_on(x, y, magnification=None)``, ``set_magnification(m)``, ``fit_to_window()``,
+      ``zoom_by(factor, anchor=None)``, ``scale_factor()`` (screen px per level-0 px),
+      ``magnification()``, ``current_level()``, ``visible_level0_rect()``, ``wait_until_idle()``.
+    * ``pipeline`` (:class:`~pathviewer.gui.tiles.TilePipeline`) and ``cache``
+      (:class:`~pathviewer.gui.tiles.TileCache`).
+
+Rendering: one :class:`SlideItem` covers the slide and paints, for the exposed area, the thumbnail
+first, then for every tile of the level chosen for the zoom either the cached tile or the best
+coarser cached tile in its place; missing tiles are requested centre-out from the pipeline, which
+reads them on worker threads (never on the UI thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from PySide6.QtCore import QPointF, QRectF, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QColor,
+    QImage,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QResizeEvent,
+    QTransform,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import (
+    QApplication,
+    QGraphicsItem,
+    QGraphicsScene,
+    QGraphicsView,
+    QStyleOptionGraphicsItem,
+    QWidget,
+)
+
+from pathviewer.core.errors import SlideError
+from pathviewer.core.slide import SlideSource
+from pathviewer.gui.minimap import Minimap
+from pathviewer.gui.scalebar import ScaleBar
+from pathviewer.gui.tiles import (
+    TileCache,
+    TileKey,
+    TilePipeline,
+    cache_cap_bytes,
+    centre_out,
+    rgb_to_qimage,
+    threads_setting,
+)
+
+log = logging.getLogger(__name__)
+
+#: z-value of the slide item; overlays go above.
+SLIDE_Z = 0.0
+
+#: Standard objective magnifications offered as buttons.
+MAGNIFICATIONS = (1.25, 2.5, 5.0, 10.0, 20.0, 40.0)
+
+#: Longest side of the in-memory thumbnail (coarse fall-back and minimap).
+THUMBNAIL_SIZE = 1024
+
+#: Largest level (pixels) read to build a thumbnail; slides without a pyramid get none.
+MAX_THUMBNAIL_SOURCE_PX = 64_000_000
+
+BACKGROUND = QColor(34, 36, 40)
+
+
+def make_thumbnail(slide: SlideSource, size: int = THUMBNAIL_SIZE) -> QImage | None:
+    """A thumbnail QImage of ``slide``, or None when it would be too costly or cannot be read."""
+    width, height = slide.dimensions
+    scale = max(width / size, height / size, 1.0)
+    level = slide.best_level_for_downsample(scale)
+    lw, lh = slide.level_dimensions[level]
+    if lw * lh > MAX_THUMBNAIL_SOURCE_PX:
+        log.info("no thumbnail for %s: coarsest usable level is %dx%d", slide.path, lw, lh)
+        return None
+    try:
+        return rgb_to_qimage(slide.thumbnail((size, size)))
+    except Exception as error:  # a broken slide still opens; its tiles show the error
+        log.warning("thumbnail of %s failed: %s", slide.path, error)
+        return None
+
+
+class SlideItem(QGraphicsItem):
+    """The slide itself, painted from the tile cache with coarse fall-backs."""
+
+    def __init__(self, view: SlideView) -> None:
+        super().__init__()
+        self._view = view
+        slide = view.current_slide
+        assert slide is not None
+        width, height = slide.dimensions
+        self._rect = QRectF(0, 0, width, height)
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
+        self.setZValue(SLIDE_Z)
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt override
+        return self._rect
+
+    def paint(
+        self,
+        painter: QPainter,
+        option: QStyleOptionGraphicsItem,
+        widget: QWidget | None = None,
+    ) -> None:
+        view = self._view
+        pipeline = view.pipeline
+        grids = pipeline.grids
+        if not grids:
+            return
+        exposed = option.exposedRect.intersected(self._rect)  # type: ignore[attr-defined]
+        if exposed.isEmpty():
+            return
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        thumb = view.thumbnail_image
+        if thumb is not None:
+            sx = thumb.width() / self._rect.width()
+            sy = thumb.height() / self._rect.height()
+            source = QRectF(
+                exposed.x() * sx, exposed.y() * sy, exposed.width() * sx, exposed.height() * sy
+            )
+            painter.drawImage(exposed, thumb, source)
+        else:
+            painter.fillRect(exposed, QColor(255, 255, 255))
+        if thumb is not None and view.thumbnail_suffices():
+            return
+        cache = view.cache
+        generation = pipeline.generation
+        level = view.current_level()
+        grid = grids[level]
+        col0, row0, col1, row1 = grid.tiles_in(
+            exposed.left(), exposed.top(), exposed.right(), exposed.bottom()
+        )
+        for row in range(row0, row1 + 1):
+            for col in range(col0, col1 + 1):
+                image = cache.get((generation, level, col, row))
+                rect = QRectF(*grid.tile_scene_rect(col, row))
+                if image is not None:
+                    painter.drawImage(rect, image)
+                else:
+                    self._paint_fallback(painter, rect, level, generation)
+
+    def _paint_fallback(self, painter: QPainter, rect: QRectF, level: int, generation: int) -> None:
+        """Fill ``rect`` with the finest coarser cached tiles (thumbnail already underneath)."""
+        grids = self._view.pipeline.grids
+        cache = self._view.cache
+        for coarse in range(level + 1, len(grids)):
+            grid = grids[coarse]
+            col0, row0, col1, row1 = grid.tiles_in(
+                rect.left(), rect.top(), rect.right(), rect.bottom()
+            )
+            found = False
+            for row in range(row0, row1 + 1):
+                for col in range(col0, col1 + 1):
+                    image = cache.peek((generation, coarse, col, row))
+                    if image is None:
+                        continue
+                    found = True
+                    tile_rect = QRectF(*grid.tile_scene_rect(col, row))
+                    part = tile_rect.intersected(rect)
+                    d = grid.downsample
+                    source = QRectF(
+                        (part.x() - tile_rect.x()) / d,
+                        (part.y() - tile_rect.y()) / d,
+                        part.width() / d,
+                        part.height() / d,
+                    )
+                    painter.drawImage(part, image, source)
+            if found:
+                return
+
+
+class SlideView(QGraphicsView):
+    """Pan/zoom view of one slide with tiled, threaded loading (see the module docstring).
+
+    Parameters
+    ----------
+    parent
+        Parent widget.
+    settings
+        Where the cache cap and thread count are read (default ``QSettings()``).
+    threads
+        Tile threads (overrides the setting).
+    """
+
+    slideChanged = Signal(object)
+    viewChanged = Signal()
+    cursorMoved = Signal(float, float)
+
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        settings: QSettings | None = None,
+        threads: int | None = None,
+    ) -> None:
+        super().__init__(parent)
+        settings = settings or QSettings()
+        self.cache = TileCache(cache_cap_bytes(settings))
+        self.pipeline = TilePipeline(self.cache, threads or threads_setting(settings), parent=self)
+        self.pipeline.tilesLoaded.connect(self._on_tiles_loaded)
+        self._slide: SlideSource | None = None
+        self._item: SlideItem | None = None
+        self.thumbnail_image: QImage | None = None
+        self.setScene(QGraphicsScene(self))
+        self.setBackgroundBrush(BACKGROUND)
+        self.setFrameShape(QGraphicsView.Shape.NoFrame)
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.NoAnchor)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
+        self.setOptimizationFlag(QGraphicsView.OptimizationFlag.DontAdjustForAntialiasing, True)
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        # Let file drops reach the main window.
+        self.setAcceptDrops(False)
+        self.viewport().setAcceptDrops(False)
+        self._request_timer = QTimer(self)
+        self._request_timer.setSingleShot(True)
+        self._request_timer.setInterval(0)
+        self._request_timer.timeout.connect(self.update_requests)
+        self.horizontalScrollBar().valueChanged.connect(self._on_view_moved)
+        self.verticalScrollBar().valueChanged.connect(self._on_view_moved)
+        self.scale_bar = ScaleBar(self)
+        self.scale_bar.hide()
+        self.minimap = Minimap(self)
+        self._min_scale = 1e-3
+        self._max_scale = 4.0
+        # Until the user zooms or pans, a resize re-fits the slide (the first show included).
+        self._auto_fit = False
+
+    # -- slide -------------------------------------------------------------------------------
+
+    @property
+    def current_slide(self) -> SlideSource | None:
+        """The open slide (None when empty)."""
+        return self._slide
+
+    def set_slide(self, slide: SlideSource | None) -> None:
+        """Show ``slide`` (None to empty the view); the previous slide is closed.
+
+        Pending tile reads are cancelled, the cache is cleared and the scene emptied (overlays
+        listen to ``slideChanged`` to add themselves again).
+        """
+        self.pipeline.set_slide(slide)
+        self.scene().clear()
+        self._item = None
+        self._slide = slide
+        self.thumbnail_image = make_thumbnail(slide) if slide is not None else None
+        if slide is not None:
+            width, height = slide.dimensions
+            # Margins let any part of the slide be centred, and anchored zoom work at the edges.
+            pad_x, pad_y = width * 0.5 + 2000, height * 0.5 + 2000
+            self.scene().setSceneRect(QRectF(-pad_x, -pad_y, width + 2 * pad_x, height + 2 * pad_y))
+            self._item = SlideItem(self)
+            self.scene().addItem(self._item)
+            self.fit_to_window()
+            self._auto_fit = True
+        else:
+            self.scene().setSceneRect(QRectF(0, 0, 1, 1))
+        self.slideChanged.emit(slide)
+        self._on_view_moved()
+
+    def close_slide(self) -> None:
+        """Close the current slide and empty the view."""
+        self.set_slide(None)
+
+    def shutdown(self) -> None:
+        """Close the slide and stop the tile threads (the window calls this when it closes)."""
+        self._request_timer.stop()
+        self.scene().clear()
+        self._item = None
+        self._slide = None
+        self.pipeline.shutdown()
+
+    # -- coordinates -------------------------------------------------------------------------
+
+    @staticmethod
+    def level0_to_scene(x: float, y: float) -> QPointF:
+        """Scene point of a level-0 pixel position (the identity: the scene *is* level 0)."""
+        return QPointF(x, y)
+
+    @staticmethod
+    def scene_to_level0(point: QPointF) -> tuple[float, float]:
+        """Level-0 position of a scene point (the identity)."""
+        return point.x(), point.y()
+
+    def view_to_level0(self, pos: QPointF) -> tuple[float, float]:
+        """Level-0 position under a viewport position, without integer rounding."""
+        inverse, _ = self.viewportTransform().inverted()
+        point = inverse.map(QPointF(pos))
+        return point.x(), point.y()
+
+    def scale_factor(self) -> float:
+        """Screen pixels per level-0 pixel."""
+        return self.transform().m11()
+
+    def magnification(self) -> float | None:
+        """The equivalent objective magnification on screen (None without objective power)."""
+        power = self._slide.objective_power if self._slide is not None else None
+        return self.scale_factor() * power if power else None
+
+    def um_per_screen_px(self) -> float | None:
+        """Microns per screen pixel at the current zoom (None without MPP)."""
+        mpp = self._slide.mpp if self._slide is not None else None
+        return mpp[0] / self.scale_factor() if mpp else None
+
+    def current_level(self) -> int:
+        """Pyramid level drawn at the current zoom: the coarsest one at least as fine as the screen."""
+        if self._slide is None:
+            return 0
+        downsample = 1.0 / max(self.scale_factor() * self.devicePixelRatioF(), 1e-9)
+        return self._slide.best_level_for_downsample(downsample)
+
+    def visible_level0_rect(self) -> QRectF:
+        """Level-0 rectangle covered by the viewport (may extend beyond the slide)."""
+        inverse, _ = self.viewportTransform().inverted()
+        return inverse.mapRect(QRectF(self.viewport().rect()))
+
+    # -- navigation --------------------------------------------------------------------------
+
+    def _fit_scale(self) -> float:
+        if self._slide is None:
+            return 1.0
+        width, height = self._slide.dimensions
+        viewport = self.viewport().rect()
+        return max(1e-6, min(viewport.width() / width, viewport.height() / height) * 0.96)
+
+    def _set_scale(self, scale: float, anchor: QPointF | None = None) -> None:
+        """Set the zoom, keeping the level-0 point under ``anchor`` (viewport px) fixed."""
+        self._auto_fit = False
+        fit = self._fit_scale()
+        self._min_scale = min(fit * 0.5, 0.5)
+        self._max_scale = max(4.0, fit * 2)
+        scale = min(max(scale, self._min_scale), self._max_scale)
+        viewport_centre = QPointF(self.viewport().rect().center()) + QPointF(0.5, 0.5)
+        if anchor is None:
+            anchor = viewport_centre
+        x, y = self.view_to_level0(anchor)
+        self.setTransform(QTransform.fromScale(scale, scale))
+        offset = (viewport_centre - anchor) / scale
+        self.centerOn(QPointF(x + offset.x(), y + offset.y()))
+        self._on_view_moved()
+
+    def zoom_by(self, factor: float, anchor: QPointF | None = None) -> None:
+        """Multiply the zoom by ``factor`` around ``anchor`` (viewport px; default the centre)."""
+        self._set_scale(self.scale_factor() * factor, anchor)
+
+    def fit_to_window(self) -> None:
+        """Show the whole slide, centred."""
+        if self._slide is None:
+            return
+        self.setTransform(QTransform.fromScale(self._fit_scale(), self._fit_scale()))
+        width, height = self._slide.dimensions
+        self.centerOn(width / 2, height / 2)
+        self._on_view_moved()
+
+    def set_magnification(self, magnification: float) -> bool:
+        """Zoom to an objective magnification around the view centre (False without objective power)."""
+        power = self._slide.objective_power if self._slide is not None else None
+        if not power:
+            return False
+        self._set_scale(magnification / power)
+        return True
+
+    def center_on(self, x: float, y: float, magnification: float | None = None) -> None:
+        """Centre the view on level-0 ``(x, y)``, optionally at an objective magnification."""
+        self._auto_fit = False
+        if magnification is not None:
+            self.set_magnification(magnification)
+        self.centerOn(QPointF(x, y))
+        self._on_view_moved()
+
+    def pan_by(self, dx: float, dy: float) -> None:
+        """Pan by ``(dx, dy)`` viewport pixels."""
+        self._auto_fit = False
+        self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + round(dx))
+        self.verticalScrollBar().setValue(self.verticalScrollBar().value() + round(dy))
+
+    # -- tiles -------------------------------------------------------------------------------
+
+    def thumbnail_suffices(self) -> bool:
+        """True when the thumbnail is at least as fine as the screen (no tiles needed)."""
+        if self._slide is None or self.thumbnail_image is None:
+            return False
+        thumb_scale = self.thumbnail_image.width() / self._slide.dimensions[0]
+        return thumb_scale >= self.scale_factor() * self.devicePixelRatioF()
+
+    def visible_tile_keys(self, level: int | None = None, margin_tiles: int = 0) -> list[TileKey]:
+        """Keys of the tiles of ``level`` (default: the current one) in view, centre first."""
+        if self._slide is None or not self.pipeline.grids:
+            return []
+        if level is None and self.thumbnail_suffices():
+            return []
+        level = self.current_level() if level is None else level
+        grid = self.pipeline.grids[level]
+        rect = self.visible_level0_rect()
+        col0, row0, col1, row1 = grid.tiles_in(rect.left(), rect.top(), rect.right(), rect.bottom())
+        if rect.right() <= 0 or rect.bottom() <= 0:
+            return []
+        col0, row0 = max(0, col0 - margin_tiles), max(0, row0 - margin_tiles)
+        col1 = min(grid.cols - 1, col1 + margin_tiles)
+        row1 = min(grid.rows - 1, row1 + margin_tiles)
+        span = grid.tile_size * grid.downsample
+        generation = self.pipeline.generation
+        keys = [
+            (generation, level, col, row)
+            for row in range(row0, row1 + 1)
+            for col in range(col0, col1 + 1)
+        ]
+        centre = rect.center()
+        return centre_out(keys, centre.x() / span, centre.y() / span)
+
+    def missing_visible_tiles(self) -> int:
+        """Number of tiles in view at the current level that are not cached yet."""
+        return sum(1 for key in self.visible_tile_keys() if key not in self.cache)
+
+    def update_requests(self) -> None:
+        """Ask the pipeline for the visible tiles (centre-out), then a one-tile ring around them."""
+        if self._slide is None:
+            self.pipeline.cancel_all()
+            return
+        visible = self.visible_tile_keys()
+        ring = [k for k in self.visible_tile_keys(margin_tiles=1) if k not in set(visible)]
+        self.pipeline.request(visible + ring)
+
+    def _on_tiles_loaded(self, keys: list[TileKey]) -> None:
+        if self._item is None:
+            return
+        level = self.current_level()
+        grids = self.pipeline.grids
+        region = QRectF()
+        for key in keys:
+            if key[1] < level:
+                continue  # finer than what is drawn now: not visible
+            region = region.united(QRectF(*grids[key[1]].tile_scene_rect(key[2], key[3])))
+        if not region.isEmpty():
+            self._item.update(region)
+
+    def wait_until_idle(self, timeout: float = 20.0) -> bool:
+        """Process events until every visible tile is cached and painted (True) or timeout (False)."""
+        deadline = time.monotonic() + timeout
+        app = QApplication.instance()
+        while time.monotonic() < deadline:
+            self.update_requests()
+            remaining = max(0.0, deadline - time.monotonic())
+            self.pipeline.wait_until_idle(remaining)
+            if app is not None:
+                app.processEvents()
+            if self.missing_visible_tiles() == 0 and self.pipeline.is_idle():
+                self.viewport().repaint()
+                return True
+        return False
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _on_view_moved(self, *_args: object) -> None:
+        self.scale_bar.set_um_per_px(self.um_per_screen_px() if self._slide is not None else None)
+        self._request_timer.start()
+        self.viewChanged.emit()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        if self._auto_fit:
+            self.fit_to_window()
+        margin = 12
+        self.minimap.move(self.width() - self.minimap.width() - margin, margin)
+        self.scale_bar.move(margin, self.height() - self.scale_bar.height() - margin)
+        self._on_view_moved()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        self.resizeEvent(QResizeEvent(self.size(), self.size()))
+
+    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 - Qt override
+        delta = event.angleDelta().y() or event.angleDelta().x()
+        if delta == 0 or self._slide is None:
+            event.ignore()
+            return
+        # One notch (120) zooms by 2^(1/4); trackpads send smaller deltas for smooth zoom.
+        self.zoom_by(math.pow(2.0, delta / 480.0), event.position())
+        event.accept()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt override
+        key = event.key()
+        step_x = self.viewport().width() / 8
+        step_y = self.viewport().height() / 8
+        if key == Qt.Key.Key_Left:
+            self.pan_by(-step_x, 0)
+        elif key == Qt.Key.Key_Right:
+            self.pan_by(step_x, 0)
+        elif key == Qt.Key.Key_Up:
+            self.pan_by(0, -step_y)
+        elif key == Qt.Key.Key_Down:
+            self.pan_by(0, step_y)
+        elif key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal):
+            self.zoom_by(1.25)
+        elif key in (Qt.Key.Key_Minus, Qt.Key.Key_Underscore):
+            self.zoom_by(0.8)
+        elif key in (Qt.Key.Key_0, Qt.Key.Key_F):
+            self.fit_to_window()
+        else:
+            super().keyPressEvent(event)
+            return
+        event.accept()
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        self._auto_fit = False
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        super().mouseMoveEvent(event)
+        if self._slide is not None:
+            self.cursorMoved.emit(*self.view_to_level0(event.position()))
+
+
+def open_slide_checked(path: str) -> SlideSource:
+    """Open a slide for the viewer; a failure raises :class:`SlideError` naming the file."""
+    from pathviewer.core.slide import open_slide
+
+    try:
+        return open_slide(path)
+    except SlideError:
+        raise
+    except Exception as error:  # keep every open failure one clear message
+        raise SlideError(path, f"cannot be opened ({type(error).__name__}: {error})") from None
