@@ -1,0 +1,1031 @@
+"""Crash-safe project store: one folder holding ``project.sqlite``.
+
+A project keeps everything an annotator produces: slides, region annotations, the class palette,
+patch labels (from annotators, models or imports), review decisions with their full history, the
+review queue of a label-refinement run, and training runs.
+
+Durability
+    The database runs in WAL mode with ``synchronous=FULL`` and foreign keys on.  Every public
+    method that changes something is one transaction, committed before it returns, so there is no
+    Save button: killing the process at any moment loses no edit whose method returned.
+    Several edits can be grouped atomically with ``with project.transaction(): ...``.
+
+Schema versions
+    ``PRAGMA user_version`` holds the schema version; :data:`MIGRATIONS` are applied in order when
+    a project is opened, each in its own transaction, so an older project is upgraded in place.
+
+Threads
+    Each thread gets its own SQLite connection (opened lazily), so a :class:`Project` may be shared
+    between the GUI thread and worker threads; SQLite serialises the writers (``busy_timeout``
+    5 s).  Records returned are plain frozen dataclasses, safe to pass between threads.
+
+Coordinates
+    Geometries and boxes are in level-0 pixels of their slide; geometries are stored as WKB with
+    their bounding box, so :meth:`Project.annotations` can filter a viewport in SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from pathviewer.core.annotations import DEFAULT_CLASSES, Annotation
+from pathviewer.core.atomic import atomic_write
+from pathviewer.core.errors import CohortError, PathViewerError
+
+#: File name of the database inside a project folder.
+DB_NAME = "project.sqlite"
+
+#: Where a patch label came from.
+SOURCES = ("annotator", "model", "imported")
+
+#: Review decisions: accept the suggestion, keep the given label, assign another, unsure.
+DECISIONS = ("accept", "keep", "assign", "unsure")
+
+#: Schema migrations; ``MIGRATIONS[i]`` upgrades a database from version ``i`` to ``i + 1``.
+MIGRATIONS: list[str] = [
+    # v1: the core tables.
+    """
+    CREATE TABLE slides (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        label TEXT,
+        split TEXT,
+        added TEXT NOT NULL
+    );
+    CREATE TABLE classes (
+        name TEXT PRIMARY KEY,
+        color TEXT NOT NULL
+    );
+    CREATE TABLE annotations (
+        id INTEGER PRIMARY KEY,
+        slide_id INTEGER NOT NULL REFERENCES slides(id) ON DELETE CASCADE,
+        geometry BLOB NOT NULL,
+        min_x REAL NOT NULL, min_y REAL NOT NULL, max_x REAL NOT NULL, max_y REAL NOT NULL,
+        class_name TEXT,
+        color TEXT,
+        name TEXT,
+        object_type TEXT NOT NULL DEFAULT 'annotation',
+        author TEXT,
+        created TEXT NOT NULL,
+        modified TEXT NOT NULL
+    );
+    CREATE INDEX annotations_slide ON annotations(slide_id, min_x, max_x);
+    CREATE TABLE patch_labels (
+        id INTEGER PRIMARY KEY,
+        slide_id INTEGER NOT NULL REFERENCES slides(id) ON DELETE CASCADE,
+        x INTEGER NOT NULL, y INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('annotator', 'model', 'imported')),
+        trusted INTEGER NOT NULL DEFAULT 0 CHECK (trusted IN (0, 1)),
+        author TEXT,
+        created TEXT NOT NULL
+    );
+    CREATE INDEX patch_labels_box ON patch_labels(slide_id, x, y, width, height);
+    CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY,
+        patch_label_id INTEGER NOT NULL REFERENCES patch_labels(id) ON DELETE CASCADE,
+        decision TEXT NOT NULL CHECK (decision IN ('accept', 'keep', 'assign', 'unsure')),
+        label TEXT,
+        author TEXT,
+        decided_at TEXT NOT NULL
+    );
+    CREATE INDEX reviews_label ON reviews(patch_label_id);
+    CREATE TABLE training_runs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        path TEXT,
+        config TEXT NOT NULL DEFAULT '{}',
+        created TEXT NOT NULL,
+        status TEXT NOT NULL
+    );
+    """,
+    # v2: the review queue of a label-refinement run (flags.csv), ranked by suspicion.
+    """
+    CREATE TABLE flags (
+        id INTEGER PRIMARY KEY,
+        rank INTEGER NOT NULL,
+        patch_label_id INTEGER NOT NULL REFERENCES patch_labels(id) ON DELETE CASCADE,
+        given TEXT NOT NULL,
+        suggested TEXT NOT NULL,
+        confidence REAL,
+        g REAL,
+        run_id INTEGER REFERENCES training_runs(id) ON DELETE SET NULL,
+        imported TEXT NOT NULL
+    );
+    CREATE INDEX flags_rank ON flags(rank);
+    CREATE INDEX flags_label ON flags(patch_label_id);
+    """,
+]
+
+#: The schema version this code writes.
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class ProjectError(PathViewerError):
+    """A project folder cannot be created or opened, or an edit refers to something absent."""
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class SlideRecord:
+    """A slide of the project."""
+
+    id: int
+    path: str
+    name: str
+    label: str | None
+    split: str | None
+    added: str
+
+
+@dataclass(frozen=True)
+class AnnotationRecord:
+    """A stored annotation with its bookkeeping."""
+
+    id: int
+    slide_id: int
+    annotation: Annotation
+    author: str | None
+    created: str
+    modified: str
+
+
+@dataclass(frozen=True)
+class PatchLabelRecord:
+    """A labelled patch box of a slide."""
+
+    id: int
+    slide_id: int
+    slide_path: str
+    x: int
+    y: int
+    width: int
+    height: int
+    label: str
+    source: str
+    trusted: bool
+    author: str | None
+    created: str
+
+
+@dataclass(frozen=True)
+class ReviewRecord:
+    """One review decision on a patch label (the history keeps all of them)."""
+
+    id: int
+    patch_label_id: int
+    decision: str
+    label: str | None
+    author: str | None
+    decided_at: str
+
+
+@dataclass(frozen=True)
+class FlagRecord:
+    """One entry of the review queue: a patch whose label a refinement run finds suspect."""
+
+    id: int
+    rank: int
+    patch_label_id: int
+    slide_id: int
+    slide_path: str
+    x: int
+    y: int
+    width: int
+    height: int
+    given: str
+    suggested: str
+    confidence: float | None
+    g: float | None
+    current_label: str
+    trusted: bool
+    reviewed: bool
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A training run registered in the project."""
+
+    id: int
+    kind: str
+    path: str | None
+    config: dict[str, Any]
+    created: str
+    status: str
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _hex(color: Sequence[int] | None) -> str | None:
+    if color is None:
+        return None
+    r, g, b = (int(c) for c in color[:3])
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _rgb(value: str | None) -> tuple[int, int, int] | None:
+    if not value:
+        return None
+    value = value.lstrip("#")
+    return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
+
+
+def _geometry_columns(geometry: BaseGeometry) -> tuple[bytes, float, float, float, float]:
+    if geometry.is_empty:
+        raise ProjectError("cannot store an empty geometry")
+    min_x, min_y, max_x, max_y = geometry.bounds
+    return shapely.to_wkb(geometry), min_x, min_y, max_x, max_y
+
+
+def schema_version(connection: sqlite3.Connection) -> int:
+    """The ``PRAGMA user_version`` of a database."""
+    return int(connection.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(connection: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Apply the pending :data:`MIGRATIONS` up to ``target``, each in one transaction.
+
+    Returns
+    -------
+    int
+        The version after migrating.
+
+    Raises
+    ------
+    ProjectError
+        The database is newer than this version of PathViewer knows.
+    """
+    version = schema_version(connection)
+    if version > SCHEMA_VERSION:
+        raise ProjectError(
+            f"project schema version {version} is newer than this PathViewer ({SCHEMA_VERSION}); "
+            "update PathViewer"
+        )
+    while version < target:
+        # One transaction per step: the DDL and the version bump commit together (SQLite DDL is
+        # transactional), and the version is re-read under the write lock so that two
+        # connections opening an old project at once do not both apply a step.
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = schema_version(connection)
+            if version < target:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+                version += 1
+                connection.execute(f"PRAGMA user_version = {version}")
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+    return version
+
+
+# --------------------------------------------------------------------------- project
+
+
+class Project:
+    """A project folder with its SQLite store.  Use :meth:`create` or :meth:`open`.
+
+    Parameters
+    ----------
+    folder
+        The project folder (holding ``project.sqlite``).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.db_path = self.folder / DB_NAME
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._listeners: list[Callable[[str, list[int]], None]] = []
+
+    # ---- lifecycle
+
+    @classmethod
+    def create(cls, folder: str | os.PathLike[str]) -> Project:
+        """Create a new project in ``folder`` (created if needed; must not hold a project yet).
+
+        The class palette starts with :data:`~pathviewer.core.annotations.DEFAULT_CLASSES`.
+        """
+        folder = Path(folder)
+        if (folder / DB_NAME).exists():
+            raise ProjectError(f"{folder}: already holds a project")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ProjectError(f"{folder}: cannot create the project folder ({error})") from None
+        project = cls(folder)
+        project._connect()
+        with project.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO classes(name, color) VALUES (?, ?)",
+                [(name, _hex(rgb)) for name, rgb in DEFAULT_CLASSES.items()],
+            )
+        return project
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike[str]) -> Project:
+        """Open an existing project, upgrading its schema when it is older.
+
+        Raises
+        ------
+        ProjectError
+            No project there, not a SQLite database, or a newer schema.
+        """
+        folder = Path(folder)
+        if not (folder / DB_NAME).is_file():
+            raise ProjectError(f"{folder}: no {DB_NAME} here (not a PathViewer project)")
+        project = cls(folder)
+        project._connect()
+        return project
+
+    def close(self) -> None:
+        """Close every connection this project opened (edits are already committed)."""
+        with self._connections_lock:
+            for connection in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves so each edit is exactly one
+            # transaction.  check_same_thread=False only so that close() can close connections
+            # of other threads; each thread still uses only its own.
+            connection = sqlite3.connect(
+                self.db_path, isolation_level=None, timeout=5.0, check_same_thread=False
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            migrate(connection)
+        except sqlite3.DatabaseError as error:
+            raise ProjectError(f"{self.db_path}: not a usable project database ({error})") from None
+        self._local.connection = connection
+        self._local.depth = 0
+        with self._connections_lock:
+            self._connections.append(connection)
+        return connection
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (read-only use outside :meth:`transaction`, please)."""
+        return self._connect()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic, durable edit: committed on success, rolled back on any exception.
+
+        Nested uses join the outermost transaction.
+        """
+        connection = self._connect()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield connection
+            finally:
+                self._local.depth -= 1
+            return
+        connection.execute("BEGIN IMMEDIATE")
+        self._local.depth = 1
+        try:
+            yield connection
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        else:
+            connection.execute("COMMIT")
+        finally:
+            self._local.depth = 0
+
+    def add_listener(self, callback: Callable[[str, list[int]], None]) -> None:
+        """Call ``callback(what, ids)`` after each committed edit (``what`` like ``annotations``).
+
+        Called in the editing thread; a GUI should re-post to its own thread.
+        """
+        self._listeners.append(callback)
+
+    def _notify(self, what: str, ids: list[int]) -> None:
+        for callback in list(self._listeners):
+            callback(what, ids)
+
+    @contextlib.contextmanager
+    def _edit(self, what: str, ids: list[int]) -> Iterator[sqlite3.Connection]:
+        # Integrity errors (foreign keys, CHECKs) become ProjectErrors the UI can show.
+        try:
+            with self.transaction() as connection:
+                yield connection
+        except sqlite3.IntegrityError as error:
+            raise ProjectError(f"{self.db_path}: {what}: {error}") from None
+        if not self._local.depth:
+            self._notify(what, ids)
+
+    # ---- classes
+
+    def classes(self) -> dict[str, tuple[int, int, int]]:
+        """The class palette, name -> RGB, in insertion order."""
+        rows = self.connection.execute("SELECT name, color FROM classes ORDER BY rowid")
+        return {name: _rgb(color) or (128, 128, 128) for name, color in rows}
+
+    def set_class(self, name: str, color: Sequence[int]) -> None:
+        """Add a class or change its colour."""
+        with self._edit("classes", []) as conn:
+            conn.execute(
+                "INSERT INTO classes(name, color) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET color = excluded.color",
+                (name, _hex(color)),
+            )
+
+    def delete_class(self, name: str) -> None:
+        """Remove a class from the palette (annotations keep their class name)."""
+        with self._edit("classes", []) as conn:
+            conn.execute("DELETE FROM classes WHERE name = ?", (name,))
+
+    # ---- slides
+
+    def add_slide(
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        label: str | None = None,
+        split: str | None = None,
+    ) -> int:
+        """Add a slide (or return the id of the slide already stored with this path)."""
+        path = str(path)
+        existing = self.slide_id(path)
+        if existing is not None:
+            return existing
+        with self._edit("slides", []) as conn:
+            cursor = conn.execute(
+                "INSERT INTO slides(path, name, label, split, added) VALUES (?, ?, ?, ?, ?)",
+                (path, name or Path(path).stem, label, split, _now()),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def slide_id(self, path: str | os.PathLike[str]) -> int | None:
+        """The id of the slide stored with ``path``, or None."""
+        row = self.connection.execute(
+            "SELECT id FROM slides WHERE path = ?", (str(path),)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def slides(self) -> list[SlideRecord]:
+        """All slides, in the order they were added."""
+        rows = self.connection.execute(
+            "SELECT id, path, name, label, split, added FROM slides ORDER BY id"
+        )
+        return [SlideRecord(*row) for row in rows]
+
+    def slide(self, slide_id: int) -> SlideRecord:
+        """One slide by id."""
+        row = self.connection.execute(
+            "SELECT id, path, name, label, split, added FROM slides WHERE id = ?", (slide_id,)
+        ).fetchone()
+        if row is None:
+            raise ProjectError(f"{self.db_path}: no slide with id {slide_id}")
+        return SlideRecord(*row)
+
+    def update_slide(self, slide_id: int, **fields: str | None) -> None:
+        """Change a slide's ``name``, ``label`` or ``split``."""
+        allowed = {"name", "label", "split"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"update_slide: unknown fields {sorted(unknown)}")
+        if not fields:
+            return
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        with self._edit("slides", [slide_id]) as conn:
+            cursor = conn.execute(
+                f"UPDATE slides SET {assignments} WHERE id = ?", (*fields.values(), slide_id)
+            )
+            if cursor.rowcount == 0:
+                raise ProjectError(f"{self.db_path}: no slide with id {slide_id}")
+
+    def remove_slide(self, slide_id: int) -> None:
+        """Remove a slide with its annotations, patch labels, reviews and flags."""
+        with self._edit("slides", [slide_id]) as conn:
+            conn.execute("DELETE FROM slides WHERE id = ?", (slide_id,))
+
+    # ---- annotations
+
+    def add_annotation(
+        self, slide_id: int, annotation: Annotation, author: str | None = None
+    ) -> int:
+        """Store an annotation of a slide; returns its id."""
+        return self.add_annotations(slide_id, [annotation], author)[0]
+
+    def add_annotations(
+        self, slide_id: int, annotations: Iterable[Annotation], author: str | None = None
+    ) -> list[int]:
+        """Store several annotations in one transaction (all or nothing); returns their ids."""
+        ids: list[int] = []
+        now = _now()
+        with self._edit("annotations", ids) as conn:
+            for annotation in annotations:
+                wkb, *bounds = _geometry_columns(annotation.geometry)
+                cursor = conn.execute(
+                    "INSERT INTO annotations(slide_id, geometry, min_x, min_y, max_x, max_y, "
+                    "class_name, color, name, object_type, author, created, modified) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        slide_id,
+                        wkb,
+                        *bounds,
+                        annotation.class_name,
+                        _hex(annotation.color),
+                        annotation.name,
+                        annotation.object_type,
+                        author,
+                        now,
+                        now,
+                    ),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def update_annotation(
+        self,
+        annotation_id: int,
+        annotation: Annotation,
+        author: str | None = None,
+    ) -> None:
+        """Replace an annotation's geometry, class, colour and name (``modified`` is set now).
+
+        ``author`` (when given) records who edited it last.
+        """
+        wkb, *bounds = _geometry_columns(annotation.geometry)
+        with self._edit("annotations", [annotation_id]) as conn:
+            cursor = conn.execute(
+                "UPDATE annotations SET geometry = ?, min_x = ?, min_y = ?, max_x = ?, max_y = ?, "
+                "class_name = ?, color = ?, name = ?, object_type = ?, "
+                "author = COALESCE(?, author), modified = ? WHERE id = ?",
+                (
+                    wkb,
+                    *bounds,
+                    annotation.class_name,
+                    _hex(annotation.color),
+                    annotation.name,
+                    annotation.object_type,
+                    author,
+                    _now(),
+                    annotation_id,
+                ),
+            )
+            if cursor.rowcount == 0:
+                raise ProjectError(f"{self.db_path}: no annotation with id {annotation_id}")
+
+    def delete_annotation(self, annotation_id: int) -> None:
+        """Delete one annotation (no error if it is already gone, so undo/redo stay simple)."""
+        with self._edit("annotations", [annotation_id]) as conn:
+            conn.execute("DELETE FROM annotations WHERE id = ?", (annotation_id,))
+
+    def annotation(self, annotation_id: int) -> AnnotationRecord:
+        """One annotation by id."""
+        row = self.connection.execute(
+            f"SELECT {_ANNOTATION_COLUMNS} FROM annotations WHERE id = ?", (annotation_id,)
+        ).fetchone()
+        if row is None:
+            raise ProjectError(f"{self.db_path}: no annotation with id {annotation_id}")
+        return _annotation_record(row)
+
+    def annotations(
+        self, slide_id: int, bbox: tuple[float, float, float, float] | None = None
+    ) -> list[AnnotationRecord]:
+        """Annotations of a slide, optionally only those intersecting ``(x0, y0, x1, y1)``."""
+        sql = f"SELECT {_ANNOTATION_COLUMNS} FROM annotations WHERE slide_id = ?"
+        params: list[Any] = [slide_id]
+        if bbox is not None:
+            x0, y0, x1, y1 = bbox
+            sql += " AND max_x >= ? AND min_x <= ? AND max_y >= ? AND min_y <= ?"
+            params += [x0, x1, y0, y1]
+        rows = self.connection.execute(sql + " ORDER BY id", params).fetchall()
+        records = [_annotation_record(row) for row in rows]
+        if bbox is not None:  # bounding boxes overlap; keep those whose shapes really do
+            view = shapely.box(*bbox)
+            records = [r for r in records if r.annotation.geometry.intersects(view)]
+        return records
+
+    def import_annotations(
+        self, slide_id: int, path: str | os.PathLike[str], author: str | None = None
+    ) -> list[int]:
+        """Import a GeoJSON or ASAP XML file into a slide, all or nothing."""
+        from pathviewer.core.annotations import read_annotations
+
+        return self.add_annotations(slide_id, read_annotations(path), author)
+
+    def export_annotations(self, slide_id: int, path: str | os.PathLike[str]) -> int:
+        """Export a slide's annotations to GeoJSON or ASAP XML (by extension); returns the count."""
+        from pathviewer.core.annotations import write_annotations
+
+        annotations = [r.annotation for r in self.annotations(slide_id)]
+        write_annotations(path, annotations)
+        return len(annotations)
+
+    # ---- patch labels
+
+    def add_patch_labels(
+        self,
+        rows: Iterable[Sequence[Any] | Mapping[str, Any]],
+        source: str,
+        author: str | None = None,
+        trusted: bool | None = None,
+    ) -> list[int]:
+        """Store patch labels in one transaction; returns their ids.
+
+        Parameters
+        ----------
+        rows
+            ``(slide, x, y, width, height, label)`` tuples or mappings with those keys; ``slide``
+            is a slide id (int) or a path (str; the slide is added when new).
+        source
+            ``annotator``, ``model`` or ``imported``.
+        author
+            Who made them.
+        trusted
+            Default: True for ``annotator`` labels, False otherwise.
+        """
+        if source not in SOURCES:
+            raise ProjectError(f"patch label source {source!r} is not one of {SOURCES}")
+        is_trusted = int(source == "annotator" if trusted is None else trusted)
+        ids: list[int] = []
+        now = _now()
+        with self._edit("patch_labels", ids) as conn:
+            for i, row in enumerate(rows):
+                if isinstance(row, Mapping):
+                    values = [row[k] for k in ("slide", "x", "y", "width", "height", "label")]
+                else:
+                    values = list(row)
+                if len(values) != 6:
+                    raise ProjectError(
+                        f"patch label {i}: expected slide, x, y, width, height, label"
+                    )
+                slide, x, y, width, height, label = values
+                slide_id = self.add_slide(slide) if isinstance(slide, str) else int(slide)
+                cursor = conn.execute(
+                    "INSERT INTO patch_labels(slide_id, x, y, width, height, label, source, "
+                    "trusted, author, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        slide_id,
+                        int(x),
+                        int(y),
+                        int(width),
+                        int(height),
+                        str(label),
+                        source,
+                        is_trusted,
+                        author,
+                        now,
+                    ),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def patch_labels(
+        self,
+        slide_id: int | None = None,
+        trusted: bool | None = None,
+        source: str | None = None,
+    ) -> list[PatchLabelRecord]:
+        """Patch labels, optionally of one slide, trusted or not, or of one source."""
+        sql = f"SELECT {_PATCH_COLUMNS} FROM patch_labels p JOIN slides s ON s.id = p.slide_id"
+        where: list[str] = []
+        params: list[Any] = []
+        if slide_id is not None:
+            where.append("p.slide_id = ?")
+            params.append(slide_id)
+        if trusted is not None:
+            where.append("p.trusted = ?")
+            params.append(int(trusted))
+        if source is not None:
+            where.append("p.source = ?")
+            params.append(source)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.connection.execute(sql + " ORDER BY p.id", params)
+        return [_patch_record(row) for row in rows]
+
+    def patch_label(self, patch_label_id: int) -> PatchLabelRecord:
+        """One patch label by id."""
+        row = self.connection.execute(
+            f"SELECT {_PATCH_COLUMNS} FROM patch_labels p JOIN slides s ON s.id = p.slide_id "
+            "WHERE p.id = ?",
+            (patch_label_id,),
+        ).fetchone()
+        if row is None:
+            raise ProjectError(f"{self.db_path}: no patch label with id {patch_label_id}")
+        return _patch_record(row)
+
+    # ---- reviews
+
+    def record_review(
+        self,
+        patch_label_id: int,
+        decision: str,
+        label: str | None = None,
+        author: str | None = None,
+    ) -> int:
+        """Record a review decision and apply it to the patch label; returns the review id.
+
+        ``accept`` sets the label to the flag's suggestion (or ``label`` when given), ``keep``
+        keeps the current label, ``assign`` sets ``label`` (required); these three make the patch
+        label trusted.  ``unsure`` changes nothing but the history and leaves it untrusted.
+        Every decision is kept, so :meth:`review_history` shows who decided what and when.
+        """
+        if decision not in DECISIONS:
+            raise ProjectError(f"review decision {decision!r} is not one of {DECISIONS}")
+        with self._edit("reviews", [patch_label_id]) as conn:
+            current = conn.execute(
+                "SELECT label FROM patch_labels WHERE id = ?", (patch_label_id,)
+            ).fetchone()
+            if current is None:
+                raise ProjectError(f"{self.db_path}: no patch label with id {patch_label_id}")
+            if decision == "accept" and label is None:
+                suggestion = conn.execute(
+                    "SELECT suggested FROM flags WHERE patch_label_id = ? ORDER BY id DESC LIMIT 1",
+                    (patch_label_id,),
+                ).fetchone()
+                if suggestion is None:
+                    raise ProjectError(
+                        f"patch label {patch_label_id}: nothing suggested to accept; give a label"
+                    )
+                label = suggestion[0]
+            elif decision == "keep":
+                label = current[0]
+            elif decision == "assign" and not label:
+                raise ProjectError(f"patch label {patch_label_id}: 'assign' needs a label")
+            cursor = conn.execute(
+                "INSERT INTO reviews(patch_label_id, decision, label, author, decided_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (patch_label_id, decision, label, author, _now()),
+            )
+            if decision == "unsure":
+                conn.execute("UPDATE patch_labels SET trusted = 0 WHERE id = ?", (patch_label_id,))
+            else:
+                conn.execute(
+                    "UPDATE patch_labels SET label = ?, trusted = 1 WHERE id = ?",
+                    (label, patch_label_id),
+                )
+        return int(cursor.lastrowid or 0)
+
+    def review_history(self, patch_label_id: int) -> list[ReviewRecord]:
+        """Every decision on a patch label, oldest first."""
+        rows = self.connection.execute(
+            "SELECT id, patch_label_id, decision, label, author, decided_at FROM reviews "
+            "WHERE patch_label_id = ? ORDER BY id",
+            (patch_label_id,),
+        )
+        return [ReviewRecord(*row) for row in rows]
+
+    # ---- review queue (flags of a label-refinement run)
+
+    def import_flags(self, flags_csv: str | os.PathLike[str], run_id: int | None = None) -> int:
+        """Load a refinement run's ``flags.csv`` into the review queue; returns the row count.
+
+        Columns ``slide,x,y,width,height,given,suggested,confidence,g`` (an optional ``rank``
+        column orders the queue; otherwise the file order is the rank, most suspect first).
+        Each flag is linked to the stored patch label of its box (created as an ``imported``,
+        untrusted label ``given`` when there is none).  All or nothing: a bad row raises
+        :class:`~pathviewer.core.errors.CohortError` naming it and nothing is imported.
+        """
+        path = Path(flags_csv)
+        try:
+            with path.open(newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                fields = set(reader.fieldnames or [])
+                rows = list(reader)
+        except FileNotFoundError:
+            raise CohortError(f"{path}: file not found") from None
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise CohortError(f"{path}: not a CSV file ({error})") from None
+        required = {"slide", "x", "y", "width", "height", "given", "suggested"}
+        missing = required - fields
+        if missing:
+            raise CohortError(f"{path}: missing columns {', '.join(sorted(missing))}")
+        parsed = []
+        for line, row in enumerate(rows, start=2):
+            try:
+                box = tuple(int(float(row[k])) for k in ("x", "y", "width", "height"))
+                confidence = _optional_float(row.get("confidence"))
+                g = _optional_float(row.get("g"))
+                rank = int(row["rank"]) if row.get("rank") not in (None, "") else line - 2
+            except (TypeError, ValueError) as error:
+                raise CohortError(f"{path} row {line}: {error}") from None
+            if not row["slide"] or not row["given"] or not row["suggested"]:
+                raise CohortError(f"{path} row {line}: empty slide, given or suggested")
+            parsed.append((row["slide"], box, row["given"], row["suggested"], confidence, g, rank))
+        now = _now()
+        with self._edit("flags", []) as conn:
+            for slide, box, given, suggested, confidence, g, rank in parsed:
+                slide_id = self.add_slide(slide)
+                existing = conn.execute(
+                    "SELECT id FROM patch_labels WHERE slide_id = ? AND x = ? AND y = ? "
+                    "AND width = ? AND height = ? ORDER BY trusted DESC, id DESC LIMIT 1",
+                    (slide_id, *box),
+                ).fetchone()
+                if existing is None:
+                    (label_id,) = self.add_patch_labels(
+                        [(slide_id, *box, given)], source="imported"
+                    )
+                else:
+                    label_id = int(existing[0])
+                conn.execute(
+                    "INSERT INTO flags(rank, patch_label_id, given, suggested, confidence, g, "
+                    "run_id, imported) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rank, label_id, given, suggested, confidence, g, run_id, now),
+                )
+        return len(parsed)
+
+    def clear_flags(self) -> None:
+        """Empty the review queue (decisions and patch labels stay)."""
+        with self._edit("flags", []) as conn:
+            conn.execute("DELETE FROM flags")
+
+    def review_queue(self, only_pending: bool = True) -> list[FlagRecord]:
+        """The review queue, most suspect first.
+
+        With ``only_pending`` the flags whose patch label already has a review decision (or is
+        trusted) are left out, so a queue shows only what is still to be looked at.
+        """
+        sql = (
+            "SELECT f.id, f.rank, f.patch_label_id, p.slide_id, s.path, p.x, p.y, p.width, "
+            "p.height, f.given, f.suggested, f.confidence, f.g, p.label, p.trusted, "
+            "EXISTS(SELECT 1 FROM reviews r WHERE r.patch_label_id = p.id) "
+            "FROM flags f JOIN patch_labels p ON p.id = f.patch_label_id "
+            "JOIN slides s ON s.id = p.slide_id"
+        )
+        if only_pending:
+            sql += (
+                " WHERE p.trusted = 0 AND NOT EXISTS"
+                "(SELECT 1 FROM reviews r WHERE r.patch_label_id = p.id)"
+            )
+        rows = self.connection.execute(sql + " ORDER BY f.rank, f.id")
+        return [_flag_record(row) for row in rows]
+
+    def review_counts(self) -> tuple[int, int]:
+        """``(reviewed, left)`` over the distinct patch labels of the queue."""
+        queue = self.review_queue(only_pending=False)
+        labels = {f.patch_label_id: f for f in queue}
+        left = sum(1 for f in labels.values() if not f.reviewed and not f.trusted)
+        return len(labels) - left, left
+
+    def export_trusted_labels_csv(
+        self, path: str | os.PathLike[str], only_trusted: bool = False
+    ) -> int:
+        """Write the project's patch labels for training; returns the number of rows.
+
+        Columns ``slide,x,y,width,height,label,trusted`` (``trusted`` is 1 or 0; ``slide`` is the
+        path as stored), the format the label-refinement engine reads.  One row per box: the
+        trusted label when there is one, else the most recent annotator/imported label.  Model
+        predictions are not training labels and are left out.  ``only_trusted`` writes only
+        trusted rows.  Written atomically.
+        """
+        chosen: dict[tuple[int, int, int, int, int], PatchLabelRecord] = {}
+        for record in self.patch_labels():
+            if record.source == "model" and not record.trusted:
+                continue
+            key = (record.slide_id, record.x, record.y, record.width, record.height)
+            previous = chosen.get(key)
+            # Later ids win, but an untrusted label never replaces a trusted one.
+            if previous is None or record.trusted or not previous.trusted:
+                chosen[key] = record
+        rows = [r for r in chosen.values() if r.trusted or not only_trusted]
+        rows.sort(key=lambda r: (r.slide_id, r.y, r.x, r.id))
+        with atomic_write(path) as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["slide", "x", "y", "width", "height", "label", "trusted"])
+            for r in rows:
+                writer.writerow(
+                    [r.slide_path, r.x, r.y, r.width, r.height, r.label, int(r.trusted)]
+                )
+        return len(rows)
+
+    # ---- training runs
+
+    def add_run(
+        self,
+        kind: str,
+        path: str | os.PathLike[str] | None = None,
+        config: Mapping[str, Any] | None = None,
+        status: str = "running",
+    ) -> int:
+        """Register a training run (``kind`` like ``noisy`` or ``ngsd``); returns its id."""
+        with self._edit("training_runs", []) as conn:
+            cursor = conn.execute(
+                "INSERT INTO training_runs(kind, path, config, created, status) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    kind,
+                    None if path is None else str(path),
+                    json.dumps(dict(config or {})),
+                    _now(),
+                    status,
+                ),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def update_run(
+        self, run_id: int, status: str | None = None, path: str | os.PathLike[str] | None = None
+    ) -> None:
+        """Change a run's status (``done``, ``failed``, ``cancelled``...) or output path."""
+        with self._edit("training_runs", [run_id]) as conn:
+            cursor = conn.execute(
+                "UPDATE training_runs SET status = COALESCE(?, status), "
+                "path = COALESCE(?, path) WHERE id = ?",
+                (status, None if path is None else str(path), run_id),
+            )
+            if cursor.rowcount == 0:
+                raise ProjectError(f"{self.db_path}: no training run with id {run_id}")
+
+    def runs(self, kind: str | None = None) -> list[RunRecord]:
+        """Training runs, oldest first (optionally of one kind)."""
+        sql = "SELECT id, kind, path, config, created, status FROM training_runs"
+        params: tuple[Any, ...] = ()
+        if kind is not None:
+            sql += " WHERE kind = ?"
+            params = (kind,)
+        rows = self.connection.execute(sql + " ORDER BY id", params)
+        return [
+            RunRecord(run_id, kind_, path, json.loads(config), created, status)
+            for run_id, kind_, path, config, created, status in rows
+        ]
+
+    # ---- maintenance
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""
+        return str(self.connection.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+_ANNOTATION_COLUMNS = (
+    "id, slide_id, geometry, class_name, color, name, object_type, author, created, modified"
+)
+_PATCH_COLUMNS = (
+    "p.id, p.slide_id, s.path, p.x, p.y, p.width, p.height, p.label, p.source, p.trusted, "
+    "p.author, p.created"
+)
+
+
+def _annotation_record(row: Sequence[Any]) -> AnnotationRecord:
+    id_, slide_id, wkb, class_name, color, name, object_type, author, created, modified = row
+    annotation = Annotation(
+        geometry=shapely.from_wkb(wkb),
+        class_name=class_name,
+        color=_rgb(color),
+        name=name,
+        object_type=object_type,
+    )
+    return AnnotationRecord(id_, slide_id, annotation, author, created, modified)
+
+
+def _patch_record(row: Sequence[Any]) -> PatchLabelRecord:
+    values = list(row)
+    values[9] = bool(values[9])
+    return PatchLabelRecord(*values)
+
+
+def _flag_record(row: Sequence[Any]) -> FlagRecord:
+    values = list(row)
+    values[14] = bool(values[14])  # trusted
+    values[15] = bool(values[15])  # reviewed
+    return FlagRecord(*values)
+
+
+def _optional_float(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    return float(value)

@@ -1,0 +1,377 @@
+"""The crash-safe project store: schema, migrations, edits, reviews, queue, crash safety."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from shapely.geometry import Point, Polygon, box
+
+from pathviewer.core import store as store_module
+from pathviewer.core.annotations import Annotation
+from pathviewer.core.errors import CohortError
+from pathviewer.core.store import (
+    DB_NAME,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Project,
+    ProjectError,
+    migrate,
+    schema_version,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    with Project.create(tmp_path / "proj") as p:
+        yield p
+
+
+def test_create_sets_wal_foreign_keys_version_and_default_classes(tmp_path: Path) -> None:
+    project = Project.create(tmp_path / "p")
+    conn = project.connection
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert schema_version(conn) == SCHEMA_VERSION == len(MIGRATIONS)
+    assert project.classes()["Tumor"] == (200, 0, 0)
+    project.close()
+    with pytest.raises(ProjectError, match="already holds a project"):
+        Project.create(tmp_path / "p")
+    with pytest.raises(ProjectError, match="not a PathViewer project"):
+        Project.open(tmp_path / "nothing")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / DB_NAME).write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ProjectError, match="not a usable project database"):
+        Project.open(tmp_path / "junk")
+
+
+def test_foreign_keys_enforced(project: Project) -> None:
+    with pytest.raises(ProjectError, match="FOREIGN KEY"):
+        project.add_annotation(999, Annotation(box(0, 0, 1, 1), "Tumor"))
+    with pytest.raises(ProjectError, match="FOREIGN KEY"):
+        project.add_patch_labels([(42, 0, 0, 10, 10, "Tumor")], source="annotator")
+    assert project.connection.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] == 0
+    # Deleting a slide cascades to everything that hangs on it.
+    slide = project.add_slide("/data/a.svs")
+    project.add_annotation(slide, Annotation(box(0, 0, 5, 5), "Tumor"))
+    (label_id,) = project.add_patch_labels([(slide, 0, 0, 10, 10, "Tumor")], source="model")
+    project.record_review(label_id, "assign", "Normal", author="ann")
+    project.remove_slide(slide)
+    for table in ("annotations", "patch_labels", "reviews"):
+        count = project.connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        assert count == 0, table
+
+
+def test_migrates_a_version_1_database(tmp_path: Path) -> None:
+    folder = tmp_path / "old"
+    folder.mkdir()
+    conn = sqlite3.connect(folder / DB_NAME, isolation_level=None)
+    assert migrate(conn, target=1) == 1
+    conn.execute("INSERT INTO slides(path, name, added) VALUES ('/s/one.svs', 'one', '2024-01-01')")
+    conn.execute(
+        "INSERT INTO patch_labels(slide_id, x, y, width, height, label, source, created) "
+        "VALUES (1, 0, 0, 224, 224, 'Tumor', 'imported', '2024-01-01')"
+    )
+    conn.close()
+    with Project.open(folder) as project:
+        assert schema_version(project.connection) == SCHEMA_VERSION
+        tables = {
+            r[0]
+            for r in project.connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        assert "flags" in tables
+        # Old data survives the upgrade and the new table works.
+        assert [s.path for s in project.slides()] == ["/s/one.svs"]
+        assert project.patch_labels()[0].label == "Tumor"
+        assert project.review_queue() == []
+
+
+def test_refuses_a_newer_schema(tmp_path: Path) -> None:
+    Project.create(tmp_path / "p").close()
+    conn = sqlite3.connect(tmp_path / "p" / DB_NAME)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(ProjectError, match="newer than this PathViewer"):
+        Project.open(tmp_path / "p")
+
+
+def test_annotation_crud_bbox_query_and_listeners(project: Project) -> None:
+    slide = project.add_slide("/data/s1.svs", label="tumor", split="train")
+    assert project.add_slide("/data/s1.svs") == slide  # idempotent by path
+    other = project.add_slide("/data/s2.svs")
+    assert [s.name for s in project.slides()] == ["s1", "s2"]
+    events: list[tuple[str, list[int]]] = []
+    project.add_listener(lambda what, ids: events.append((what, list(ids))))
+    donut = Polygon([(0, 0), (100, 0), (100, 100), (0, 100)], [[(40, 40), (60, 40), (60, 60)]])
+    a = project.add_annotation(slide, Annotation(donut, "Tumor", (1, 2, 3), name="d"), "alice")
+    b = project.add_annotation(slide, Annotation(Point(500, 500), "Other"), "bob")
+    project.add_annotation(other, Annotation(box(0, 0, 10, 10), "Normal"))
+    assert events[0] == ("annotations", [a])
+    record = project.annotation(a)
+    assert record.annotation.geometry.equals(donut)
+    assert record.annotation.color == (1, 2, 3) and record.author == "alice"
+    # The bbox filter uses real intersection, not just bounding boxes: this view lies inside the
+    # triangular hole, so within the donut's bounds but not touching it.
+    assert [r.id for r in project.annotations(slide, bbox=(200, 200, 600, 600))] == [b]
+    assert [r.id for r in project.annotations(slide, bbox=(50, 43, 51, 44))] == []
+    assert [r.id for r in project.annotations(slide, bbox=(90, 90, 95, 95))] == [a]
+    assert len(project.annotations(slide)) == 2
+    created = record.created
+    time.sleep(0.01)
+    project.update_annotation(a, Annotation(box(0, 0, 20, 20), "Stroma"), author="carol")
+    updated = project.annotation(a)
+    assert updated.annotation.class_name == "Stroma" and updated.author == "carol"
+    assert updated.created == created and updated.modified > created
+    project.delete_annotation(a)
+    project.delete_annotation(a)  # already gone: fine (undo/redo)
+    assert [r.id for r in project.annotations(slide)] == [b]
+    with pytest.raises(ProjectError, match="no annotation"):
+        project.update_annotation(a, Annotation(box(0, 0, 1, 1)))
+
+
+def test_transaction_groups_edits_atomically(project: Project) -> None:
+    slide = project.add_slide("/data/s.svs")
+    with pytest.raises(RuntimeError), project.transaction():
+        project.add_annotation(slide, Annotation(box(0, 0, 1, 1), "Tumor"))
+        project.add_annotation(slide, Annotation(box(2, 2, 3, 3), "Tumor"))
+        raise RuntimeError("boom")
+    assert project.annotations(slide) == []
+    # A failing bulk import inserts nothing either.
+    with pytest.raises(ProjectError):
+        project.add_annotations(
+            slide, [Annotation(box(0, 0, 1, 1)), Annotation(Polygon(), "Tumor")]
+        )
+    assert project.annotations(slide) == []
+
+
+def test_classes_palette(project: Project) -> None:
+    project.set_class("Necrosis", (10, 20, 30))
+    project.set_class("Tumor", (255, 0, 0))
+    classes = project.classes()
+    assert classes["Necrosis"] == (10, 20, 30) and classes["Tumor"] == (255, 0, 0)
+    project.delete_class("Necrosis")
+    assert "Necrosis" not in project.classes()
+
+
+def _write_flags(path: Path, rows: list[list[object]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["slide", "x", "y", "width", "height", "given", "suggested", "confidence", "g"]
+        )
+        writer.writerows(rows)
+    return path
+
+
+def test_review_queue_decisions_history_and_export(project: Project, tmp_path: Path) -> None:
+    slide = project.add_slide("/data/a.svs")
+    model_ids = project.add_patch_labels(
+        [
+            (slide, 0, 0, 224, 224, "Tumor"),
+            {
+                "slide": "/data/b.svs",
+                "x": 224,
+                "y": 0,
+                "width": 224,
+                "height": 224,
+                "label": "Normal",
+            },
+        ],
+        source="imported",
+    )
+    assert [p.trusted for p in project.patch_labels()] == [False, False]
+    project.add_patch_labels([(slide, 448, 0, 224, 224, "Tumor")], source="model")
+    flags = _write_flags(
+        tmp_path / "flags.csv",
+        [
+            ["/data/a.svs", 0, 0, 224, 224, "Tumor", "Normal", 0.91, 2.5],
+            ["/data/b.svs", 224, 0, 224, 224, "Normal", "Tumor", 0.80, 1.5],
+            ["/data/c.svs", 0, 224, 224, 224, "Stroma", "Tumor", 0.70, ""],
+            ["/data/a.svs", 224, 224, 224, 224, "Normal", "Stroma", 0.60, 0.5],
+        ],
+    )
+    assert project.import_flags(flags) == 4
+    queue = project.review_queue()
+    assert [f.rank for f in queue] == [0, 1, 2, 3]
+    # Flags link to the stored label of their box; missing boxes/slides are created.
+    assert queue[0].patch_label_id == model_ids[0] and queue[1].patch_label_id == model_ids[1]
+    assert queue[2].slide_path == "/data/c.svs" and queue[2].g is None
+    assert project.review_counts() == (0, 4)
+
+    accept = project.record_review(queue[0].patch_label_id, "accept", author="ann")
+    project.record_review(queue[1].patch_label_id, "keep", author="ann")
+    project.record_review(queue[2].patch_label_id, "unsure", author="bob")
+    project.record_review(queue[2].patch_label_id, "assign", "Normal", author="ann")
+    assert accept > 0
+    label0 = project.patch_label(queue[0].patch_label_id)
+    assert (label0.label, label0.trusted) == ("Normal", True)
+    assert project.patch_label(queue[1].patch_label_id).label == "Normal"
+    history = project.review_history(queue[2].patch_label_id)
+    assert [(h.decision, h.label, h.author) for h in history] == [
+        ("unsure", None, "bob"),
+        ("assign", "Normal", "ann"),
+    ]
+    assert all(h.decided_at for h in history)
+    # The queue now shows only what is still suspect.
+    assert [f.rank for f in project.review_queue()] == [3]
+    assert len(project.review_queue(only_pending=False)) == 4
+    assert project.review_counts() == (3, 1)
+    with pytest.raises(ProjectError, match="'assign' needs a label"):
+        project.record_review(queue[3].patch_label_id, "assign")
+    with pytest.raises(ProjectError, match="is not one of"):
+        project.record_review(queue[3].patch_label_id, "maybe")
+
+    out = tmp_path / "labels.csv"
+    n = project.export_trusted_labels_csv(out)
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert n == len(rows) == 4  # model prediction left out
+    assert list(rows[0]) == ["slide", "x", "y", "width", "height", "label", "trusted"]
+    by_box = {(r["slide"], r["x"], r["y"]): (r["label"], r["trusted"]) for r in rows}
+    assert by_box[("/data/a.svs", "0", "0")] == ("Normal", "1")
+    assert by_box[("/data/b.svs", "224", "0")] == ("Normal", "1")
+    assert by_box[("/data/c.svs", "0", "224")] == ("Normal", "1")
+    assert by_box[("/data/a.svs", "224", "224")] == ("Normal", "0")
+    assert project.export_trusted_labels_csv(out, only_trusted=True) == 3
+
+
+def test_import_flags_is_all_or_nothing(project: Project, tmp_path: Path) -> None:
+    bad = _write_flags(
+        tmp_path / "bad.csv",
+        [
+            ["/data/a.svs", 0, 0, 224, 224, "Tumor", "Normal", 0.9, 1],
+            ["/data/a.svs", "left", 0, 224, 224, "Tumor", "Normal", 0.9, 1],
+        ],
+    )
+    with pytest.raises(CohortError, match="row 3"):
+        project.import_flags(bad)
+    assert project.review_queue(only_pending=False) == [] and project.slides() == []
+    (tmp_path / "cols.csv").write_text("slide,x\n/a,1\n")
+    with pytest.raises(CohortError, match="missing columns"):
+        project.import_flags(tmp_path / "cols.csv")
+
+
+def test_runs(project: Project) -> None:
+    run = project.add_run("noisy", "/runs/1", {"epochs": 3})
+    project.update_run(run, status="done")
+    project.add_run("ngsd")
+    runs = project.runs()
+    assert [(r.kind, r.status) for r in runs] == [("noisy", "done"), ("ngsd", "running")]
+    assert runs[0].config == {"epochs": 3} and runs[0].path == "/runs/1"
+    assert [r.id for r in project.runs("ngsd")] == [runs[1].id]
+    with pytest.raises(ProjectError):
+        project.update_run(999, status="done")
+
+
+def test_threads_each_get_a_connection(project: Project) -> None:
+    slide = project.add_slide("/data/t.svs")
+    errors: list[BaseException] = []
+
+    def worker(offset: int) -> None:
+        try:
+            for i in range(20):
+                project.add_annotation(slide, Annotation(box(offset + i, 0, offset + i + 1, 1)))
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(k * 100,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(project.annotations(slide)) == 60
+    assert len(project._connections) == 4  # main thread + 3 workers
+
+
+_CRASH_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from shapely.geometry import box
+    from pathviewer.core.annotations import Annotation
+    from pathviewer.core.store import Project
+
+    project = Project.open(sys.argv[1])
+    slide = project.add_slide("/data/crash.svs")
+    i = 0
+    while True:
+        kind = i % 3
+        if kind == 0:
+            ident = project.add_annotation(slide, Annotation(box(i, i, i + 10, i + 10), "Tumor"))
+        elif kind == 1:
+            (ident,) = project.add_patch_labels([(slide, i, 0, 224, 224, "Normal")], "annotator")
+        else:
+            ident = project.add_run("noisy", config={"i": i})
+        # Printed only once the edit method has returned, i.e. after COMMIT.
+        print(kind, ident, i, flush=True)
+        i += 1
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_sigkill_mid_edit_loses_no_committed_edit(tmp_path: Path) -> None:
+    folder = tmp_path / "crash"
+    Project.create(folder).close()
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CRASH_SCRIPT, str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    committed: list[tuple[int, int, int]] = []
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    try:
+        while len(committed) < 150 and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            kind, ident, i = (int(v) for v in line.split())
+            committed.append((kind, ident, i))
+    finally:
+        # Kill while it is writing the next edits, without any chance to clean up.
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        # Lines already in the pipe were committed too.
+        assert process.stdout is not None
+        for line in process.stdout.read().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                committed.append(tuple(int(v) for v in parts))  # type: ignore[arg-type]
+    assert process.returncode == -signal.SIGKILL
+    assert len(committed) >= 150, "the editing subprocess did not get going"
+    with Project.open(folder) as project:
+        assert project.integrity_check() == "ok"
+        slide = project.slide_id("/data/crash.svs")
+        assert slide is not None
+        annotations = {r.id: r for r in project.annotations(slide)}
+        labels = {p.id: p for p in project.patch_labels()}
+        runs = {r.id: r for r in project.runs()}
+        for kind, ident, i in committed:
+            if kind == 0:
+                assert annotations[ident].annotation.geometry.bounds == (i, i, i + 10, i + 10)
+            elif kind == 1:
+                assert (labels[ident].x, labels[ident].label) == (i, "Normal")
+            else:
+                assert runs[ident].config == {"i": i}
+        # Nothing beyond the last reported edit but at most the one in flight.
+        total = len(annotations) + len(labels) + len(runs)
+        assert len(committed) <= total <= len(committed) + 1
+
+
+def test_module_has_no_qt_import() -> None:
+    source = Path(store_module.__file__).read_text()
+    assert "PySide6" not in source and "pyqtgraph" not in source
