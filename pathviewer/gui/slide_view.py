@@ -119,6 +119,7 @@ class SlideItem(QGraphicsItem):
         widget: QWidget | None = None,
     ) -> None:
         view = self._view
+        view.paint_count += 1
         pipeline = view.pipeline
         grids = pipeline.grids
         if not grids:
@@ -216,6 +217,8 @@ class SlideView(QGraphicsView):
         self._slide: SlideSource | None = None
         self._item: SlideItem | None = None
         self.thumbnail_image: QImage | None = None
+        #: Number of times the slide was painted (benchmarks and tests).
+        self.paint_count = 0
         self.setScene(QGraphicsScene(self))
         self.setBackgroundBrush(BACKGROUND)
         self.setFrameShape(QGraphicsView.Shape.NoFrame)
@@ -358,6 +361,10 @@ class SlideView(QGraphicsView):
         offset = (viewport_centre - anchor) / scale
         self.centerOn(QPointF(x + offset.x(), y + offset.y()))
         self._on_view_moved()
+
+    def set_scale(self, scale: float, anchor: QPointF | None = None) -> None:
+        """Set the zoom to ``scale`` screen px per level-0 px (clamped), keeping ``anchor`` fixed."""
+        self._set_scale(scale, anchor)
 
     def zoom_by(self, factor: float, anchor: QPointF | None = None) -> None:
         """Multiply the zoom by ``factor`` around ``anchor`` (viewport px; default the centre)."""

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m pathviewer.bench NAME [options]`` (see :mod:`pathviewer.bench.__main__`)."""

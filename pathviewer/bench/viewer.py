@@ -1,0 +1,346 @@
+"""Viewer benchmark: ``python -m pathviewer.bench viewer --json OUT.json``.
+
+Measures, on a synthetic slide of at least 20k x 20k px (generated once with
+:func:`pathviewer.core.synth.write_large_slide` and cached):
+
+``first_paint_ms``
+    opening the slide in the real main window (fit to window) until the first complete frame;
+    ``first_paint_20x_ms`` does the same but jumps to 20x in the slide centre first, so every
+    visible tile must be read.
+``tile_ratio``
+    tiles/s delivered into the cache by the viewer's :class:`~pathviewer.gui.tiles.TilePipeline`
+    over tiles/s of plain ``read_region`` calls on a thread pool of the same size, on the same
+    level-0 tiles, each with a freshly opened slide (cold OpenSlide cache); best of
+    ``--rounds`` alternating rounds.  Target >= 0.85.
+``max_ui_stall_ms``
+    the longest gap of a 5 ms QTimer heartbeat beyond its interval, during a scripted pan/zoom
+    tour of ``--tour-seconds`` (smooth pans at several zooms, wheel zooms, jumps).  Target < 30.
+``peak_rss_mb``
+    the process's peak resident memory during the viewer part, against ``cache_cap_mb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+#: Slide edge of the benchmark slide (level-0 px).
+DEFAULT_SIZE = 20000
+
+
+def bench_cache_dir() -> Path:
+    """Where the generated slide is kept between runs (``PATHVIEWER_BENCH_CACHE`` overrides)."""
+    override = os.environ.get("PATHVIEWER_BENCH_CACHE")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("pathviewer", appauthor=False)) / "bench"
+
+
+def ensure_slide(size: int = DEFAULT_SIZE, seed: int = 0) -> Path:
+    """The cached benchmark slide, generated on first use."""
+    from pathviewer.core.progress import drive
+    from pathviewer.core.synth import write_large_slide
+
+    path = bench_cache_dir() / f"large-{size}-seed{seed}.tif"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"generating {path} (once)...", file=sys.stderr)
+        drive(write_large_slide(path, size=size, seed=seed), quiet=not sys.stderr.isatty())
+    return path
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now, in MiB."""
+    try:
+        import psutil
+
+        return float(psutil.Process().memory_info().rss) / 2**20
+    except ImportError:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _warm_os_cache(path: Path) -> None:
+    """Read the file once so both contenders of the tile ratio find it in the page cache."""
+    with open(path, "rb") as handle:
+        while handle.read(8 << 20):
+            pass
+
+
+def _tile_keys(grid, count: int, generation: int) -> list[tuple[int, int, int, int]]:
+    """``count`` level-0 tiles in a square block around the slide centre."""
+    side = max(1, int(math.sqrt(count)))
+    col0 = max(0, grid.cols // 2 - side // 2)
+    row0 = max(0, grid.rows // 2 - side // 2)
+    return [
+        (generation, 0, col, row)
+        for row in range(row0, min(grid.rows, row0 + side))
+        for col in range(col0, min(grid.cols, col0 + side))
+    ]
+
+
+def measure_tile_ratio(path: Path, threads: int, count: int, rounds: int) -> dict[str, float]:
+    """Pipeline tiles/s over raw ``read_region`` tiles/s (see the module docstring)."""
+    from pathviewer.core.slide import open_slide
+    from pathviewer.gui.tiles import TileCache, TilePipeline, level_grids
+
+    _warm_os_cache(path)
+    raw_rates: list[float] = []
+    pipe_rates: list[float] = []
+    n_tiles = 0
+    for _ in range(rounds):
+        # Raw: the same reads a viewer needs, on a plain thread pool, fresh handle (cold cache).
+        slide = open_slide(path)
+        grid = level_grids(slide)[0]
+        keys = _tile_keys(grid, count, 1)
+        n_tiles = len(keys)
+
+        def read(key: tuple[int, int, int, int], slide=slide, grid=grid) -> int:
+            x, y, w, h = grid.tile_level_rect(key[2], key[3])
+            return int(slide.read_region((x, y), 0, (w, h)).shape[0])
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(read, keys))
+        raw_rates.append(n_tiles / (time.perf_counter() - start))
+        slide.close()
+
+        # Pipeline: the viewer's loader, fresh handle, results delivered on the UI thread.
+        cache = TileCache(4 * n_tiles * grid.tile_size**2 * 4)
+        pipeline = TilePipeline(cache, threads)
+        generation = pipeline.set_slide(open_slide(path))
+        keys = _tile_keys(grid, count, generation)
+        start = time.perf_counter()
+        pipeline.request(keys)
+        pipeline.wait_until_idle(120)
+        elapsed = time.perf_counter() - start
+        delivered = sum(1 for key in keys if key in cache)
+        pipe_rates.append(delivered / elapsed)
+        pipeline.shutdown()
+    raw, pipe = max(raw_rates), max(pipe_rates)
+    return {
+        "tile_ratio": round(pipe / raw, 3),
+        "raw_tiles_per_s": round(raw, 1),
+        "pipeline_tiles_per_s": round(pipe, 1),
+        "tile_ratio_tiles": n_tiles,
+        "tile_ratio_rounds": rounds,
+    }
+
+
+class _Heartbeat:
+    """A 5 ms timer that records its gaps (UI stalls) and samples RSS."""
+
+    def __init__(self, interval_ms: int = 5) -> None:
+        from PySide6.QtCore import Qt, QTimer
+
+        self.interval = interval_ms / 1000
+        self.gaps: list[float] = []
+        self.peak_rss = current_rss_mb()
+        self._last = time.perf_counter()
+        self._last_rss = self._last
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+        self.gaps.clear()
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.gaps.append(now - self._last)
+        self._last = now
+        if now - self._last_rss > 0.1:
+            self._last_rss = now
+            self.peak_rss = max(self.peak_rss, current_rss_mb())
+
+
+def _spin(seconds: float) -> None:
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
+
+
+def run_tour(window, seconds: float, heartbeat: _Heartbeat, seed: int = 0) -> dict[str, float]:
+    """Pan and zoom around the slide for ``seconds``, driven by a 16 ms timer (60 steps/s)."""
+    from PySide6.QtCore import QEventLoop, QPointF, QTimer
+
+    view = window.slide_view
+    slide = view.current_slide
+    width, height = slide.dimensions
+    rng = random.Random(seed)
+    state = {"phase": 0, "t0": time.perf_counter(), "steps": 0, "dx": 9.0, "dy": 5.0}
+    phase_len = 2.5  # seconds per movement pattern
+    loop = QEventLoop()
+
+    def step() -> None:
+        now = time.perf_counter()
+        elapsed = now - state["t0"]
+        if elapsed >= seconds:
+            loop.quit()
+            return
+        phase = int(elapsed / phase_len)
+        if phase != state["phase"]:
+            state["phase"] = phase
+            kind = phase % 4
+            if kind == 0:  # jump somewhere at a random standard magnification
+                view.center_on(
+                    rng.uniform(0.15, 0.85) * width,
+                    rng.uniform(0.15, 0.85) * height,
+                    rng.choice((2.5, 5.0, 10.0, 20.0, 40.0)),
+                )
+            angle = rng.uniform(0, 2 * math.pi)
+            speed = rng.choice((6.0, 12.0, 24.0))  # screen px per step: 360..1440 px/s
+            state["dx"], state["dy"] = speed * math.cos(angle), speed * math.sin(angle)
+        kind = state["phase"] % 4
+        if kind in (0, 2):  # smooth pan, bounce at the slide edge
+            rect = view.visible_level0_rect()
+            centre = rect.center()
+            if not 0 < centre.x() < width:
+                state["dx"] = (
+                    -state["dx"] if (centre.x() <= 0) == (state["dx"] < 0) else state["dx"]
+                )
+            if not 0 < centre.y() < height:
+                state["dy"] = (
+                    -state["dy"] if (centre.y() <= 0) == (state["dy"] < 0) else state["dy"]
+                )
+            view.pan_by(state["dx"], state["dy"])
+        elif kind == 1:  # wheel-like zoom in and out around a point off centre
+            vp = view.viewport().rect()
+            anchor = QPointF(vp.width() * 0.35, vp.height() * 0.6)
+            factor = 1.03 if (state["steps"] // 45) % 2 == 0 else 1 / 1.03
+            view.zoom_by(factor, anchor)
+        else:  # pan while zooming slowly
+            view.pan_by(state["dx"], state["dy"])
+            view.zoom_by(1.004 if (state["steps"] // 60) % 2 == 0 else 1 / 1.004)
+        state["steps"] += 1
+
+    driver = QTimer()
+    driver.setInterval(16)
+    driver.timeout.connect(step)
+    delivered_before = view.pipeline.stats.delivered
+    heartbeat.start()
+    driver.start()
+    loop.exec()
+    driver.stop()
+    heartbeat.stop()
+    gaps_ms = [g * 1000 for g in heartbeat.gaps]
+    interval_ms = heartbeat.interval * 1000
+    return {
+        "max_ui_stall_ms": round(max(0.0, max(gaps_ms) - interval_ms), 1),
+        "p99_ui_gap_ms": round(sorted(gaps_ms)[int(0.99 * (len(gaps_ms) - 1))], 1),
+        "median_ui_gap_ms": round(statistics.median(gaps_ms), 2),
+        "tour_steps": state["steps"],
+        "tour_tiles_delivered": view.pipeline.stats.delivered - delivered_before,
+        "tour_paints": view.paint_count,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the viewer benchmark; print and optionally write the JSON figures."""
+    parser = argparse.ArgumentParser(prog="python -m pathviewer.bench viewer", description=__doc__)
+    parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="slide edge in px")
+    parser.add_argument("--slide", type=Path, help="use this slide instead of the synthetic one")
+    parser.add_argument("--threads", type=int, default=0, help="tile threads (0 = automatic)")
+    parser.add_argument("--tour-seconds", type=float, default=30.0)
+    parser.add_argument("--cache-mb", type=int, default=256, help="tile cache cap")
+    parser.add_argument("--ratio-tiles", type=int, default=196, help="tiles per tile-ratio pass")
+    parser.add_argument("--rounds", type=int, default=2, help="tile-ratio rounds (best kept)")
+    parser.add_argument("--viewport", default="1600x1000", help="window size WxH")
+    args = parser.parse_args(argv)
+
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QSettings
+
+    from pathviewer.gui.app import create_main_window, ensure_application
+    from pathviewer.gui.tiles import CACHE_SETTING, default_threads
+
+    slide_path = args.slide or ensure_slide(args.size)
+    threads = args.threads or default_threads()
+    app = ensure_application()
+    results: dict[str, object] = {
+        "slide": str(slide_path),
+        "threads": threads,
+        "cpu_count": os.cpu_count(),
+        "tour_seconds": args.tour_seconds,
+        "cache_cap_mb": args.cache_mb,
+        "qt_platform": app.platformName(),
+    }
+    results.update(measure_tile_ratio(slide_path, threads, args.ratio_tiles, args.rounds))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = QSettings(str(Path(tmp) / "bench.ini"), QSettings.Format.IniFormat)
+        settings.setValue(CACHE_SETTING, args.cache_mb)
+        width, height = (int(v) for v in args.viewport.split("x"))
+        rss_before = current_rss_mb()
+        heartbeat = _Heartbeat()
+        heartbeat.start()
+
+        # First paint at fit-to-window: open -> complete frame.
+        start = time.perf_counter()
+        window = create_main_window(settings=settings, threads=threads)
+        window.resize(width, height)
+        window.show()
+        window.open_paths([str(slide_path)], raise_errors=True)
+        window.slide_view.wait_until_idle(60)
+        results["first_paint_ms"] = round((time.perf_counter() - start) * 1000, 1)
+        slide = window.slide_view.current_slide
+        results["slide_px"] = list(slide.dimensions)
+        results["slide_levels"] = slide.level_count
+
+        # First paint at 20x in the centre: open -> every visible tile read and painted.
+        window.slide_view.close_slide()
+        start = time.perf_counter()
+        window.open_paths([str(slide_path)], raise_errors=True)
+        sw, sh = window.slide_view.current_slide.dimensions
+        window.slide_view.center_on(sw / 2, sh / 2, 20.0)
+        window.slide_view.wait_until_idle(60)
+        results["first_paint_20x_ms"] = round((time.perf_counter() - start) * 1000, 1)
+        results["first_paint_20x_tiles"] = len(window.slide_view.visible_tile_keys())
+        _spin(0.2)
+
+        results.update(run_tour(window, args.tour_seconds, heartbeat))
+        results["viewport"] = [
+            window.slide_view.viewport().width(),
+            window.slide_view.viewport().height(),
+        ]
+        results["cache_bytes_mb"] = round(window.slide_view.cache.bytes_used / 2**20, 1)
+        results["rss_before_viewer_mb"] = round(rss_before, 1)
+        results["peak_rss_mb"] = round(max(heartbeat.peak_rss, current_rss_mb()), 1)
+        window.close()
+        app.processEvents()
+
+    results["targets"] = {
+        "tile_ratio": ">= 0.85",
+        "max_ui_stall_ms": "< 30",
+        "peak_rss_mb": "bounded: rss_before_viewer_mb + cache_cap_mb + ~150",
+    }
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        from pathviewer.core.atomic import atomic_write
+
+        with atomic_write(args.json) as handle:
+            handle.write(text + "\n")
+    return 0
