@@ -12,6 +12,7 @@ Import is all-or-nothing: a malformed feature raises
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -93,8 +94,8 @@ def annotation_from_feature(feature: Any, where: str) -> Annotation:
     if geometry.is_empty:
         raise AnnotationError(f"{where}: empty geometry")
     coords = shapely.get_coordinates(geometry)
-    if not (coords == coords).all():  # NaN check without numpy import at module level
-        raise AnnotationError(f"{where}: coordinates are not numbers")
+    if not math.isfinite(float(abs(coords).sum())):  # NaN or infinite (json accepts NaN)
+        raise AnnotationError(f"{where}: coordinates are not finite numbers")
     properties = feature.get("properties") or {}
     if not isinstance(properties, dict):
         raise AnnotationError(f"{where}: properties is not an object")
@@ -118,11 +119,14 @@ def annotation_from_feature(feature: Any, where: str) -> Annotation:
             for m in measurements_raw
             if isinstance(m, dict) and "name" in m
         }
+    if class_name is not None and not isinstance(class_name, str):
+        raise AnnotationError(f"{where}: classification name {class_name!r} is not text")
+    name = properties.get("name")
     return Annotation(
         geometry=geometry,
         class_name=class_name,
         color=color,
-        name=properties.get("name"),
+        name=None if name is None else str(name),
         object_type=str(properties.get("objectType", "annotation")),
         measurements=measurements,
     )
@@ -205,3 +209,97 @@ def union_of_class(
     if not polygons:
         return shapely.Polygon()
     return shapely.union_all(polygons)
+
+
+#: File extensions of the annotation formats, by format name.
+GEOJSON_SUFFIXES = (".geojson", ".json")
+ASAP_SUFFIXES = (".xml",)
+
+
+def annotation_format(path: str | os.PathLike[str]) -> str:
+    """``"geojson"`` or ``"asap"`` from a file's extension.
+
+    Raises
+    ------
+    AnnotationError
+        Any other extension.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in GEOJSON_SUFFIXES:
+        return "geojson"
+    if suffix in ASAP_SUFFIXES:
+        return "asap"
+    raise AnnotationError(
+        f"{path}: unknown annotation format {suffix or '(no extension)'!r}; "
+        "use .geojson/.json (QuPath GeoJSON) or .xml (ASAP XML)"
+    )
+
+
+def read_annotations(path: str | os.PathLike[str]) -> list[Annotation]:
+    """Read QuPath GeoJSON (``.geojson``/``.json``) or ASAP XML (``.xml``), all or nothing."""
+    if annotation_format(path) == "asap":
+        from pathviewer.core.asap import read_asap  # asap imports this module
+
+        return read_asap(path)
+    return read_geojson(path)
+
+
+def write_annotations(path: str | os.PathLike[str], annotations: Iterable[Annotation]) -> None:
+    """Write QuPath GeoJSON or ASAP XML by the extension of ``path``, atomically."""
+    if annotation_format(path) == "asap":
+        from pathviewer.core.asap import write_asap
+
+        write_asap(path, annotations)
+    else:
+        write_geojson(path, annotations)
+
+
+def tiles_to_geojson(
+    rows: Iterable[Sequence[float]],
+    path: str | os.PathLike[str],
+    measurement: str = "probability",
+    positive_class: str | None = None,
+    negative_class: str | None = None,
+    threshold: float = 0.5,
+) -> int:
+    """Export patch predictions as QuPath ``tile`` objects carrying a measurement.
+
+    QuPath colours tiles by a measurement (Measure > Show measurement maps), so a prediction map
+    can be inspected next to the annotations.
+
+    Parameters
+    ----------
+    rows
+        ``(x, y, width, height, prob)`` per patch, level-0 px.
+    path
+        Output ``.geojson`` (written atomically).
+    measurement
+        Name of the measurement holding ``prob``.
+    positive_class, negative_class
+        When given, tiles with ``prob >= threshold`` (resp. below) get that classification.
+    threshold
+        Decision threshold for the classes.
+
+    Returns
+    -------
+    int
+        Number of tiles written.
+    """
+    annotations = []
+    for i, row in enumerate(rows):
+        if len(row) != 5:
+            raise AnnotationError(f"tile row {i}: expected (x, y, width, height, prob)")
+        x, y, w, h, prob = (float(v) for v in row)
+        if not all(math.isfinite(v) for v in (x, y, w, h, prob)) or w <= 0 or h <= 0:
+            raise AnnotationError(f"tile row {i}: invalid box or probability {tuple(row)!r}")
+        class_name = positive_class if prob >= threshold else negative_class
+        annotations.append(
+            Annotation(
+                geometry=shapely.box(x, y, x + w, y + h),
+                class_name=class_name,
+                object_type="tile",
+                measurements={measurement: prob},
+            )
+        )
+    write_geojson(path, annotations)
+    return len(annotations)

@@ -1,0 +1,36 @@
+"""``pathviewer annotations ...``: annotation file tools.
+
+``pathviewer annotations convert IN OUT`` converts between QuPath GeoJSON (``.geojson``/``.json``)
+and ASAP XML (``.xml``), chosen by extension, with the import validation of both formats.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(groups: Any) -> None:
+    """Add the ``annotations`` subcommands to the CLI."""
+    convert = groups.annotations.add_parser(
+        "convert",
+        help="convert annotations between QuPath GeoJSON and ASAP XML",
+        description=(
+            "Convert an annotation file by extension: .geojson/.json (QuPath GeoJSON) and .xml "
+            "(ASAP XML).  A malformed input stops with an error naming the feature; the output "
+            "is written atomically, so it is either complete or absent."
+        ),
+    )
+    convert.add_argument("input", help="annotation file to read (.geojson, .json or .xml)")
+    convert.add_argument("output", help="annotation file to write (.geojson, .json or .xml)")
+    convert.set_defaults(func=_convert)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from pathviewer.core.annotations import annotation_format, read_annotations, write_annotations
+
+    annotation_format(args.output)  # refuse an unknown output type before reading anything
+    annotations = read_annotations(args.input)
+    write_annotations(args.output, annotations)
+    print(f"{len(annotations)} annotations: {args.input} -> {args.output}")
+    return 0

@@ -1,0 +1,311 @@
+"""ASAP XML annotations (the format of ASAP and the CAMELYON challenges).
+
+Layout::
+
+    <ASAP_Annotations>
+      <Annotations>
+        <Annotation Name="Annotation 0" Type="Polygon" PartOfGroup="metastasis" Color="#F4FA58">
+          <Coordinates>
+            <Coordinate Order="0" X="28582.5" Y="33885.3" />
+            ...
+      <AnnotationGroups>
+        <Group Name="metastasis" PartOfGroup="None" Color="#00aa00"><Attributes /></Group>
+
+Coordinates are level-0 pixels.  Types: ``Polygon`` and ``Spline`` (read as a polygon through its
+points), ``Rectangle`` (polygon), ``Dot`` (point), ``PointSet`` (multipoint) and ``Measurement``
+(a two-point line).  An annotation's group becomes its class name, and the group's colour its
+colour (the annotation's own ``Color`` when it has no group).
+
+ASAP has no holes and no multi-part regions.  On export every ring becomes its own annotation
+(ASAP draws outlines, so it looks right there) and the extra rings carry ``PathViewerObject``,
+``PathViewerPart`` and ``PathViewerHole`` attributes, which PathViewer reads back into one
+geometry; ASAP ignores them.
+
+Import is all-or-nothing: malformed XML, a non-numeric coordinate or a polygon with fewer than
+three points raises :class:`~pathviewer.core.errors.AnnotationError` naming the annotation.
+The XML is parsed with :mod:`xml.etree.ElementTree` after refusing any ``DOCTYPE`` or ``ENTITY``
+declaration (``defusedxml`` is not a dependency), which rules out entity-expansion attacks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from pathlib import Path
+
+import shapely
+from shapely.geometry import LineString, MultiPoint, Point, Polygon
+from shapely.geometry.base import BaseGeometry
+
+from pathviewer.core.annotations import DEFAULT_CLASSES, Annotation, valid_geometry
+from pathviewer.core.atomic import atomic_write
+from pathviewer.core.errors import AnnotationError
+
+_POLYGON_TYPES = {"polygon", "spline", "rectangle"}
+_UNSAFE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_NO_GROUP = ("", "None", "none")
+
+
+def _hex_to_rgb(value: str | None) -> tuple[int, int, int] | None:
+    if not value:
+        return None
+    text = value.strip().lstrip("#")
+    if len(text) != 6:
+        return None
+    try:
+        return (int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16))
+    except ValueError:
+        return None
+
+
+def _rgb_to_hex(color: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*(max(0, min(255, int(c))) for c in color))
+
+
+def _parse_root(data: bytes, source: str) -> ET.Element:
+    if _UNSAFE.search(data):
+        raise AnnotationError(f"{source}: DOCTYPE/ENTITY declarations are not allowed in ASAP XML")
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as error:
+        raise AnnotationError(f"{source}: not well-formed XML ({error})") from None
+    if root.tag != "ASAP_Annotations":
+        raise AnnotationError(f"{source}: root element is <{root.tag}>, not <ASAP_Annotations>")
+    return root
+
+
+def _coordinates(element: ET.Element, where: str) -> list[tuple[float, float]]:
+    points: list[tuple[float, float, float]] = []  # (order, x, y)
+    coordinates = element.find("Coordinates")
+    children = [] if coordinates is None else coordinates.findall("Coordinate")
+    for position, coordinate in enumerate(children):
+        try:
+            x = float(coordinate.attrib["X"])
+            y = float(coordinate.attrib["Y"])
+            order = float(coordinate.attrib.get("Order", position))
+        except KeyError as error:
+            raise AnnotationError(
+                f"{where}: coordinate {position} has no {error.args[0]}"
+            ) from None
+        except ValueError:
+            raise AnnotationError(
+                f"{where}: coordinate {position} is not numeric "
+                f"(X={coordinate.attrib.get('X')!r}, Y={coordinate.attrib.get('Y')!r})"
+            ) from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise AnnotationError(f"{where}: coordinate {position} is not finite")
+        points.append((order, x, y))
+    points.sort(key=lambda p: p[0])  # stable: ties keep the file order
+    return [(x, y) for _, x, y in points]
+
+
+def _geometry(kind: str, points: list[tuple[float, float]], where: str) -> BaseGeometry:
+    kind_l = kind.lower()
+    if kind_l in _POLYGON_TYPES:
+        if kind_l == "rectangle" and len(points) == 2:  # two opposite corners
+            (x0, y0), (x1, y1) = points
+            points = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+        distinct = list(dict.fromkeys(points))
+        if len(distinct) < 3:
+            raise AnnotationError(f"{where}: a {kind} needs at least 3 points, has {len(distinct)}")
+        if points[0] == points[-1]:
+            points = points[:-1]
+        return Polygon(points)
+    if kind_l == "dot":
+        if len(points) != 1:
+            raise AnnotationError(f"{where}: a Dot needs exactly 1 point, has {len(points)}")
+        return Point(points[0])
+    if kind_l == "pointset":
+        if not points:
+            raise AnnotationError(f"{where}: a PointSet has no points")
+        return MultiPoint(points)
+    if kind_l == "measurement":
+        if len(points) < 2:
+            raise AnnotationError(f"{where}: a Measurement needs 2 points, has {len(points)}")
+        return LineString(points)
+    raise AnnotationError(f"{where}: unknown annotation Type {kind!r}")
+
+
+def parse_asap(data: bytes | str, source: str = "<string>") -> list[Annotation]:
+    """Parse ASAP XML text; ``source`` names it in errors.  See :func:`read_asap`."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    root = _parse_root(data, source)
+    groups: dict[str, tuple[int, int, int] | None] = {}
+    for group_element in root.iter("Group"):
+        group_name = group_element.attrib.get("Name")
+        if group_name:
+            groups[group_name] = _hex_to_rgb(group_element.attrib.get("Color"))
+    container = root.find("Annotations")
+    elements = [] if container is None else container.findall("Annotation")
+    # Rings written by PathViewer for holes and extra parts: object -> part -> [shell, holes...]
+    compound: dict[str, dict[int, dict[int, tuple[list[tuple[float, float]], str]]]] = {}
+    annotations: list[Annotation] = []
+    slots: dict[str, int] = {}  # object id -> position of its annotation in `annotations`
+    for index, element in enumerate(elements):
+        name = element.attrib.get("Name")
+        where = f"{source} annotation {index}" + (f" ({name!r})" if name else "")
+        kind = element.attrib.get("Type", "")
+        if not kind:
+            raise AnnotationError(f"{where}: has no Type")
+        points = _coordinates(element, where)
+        geometry = _geometry(kind, points, where)
+        group = element.attrib.get("PartOfGroup", "None")
+        class_name = None if group in _NO_GROUP else group
+        color = groups.get(group) if class_name else None
+        if color is None:
+            color = _hex_to_rgb(element.attrib.get("Color"))
+        object_id = element.attrib.get("PathViewerObject")
+        if object_id is not None and isinstance(geometry, Polygon):
+            try:
+                part = int(element.attrib.get("PathViewerPart", "0"))
+                hole = int(element.attrib.get("PathViewerHole", "-1"))
+            except ValueError:
+                raise AnnotationError(f"{where}: PathViewerPart/Hole is not an integer") from None
+            ring = list(geometry.exterior.coords)
+            compound.setdefault(object_id, {}).setdefault(part, {})[hole] = (ring, where)
+            if object_id in slots:
+                continue  # a hole or extra part of an annotation already listed
+            slots[object_id] = len(annotations)
+        annotations.append(
+            Annotation(geometry=geometry, class_name=class_name, color=color, name=name)
+        )
+    for object_id, parts in compound.items():
+        polygons = []
+        for part in sorted(parts):
+            rings = parts[part]
+            if -1 not in rings:
+                where = next(iter(rings.values()))[1]
+                raise AnnotationError(f"{where}: hole of part {part} without its outer ring")
+            holes = [rings[h][0] for h in sorted(rings) if h >= 0]
+            polygons.append(Polygon(rings[-1][0], holes))
+        slot = annotations[slots[object_id]]
+        slot.geometry = polygons[0] if len(polygons) == 1 else shapely.MultiPolygon(polygons)
+    return annotations
+
+
+def read_asap(path: str | os.PathLike[str]) -> list[Annotation]:
+    """Read an ASAP XML annotation file.
+
+    Returns
+    -------
+    list of Annotation
+        One per annotation object, in file order, in level-0 pixels.
+
+    Raises
+    ------
+    AnnotationError
+        File missing, not XML, unsafe (DOCTYPE/ENTITY), or a malformed annotation (named by index
+        and Name).  Nothing is returned in that case.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: file not found") from None
+    except OSError as error:
+        raise AnnotationError(f"{path}: cannot read ({error})") from None
+    return parse_asap(data, str(path))
+
+
+def _ring_points(ring: Iterable[tuple[float, ...]]) -> list[tuple[float, float]]:
+    points = [(float(c[0]), float(c[1])) for c in ring]
+    if len(points) > 1 and points[0] == points[-1]:
+        points = points[:-1]  # ASAP rings are implicitly closed
+    return points
+
+
+def _add_annotation(
+    parent: ET.Element,
+    name: str,
+    kind: str,
+    group: str,
+    color: str,
+    points: list[tuple[float, float]],
+    extra: dict[str, str] | None = None,
+) -> None:
+    element = ET.SubElement(
+        parent, "Annotation", Name=name, Type=kind, PartOfGroup=group, Color=color
+    )
+    element.attrib.update(extra or {})
+    coordinates = ET.SubElement(element, "Coordinates")
+    for order, (x, y) in enumerate(points):
+        # repr() is the shortest text that reads back as the same float: lossless round trips.
+        ET.SubElement(coordinates, "Coordinate", Order=str(order), X=repr(x), Y=repr(y))
+
+
+def asap_xml(annotations: Iterable[Annotation]) -> bytes:
+    """ASAP XML for annotations (see the module notes on holes and multi-part regions)."""
+    root = ET.Element("ASAP_Annotations")
+    container = ET.SubElement(root, "Annotations")
+    group_colors: dict[str, tuple[int, int, int]] = {}
+    for index, annotation in enumerate(annotations):
+        name = annotation.name or f"Annotation {index}"
+        where = f"annotation {index} ({name!r})"
+        group = annotation.class_name or "None"
+        color = annotation.color or DEFAULT_CLASSES.get(group, (244, 250, 88))
+        if annotation.class_name:
+            group_colors.setdefault(annotation.class_name, color)
+        hex_color = _rgb_to_hex(color)
+        geometry = annotation.geometry
+        gtype = geometry.geom_type
+        if gtype in ("Polygon", "MultiPolygon"):
+            geometry = valid_geometry(geometry)
+            polygons = list(getattr(geometry, "geoms", [geometry]))
+            polygons = [p for p in polygons if isinstance(p, Polygon) and not p.is_empty]
+            if not polygons:
+                raise AnnotationError(f"{where}: polygon is empty once made valid")
+            compound = len(polygons) > 1 or bool(polygons[0].interiors)
+            for part, polygon in enumerate(polygons):
+                rings = [polygon.exterior, *polygon.interiors]
+                for hole, ring in enumerate(rings, start=-1):
+                    extra = (
+                        {
+                            "PathViewerObject": str(index),
+                            "PathViewerPart": str(part),
+                            "PathViewerHole": str(hole),
+                        }
+                        if compound
+                        else None
+                    )
+                    ring_name = name if (part, hole) == (0, -1) else f"{name} ring {part}.{hole}"
+                    _add_annotation(
+                        container,
+                        ring_name,
+                        "Polygon",
+                        group,
+                        hex_color,
+                        _ring_points(ring.coords),
+                        extra,
+                    )
+        elif gtype == "Point":
+            _add_annotation(container, name, "Dot", group, hex_color, _ring_points(geometry.coords))
+        elif gtype == "MultiPoint":
+            points = [(float(p.x), float(p.y)) for p in geometry.geoms]
+            _add_annotation(container, name, "PointSet", group, hex_color, points)
+        elif gtype == "LineString" and len(geometry.coords) == 2:
+            points = [(float(c[0]), float(c[1])) for c in geometry.coords]
+            _add_annotation(container, name, "Measurement", group, hex_color, points)
+        else:
+            raise AnnotationError(
+                f"{where}: ASAP XML cannot hold a {gtype}"
+                + (" with more than 2 points" if gtype == "LineString" else "")
+            )
+    groups = ET.SubElement(root, "AnnotationGroups")
+    for group_name, rgb in group_colors.items():
+        element = ET.SubElement(
+            groups, "Group", Name=group_name, PartOfGroup="None", Color=_rgb_to_hex(rgb)
+        )
+        ET.SubElement(element, "Attributes")
+    ET.indent(root, space="\t")
+    return b'<?xml version="1.0"?>\n' + ET.tostring(root, encoding="utf-8", xml_declaration=False)
+
+
+def write_asap(path: str | os.PathLike[str], annotations: Iterable[Annotation]) -> None:
+    """Write annotations as ASAP XML, atomically (nothing is written if one cannot be)."""
+    data = asap_xml(annotations)  # build fully first: an error leaves no file behind
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
