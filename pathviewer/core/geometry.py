@@ -222,14 +222,16 @@ class AnnotationIndex:
         if tolerance < 1.0:
             return [(k, self._geoms[k]) for k in keys]
         level = int(np.floor(np.log2(tolerance)))
-        result = []
-        for k in keys:
-            cached = self._simplified.get((k, level))
-            if cached is None:
-                cached = simplify_for_display(self._geoms[k], float(2**level))
-                self._simplified[(k, level)] = cached
-            result.append((k, cached))
-        return result
+        missing = [k for k in keys if (k, level) not in self._simplified]
+        if missing:
+            # One vectorised GEOS call for everything not yet cached at this level.
+            originals = np.array([self._geoms[k] for k in missing], dtype=object)
+            simplified = shapely.simplify(originals, float(2**level), preserve_topology=True)
+            for k, original, simple in zip(missing, originals, simplified, strict=True):
+                if simple.is_empty or original.geom_type == "Point":
+                    simple = original if original.geom_type == "Point" else original.envelope
+                self._simplified[(k, level)] = simple
+        return [(k, self._simplified[(k, level)]) for k in keys]
 
 
 # --------------------------------------------------------------------------- patch labels
