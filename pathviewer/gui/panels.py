@@ -70,9 +70,14 @@ class PropertiesPanel(QWidget):
             child = self._images_layout.takeAt(0).widget()
             if child is not None:
                 child.deleteLater()
-        if not isinstance(slide, SlideSource):
+        # No isinstance(slide, SlideSource): a protocol check would call every property, and a
+        # slide whose decoder failed raises on each of them.
+        if slide is None or not hasattr(slide, "dimensions"):
             self.summary.setText("No slide")
             return
+        self._fill(slide)  # type: ignore[arg-type]
+
+    def _fill(self, slide: SlideSource) -> None:
         width, height = slide.dimensions
         mpp = slide.mpp
         power = slide.objective_power
@@ -89,7 +94,12 @@ class PropertiesPanel(QWidget):
             item = QTableWidgetItem(value)
             item.setToolTip(value)
             self.table.setItem(row, 1, item)
-        for name in slide.associated_image_names:
+        try:
+            names = slide.associated_image_names
+        except Exception as error:  # OpenSlide refuses every call after a decode error
+            self._images_layout.addWidget(QLabel(f"associated images unavailable: {error}"))
+            names = ()
+        for name in names:
             caption = QLabel(name)
             caption.setStyleSheet("font-weight: bold")
             self._images_layout.addWidget(caption)

@@ -217,6 +217,8 @@ class SlideView(QGraphicsView):
         self._slide: SlideSource | None = None
         self._item: SlideItem | None = None
         self.thumbnail_image: QImage | None = None
+        #: Longest side of the thumbnail made at open (coarse fall-back and minimap).
+        self.thumbnail_size = THUMBNAIL_SIZE
         #: Number of times the slide was painted (benchmarks and tests).
         self.paint_count = 0
         self.setScene(QGraphicsScene(self))
@@ -266,7 +268,9 @@ class SlideView(QGraphicsView):
         self.scene().clear()
         self._item = None
         self._slide = slide
-        self.thumbnail_image = make_thumbnail(slide) if slide is not None else None
+        self.thumbnail_image = (
+            make_thumbnail(slide, self.thumbnail_size) if slide is not None else None
+        )
         if slide is not None:
             width, height = slide.dimensions
             # Margins let any part of the slide be centred, and anchored zoom work at the edges.
@@ -350,7 +354,7 @@ class SlideView(QGraphicsView):
         """Set the zoom, keeping the level-0 point under ``anchor`` (viewport px) fixed."""
         self._auto_fit = False
         fit = self._fit_scale()
-        self._min_scale = min(fit * 0.5, 0.5)
+        self._min_scale = min(fit * 0.25, 0.5)
         self._max_scale = max(4.0, fit * 2)
         scale = min(max(scale, self._min_scale), self._max_scale)
         viewport_centre = QPointF(self.viewport().rect().center()) + QPointF(0.5, 0.5)

@@ -469,12 +469,15 @@ class TilePipeline(QObject):
             with self._cond:
                 session.inflight -= 1
                 self._inflight_keys.discard(key)
+                wake = False
                 if session.retired:
                     if session.inflight == 0:
                         self._close_session(session)
-                    continue
-                self._done.append(result)
-                wake = len(self._done) == 1
+                else:
+                    self._done.append(result)
+                    wake = len(self._done) == 1
+            # An idle worker must not keep the last slide it read alive.
+            del session, result
             if wake:
                 self._wake.emit()
 

@@ -1,0 +1,308 @@
+"""The slide viewer window: navigation, levels, minimap, errors, cohort panel, screenshot."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QPoint, QPointF, QSettings, Qt  # noqa: E402
+from PySide6.QtGui import QImage, QWheelEvent  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from pathviewer.core.slide import ArraySlide  # noqa: E402
+from pathviewer.gui import main_window as main_window_module  # noqa: E402
+from pathviewer.gui.app import create_main_window  # noqa: E402
+from pathviewer.gui.tiles import CACHE_SETTING  # noqa: E402
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> QSettings:
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def window(qtbot, settings):
+    win = create_main_window(settings=settings, threads=2)
+    qtbot.addWidget(win)
+    win.resize(1100, 760)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.close()
+
+
+def _array_slide(size: int = 2048, levels: int = 4) -> ArraySlide:
+    """A slide with structure everywhere (so blank renders are caught) and a 4-level pyramid."""
+    y, x = np.mgrid[0:size, 0:size]
+    rgb = np.stack(
+        [(x * 255 // size), (y * 255 // size), ((x // 64 + y // 64) % 2) * 200], axis=-1
+    ).astype(np.uint8)
+    return ArraySlide(rgb, mpp=0.5, levels=levels, name="array")
+
+
+def _grab_array(widget) -> np.ndarray:
+    image = widget.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
+    ptr = image.constBits()
+    # Copy: the array must not outlive the QImage's buffer.
+    return (
+        np.frombuffer(ptr, np.uint8)
+        .reshape(image.height(), image.bytesPerLine())[:, : image.width() * 4]
+        .copy()
+    )
+
+
+def test_open_boxes_tiff_loads_every_visible_tile(window, openslide_fixtures) -> None:
+    assert window.open_slide(str(openslide_fixtures / "boxes.tiff"))
+    view = window.slide_view
+    assert view.current_slide.level_count == 4
+    view.set_scale(2.0)
+    assert view.wait_until_idle(10)
+    assert view.missing_visible_tiles() == 0
+    assert view.visible_tile_keys()  # tiles were really needed at this zoom
+    assert view.paint_count > 0
+    pixels = _grab_array(view.viewport())
+    assert pixels.std() > 10  # not a blank frame
+    assert window.properties_panel.table.rowCount() == len(view.current_slide.properties)
+
+
+def test_open_cmu_small_region_properties_and_images(window, cmu_small) -> None:
+    assert window.open_paths([str(cmu_small)])
+    slide = window.slide_view.current_slide
+    assert slide.objective_power == 20
+    panel = window.properties_panel
+    names = [panel.table.item(r, 0).text() for r in range(panel.table.rowCount())]
+    assert "aperio.AppMag" in names
+    assert "CMU-1-Small-Region.svs" in panel.summary.text()
+    assert set(slide.associated_image_names) >= {"label", "macro", "thumbnail"}
+    assert panel._images_layout.count() >= 2 * len(slide.associated_image_names)
+    assert str(Path(cmu_small).resolve()) in window.recent_files()
+
+
+def test_level_choice_follows_zoom(window) -> None:
+    view = window.slide_view
+    view.thumbnail_size = 128  # so that tiles, not the thumbnail, are needed at every scale
+    view.set_slide(_array_slide())
+    assert view.current_slide.level_downsamples == (1.0, 2.0, 4.0, 8.0)
+    expected = {1.0: 0, 0.6: 0, 0.5: 1, 0.3: 1, 0.25: 2, 0.2: 2, 0.12: 3}
+    for scale, level in expected.items():
+        view.set_scale(scale)
+        assert view.scale_factor() == pytest.approx(scale)
+        assert view.current_level() == level, scale
+    view.set_scale(0.25)
+    assert view.wait_until_idle(10)
+    assert {key[1] for key in view.cache.keys()} == {2}
+
+
+def test_wheel_zoom_keeps_point_under_cursor(window, qtbot) -> None:
+    view = window.slide_view
+    view.set_slide(_array_slide())
+    viewport = view.viewport()
+    for pos, delta in (
+        (QPointF(200.5, 150.5), 120),
+        (QPointF(600.5, 420.5), 240),
+        (QPointF(90.5, 500.5), -120),
+    ):
+        before = view.view_to_level0(pos)
+        scale_before = view.scale_factor()
+        event = QWheelEvent(
+            pos,
+            QPointF(viewport.mapToGlobal(pos.toPoint())),
+            QPoint(0, 0),
+            QPoint(0, delta),
+            Qt.MouseButton.NoButton,
+            Qt.KeyboardModifier.NoModifier,
+            Qt.ScrollPhase.NoScrollPhase,
+            False,
+        )
+        QApplication.sendEvent(viewport, event)
+        after = view.view_to_level0(pos)
+        assert view.scale_factor() != pytest.approx(scale_before)
+        tolerance = 1.0 / view.scale_factor()  # one screen pixel, in level-0 px
+        assert abs(after[0] - before[0]) <= tolerance
+        assert abs(after[1] - before[1]) <= tolerance
+
+
+def test_fit_to_window_shows_whole_slide(window) -> None:
+    view = window.slide_view
+    view.set_slide(_array_slide())
+    view.set_scale(1.0)
+    view.center_on(100, 100)
+    window.fit_action.trigger()
+    visible = view.visible_level0_rect()
+    assert visible.contains(0, 0) and visible.contains(2047, 2047)
+    vp = view.viewport().rect()
+    expected = min(vp.width(), vp.height()) / 2048 * 0.96
+    assert view.scale_factor() == pytest.approx(expected, rel=1e-6)
+    assert visible.center().x() == pytest.approx(1024, abs=1 / view.scale_factor())
+
+
+def test_magnification_button_sets_scale(window, cmu_small) -> None:
+    assert window.open_slide(str(cmu_small))
+    view = window.slide_view
+    window.magnification_actions[10.0].trigger()
+    assert view.scale_factor() == pytest.approx(0.5)  # 10x on a 20x scan
+    assert view.magnification() == pytest.approx(10.0)
+    window.magnification_actions[40.0].trigger()
+    assert view.scale_factor() == pytest.approx(2.0)
+    assert "20x" not in window.zoom_label.text() and "40.00×" in window.zoom_label.text()
+    # Scale bar: um per screen px at 2 screen px per 0.499 um pixel.
+    assert view.um_per_screen_px() == pytest.approx(0.499 / 2)
+    assert view.scale_bar.label().endswith("µm")
+
+
+def test_keyboard_pan_and_zoom(window, qtbot) -> None:
+    view = window.slide_view
+    view.set_slide(_array_slide())
+    view.set_scale(1.0)
+    view.center_on(1024, 1024)
+    x0 = view.visible_level0_rect().center().x()
+    qtbot.keyClick(view, Qt.Key.Key_Right)
+    assert view.visible_level0_rect().center().x() > x0 + 50
+    qtbot.keyClick(view, Qt.Key.Key_Plus)
+    assert view.scale_factor() == pytest.approx(1.25)
+    qtbot.keyClick(view, Qt.Key.Key_Minus)
+    assert view.scale_factor() == pytest.approx(1.0)
+
+
+def test_minimap_click_moves_view(window, qtbot) -> None:
+    view = window.slide_view
+    view.set_slide(_array_slide())
+    view.set_scale(1.0)
+    view.center_on(200, 200)
+    minimap = view.minimap
+    assert minimap.isVisible()
+    target = QPoint(minimap.width() * 3 // 4, minimap.height() * 3 // 4)
+    expected = minimap.to_level0(QPointF(target))
+    qtbot.mouseClick(minimap, Qt.MouseButton.LeftButton, pos=target)
+    centre = view.visible_level0_rect().center()
+    assert centre.x() == pytest.approx(expected[0], abs=2)
+    assert centre.y() == pytest.approx(expected[1], abs=2)
+    assert expected[0] > 1400  # really moved from 200
+
+
+def test_open_error_shows_dialog_and_app_keeps_running(
+    window, monkeypatch, tmp_path, openslide_fixtures
+) -> None:
+    shown: list[str] = []
+    monkeypatch.setattr(
+        main_window_module.QMessageBox, "critical", lambda _parent, _title, text: shown.append(text)
+    )
+    missing = tmp_path / "missing.svs"
+    assert not window.open_slide(str(missing))
+    assert shown and str(missing) in shown[-1] and "not found" in shown[-1]
+    assert not window.open_slide(str(openslide_fixtures / "unopenable.tiff"))
+    assert "unopenable.tiff" in shown[-1]
+    text = tmp_path / "notes.svs"
+    text.write_text("not a slide")
+    assert not window.open_slide(str(text))
+    assert "notes.svs" in shown[-1]
+    assert window.slide_view.current_slide is None
+    assert window.open_slide(str(openslide_fixtures / "boxes.tiff"))  # still works
+
+
+def test_unreadable_slide_shows_error_tile(window, openslide_fixtures) -> None:
+    assert window.open_slide(str(openslide_fixtures / "unreadable.svs"))
+    view = window.slide_view
+    view.set_scale(4.0)
+    view.center_on(8, 8)
+    assert view.wait_until_idle(10)
+    assert view.cache.errors
+    pixels = _grab_array(view.viewport())
+    b, g, r = pixels[..., 0::4], pixels[..., 1::4], pixels[..., 2::4]
+    assert ((r > 150) & (g < 100) & (b < 100)).sum() > 20  # red hatching on screen
+    assert window.open_slide(str(openslide_fixtures / "boxes.tiff"))
+    assert not view.cache.errors
+
+
+def test_switching_slides_is_bounded(window, openslide_fixtures, cmu_small, settings) -> None:
+    view = window.slide_view
+    cap = view.cache.cap_bytes
+    refs: list[weakref.ref] = []
+    paths = [openslide_fixtures / "boxes.tiff", openslide_fixtures / "small.svs", cmu_small]
+    for i in range(20):
+        assert window.open_slide(str(paths[2 if i == 10 else i % 2]))
+        refs.append(weakref.ref(view.current_slide))
+        view.set_scale(1.0 if i % 2 else 3.0)
+        if i % 4 == 0:
+            assert view.wait_until_idle(10)
+        assert view.cache.bytes_used <= cap
+        generation = view.pipeline.generation
+        assert all(key[0] == generation for key in view.cache.keys())
+        assert len(view.scene().items()) == 1
+    assert view.wait_until_idle(10)
+    gc.collect()
+    alive = [ref for ref in refs if ref() is not None]
+    assert len(alive) == 1 and alive[0]() is view.current_slide
+    assert view.pipeline._session is not None and view.pipeline._session.slide is alive[0]()
+    assert len(view.cache) <= 40
+
+
+def test_cache_cap_comes_from_settings(qtbot, settings) -> None:
+    settings.setValue(CACHE_SETTING, 32)
+    win = create_main_window(settings=settings, threads=1)
+    qtbot.addWidget(win)
+    try:
+        assert win.slide_view.cache.cap_bytes == 32 * 1024 * 1024
+    finally:
+        win.close()
+
+
+def test_cohort_csv_fills_panel_and_predictions(window, openslide_fixtures, cmu_small, tmp_path):
+    csv = tmp_path / "cohort.csv"
+    csv.write_text(
+        f"slide,label,split\n{openslide_fixtures / 'boxes.tiff'},0,train\n{cmu_small},1,test\n"
+    )
+    assert window.open_paths([str(csv)])
+    model = window.cohort_panel.model
+    assert model.rowCount() == 2
+    assert [model.item(r, 1).text() for r in range(2)] == ["0", "1"]
+    assert Path(window.slide_view.current_slide.path).name == "boxes.tiff"
+    keys = model.slide_keys()
+    model.set_predictions({keys[1]: (0.875, 1), "unknown": (0.1, 0)})
+    assert model.item(1, model.SCORE).text() == "0.875"
+    assert model.item(1, model.PRED).text() == "1"
+    assert model.item(0, model.SCORE).text() == ""
+    # Clicking the second row opens that slide.
+    panel = window.cohort_panel
+    index = panel.proxy.mapFromSource(model.index(1, 0))
+    panel.view.clicked.emit(index)
+    assert Path(window.slide_view.current_slide.path).name == "CMU-1-Small-Region.svs"
+
+
+def test_screenshot_command_writes_png(tmp_path, cmu_small) -> None:
+    from pathviewer.cli import main
+
+    out = tmp_path / "shot.png"
+    assert main(["screenshot", str(cmu_small), str(out), "--size", "900x640", "--mag", "10"]) == 0
+    image = QImage(str(out))
+    assert (image.width(), image.height()) == (900, 640)
+    pixels = _grab_from_image(image)
+    assert pixels.std() > 20
+    # Many distinct colours: real tissue was rendered, not a flat placeholder.
+    sample = pixels[::7, ::7, :3].reshape(-1, 3)
+    assert len(np.unique(sample, axis=0)) > 500
+
+
+def test_screenshot_command_bad_file_exits_2(tmp_path, capsys) -> None:
+    from pathviewer.cli import main
+
+    bad = tmp_path / "bad.svs"
+    bad.write_bytes(b"\x00" * 100)
+    assert main(["screenshot", str(bad), str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bad.svs" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def _grab_from_image(image: QImage) -> np.ndarray:
+    image = image.convertToFormat(QImage.Format.Format_RGB32)
+    ptr = image.constBits()
+    raw = np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine())
+    return raw[:, : image.width() * 4].reshape(image.height(), image.width(), 4).copy()
