@@ -90,6 +90,9 @@ def create_main_window(
     """
     ensure_application()
     window = MainWindow(settings=settings, threads=threads)
+    from pathviewer.gui.extensions import install_extensions
+
+    install_extensions(window)
     if paths:
         window.open_paths(list(paths), raise_errors=raise_errors)
     return window
