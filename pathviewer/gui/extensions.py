@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXTENSION_MODULES = (
+    "pathviewer.gui.project",
     "pathviewer.gui.heatmap",
     "pathviewer.gui.training",
     "pathviewer.gui.annotation_tools",

@@ -1,0 +1,104 @@
+"""The open project of the main window: File > New/Open project, shared by annotation and review.
+
+``window.project_controller`` (a :class:`ProjectController`) holds the open
+:class:`~pathviewer.core.store.Project`; features listen to ``projectChanged`` and read
+``controller.project``.  The store itself is the source of truth: every edit is committed by
+the store, so there is no Save action.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject, QSettings, Signal
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from pathviewer.core.errors import PathViewerError
+from pathviewer.core.store import DB_NAME, Project
+
+if TYPE_CHECKING:
+    from pathviewer.gui.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+LAST_PROJECT_SETTING = "project/last"
+
+
+class ProjectController(QObject):
+    """Owns the open project and announces changes.
+
+    Signals
+    -------
+    projectChanged(object)
+        Emitted with the new :class:`Project` (or None when closed).
+    """
+
+    projectChanged = Signal(object)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.project: Project | None = None
+
+    def open(self, folder: str | Path, create: bool = False) -> Project:
+        """Open (or create) the project in ``folder`` and make it current.
+
+        Raises
+        ------
+        PathViewerError
+            The folder holds no project (when not creating) or the database is unusable.
+        """
+        folder = Path(folder)
+        project = (
+            Project.create(folder)
+            if create and not (folder / DB_NAME).exists()
+            else Project.open(folder)
+        )
+        self.close()
+        self.project = project
+        QSettings().setValue(LAST_PROJECT_SETTING, str(folder))
+        log.info("project opened: %s", folder)
+        self.projectChanged.emit(project)
+        return project
+
+    def close(self) -> None:
+        """Close the current project (nothing to save: every edit is already committed)."""
+        if self.project is not None:
+            self.project.close()
+            self.project = None
+            self.projectChanged.emit(None)
+
+
+def install(window: MainWindow) -> None:
+    """Add ``window.project_controller`` and the File menu's project actions."""
+    controller = ProjectController(window)
+    window.project_controller = controller  # type: ignore[attr-defined]
+
+    def choose(create: bool) -> None:
+        title = "New project folder" if create else "Open project folder"
+        folder = QFileDialog.getExistingDirectory(window, title)
+        if not folder:
+            return
+        try:
+            project = controller.open(folder, create=create)
+        except PathViewerError as error:
+            QMessageBox.warning(window, "Project", str(error))
+            return
+        # The project's slides become the cohort list, so an annotator sees what the project holds.
+        slides = project.slides()
+        if slides:
+            window.open_paths([slides[0].path])
+
+    file_menu = window.menuBar().actions()[0].menu() if window.menuBar().actions() else None
+    new_action = QAction("New Project…", window)
+    new_action.triggered.connect(lambda: choose(True))
+    open_action = QAction("Open Project…", window)
+    open_action.triggered.connect(lambda: choose(False))
+    if file_menu is not None:
+        first = file_menu.actions()[0] if file_menu.actions() else None
+        file_menu.insertAction(first, new_action)
+        file_menu.insertAction(first, open_action)
+        file_menu.insertSeparator(first)
+    window.project_actions = (new_action, open_action)  # type: ignore[attr-defined]
