@@ -782,7 +782,7 @@ def cohort_plan(n_slides: int, seed: int, test_fraction: float = 0.5) -> list[tu
     split = ["train"] * n_slides
     # Stratified: the test share of each class, at least one of each when the class has >= 2.
     for group in (positives, negatives):
-        n_test = int(round(len(group) * test_fraction))
+        n_test = int(len(group) * test_fraction)  # round down: training gets the odd slide
         if len(group) >= 2:
             n_test = min(max(n_test, 1), len(group) - 1)
         else:
@@ -841,11 +841,11 @@ def generate_cohort(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stage = "synthesising slides"
-    yield Progress(stage, 0, None, message="rendering texture atlases")
-    atlases = make_atlases(seed)
-    plan = cohort_plan(n_slides, seed, test_fraction)
     rows_each = _rows(size)
     total = rows_each * n_slides
+    yield Progress(stage, 0, total, message="rendering texture atlases")
+    atlases = make_atlases(seed)
+    plan = cohort_plan(n_slides, seed, test_fraction)
     rows: list[dict[str, str]] = []
     for index, (label, split) in enumerate(plan):
         name = f"slide_{index + 1:02d}"
@@ -895,7 +895,7 @@ def write_large_slide(
     """
     _check(2, size, 0.25, 0.5)
     path = Path(path)
-    yield Progress("synthesising slide", 0, None, message="rendering texture atlases")
+    yield Progress("synthesising slide", 0, _rows(size), message="rendering texture atlases")
     atlases = make_atlases(seed)
     layout = make_layout(np.random.default_rng([seed, 1, 1]), size, size, True, 0.25)
     write_geojson(path.with_suffix(".geojson"), annotations_for(layout))

@@ -1,0 +1,135 @@
+"""``pathviewer synth`` (synthetic cohort) and ``pathviewer demo`` (demo cohort + viewer)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from pathviewer.cli import CommandGroups
+
+
+def register(groups: CommandGroups) -> None:
+    """Add the ``synth`` and ``demo`` subcommands."""
+    synth = groups.root.add_parser(
+        "synth",
+        help="generate a synthetic H&E cohort with tumour ground truth",
+        description=(
+            "Write pyramidal TIFF slides (0.5 um/px), GeoJSON tumour/stroma polygons and "
+            "cohort.csv (half positive, train/test split) into OUT_DIR."
+        ),
+    )
+    synth.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
+    synth.add_argument("--slides", type=int, default=6, help="number of slides (default 6)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--size", type=int, default=3072, help="slide width and height in pixels (default 3072)"
+    )
+    synth.add_argument(
+        "--tumour-fraction",
+        type=float,
+        default=0.25,
+        help="tumour share of the tissue of positive slides (default 0.25)",
+    )
+    synth.add_argument(
+        "--large",
+        action="store_true",
+        help="write one large positive slide (OUT_DIR/large.tif, --size defaults to 20000) instead",
+    )
+    synth.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    synth.set_defaults(func=_run_synth)
+
+    demo = groups.root.add_parser(
+        "demo",
+        help="generate the demo cohort (once) and open it in the viewer",
+        description="Generate the synthetic demo cohort into the user data folder the first "
+        "time, then open it in the viewer.",
+    )
+    demo.add_argument(
+        "--regenerate", action="store_true", help="generate the demo cohort again from scratch"
+    )
+    demo.add_argument(
+        "--no-gui", action="store_true", help="only generate; print the cohort.csv path"
+    )
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_run_demo)
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from pathviewer.core.progress import drive
+    from pathviewer.core.synth import generate_cohort, write_large_slide
+
+    if args.large:
+        size = args.size if args.size != 3072 else 20000
+        path = drive(
+            write_large_slide(Path(args.out_dir) / "large.tif", size=size, seed=args.seed),
+            quiet=args.quiet,
+        )
+        print(path)
+        return 0
+    csv_path = drive(
+        generate_cohort(
+            args.out_dir,
+            n_slides=args.slides,
+            seed=args.seed,
+            size=args.size,
+            tumour_fraction=args.tumour_fraction,
+        ),
+        quiet=args.quiet,
+    )
+    print(csv_path)
+    return 0
+
+
+def demo_is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a complete demo cohort (its CSV lists only existing files)."""
+    from pathviewer.core.cohort import read_cohort
+    from pathviewer.core.errors import PathViewerError
+
+    try:
+        read_cohort(folder / "cohort.csv", check_files=True)
+    except PathViewerError:
+        return False
+    return True
+
+
+def ensure_demo_cohort(regenerate: bool = False, quiet: bool = False) -> Path:
+    """Generate the demo cohort into :func:`pathviewer.paths.demo_cohort_dir` unless complete.
+
+    The cohort is generated in a temporary sibling folder and renamed into place, so an
+    interrupted generation never looks complete.  Returns the path of ``cohort.csv``.
+    """
+    from pathviewer.core.progress import drive
+    from pathviewer.core.synth import demo_settings, generate_cohort
+    from pathviewer.paths import demo_cohort_dir
+
+    target = demo_cohort_dir()
+    if not regenerate and demo_is_complete(target):
+        return target / "cohort.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"Generating the demo cohort in {target} (once) ...", file=sys.stderr)
+    work = Path(tempfile.mkdtemp(prefix=".demo-cohort-", dir=target.parent))
+    try:
+        drive(generate_cohort(work, **demo_settings()), quiet=quiet)  # type: ignore[arg-type]
+        if target.exists():
+            old = target.with_name(f".{target.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        work.rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target / "cohort.csv"
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    cohort_csv = ensure_demo_cohort(regenerate=args.regenerate, quiet=args.quiet)
+    if args.no_gui:
+        print(cohort_csv)
+        return 0
+    from pathviewer.gui.app import run_app
+
+    return run_app([str(cohort_csv)])
