@@ -1,0 +1,216 @@
+"""Inference (NGSD step 8): the student scores every kept patch; heatmaps; slide pooling.
+
+``pathviewer infer`` writes, in the predictions folder:
+
+* ``patches.csv`` -- ``slide,x,y,width,height,prob`` (level-0 px; ``slide`` as in the cohort CSV);
+* ``slides.csv`` -- ``slide,score,pred`` (``pred`` = score >= 0.5);
+* ``heatmaps/<slide stem>.npz`` -- one :class:`~pathviewer.core.heatmap.Heatmap` per slide;
+* ``prediction.json`` -- method, model file, settings.
+
+Every file is written atomically, and only after all slides are scored, so a cancelled or failed
+run never leaves a half-written table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pathviewer.core.atomic import atomic_write
+from pathviewer.core.cohort import CohortEntry, read_cohort, select
+from pathviewer.core.errors import CohortError
+from pathviewer.core.heatmap import Heatmap, save_heatmap
+from pathviewer.core.progress import Progress
+from pathviewer.ml.data import PatchStore, TiledSlide, cache_dir_for, tile_cohort, to_input
+from pathviewer.ml.device import autocast, pick_device
+from pathviewer.ml.metrics import PATCH_COLUMNS, SLIDE_COLUMNS
+
+
+def pool_scores(
+    probs: np.ndarray, pooling: str = "topk", top_k: int = 5, threshold: float = 0.5
+) -> float:
+    """Slide score from patch probabilities.
+
+    Parameters
+    ----------
+    probs
+        Patch probabilities of one slide.
+    pooling
+        ``max``; ``topk`` (mean of the ``top_k`` highest); ``fraction`` (share of patches above
+        ``threshold``).
+    """
+    probs = np.asarray(probs, np.float64)
+    if probs.size == 0:
+        return 0.0
+    if pooling == "max":
+        return float(probs.max())
+    if pooling == "topk":
+        k = max(1, min(top_k, probs.size))
+        return float(np.sort(probs)[-k:].mean())
+    if pooling == "fraction":
+        return float((probs > threshold).mean())
+    raise ValueError(f"unknown pooling {pooling!r} (use max, topk or fraction)")
+
+
+class _PatchDataset(torch.utils.data.Dataset):
+    def __init__(self, store: PatchStore, input_size: int) -> None:
+        self.store = store
+        self.input_size = input_size
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return to_input(self.store.get(i), self.input_size)
+
+
+@dataclass
+class SlidePrediction:
+    """Scores of one slide."""
+
+    tiled: TiledSlide
+    probs: np.ndarray
+    score: float
+
+
+def score_patches(
+    model: torch.nn.Module,
+    store: PatchStore,
+    input_size: int,
+    device: torch.device,
+    batch_size: int = 128,
+    workers: int = 0,
+    amp: bool = True,
+    method: str = "ngsd",
+) -> Generator[Progress, None, np.ndarray]:
+    """Positive-class probability (or attention score for ``abmil``) of every patch of a store.
+
+    For ``abmil`` the returned values are the encoder features' attention logits and bag logits
+    are computed by the caller; for the other methods, softmax probabilities.
+    """
+    loader = torch.utils.data.DataLoader(
+        _PatchDataset(store, input_size),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+    outputs: list[np.ndarray] = []
+    done = 0
+    model.eval()
+    with torch.inference_mode():
+        for batch in loader:
+            x = batch.to(device, non_blocking=True).float().div_(255)
+            with autocast(device, amp):
+                if method == "abmil":
+                    out = model.instance_features(x)  # type: ignore[operator]
+                else:
+                    out = torch.softmax(model(x).float(), dim=1)[:, 1]
+            outputs.append(out.float().cpu().numpy())
+            done += len(batch)
+            yield Progress("inference", done, len(store))
+    if not outputs:
+        return np.zeros(0, np.float32)
+    return np.concatenate(outputs)
+
+
+def predict(
+    model_path: str | Path,
+    cohort_csv: str | Path,
+    out_dir: str | Path,
+    split: str | None = "test",
+    device_name: str = "auto",
+    batch_size: int = 128,
+    workers: int = 0,
+    pooling: str | None = None,
+) -> Generator[Progress, None, list[SlidePrediction]]:
+    """Score the slides of a cohort split with a trained model and write the predictions folder.
+
+    Raises
+    ------
+    CheckpointError
+        Bad model file.
+    CohortError
+        Bad cohort, or no slide in the split.
+    TrainingError
+        A slide with no tissue (named).
+    """
+    from pathviewer.ml.ngsd import NGSDConfig, load_model
+
+    device = pick_device(device_name)
+    model, data = load_model(model_path, device)
+    cfg = NGSDConfig.from_dict(data["config"])
+    method = str(data["method"])
+    entries: Sequence[CohortEntry] = select(read_cohort(cohort_csv), split)
+    if not entries:
+        raise CohortError(f"{cohort_csv}: no slides with split {split!r}")
+    out = Path(out_dir)
+    tiled = yield from tile_cohort(
+        entries,
+        int(data["patch_size"]),
+        float(data["read_downsample"]),
+        cfg.threshold,
+        cache_dir_for(out),
+    )
+    use_pool = pooling or cfg.pooling
+    results: list[SlidePrediction] = []
+    for tiled_slide in tiled:
+        store = PatchStore([tiled_slide])
+        try:
+            values = yield from score_patches(
+                model, store, cfg.input_size, device, batch_size, workers, cfg.amp, method
+            )
+        finally:
+            store.close()
+        if method == "abmil":
+            probs, score = model.scores_from_features(values)  # type: ignore[operator]
+        else:
+            probs = values
+            score = pool_scores(probs, use_pool, cfg.top_k, cfg.prob_threshold)
+        results.append(SlidePrediction(tiled_slide, np.asarray(probs, np.float32), float(score)))
+    write_predictions(out, results, method, model_path, use_pool)
+    return results
+
+
+def write_predictions(
+    out: Path, results: Sequence[SlidePrediction], method: str, model_path: Any, pooling: str
+) -> None:
+    """Write patches.csv, slides.csv, heatmaps and prediction.json (each atomically)."""
+    out.mkdir(parents=True, exist_ok=True)
+    patch_buf = io.StringIO()
+    writer = csv.writer(patch_buf, lineterminator="\n")
+    writer.writerow(PATCH_COLUMNS)
+    slide_buf = io.StringIO()
+    slide_writer = csv.writer(slide_buf, lineterminator="\n")
+    slide_writer.writerow(SLIDE_COLUMNS)
+    stems: set[str] = set()
+    for r in results:
+        index = r.tiled.index
+        name = r.tiled.entry.slide
+        for (x, y), p in zip(index.coords, r.probs, strict=True):
+            writer.writerow([name, int(x), int(y), index.patch_size, index.patch_size, f"{p:.6f}"])
+        slide_writer.writerow([name, f"{r.score:.6f}", int(r.score >= 0.5)])
+        stem = Path(name).stem
+        if stem in stems:  # two slides with one stem in different folders
+            stem = name.replace("/", "__").replace("\\", "__")
+        stems.add(stem)
+        heatmap = Heatmap.from_patches(
+            name, index.dimensions, index.patch_size, index.coords, r.probs, method=method
+        )
+        save_heatmap(heatmap, out / "heatmaps" / f"{stem}.npz")
+    with atomic_write(out / "patches.csv") as handle:
+        handle.write(patch_buf.getvalue())
+    with atomic_write(out / "slides.csv") as handle:
+        handle.write(slide_buf.getvalue())
+    with atomic_write(out / "prediction.json") as handle:
+        json.dump(
+            {"method": method, "model": str(model_path), "pooling": pooling}, handle, indent=2
+        )

@@ -1,0 +1,198 @@
+"""Evaluation of predictions against the cohort: instance AUC, bag AUC, bag accuracy.
+
+A patch is positive when at least :data:`INSTANCE_OVERLAP` (25 %) of its area lies inside its
+slide's tumour annotations; patches of negative slides are negative (their annotations, if any,
+are ignored); a positive slide without an annotation file contributes no instance labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathviewer.core.atomic import atomic_write
+from pathviewer.core.cohort import CohortEntry, read_cohort
+from pathviewer.core.errors import CohortError
+
+#: Minimum tumour-covered share of a patch for it to count as positive.
+INSTANCE_OVERLAP = 0.25
+
+#: Annotation classes counted as tumour (case-insensitive); unclassified regions count too.
+TUMOUR_CLASSES = ("tumor", "tumour", "positive", "cancer", "metastasis")
+
+PATCH_COLUMNS = ("slide", "x", "y", "width", "height", "prob")
+SLIDE_COLUMNS = ("slide", "score", "pred")
+
+
+def tumour_geometry(entry: CohortEntry) -> Any:
+    """Union of the tumour annotations of a slide (None when it has no annotation file)."""
+    if entry.annotations is None:
+        return None
+    import shapely
+
+    from pathviewer.core.annotations import read_geojson, valid_geometry
+
+    regions = [
+        valid_geometry(a.geometry)
+        for a in read_geojson(entry.annotations)
+        if (a.class_name is None or a.class_name.lower() in TUMOUR_CLASSES)
+        and a.geometry.geom_type in ("Polygon", "MultiPolygon")
+    ]
+    return shapely.union_all(regions) if regions else shapely.Polygon()
+
+
+def instance_labels(entry: CohortEntry, boxes: np.ndarray) -> np.ndarray:
+    """0/1 label of each ``(x, y, w, h)`` box of a slide; all 0 for a negative slide.
+
+    Raises
+    ------
+    ValueError
+        A positive slide without annotations (no instance ground truth).
+    """
+    boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
+    if entry.label == 0:
+        return np.zeros(len(boxes), np.int64)
+    geometry = tumour_geometry(entry)
+    if geometry is None:
+        raise ValueError(f"{entry.slide}: positive slide without annotations")
+    from pathviewer.core.geometry import tumour_overlap_fractions
+
+    return (tumour_overlap_fractions(geometry, boxes) >= INSTANCE_OVERLAP).astype(np.int64)
+
+
+def read_table(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    """Read a predictions CSV, checking its header.
+
+    Raises
+    ------
+    CohortError
+        Missing file or columns (message names the file).
+    """
+    if not path.is_file():
+        raise CohortError(f"{path}: predictions file not found")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise CohortError(f"{path}: missing column(s) {', '.join(missing)}")
+        return list(reader)
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    if len(labels) == 0 or len(np.unique(labels)) < 2:
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+def evaluate_predictions(
+    cohort_csv: str | Path, pred_dir: str | Path, split: str | None = None
+) -> dict[str, Any]:
+    """Instance AUC, bag AUC and bag accuracy at 0.5 of one predictions folder.
+
+    Parameters
+    ----------
+    cohort_csv
+        The cohort (labels and annotations).
+    pred_dir
+        Folder with ``patches.csv`` and ``slides.csv`` (from ``pathviewer infer``).
+    split
+        Only slides of this split (None: every slide present in ``slides.csv``).
+
+    Returns
+    -------
+    dict
+        ``instance_auc``, ``bag_auc``, ``bag_accuracy`` (None when undefined), counts, ``method``.
+
+    Raises
+    ------
+    CohortError
+        Bad cohort or predictions files; a predicted slide missing from the cohort (named).
+    """
+    pred_dir = Path(pred_dir)
+    entries = {e.slide: e for e in read_cohort(cohort_csv, check_files=False)}
+    slides = read_table(pred_dir / "slides.csv", SLIDE_COLUMNS)
+    patches = read_table(pred_dir / "patches.csv", PATCH_COLUMNS)
+    bag_labels, bag_scores, bag_preds = [], [], []
+    used: set[str] = set()
+    for number, row in enumerate(slides, start=2):
+        entry = entries.get(row["slide"])
+        if entry is None:
+            raise CohortError(
+                f"{pred_dir / 'slides.csv'} row {number}: slide {row['slide']!r} is not in {cohort_csv}"
+            )
+        if entry.label is None or (split and entry.split != split):
+            continue
+        used.add(entry.slide)
+        bag_labels.append(entry.label)
+        bag_scores.append(float(row["score"]))
+        bag_preds.append(int(float(row["pred"])))
+    by_slide: dict[str, list[tuple[int, int, int, int, float]]] = {}
+    for row in patches:
+        if row["slide"] in used:
+            by_slide.setdefault(row["slide"], []).append(
+                (
+                    int(row["x"]),
+                    int(row["y"]),
+                    int(row["width"]),
+                    int(row["height"]),
+                    float(row["prob"]),
+                )
+            )
+    inst_labels: list[np.ndarray] = []
+    inst_scores: list[np.ndarray] = []
+    skipped = []
+    for name, rows in by_slide.items():
+        array = np.asarray(rows, np.float64)
+        try:
+            labels = instance_labels(entries[name], array[:, :4].astype(np.int64))
+        except ValueError:
+            skipped.append(name)
+            continue
+        inst_labels.append(labels)
+        inst_scores.append(array[:, 4])
+    all_labels = np.concatenate(inst_labels) if inst_labels else np.zeros(0, np.int64)
+    all_scores = np.concatenate(inst_scores) if inst_scores else np.zeros(0)
+    y = np.asarray(bag_labels)
+    method = ""
+    info = pred_dir / "prediction.json"
+    if info.is_file():
+        method = str(json.loads(info.read_text(encoding="utf-8")).get("method", ""))
+    return {
+        "method": method,
+        "pred_dir": str(pred_dir),
+        "instance_auc": _auc(all_labels, all_scores),
+        "bag_auc": _auc(y, np.asarray(bag_scores)),
+        "bag_accuracy": float((np.asarray(bag_preds) == y).mean()) if len(y) else None,
+        "n_slides": len(y),
+        "n_patches": int(len(all_labels)),
+        "n_positive_patches": int(all_labels.sum()),
+        "slides_without_annotations": skipped,
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write an evaluation JSON atomically."""
+    with atomic_write(path) as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """Side-by-side text table of several evaluations."""
+
+    def fmt(value: Any) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    lines = [f"{'method':<12} {'instance_auc':>12} {'bag_auc':>8} {'bag_acc':>8}  pred_dir"]
+    for r in results:
+        lines.append(
+            f"{(r['method'] or '?'):<12} {fmt(r['instance_auc']):>12} {fmt(r['bag_auc']):>8} "
+            f"{fmt(r['bag_accuracy']):>8}  {r['pred_dir']}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,543 @@
+"""NGSD: negative-sample guided self-distillation (the patent's method), headless.
+
+Pipeline, each step named where it happens in this module:
+
+1. **Tiling** and 2. **Background filter** -- :func:`pathviewer.ml.data.tile_cohort`
+   (DSMIL edge score > threshold, cached patch index).
+3. **Sampling** -- balanced batches of positive- and negative-slide patches, two independent
+   augmentations per patch: the teacher view and the student view.
+4. **Networks** -- teacher and student: ResNet18 + linear head, same architecture, separate
+   parameters (the teacher starts as a copy of the student).
+5. **Prediction Bank** -- the latest teacher probability of every positive-slide patch; the
+   pseudo-labels are re-solved over the whole bank by Sinkhorn-Knopp with marginals (1-K, K).
+6. **Loss** -- CE(student(view), pseudo-label) on positive-slide patches + CE(student(view), 0) on
+   negative-slide patches; Adam on the student.
+7. **EMA** -- teacher <- lam * teacher + (1 - lam) * student.
+8. **Inference** -- :mod:`pathviewer.ml.inference` (student probabilities -> heatmap -> pooling).
+
+:func:`train` is a job generator (yields :class:`~pathviewer.core.progress.Progress`, returns a
+:class:`RunResult`).  Closing it mid-run leaves the last checkpoint and ``model.pt`` valid;
+``resume=True`` continues a killed run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual alias
+
+from pathviewer.core.atomic import atomic_write
+from pathviewer.core.cohort import read_cohort, require_both_classes, select
+from pathviewer.core.errors import CheckpointError, TrainingError
+from pathviewer.core.progress import Progress
+from pathviewer.ml import checkpoint as ckpt
+from pathviewer.ml.bank import PredictionBank
+from pathviewer.ml.data import (
+    BalancedBatchSampler,
+    PatchStore,
+    TwoViewDataset,
+    cache_dir_for,
+    make_loader,
+    slide_label_mask,
+    tile_cohort,
+)
+from pathviewer.ml.device import autocast, pick_device, seed_everything
+from pathviewer.ml.models import PatchClassifier, build_classifier
+
+METHODS = ("ngsd", "naive", "abmil")
+
+
+def _f(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002 - "help" as in argparse
+    """A dataclass field with GUI/CLI metadata (help text, min, max, choices)."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class NGSDConfig:
+    """Settings of an NGSD run (paper defaults); each field's metadata holds help, min and max."""
+
+    patch_size: int = _f(512, "patch side in level-0 pixels", min=32, max=4096)
+    read_downsample: float = _f(
+        1.0, "downsample at which patches are read (1 = full resolution)", min=1.0, max=64.0
+    )
+    magnification: float = _f(
+        0.0, "read at this objective magnification instead (0 = use read_downsample)", min=0.0
+    )
+    input_size: int = _f(224, "network input side in pixels", min=32, max=1024)
+    threshold: float = _f(15.0, "background filter: keep patches with edge score above", min=0.0)
+    batch_size: int = _f(64, "patches per batch", min=2, max=1024)
+    positive_fraction: float = _f(
+        0.5, "share of positive-slide patches per batch", min=0.05, max=0.95
+    )
+    epochs: int = _f(10, "passes over the training patches (when steps is 0)", min=1, max=1000)
+    steps: int = _f(0, "training steps (0 = from epochs)", min=0, max=10_000_000)
+    lr: float = _f(1e-4, "Adam learning rate of the student", min=1e-7, max=1.0)
+    weight_decay: float = _f(1e-5, "Adam weight decay", min=0.0, max=1.0)
+    k: float = _f(
+        0.3, "K: estimated positive-patch fraction in positive slides", min=0.01, max=0.99
+    )
+    sk_lambda: float = _f(
+        5.0, "Sinkhorn-Knopp sharpening (1 / entropic regularisation)", min=0.1, max=100.0
+    )
+    ema: float = _f(0.99, "teacher EMA momentum lam", min=0.0, max=0.99999)
+    arch: str = _f("resnet18", "encoder architecture", choices=("resnet18", "resnet34", "resnet50"))
+    weights: str = _f("", "optional encoder weights file (never downloaded)")
+    pooling: str = _f("topk", "slide score pooling", choices=("max", "topk", "fraction"))
+    top_k: int = _f(5, "patches averaged by top-k pooling", min=1, max=1000)
+    prob_threshold: float = _f(
+        0.5, "patch positive above this (fraction pooling)", min=0.0, max=1.0
+    )
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N", choices=("auto", "cpu", "cuda"))
+    amp: bool = _f(True, "bfloat16 autocast on CUDA")
+    workers: int = _f(-1, "DataLoader workers (-1 = automatic)", min=-1, max=64)
+    threads: int = _f(0, "torch CPU threads (0 = torch default)", min=0, max=256)
+    preload_mb: int = _f(2048, "read all patches into RAM when they fit in this budget", min=0)
+    seed: int = _f(0, "random seed", min=0)
+    log_every: int = _f(5, "steps between metric lines", min=1)
+    checkpoint_every: int = _f(50, "steps between checkpoints", min=1)
+    method: str = _f("ngsd", "training method", choices=METHODS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON and checkpoint friendly)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NGSDConfig:
+        """Build from a dict, ignoring unknown keys (files of other versions)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def validate(self) -> None:
+        """Raise :class:`TrainingError` naming the first setting out of its range."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if "min" in meta and value < meta["min"]:
+                raise TrainingError(f"setting {f.name}={value} is below its minimum {meta['min']}")
+            if "max" in meta and value > meta["max"]:
+                raise TrainingError(f"setting {f.name}={value} is above its maximum {meta['max']}")
+            if "choices" in meta and value not in meta["choices"] and f.name != "device":
+                raise TrainingError(
+                    f"setting {f.name}={value!r} is not one of {', '.join(meta['choices'])}"
+                )
+
+
+def demo_config(**overrides: Any) -> NGSDConfig:
+    """A configuration that trains on the synthetic cohort in minutes on a laptop CPU.
+
+    256 px level-0 patches read at downsample 2 (128 px) into a 64 px network input.
+    """
+    base = dict(
+        patch_size=256,
+        read_downsample=2.0,
+        input_size=64,
+        batch_size=32,
+        steps=150,
+        lr=1e-3,
+        ema=0.95,
+        k=0.3,
+        sk_lambda=5.0,
+        log_every=5,
+        checkpoint_every=25,
+        top_k=3,
+    )
+    base.update(overrides)
+    return NGSDConfig(**base)  # type: ignore[arg-type]
+
+
+@dataclass
+class RunResult:
+    """What a finished (or cancelled) run leaves behind."""
+
+    out_dir: Path
+    model_path: Path
+    steps: int
+    metrics: dict[str, float]
+    seconds: float
+    completed: bool
+
+
+def _resolve_downsample(cfg: NGSDConfig, entries: list[Any]) -> float:
+    """Read downsample: from ``magnification`` (first slide's objective power) or as set."""
+    if cfg.magnification > 0:
+        from pathviewer.core.slide import open_slide
+        from pathviewer.core.tiling import downsample_for_magnification
+
+        slide = open_slide(entries[0].path)
+        try:
+            return downsample_for_magnification(slide, cfg.magnification)
+        finally:
+            slide.close()
+    return float(cfg.read_downsample)
+
+
+@dataclass
+class TrainData:
+    """Tiled training slides and their patch store."""
+
+    store: PatchStore
+    positives: np.ndarray
+    negatives: np.ndarray
+    read_downsample: float
+
+
+def prepare_training_data(
+    cohort_csv: str | Path, cfg: NGSDConfig, out_dir: Path, splits: tuple[str, ...] = ("train",)
+) -> Generator[Progress, None, TrainData]:
+    """Steps 1-2 (Tiling, Background filter) for the training split, then optional preloading.
+
+    Raises
+    ------
+    CohortError
+        Bad CSV, or the training split lacks a positive or a negative slide.
+    TrainingError
+        A training slide has no tissue.
+    """
+    entries = read_cohort(cohort_csv)
+    train_entries = [e for s in splits for e in select(entries, s)]
+    if not train_entries:
+        raise TrainingError(f"{cohort_csv}: no slides with split {'/'.join(splits)}")
+    unlabelled = [e for e in train_entries if e.label is None]
+    if unlabelled:
+        raise TrainingError(
+            f"{cohort_csv} row {unlabelled[0].row}: training slide {unlabelled[0].slide!r} has no label"
+        )
+    require_both_classes(train_entries, f"{cohort_csv} ({'/'.join(splits)} split)")
+    read_ds = _resolve_downsample(cfg, train_entries)
+    tiled = yield from tile_cohort(
+        train_entries, cfg.patch_size, read_ds, cfg.threshold, cache_dir_for(out_dir)
+    )
+    store = PatchStore(tiled)
+    if store.nbytes() <= cfg.preload_mb * 1024 * 1024:
+        yield from store.preload()
+    return TrainData(store, slide_label_mask(store, 1), slide_label_mask(store, 0), read_ds)
+
+
+def _ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
+    """Step 7, EMA: theta_t <- lam * theta_t + (1 - lam) * theta_s; buffers copied."""
+    with torch.no_grad():
+        for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+            t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
+        for tb, sb in zip(teacher.buffers(), student.buffers(), strict=True):
+            tb.copy_(sb)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_pos: torch.Tensor) -> torch.Tensor:
+    """Per-sample CE of 2-class logits against soft targets ``(1 - q, q)``."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    return -(target_pos * logp[:, 1] + (1.0 - target_pos) * logp[:, 0])
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    if len(np.unique(labels)) < 2:
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+def _bank_labels(store: PatchStore, positives: np.ndarray) -> np.ndarray | None:
+    """Ground-truth labels of the bank's patches when the positive slides are annotated."""
+    from pathviewer.ml.metrics import instance_labels
+
+    labels = np.full(len(positives), -1, np.int64)
+    for number, tiled in enumerate(store.slides):
+        if tiled.entry.label != 1 or tiled.entry.annotations is None:
+            continue
+        lab = instance_labels(tiled.entry, tiled.index.boxes())
+        start = int(store.offsets[number])
+        rows = np.searchsorted(positives, np.arange(start, start + len(lab)))
+        labels[rows] = lab
+    return labels if (labels >= 0).any() else None
+
+
+def _model_payload(
+    cfg: NGSDConfig,
+    student: torch.nn.Module,
+    teacher: torch.nn.Module | None,
+    step: int,
+    read_ds: float,
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "method": cfg.method,
+        "config": cfg.to_dict(),
+        "arch": cfg.arch,
+        "input_size": cfg.input_size,
+        "patch_size": cfg.patch_size,
+        "read_downsample": read_ds,
+        "num_classes": 2,
+        "step": step,
+        "student": {k: v.detach().cpu() for k, v in student.state_dict().items()},
+    }
+    if teacher is not None:
+        payload["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+    return payload
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after ``step`` (they belong to the killed part of a run)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line).get("step", 0)) <= step:
+                kept.append(line)
+        except (ValueError, AttributeError):
+            continue
+    with atomic_write(path) as handle:
+        handle.write("".join(line + "\n" for line in kept))
+
+
+def train(
+    cohort_csv: str | Path,
+    out_dir: str | Path,
+    config: NGSDConfig | None = None,
+    resume: bool = False,
+    quiet_workers: bool = False,
+) -> Generator[Progress, None, RunResult]:
+    """Train NGSD (or the naive baseline, ``config.method="naive"``) on the train split.
+
+    Parameters
+    ----------
+    cohort_csv
+        Cohort CSV (``slide,label,split,annotations``).
+    out_dir
+        Run folder: ``model.pt``, ``config.json``, ``metrics.jsonl``, ``checkpoints/last.pt``.
+    config
+        Settings (:class:`NGSDConfig`; defaults are the paper's).
+    resume
+        Continue from ``out_dir/checkpoints/last.pt``.
+
+    Yields
+    ------
+    Progress
+        ``tiling``, ``loading patches`` then ``training`` events; training events carry
+        ``loss``, ``bank_positive_fraction``, ``step``, ``epoch`` and, with annotations,
+        ``bank_instance_auc`` (teacher vs ground truth on the bank) in ``metrics``.
+
+    Returns
+    -------
+    RunResult
+    """
+    cfg = copy.deepcopy(config) if config is not None else NGSDConfig()
+    cfg.validate()
+    if cfg.method == "abmil":
+        raise TrainingError("attention MIL trains with pathviewer.ml.baselines.train_abmil")
+    out = Path(out_dir)
+    ckpt_path = out / "checkpoints" / "last.pt"
+    state: dict[str, Any] | None = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise CheckpointError(f"{ckpt_path}: no checkpoint to resume from")
+        state = ckpt.load_checkpoint(ckpt_path)
+        saved = NGSDConfig.from_dict(state["config"])
+        # The run's data and model settings come from the checkpoint; only the length may grow.
+        saved.steps, saved.epochs = cfg.steps or saved.steps, cfg.epochs
+        saved.device, saved.workers, saved.threads = cfg.device, cfg.workers, cfg.threads
+        cfg = saved
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+
+    data = yield from prepare_training_data(cohort_csv, cfg, out)
+    store = data.store
+    steps_per_epoch = max(1, math.ceil(len(store) / cfg.batch_size))
+    total_steps = cfg.steps or cfg.epochs * steps_per_epoch
+
+    # Step 4, Networks: student and teacher, same architecture, separate parameters.
+    student = build_classifier(2, cfg.arch, cfg.weights or None, cfg.input_size).to(device)
+    teacher: PatchClassifier | None = None
+    if cfg.method == "ngsd":
+        teacher = copy.deepcopy(student)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Step 5, Prediction Bank: one slot per positive-slide patch (negatives are never stored).
+    bank = PredictionBank(len(data.positives), cfg.k, cfg.sk_lambda)
+    bank_slot = np.full(len(store), -1, np.int64)
+    bank_slot[data.positives] = np.arange(len(data.positives))
+    is_positive = np.zeros(len(store), bool)
+    is_positive[data.positives] = True
+    bank_truth = _bank_labels(store, data.positives) if cfg.method == "ngsd" else None
+
+    step = 0
+    if state is not None:
+        try:
+            student.load_state_dict(state["student"])
+            if teacher is not None:
+                teacher.load_state_dict(state["teacher"])
+            optimizer.load_state_dict(state["optimizer"])
+            bank.load_state_dict({k: v.numpy() for k, v in state["bank"].items()})
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise CheckpointError(
+                f"{ckpt_path}: does not match this cohort/config ({error})"
+            ) from None
+        step = int(state["step"])
+        _truncate_metrics(out / "metrics.jsonl", step)
+    with atomic_write(out / "config.json") as handle:
+        json.dump(
+            {**cfg.to_dict(), "resolved_read_downsample": data.read_downsample}, handle, indent=2
+        )
+
+    def save(final: bool) -> None:
+        payload = _model_payload(cfg, student, teacher, step, data.read_downsample)
+        ckpt.save_checkpoint(
+            ckpt_path,
+            {
+                **payload,
+                "optimizer": optimizer.state_dict(),
+                "bank": {
+                    "probs": torch.from_numpy(bank.probs.copy()),
+                    "seen": torch.from_numpy(bank.seen.copy()),
+                },
+            },
+        )
+        ckpt.save_model(out / "model.pt", payload)
+
+    workers = cfg.workers if cfg.workers >= 0 else (0 if store.pixels is not None else 1)
+    sampler = BalancedBatchSampler(
+        data.positives,
+        data.negatives,
+        cfg.batch_size,
+        cfg.positive_fraction,
+        step,
+        total_steps,
+        cfg.seed,
+    )
+    dataset = TwoViewDataset(store, cfg.input_size, cfg.seed, views=2 if teacher else 1)
+    loader = make_loader(dataset, sampler, workers, pin_memory=device.type == "cuda")
+    metrics: dict[str, float] = {}
+    saved_step = step
+    use_amp = cfg.amp and device.type == "cuda"
+    student.train()
+    if teacher is not None:
+        teacher.train()  # batch statistics: the EMA'd running statistics lag early on
+    log = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
+    losses: list[float] = []
+    try:
+        yield Progress("training", step, total_steps, "starting")
+        for batch in loader:
+            # Step 3, Sampling: two independent augmentations -> teacher view, student view.
+            if teacher is not None:
+                t_view, s_view, patches = batch
+            else:
+                s_view, patches = batch
+            idx = patches.numpy()
+            pos = torch.from_numpy(is_positive[idx]).to(device)
+            s_in = s_view.to(device, non_blocking=True).float().div_(255)
+            if teacher is not None:
+                t_in = t_view.to(device, non_blocking=True).float().div_(255)
+                with torch.no_grad(), autocast(device, use_amp):
+                    t_prob = F.softmax(teacher(t_in).float(), dim=1)[:, 1]
+                # Step 5, Prediction Bank: store the teacher's probabilities, SK re-solve.
+                mask = is_positive[idx]
+                if mask.any():
+                    bank.update(
+                        bank_slot[idx[mask]],
+                        t_prob[torch.from_numpy(mask).to(device)].cpu().numpy(),
+                    )
+                target = torch.zeros(len(idx), dtype=torch.float32)
+                if mask.any():
+                    target[torch.from_numpy(mask)] = torch.from_numpy(
+                        bank.pseudo_labels(bank_slot[idx[mask]])
+                    )
+                target = target.to(device)
+            else:
+                target = pos.float()  # naive baseline: every patch inherits its slide's label
+            # Step 6, Loss: CE(student, pseudo-label) on positives + CE(student, 0) on negatives.
+            with autocast(device, use_amp):
+                logits = student(s_in)
+            per_sample = soft_cross_entropy(logits, target)
+            loss = per_sample.mean()
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at step {step}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            # Step 7, EMA teacher.
+            if teacher is not None:
+                _ema_update(teacher, student, cfg.ema)
+            step += 1
+            losses.append(float(loss.item()))
+            if step % cfg.log_every == 0 or step == total_steps:
+                metrics = {
+                    "step": float(step),
+                    "epoch": step / steps_per_epoch,
+                    "loss": float(np.mean(losses)),
+                    "seconds": time.perf_counter() - started,
+                }
+                losses = []
+                if teacher is not None:
+                    metrics["bank_positive_fraction"] = bank.positive_fraction()
+                    metrics["bank_seen_fraction"] = float(bank.seen.mean()) if len(bank) else 0.0
+                    if bank_truth is not None:
+                        known = (bank_truth >= 0) & bank.seen
+                        auc = _auc(bank_truth[known], bank.probs[known])
+                        if auc is not None:
+                            metrics["bank_instance_auc"] = auc
+                log.write(json.dumps(metrics) + "\n")
+                log.flush()
+            if step % cfg.checkpoint_every == 0 and step < total_steps:
+                save(final=False)
+                saved_step = step
+            yield Progress("training", step, total_steps, cfg.method, dict(metrics))
+    finally:
+        log.close()
+        if step != saved_step or not (out / "model.pt").is_file():
+            save(final=step >= total_steps)
+        store.close()
+    return RunResult(
+        out,
+        out / "model.pt",
+        step,
+        metrics,
+        time.perf_counter() - started,
+        step >= total_steps,
+    )
+
+
+def load_model(
+    path: str | Path, device: torch.device | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load ``model.pt`` -> (network in eval mode, file dict); any method (ngsd, naive, abmil).
+
+    Raises
+    ------
+    CheckpointError
+        Missing, corrupt, foreign file, or state dicts that do not fit the recorded architecture.
+    """
+    data = ckpt.load_model_file(path)
+    cfg = NGSDConfig.from_dict(data["config"])
+    method = data["method"]
+    try:
+        if method == "abmil":
+            from pathviewer.ml.baselines import AttentionMIL
+
+            model: torch.nn.Module = AttentionMIL(
+                build_classifier(2, cfg.arch, None, cfg.input_size)
+            )
+        else:
+            model = build_classifier(2, cfg.arch, None, cfg.input_size)
+        model.load_state_dict(data["student"])
+    except (RuntimeError, KeyError, CheckpointError) as error:
+        raise CheckpointError(
+            f"{path}: weights do not fit a {cfg.arch} {method} model ({error})"
+        ) from None
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, data
