@@ -709,7 +709,7 @@ def iter_train_refine(
                         round_no * batches + step,
                         config.max_rounds * batches,
                         f"round {round_no + 1}",
-                        {"batch_loss": float(loss)},
+                        {"batch_loss": float(loss.detach())},
                     )
         # ---- predictions of every sample; validation loss against the given labels
         probs = _predict(model, dataset, range(n), device, config.batch_size * 2)
@@ -722,7 +722,11 @@ def iter_train_refine(
         else:
             val_loss, val_acc = float("nan"), float("nan")
         g_now = gradient_norm(probs_t, given).double().numpy()
-        g_avg = g_now if round_no == 0 else config.g_ema * g_avg + (1 - config.g_ema) * g_now
+        # "g stays high": EMA over the rounds after the warm-up (warm-up predictions are immature).
+        if round_no <= config.warmup:
+            g_avg = g_now
+        else:
+            g_avg = config.g_ema * g_avg + (1 - config.g_ema) * g_now
         # ---- step 4: refine after the warm-up
         if config.refine and round_no + 1 > config.warmup:
             soft = refine_labels(given, probs_t, config.gamma, trusted_t)
