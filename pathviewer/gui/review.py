@@ -1,0 +1,897 @@
+"""The review queue: a keyboard-driven gallery of the patches a label-refinement run finds suspect.
+
+The queue lives in the project store (:meth:`~pathviewer.core.store.Project.review_queue`); a
+run's ``flags.csv`` is imported into it (**Import flags.csv…**).  Each patch shows its thumbnail,
+the given label, the suggested label and the confidence of the suggestion, most suspect first.
+
+Keys (handled by the gallery itself, so the slide view's tool shortcuts never see them)
+    ``1``..``9``  assign the n-th class of the project's palette
+    ``A``         accept the suggestion
+    ``K``         keep the given label
+    ``U``         unsure (stays untrusted, leaves the pending queue)
+    arrows        move; ``Space``/``Enter`` show the patch in the viewer
+
+Every decision goes through :meth:`~pathviewer.core.store.Project.record_review`, which makes the
+patch label trusted (``accept``/``keep``/``assign``) and keeps who decided what and when; the
+next label-refinement run reads trusted labels and never refines them.  Decided items stay in
+the gallery greyed with their decision until **Refresh**, which shows only what is still pending.
+
+Thumbnails are read on a :class:`~PySide6.QtCore.QThreadPool` (never on the UI thread) through
+:func:`pathviewer.core.slide.open_slide`, with opened slides cached.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import shiboken6
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QEvent,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QRect,
+    QRectF,
+    QRunnable,
+    QSettings,
+    QSize,
+    Qt,
+    QThreadPool,
+    Signal,
+)
+from PySide6.QtGui import QAction, QBrush, QColor, QFont, QImage, QKeyEvent, QPainter, QPen
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QDockWidget,
+    QFileDialog,
+    QGraphicsRectItem,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QMessageBox,
+    QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pathviewer.core.errors import PathViewerError
+from pathviewer.core.store import FlagRecord, Project
+from pathviewer.gui.tiles import rgb_to_qimage
+
+if TYPE_CHECKING:
+    from pathviewer.core.slide import SlideSource
+    from pathviewer.gui.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+#: QSettings key of the reviewer's name (default: the login name).
+AUTHOR_SETTING = "review/author"
+
+#: Edge of a gallery thumbnail (screen px).
+THUMB_SIZE = 112
+
+#: Magnification at which a clicked patch is shown in the viewer.
+CONTEXT_MAGNIFICATION = 10.0
+
+#: z-value of the highlight box in the slide scene (above slide, heatmap and annotations).
+HIGHLIGHT_Z = 50.0
+
+#: Opened slides kept by the thumbnail loader.
+SLIDE_CACHE_SIZE = 8
+
+FlagRole = Qt.ItemDataRole.UserRole + 1
+DecisionRole = Qt.ItemDataRole.UserRole + 2
+
+#: Text shown for each decision on a decided item.
+DECISION_TEXT = {"accept": "accepted", "keep": "kept", "assign": "assigned", "unsure": "unsure"}
+
+
+def reviewer_name(settings: QSettings | None = None) -> str:
+    """Who is reviewing: the ``review/author`` setting, else the login name."""
+    value = (settings or QSettings()).value(AUTHOR_SETTING, "")
+    if value:
+        return str(value)
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in containers without a passwd entry
+        return "unknown"
+
+
+def resolve_slide_path(path: str, roots: list[Path]) -> str:
+    """The file a stored slide path refers to: as is when absolute or present, else under a root.
+
+    Flags written by a refinement run hold the slide paths of its labels CSV, which may be
+    relative to where that CSV was; the dock tries the flags' folder and the project folder.
+    """
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists():
+        return str(candidate)
+    for root in roots:
+        if (root / candidate).exists():
+            return str(root / candidate)
+    return str(candidate)
+
+
+# --------------------------------------------------------------------------- thumbnails
+
+
+class SlideCache:
+    """Opened slides by path, shared by the loader threads (least recently used evicted)."""
+
+    def __init__(self, size: int = SLIDE_CACHE_SIZE) -> None:
+        self.size = size
+        self._slides: OrderedDict[str, SlideSource] = OrderedDict()
+        self._lock = threading.Lock()
+        self.opened = 0
+
+    def get(self, path: str) -> SlideSource:
+        """The slide at ``path``, opened once; raises :class:`PathViewerError` when unreadable."""
+        from pathviewer.core.slide import open_slide
+
+        with self._lock:
+            slide = self._slides.get(path)
+            if slide is not None:
+                self._slides.move_to_end(path)
+                return slide
+        # Opened outside the lock: opening a large slide must not stall the other readers.  Two
+        # threads may race to open the same slide; the loser's copy is simply dropped.
+        slide = open_slide(path)
+        with self._lock:
+            existing = self._slides.get(path)
+            if existing is not None:
+                return existing
+            self._slides[path] = slide
+            self.opened += 1
+            while len(self._slides) > self.size:
+                # Not closed explicitly: another thread may still be reading it; the slide is
+                # released when its last reference goes.
+                self._slides.popitem(last=False)
+        return slide
+
+    def clear(self) -> None:
+        with self._lock:
+            self._slides.clear()
+
+
+def read_patch(slide: SlideSource, box: tuple[int, int, int, int], size: int) -> QImage:
+    """The patch ``box`` (level-0 ``x, y, width, height``) scaled to fit ``size`` px square."""
+    x, y, width, height = box
+    downsample = max(width, height) / size
+    level = slide.best_level_for_downsample(max(downsample, 1.0))
+    scale = slide.level_downsamples[level]
+    region = slide.read_region(
+        (x, y), level, (max(1, round(width / scale)), max(1, round(height / scale)))
+    )
+    image = rgb_to_qimage(region)
+    return image.scaled(
+        size,
+        size,
+        Qt.AspectRatioMode.KeepAspectRatio,
+        Qt.TransformationMode.SmoothTransformation,
+    )
+
+
+class _LoaderSignals(QObject):
+    loaded = Signal(int, object, str)  # flag id, QImage or None, error message
+
+
+class _PatchTask(QRunnable):
+    def __init__(self, loader: ThumbnailLoader, flag_id: int, path: str, box: tuple) -> None:
+        super().__init__()
+        self.loader, self.flag_id, self.path, self.box = loader, flag_id, path, box
+
+    def run(self) -> None:
+        loader = self.loader
+        if loader.generation_of(self.flag_id) is None:
+            return  # the model was reset since this was queued
+        loader.thread_ids.add(threading.get_ident())
+        try:
+            image: QImage | None = read_patch(loader.slides.get(self.path), self.box, loader.size)
+            error = ""
+        except Exception as exc:  # any reader failure becomes a marked thumbnail, never a crash
+            image, error = None, str(exc)
+        loader.signals.loaded.emit(self.flag_id, image, error)
+
+
+class ThumbnailLoader(QObject):
+    """Reads patch thumbnails on a thread pool and announces them with ``loaded``.
+
+    Signals
+    -------
+    loaded(int, object, str)
+        Flag id, the ``QImage`` (None on failure) and the error message (empty on success);
+        delivered in the GUI thread.
+    """
+
+    loaded = Signal(int, object, str)
+
+    def __init__(self, size: int = THUMB_SIZE, threads: int = 2, parent: QObject | None = None):
+        super().__init__(parent)
+        self.size = size
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(max(1, threads))
+        self.slides = SlideCache()
+        self.signals = _LoaderSignals()
+        self.signals.loaded.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
+        #: Ids of the threads that read thumbnails (tests check the UI thread is not one).
+        self.thread_ids: set[int] = set()
+        self._pending: dict[int, int] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def generation_of(self, flag_id: int) -> int | None:
+        with self._lock:
+            return self._pending.get(flag_id)
+
+    def request(self, flag_id: int, path: str, box: tuple[int, int, int, int]) -> None:
+        """Queue a read (ignored while one for ``flag_id`` is pending)."""
+        with self._lock:
+            if flag_id in self._pending:
+                return
+            self._pending[flag_id] = self._generation
+        self.pool.start(_PatchTask(self, flag_id, path, box))
+
+    def reset(self) -> None:
+        """Forget queued reads (their results are dropped) and the cached slides."""
+        with self._lock:
+            self._generation += 1
+            self._pending.clear()
+        self.pool.clear()
+        self.slides.clear()
+
+    def wait(self, msecs: int = 10_000) -> bool:
+        """Wait for the running reads (tests, shutdown)."""
+        return bool(self.pool.waitForDone(msecs))
+
+    def _deliver(self, flag_id: int, image: object, error: str) -> None:
+        with self._lock:
+            if self._pending.pop(flag_id, None) is None:
+                return
+        self.loaded.emit(flag_id, image, error)
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class QueueItem:
+    """A gallery entry: the flag and what was decided on it in this session."""
+
+    flag: FlagRecord
+    decision: str | None = None
+    label: str | None = None
+
+
+class ReviewQueueModel(QAbstractListModel):
+    """The review queue of a project, most suspect first (a list model for the gallery).
+
+    Items decided in this session stay (greyed, with the decision) until :meth:`refresh`.
+    The decoration is the patch thumbnail, read by :class:`ThumbnailLoader` when first asked.
+
+    Signals
+    -------
+    countsChanged(int, int)
+        ``(reviewed, left)`` after a load or a decision.
+    """
+
+    countsChanged = Signal(int, int)
+
+    def __init__(self, parent: QObject | None = None, loader: ThumbnailLoader | None = None):
+        super().__init__(parent)
+        self.project: Project | None = None
+        self.items: list[QueueItem] = []
+        self.show_reviewed = False
+        self.slide_roots: list[Path] = []
+        self.loader = loader or ThumbnailLoader(parent=self)
+        self.loader.loaded.connect(self._on_loaded)
+        self._thumbs: dict[int, QImage | None] = {}
+        self._errors: dict[int, str] = {}
+        self._rows: dict[int, int] = {}
+
+    # ---- loading
+
+    def set_project(self, project: Project | None) -> None:
+        """Show the queue of ``project`` (None to empty)."""
+        self.project = project
+        if project is not None and project.folder not in self.slide_roots:
+            self.slide_roots.append(project.folder)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Reload from the store: pending flags only (or all with ``show_reviewed``)."""
+        self.beginResetModel()
+        self.loader.reset()
+        self._thumbs.clear()
+        self._errors.clear()
+        self.items = [QueueItem(flag) for flag in self._load()]
+        self._rows = {item.flag.id: row for row, item in enumerate(self.items)}
+        self.endResetModel()
+        self._emit_counts()
+
+    def _load(self) -> list[FlagRecord]:
+        if self.project is None:
+            return []
+        flags = self.project.review_queue(only_pending=not self.show_reviewed)
+        # A patch flagged by several imported runs appears once, with its latest flag.
+        latest: dict[int, FlagRecord] = {}
+        for flag in flags:
+            if flag.patch_label_id not in latest or flag.id > latest[flag.patch_label_id].id:
+                latest[flag.patch_label_id] = flag
+        return sorted(latest.values(), key=lambda f: (f.rank, f.id))
+
+    def counts(self) -> tuple[int, int]:
+        """``(reviewed, left)`` from the store."""
+        return self.project.review_counts() if self.project is not None else (0, 0)
+
+    def _emit_counts(self) -> None:
+        self.countsChanged.emit(*self.counts())
+
+    # ---- Qt model API
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex | None = None) -> int:  # noqa: N802
+        if parent is not None and parent.isValid():
+            return 0
+        return len(self.items)
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = 0) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self.items):
+            return None
+        item = self.items[index.row()]
+        flag = item.flag
+        if role == Qt.ItemDataRole.DisplayRole:
+            return f"{flag.given} → {flag.suggested}"
+        if role == Qt.ItemDataRole.DecorationRole:
+            return self.thumbnail(flag)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            confidence = "" if flag.confidence is None else f" (confidence {flag.confidence:.2f})"
+            text = (
+                f"{Path(flag.slide_path).name}  x {flag.x} y {flag.y}  "
+                f"{flag.width}×{flag.height} px\ngiven {flag.given}, suggested "
+                f"{flag.suggested}{confidence}"
+            )
+            if flag.id in self._errors:
+                text += f"\ncannot read: {self._errors[flag.id]}"
+            return text
+        if role == FlagRole:
+            return flag
+        if role == DecisionRole:
+            if item.decision is not None:
+                return item.decision, item.label
+            if flag.reviewed or flag.trusted:
+                return "reviewed", flag.current_label
+            return None
+        return None
+
+    def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+    # ---- thumbnails
+
+    def thumbnail(self, flag: FlagRecord) -> QImage | None:
+        """The thumbnail when read (None while loading or unreadable; a read is queued)."""
+        if flag.id in self._thumbs:
+            return self._thumbs[flag.id]
+        path = resolve_slide_path(flag.slide_path, self.slide_roots)
+        self.loader.request(flag.id, path, (flag.x, flag.y, flag.width, flag.height))
+        return None
+
+    def thumbnail_error(self, flag_id: int) -> str | None:
+        return self._errors.get(flag_id)
+
+    def _on_loaded(self, flag_id: int, image: object, error: str) -> None:
+        row = self._rows.get(flag_id)
+        if row is None:
+            return
+        self._thumbs[flag_id] = image if isinstance(image, QImage) else None
+        if error:
+            self._errors[flag_id] = error
+        index = self.index(row)
+        self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
+
+    # ---- decisions
+
+    def decide(
+        self, row: int, decision: str, label: str | None = None, author: str | None = None
+    ) -> None:
+        """Store a decision on the item of ``row`` and mark it done.
+
+        Raises
+        ------
+        PathViewerError
+            The store refused it (no project, unknown patch label, ``assign`` without label).
+        """
+        if self.project is None:
+            raise PathViewerError("no project is open")
+        item = self.items[row]
+        if decision == "accept" and label is None:
+            # The suggestion of *this* flag, not of whichever run was imported last.
+            label = item.flag.suggested
+        self.project.record_review(item.flag.patch_label_id, decision, label=label, author=author)
+        item.decision = decision
+        item.label = label if decision != "keep" else item.flag.current_label
+        index = self.index(row)
+        self.dataChanged.emit(index, index, [DecisionRole, Qt.ItemDataRole.DisplayRole])
+        self._emit_counts()
+
+    def next_pending_row(self, after: int) -> int | None:
+        """The first undecided row after ``after`` (wrapping round), or None."""
+        n = len(self.items)
+        for step in range(1, n + 1):
+            row = (after + step) % n
+            if self.data(self.index(row), DecisionRole) is None:
+                return row
+        return None
+
+
+# --------------------------------------------------------------------------- view
+
+
+class ReviewDelegate(QStyledItemDelegate):
+    """Draws a gallery tile: thumbnail, given → suggested, confidence; decided items greyed."""
+
+    def __init__(self, parent: QObject | None = None, classes: dict | None = None) -> None:
+        super().__init__(parent)
+        self.classes: dict[str, tuple[int, int, int]] = classes or {}
+
+    def sizeHint(  # noqa: N802 - Qt override
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> QSize:
+        line = option.fontMetrics.height()
+        return QSize(THUMB_SIZE + 36, THUMB_SIZE + 2 * line + 14)
+
+    def _color(self, name: str) -> QColor:
+        rgb = self.classes.get(name)
+        return QColor(*rgb) if rgb else QColor(150, 150, 150)
+
+    def paint(
+        self,
+        painter: QPainter,
+        option: QStyleOptionViewItem,
+        index: QModelIndex | QPersistentModelIndex,
+    ) -> None:
+        flag: FlagRecord = index.data(FlagRole)
+        decision = index.data(DecisionRole)
+        rect: QRect = option.rect.adjusted(3, 3, -3, -3)
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        palette = option.palette
+        background = palette.highlight().color() if selected else palette.base().color()
+        painter.fillRect(rect, background)
+        thumb_rect = QRect(
+            rect.x() + (rect.width() - THUMB_SIZE) // 2, rect.y() + 4, THUMB_SIZE, THUMB_SIZE
+        )
+        image = index.data(Qt.ItemDataRole.DecorationRole)
+        if isinstance(image, QImage) and not image.isNull():
+            target = QRect(0, 0, image.width(), image.height())
+            target.moveCenter(thumb_rect.center())
+            painter.drawImage(target, image)
+        else:
+            painter.fillRect(thumb_rect, QColor(225, 225, 225))
+            painter.setPen(QColor(120, 120, 120))
+            model = index.model()
+            error = getattr(model, "thumbnail_error", lambda _id: None)(flag.id)
+            painter.drawText(
+                thumb_rect, Qt.AlignmentFlag.AlignCenter, "unreadable" if error else "loading…"
+            )
+        if decision is not None:
+            # Done: wash the thumbnail out and stamp the decision, so what is left stands out.
+            painter.fillRect(thumb_rect, QColor(255, 255, 255, 150))
+            what, label = decision
+            stamp = DECISION_TEXT.get(what, what) + (
+                f": {label}" if label and what != "unsure" else ""
+            )
+            band = QRect(thumb_rect.x(), thumb_rect.bottom() - 20, thumb_rect.width(), 20)
+            painter.fillRect(band, QColor(40, 40, 40, 200))
+            painter.setPen(QColor(255, 255, 255))
+            painter.drawText(band, Qt.AlignmentFlag.AlignCenter, stamp)
+        text_color = palette.highlightedText().color() if selected else palette.text().color()
+        if decision is not None:
+            text_color = QColor(150, 150, 150)
+        font = QFont(option.font)
+        if font.pointSizeF() > 8:
+            font.setPointSizeF(font.pointSizeF() - 1)  # two labels must fit under a thumbnail
+        painter.setFont(font)
+        metrics = painter.fontMetrics()
+        line = metrics.height()
+        y = thumb_rect.bottom() + 4
+        chip = 9
+        x = rect.x() + 5
+        # Line 1: given → suggested, each with its class colour.
+        for name, suffix in ((flag.given, " → "), (flag.suggested, "")):
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(self._color(name))
+            painter.drawRect(QRectF(x, y + (line - chip) / 2, chip, chip))
+            x += chip + 3
+            painter.setPen(text_color)
+            text = name + suffix
+            painter.drawText(
+                QRect(x, y, rect.right() - x, line),
+                Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                metrics.elidedText(text, Qt.TextElideMode.ElideRight, max(0, rect.right() - x)),
+            )
+            x += metrics.horizontalAdvance(text)
+        # Line 2: confidence of the suggestion.
+        y += line
+        bold = QFont(font)
+        bold.setBold(True)
+        painter.setFont(bold)
+        confidence = "—" if flag.confidence is None else f"{flag.confidence:.2f}"
+        painter.drawText(
+            QRect(rect.x() + 5, y, rect.width() - 10, line),
+            Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+            f"confidence {confidence}",
+        )
+        if option.state & QStyle.StateFlag.State_HasFocus or selected:
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.setPen(QPen(palette.highlight().color(), 2))
+            painter.drawRect(rect)
+        painter.restore()
+
+
+class ReviewGallery(QListView):
+    """The gallery: an icon-mode list that handles the review keys itself.
+
+    The keys are claimed in ``ShortcutOverride`` so window-wide shortcuts (annotation tools,
+    classes, ``F`` to fit) do not fire while the gallery has focus.
+
+    Signals
+    -------
+    decisionRequested(int, str, object)
+        Row, decision and the class name for ``assign`` (else None).
+    showRequested(int)
+        Show the item of this row in the viewer (``Space``/``Enter``).
+    """
+
+    decisionRequested = Signal(int, str, object)
+    showRequested = Signal(int)
+
+    LETTERS = {Qt.Key.Key_A: "accept", Qt.Key.Key_K: "keep", Qt.Key.Key_U: "unsure"}
+    DIGITS = {getattr(Qt.Key, f"Key_{n}"): n for n in range(1, 10)}
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setWrapping(True)
+        self.setUniformItemSizes(True)
+        self.setSpacing(2)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.class_names: list[str] = []
+
+    def _claims(self, event: QKeyEvent) -> bool:
+        if event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier:
+            return False  # Ctrl+1 and the like stay with the window
+        key = event.key()
+        return key in self.LETTERS or key in self.DIGITS or key in (Qt.Key.Key_Space,)
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ShortcutOverride and isinstance(event, QKeyEvent):
+            if self._claims(event):
+                event.accept()
+                return True
+        return super().event(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt override
+        row = self.currentIndex().row()
+        key = event.key()
+        if self._claims(event) or key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            if row < 0:
+                event.accept()
+                return
+            if key in self.LETTERS:
+                self.decisionRequested.emit(row, self.LETTERS[key], None)
+            elif key in self.DIGITS:
+                n = self.DIGITS[key]
+                if n <= len(self.class_names):
+                    self.decisionRequested.emit(row, "assign", self.class_names[n - 1])
+            else:
+                self.showRequested.emit(row)
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+
+class ReviewPanel(QWidget):
+    """The Review queue dock's contents: counters, key map, import, gallery.
+
+    Parameters
+    ----------
+    window
+        The main window (None for a stand-alone panel; clicking then shows nothing).
+    settings
+        Where the reviewer's name is read (default ``QSettings()``).
+    """
+
+    def __init__(self, window: MainWindow | None = None, settings: QSettings | None = None) -> None:
+        super().__init__(window)
+        self.window_ = window
+        self.settings = settings or QSettings()
+        self.model = ReviewQueueModel(self)
+        self.delegate = ReviewDelegate(self)
+        self.highlight: QGraphicsRectItem | None = None
+
+        self.counts_label = QLabel("no project")
+        self.counts_label.setObjectName("review-counts")
+        font = self.counts_label.font()
+        font.setBold(True)
+        self.counts_label.setFont(font)
+        self.import_button = QPushButton("Import flags.csv…")
+        self.import_button.clicked.connect(self.choose_flags)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.setToolTip("Reload: show only what is still pending")
+        self.refresh_button.clicked.connect(self.refresh)
+        self.show_reviewed = QCheckBox("Show reviewed")
+        self.show_reviewed.toggled.connect(self._toggle_reviewed)
+        self.keys_label = QLabel()
+        self.keys_label.setWordWrap(True)
+        self.keys_label.setTextFormat(Qt.TextFormat.RichText)
+
+        self.gallery = ReviewGallery(self)
+        self.gallery.setModel(self.model)
+        self.gallery.setItemDelegate(self.delegate)
+        self.gallery.decisionRequested.connect(self.decide)
+        self.gallery.showRequested.connect(self.show_row)
+        self.gallery.clicked.connect(lambda index: self.show_row(index.row()))
+
+        top = QHBoxLayout()
+        top.addWidget(self.counts_label, 1)
+        top.addWidget(self.show_reviewed)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.import_button)
+        buttons.addWidget(self.refresh_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(buttons)
+        layout.addLayout(top)
+        layout.addWidget(self.keys_label)
+        layout.addWidget(self.gallery, 1)
+
+        self.model.countsChanged.connect(self._update_counts)
+        self.model.modelReset.connect(self._select_first)
+        if window is not None:
+            window.slide_view.slideChanged.connect(self._forget_highlight)
+        self._update_keys()
+
+    # ---- project and queue
+
+    @property
+    def project(self) -> Project | None:
+        return self.model.project
+
+    def set_project(self, project: Project | None) -> None:
+        """Show ``project``'s queue (None empties the gallery)."""
+        self.model.set_project(project)
+        self._update_keys()
+        self.import_button.setEnabled(True)
+
+    def refresh(self) -> None:
+        self.model.refresh()
+
+    def _toggle_reviewed(self, on: bool) -> None:
+        self.model.show_reviewed = on
+        self.model.refresh()
+
+    def import_flags(self, flags_csv: str | os.PathLike[str], replace: bool = True) -> int:
+        """Import a refinement run's ``flags.csv`` into the project's queue; returns its rows.
+
+        With ``replace`` the previous queue is emptied first: a new run's flags supersede the
+        last run's (decisions and labels stay).  Slide paths relative in the CSV are looked up
+        next to it and next to its run folder.
+
+        Raises
+        ------
+        PathViewerError
+            No project is open, or the CSV is malformed (nothing is imported then).
+        """
+        project = self.project
+        if project is None:
+            raise PathViewerError("open or create a project before importing flags")
+        path = Path(flags_csv).resolve()
+        with project.transaction():
+            if replace:
+                project.clear_flags()
+            count = project.import_flags(path)
+        for root in (path.parent, path.parent.parent):
+            if root not in self.model.slide_roots:
+                self.model.slide_roots.insert(0, root)
+        self.model.refresh()
+        return count
+
+    def choose_flags(self) -> None:
+        """Ask for a ``flags.csv`` (and for a project when none is open) and import it."""
+        if self.project is None and not self._ask_for_project():
+            return
+        start = str(self.settings.value("review/last_flags_dir", ""))
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Import flags of a label-refinement run", start, "Flags (flags.csv *.csv)"
+        )
+        if not path:
+            return
+        self.settings.setValue("review/last_flags_dir", str(Path(path).parent))
+        try:
+            count = self.import_flags(path)
+        except PathViewerError as error:
+            QMessageBox.warning(self, "Import flags", str(error))
+            return
+        log.info("imported %d flags from %s", count, path)
+
+    def _ask_for_project(self) -> bool:
+        controller = getattr(self.window_, "project_controller", None)
+        answer = QMessageBox.question(
+            self,
+            "Review queue",
+            "Review decisions are stored in a project. Create a new project folder now?",
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        folder = QFileDialog.getExistingDirectory(self, "New project folder")
+        if not folder:
+            return False
+        try:
+            if controller is not None:
+                controller.open(folder, create=True)  # projectChanged sets our project
+            else:
+                self.set_project(Project.create(folder))
+        except PathViewerError as error:
+            QMessageBox.warning(self, "Project", str(error))
+            return False
+        return self.project is not None
+
+    # ---- decisions
+
+    def author(self) -> str:
+        return reviewer_name(self.settings)
+
+    def decide(self, row: int, decision: str, label: object = None) -> None:
+        """Store a decision on ``row`` and move to the next pending item."""
+        try:
+            self.model.decide(
+                row, decision, label=None if label is None else str(label), author=self.author()
+            )
+        except PathViewerError as error:
+            QMessageBox.warning(self, "Review", str(error))
+            return
+        following = self.model.next_pending_row(row)
+        if following is not None:
+            self.gallery.setCurrentIndex(self.model.index(following))
+
+    # ---- viewer
+
+    def show_row(self, row: int) -> bool:
+        """Show the patch of ``row`` in the viewer: open its slide, centre on it, draw its box."""
+        window = self.window_
+        if window is None or not 0 <= row < len(self.model.items):
+            return False
+        flag = self.model.items[row].flag
+        path = resolve_slide_path(flag.slide_path, self.model.slide_roots)
+        view = window.slide_view
+        current = view.current_slide
+        if current is None or not _same_file(current.path, path):
+            if not window.open_slide(path):
+                return False
+        cx, cy = flag.x + flag.width / 2, flag.y + flag.height / 2
+        view.center_on(cx, cy, CONTEXT_MAGNIFICATION)
+        self._remove_highlight()
+        item = QGraphicsRectItem(
+            float(flag.x), float(flag.y), float(flag.width), float(flag.height)
+        )
+        pen = QPen(QColor(255, 215, 0), 3)
+        pen.setCosmetic(True)  # same width on screen at every zoom
+        item.setPen(pen)
+        item.setBrush(QBrush(Qt.BrushStyle.NoBrush))
+        item.setZValue(HIGHLIGHT_Z)
+        item.setToolTip(f"given {flag.given}, suggested {flag.suggested}")
+        view.scene().addItem(item)
+        self.highlight = item
+        return True
+
+    def _remove_highlight(self) -> None:
+        item, self.highlight = self.highlight, None
+        if item is not None and shiboken6.isValid(item) and item.scene() is not None:
+            item.scene().removeItem(item)
+
+    def _forget_highlight(self, *_args: object) -> None:
+        # A new slide clears the scene, deleting the highlight with it.
+        self.highlight = None
+
+    # ---- labels
+
+    def _update_counts(self, reviewed: int, left: int) -> None:
+        if self.project is None:
+            self.counts_label.setText("no project — open one (File) or import flags")
+        else:
+            self.counts_label.setText(f"reviewed {reviewed} · left {left}")
+
+    def _update_keys(self) -> None:
+        classes = self.project.classes() if self.project is not None else {}
+        self.delegate.classes = classes
+        names = list(classes)[:9]
+        self.gallery.class_names = names
+        chips = "  ".join(
+            f"<b>{n}</b>&nbsp;<span style='color:{_css(classes[name])}'>■</span>&nbsp;{name}"
+            for n, name in enumerate(names, start=1)
+        )
+        self.keys_label.setText(
+            (chips + "<br>" if chips else "")
+            + "<b>A</b> accept suggestion · <b>K</b> keep given · <b>U</b> unsure · "
+            "arrows move · click/Space: show in viewer"
+        )
+
+    def _select_first(self) -> None:
+        if self.model.rowCount():
+            self.gallery.setCurrentIndex(self.model.index(0))
+
+    def shutdown(self) -> None:
+        """Stop the thumbnail threads (the window calls this when it closes)."""
+        self.model.loader.reset()
+        self.model.loader.wait()
+
+
+def _css(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return a == b
+
+
+def create_review_dock(window: MainWindow) -> QDockWidget:
+    """The Review queue dock (follows ``window.project_controller`` when present)."""
+    panel = ReviewPanel(window, window.settings)
+    dock = QDockWidget("Review queue", window)
+    dock.setObjectName("dock-review")
+    dock.setWidget(panel)
+    dock.panel = panel  # type: ignore[attr-defined]
+    controller = getattr(window, "project_controller", None)
+    if controller is not None:
+        controller.projectChanged.connect(panel.set_project)
+        if controller.project is not None:
+            panel.set_project(controller.project)
+    return dock
+
+
+def install(window: MainWindow) -> None:
+    """Add the Review queue dock (``window.review_dock``, ``window.review_panel``) and its
+    Tools menu entries."""
+    dock = create_review_dock(window)
+    window.add_dock(dock, Qt.DockWidgetArea.RightDockWidgetArea)
+    window.review_dock = dock  # type: ignore[attr-defined]
+    window.review_panel = dock.panel  # type: ignore[attr-defined]
+    if hasattr(window, "properties_dock"):
+        window.tabifyDockWidget(window.properties_dock, dock)
+    dock.hide()
+    panel: ReviewPanel = dock.panel  # type: ignore[attr-defined]
+
+    def show_dock() -> None:
+        dock.show()
+        dock.raise_()
+        panel.gallery.setFocus()
+
+    import_action = QAction("Import review flags (flags.csv)…", window)
+    import_action.triggered.connect(lambda: (show_dock(), panel.choose_flags()))
+    review_action = QAction("Review queue", window)
+    review_action.triggered.connect(show_dock)
+    window.tools_menu.addAction(review_action)
+    window.tools_menu.addAction(import_action)
+    window.review_actions = (review_action, import_action)  # type: ignore[attr-defined]
