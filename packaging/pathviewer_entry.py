@@ -45,8 +45,16 @@ def _selftest(slide_path: str) -> int:
     conv = torch.nn.Conv2d(3, 4, 3)
     with torch.no_grad():
         out = conv(torch.from_numpy(np.ascontiguousarray(region)).permute(2, 0, 1)[None].float())
+    import torchvision
+
+    # torchvision's models are plain Python on top of torch; build one to prove they import.
+    model = torchvision.models.resnet18(weights=None)
     report.update(
-        torch=torch.__version__, torch_cuda=torch.version.cuda, torch_out=list(out.shape)
+        torch=torch.__version__,
+        torch_cuda=torch.version.cuda,
+        torch_out=list(out.shape),
+        torchvision=torchvision.__version__,
+        resnet18_params=sum(p.numel() for p in model.parameters()),
     )
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

@@ -219,3 +219,39 @@ def test_install_desktop_script_installs_and_removes(tmp_path: Path) -> None:
 
     subprocess.run(["sh", script, "--uninstall"], env=env, check=True)
     assert not list(tmp_path.rglob(f"{APP_ID}*"))
+
+
+def test_torchvision_runtime_hook_skips_registrations_only_without_ops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec_text = (PACKAGING / "pathviewer.spec").read_text(encoding="utf-8")
+    assert "pyi_rth_torchvision_without_ops.py" in spec_text
+    path = PACKAGING / "rthooks" / "pyi_rth_torchvision_without_ops.py"
+    saved_meta_path = list(sys.meta_path)
+    spec = importlib.util.spec_from_file_location("pyi_rth_tv", path)
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(hook)  # installs its finder
+        finder = sys.meta_path[0]
+        assert isinstance(finder, hook._SkipRegistrationsWithoutOps)
+    finally:
+        sys.meta_path[:] = saved_meta_path
+
+    class FakeExtension:
+        has_ops = False
+
+        @classmethod
+        def _has_ops(cls) -> bool:
+            return cls.has_ops
+
+    monkeypatch.setitem(sys.modules, "torchvision.extension", FakeExtension)
+    skipped = finder.find_spec("torchvision._meta_registrations")
+    assert skipped is not None
+    module = importlib.util.module_from_spec(skipped)
+    skipped.loader.exec_module(module)
+    assert "Skipped" in (module.__doc__ or "")
+    assert finder.find_spec("torchvision._autograd_registrations") is not None
+    assert finder.find_spec("torchvision.models") is None  # only the two registration modules
+    FakeExtension.has_ops = True
+    assert finder.find_spec("torchvision._meta_registrations") is None  # real import with ops
