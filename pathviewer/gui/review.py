@@ -22,9 +22,12 @@ Thumbnails are read on a :class:`~PySide6.QtCore.QThreadPool` (never on the UI t
 
 from __future__ import annotations
 
+import csv
 import getpass
+import json
 import logging
 import os
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -66,7 +69,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pathviewer.core.errors import PathViewerError
+from pathviewer.core.errors import CohortError, PathViewerError
 from pathviewer.core.store import FlagRecord, Project
 from pathviewer.gui.tiles import rgb_to_qimage
 
@@ -689,12 +692,19 @@ class ReviewPanel(QWidget):
         self.model.show_reviewed = on
         self.model.refresh()
 
-    def import_flags(self, flags_csv: str | os.PathLike[str], replace: bool = True) -> int:
+    def import_flags(
+        self, flags_csv: str | os.PathLike[str], replace: bool = True, with_labels: bool = True
+    ) -> int:
         """Import a refinement run's ``flags.csv`` into the project's queue; returns its rows.
 
-        With ``replace`` the previous queue is emptied first: a new run's flags supersede the
-        last run's (decisions and labels stay).  Slide paths relative in the CSV are looked up
-        next to it and next to its run folder.
+        Slide paths, which a run writes relative to its folder, are stored as absolute paths
+        (or as the path of the same file already in the project), so the flags of successive
+        runs, the project's labels and ``train noisy --project`` all name a slide alike.  With
+        ``replace`` the previous queue is emptied first: a new run's flags supersede the last
+        run's (decisions and labels stay).  With ``with_labels`` the run's training labels
+        (``labels`` of its ``config.json``) are added too, as untrusted ``imported`` labels for
+        the boxes the project does not have yet, so the next ``train noisy --project`` trains
+        on all of them and not only on the flagged ones.
 
         Raises
         ------
@@ -705,15 +715,51 @@ class ReviewPanel(QWidget):
         if project is None:
             raise PathViewerError("open or create a project before importing flags")
         path = Path(flags_csv).resolve()
-        with project.transaction():
-            if replace:
-                project.clear_flags()
-            count = project.import_flags(path)
+        rows, fields = _read_csv(path, ("slide",))
+        names = _SlidePaths(project)
+        for row in rows:
+            row["slide"] = names.stored(row["slide"], path.parent)
+        labels_csv = _run_labels_csv(path.parent) if with_labels else None
+        with tempfile.TemporaryDirectory() as tmp:
+            normalised = Path(tmp) / "flags.csv"
+            with normalised.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fields, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(rows)
+            # One transaction: a bad row leaves the previous queue and labels as they were.
+            try:
+                with project.transaction():
+                    if labels_csv is not None:
+                        self._import_labels(project, labels_csv, names)
+                    if replace:
+                        project.clear_flags()
+                    count = project.import_flags(normalised)
+            except CohortError as error:
+                # Name the user's file, not the normalised copy.
+                raise CohortError(str(error).replace(str(normalised), str(path))) from None
         for root in (path.parent, path.parent.parent):
             if root not in self.model.slide_roots:
                 self.model.slide_roots.insert(0, root)
         self.model.refresh()
         return count
+
+    @staticmethod
+    def _import_labels(project: Project, labels_csv: Path, names: _SlidePaths) -> int:
+        rows, _fields = _read_csv(labels_csv, ("slide", "x", "y", "width", "height", "label"))
+        have = {(r.slide_path, r.x, r.y, r.width, r.height) for r in project.patch_labels()}
+        new = []
+        for line, row in enumerate(rows, start=2):
+            try:
+                box = tuple(int(float(row[k])) for k in ("x", "y", "width", "height"))
+            except ValueError as error:
+                raise PathViewerError(f"{labels_csv} row {line}: {error}") from None
+            slide = names.stored(row["slide"], labels_csv.parent)
+            if (slide, *box) not in have and row["label"]:
+                have.add((slide, *box))
+                new.append((slide, *box, row["label"]))
+        if new:
+            project.add_patch_labels(new, source="imported")
+        return len(new)
 
     def choose_flags(self) -> None:
         """Ask for a ``flags.csv`` (and for a project when none is open) and import it."""
@@ -843,6 +889,60 @@ class ReviewPanel(QWidget):
         """Stop the thumbnail threads (the window calls this when it closes)."""
         self.model.loader.reset()
         self.model.loader.wait()
+
+
+class _SlidePaths:
+    """Maps slide paths of run files to the path string the project stores for that file."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self._by_file: dict[Path, str] = {}
+        for record in project.slides():
+            self._by_file[self._file(record.path, project.folder)] = record.path
+
+    @staticmethod
+    def _file(path: str, base: Path) -> Path:
+        candidate = Path(path)
+        if not candidate.is_absolute():
+            candidate = base / candidate
+        return Path(os.path.abspath(candidate))
+
+    def stored(self, path: str, base: Path) -> str:
+        file = self._file(path, base)
+        known = self._by_file.get(file)
+        if known is None:
+            known = self._by_file[file] = str(file)
+        return known
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[dict[str, str]], list[str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            fields = list(reader.fieldnames or [])
+            rows = list(reader)
+    except FileNotFoundError:
+        raise CohortError(f"{path}: file not found") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise CohortError(f"{path}: not a CSV file ({error})") from None
+    missing = [name for name in required if name not in fields]
+    if missing:
+        raise CohortError(f"{path}: missing columns {', '.join(missing)}")
+    return rows, fields
+
+
+def _run_labels_csv(run_dir: Path) -> Path | None:
+    """The training labels of a refinement run (``labels`` in its ``config.json``), if any."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    labels = config.get("labels") if isinstance(config, dict) else None
+    if not labels:
+        return None
+    path = Path(labels)
+    path = path if path.is_absolute() else run_dir / path
+    return path if path.is_file() else None
 
 
 def _css(rgb: tuple[int, int, int]) -> str:

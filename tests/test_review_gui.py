@@ -1,0 +1,268 @@
+"""Review queue dock: ranking, review keys, counters, show in viewer, threaded thumbnails."""
+
+from __future__ import annotations
+
+import csv
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtGui import QAction, QKeySequence  # noqa: E402
+from PySide6.QtTest import QTest  # noqa: E402
+
+from pathviewer.core.store import Project  # noqa: E402
+from pathviewer.gui.review import (  # noqa: E402
+    ReviewGallery,
+    ReviewPanel,
+    ThumbnailLoader,
+    install,
+)
+
+# (x, y, given, suggested, confidence); file order = rank, but rows are written shuffled with
+# an explicit rank column so the test sees the model sort them.
+FLAGS = [
+    (0, 0, "Normal", "Tumor", 0.91),
+    (64, 0, "Tumor", "Normal", 0.85),
+    (128, 0, "Stroma", "Tumor", 0.80),
+    (0, 64, "Normal", "Stroma", 0.72),
+    (64, 64, "Tumor", "Stroma", 0.66),
+    (128, 64, "Normal", "Tumor", 0.60),
+]
+
+
+def _slide(path: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    # Each 64 px box gets its own colour so a thumbnail shows which box was read.
+    image = np.zeros((256, 256, 3), np.uint8)
+    for y in range(0, 256, 64):
+        for x in range(0, 256, 64):
+            image[y : y + 64, x : x + 64] = rng.integers(0, 255, 3)
+    Image.fromarray(image).save(path)
+    return path
+
+
+@pytest.fixture
+def review_setup(tmp_path: Path) -> tuple[Project, Path, list[Path]]:
+    slides = [_slide(tmp_path / f"s{i}.png", i) for i in range(2)]
+    run = tmp_path / "run"
+    run.mkdir()
+    flags = run / "flags.csv"
+    order = [3, 0, 5, 1, 4, 2]
+    with flags.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["slide", "x", "y", "width", "height", "given", "suggested"]
+            + ["confidence", "g", "rank"]
+        )
+        for rank in order:
+            x, y, given, suggested, confidence = FLAGS[rank]
+            # Relative to the run folder, as the refinement engine writes them.
+            slide = f"../{slides[rank % 2].name}"
+            writer.writerow(
+                [slide, x, y, 64, 64, given, suggested, confidence, 1 - rank / 10, rank]
+            )
+    project = Project.create(tmp_path / "project")
+    yield project, flags, slides
+    project.close()
+
+
+@pytest.fixture
+def panel(qtbot, review_setup, tmp_path):
+    project, flags, _slides = review_setup
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("review/author", "dr-test")
+    widget = ReviewPanel(None, settings)
+    qtbot.addWidget(widget)
+    widget.set_project(project)
+    widget.import_flags(flags)
+    widget.resize(700, 600)
+    widget.show()
+    widget.gallery.setFocus()
+    yield widget
+    widget.shutdown()
+
+
+def _current(panel: ReviewPanel) -> int:
+    return panel.gallery.currentIndex().row()
+
+
+def test_model_ranks_by_suspicion_and_stores_absolute_paths(panel, review_setup):
+    _project, _flags, slides = review_setup
+    items = panel.model.items
+    assert [(i.flag.x, i.flag.y) for i in items] == [(f[0], f[1]) for f in FLAGS]
+    assert [i.flag.rank for i in items] == sorted(i.flag.rank for i in items)
+    assert {Path(i.flag.slide_path) for i in items} == {s.resolve() for s in slides}
+    assert panel.model.counts() == (0, 6)
+    assert panel.counts_label.text() == "reviewed 0 · left 6"
+    assert _current(panel) == 0
+
+
+def test_review_keys_store_decisions(panel, qtbot, review_setup):
+    project = review_setup[0]
+    classes = list(project.classes())
+    gallery = panel.gallery
+
+    QTest.keyClick(gallery, Qt.Key.Key_A)  # row 0: accept Normal -> Tumor
+    assert _current(panel) == 1
+    QTest.keyClick(gallery, Qt.Key.Key_K)  # row 1: keep Tumor
+    QTest.keyClick(gallery, Qt.Key.Key_3)  # row 2: assign the 3rd class
+    QTest.keyClick(gallery, Qt.Key.Key_U)  # row 3: unsure
+    assert _current(panel) == 4
+
+    items = panel.model.items
+    labels = {r.id: r for r in project.patch_labels()}
+    first, second, third, fourth = (labels[items[i].flag.patch_label_id] for i in range(4))
+    assert (first.label, first.trusted) == ("Tumor", True)
+    assert (second.label, second.trusted) == ("Tumor", True)
+    assert (third.label, third.trusted) == (classes[2], True)
+    assert (fourth.label, fourth.trusted) == ("Normal", False)
+    history = project.review_history(first.id)
+    assert [(h.decision, h.label, h.author) for h in history] == [("accept", "Tumor", "dr-test")]
+    assert history[0].decided_at
+    assert [h.decision for h in project.review_history(fourth.id)] == ["unsure"]
+
+    # Counters follow the store; decided items stay greyed until a refresh drops them.
+    assert project.review_counts() == (4, 2)
+    assert panel.counts_label.text() == "reviewed 4 · left 2"
+    assert panel.model.rowCount() == 6
+    assert panel.model.data(panel.model.index(0), Qt.ItemDataRole.UserRole + 2) == (
+        "accept",
+        "Tumor",
+    )
+    panel.refresh()
+    assert [(i.flag.x, i.flag.y) for i in panel.model.items] == [(64, 64), (128, 64)]
+    panel.show_reviewed.setChecked(True)
+    assert panel.model.rowCount() == 6
+
+
+def test_arrows_move_and_digits_beyond_palette_do_nothing(panel, review_setup):
+    project = review_setup[0]
+    gallery = panel.gallery
+    QTest.keyClick(gallery, Qt.Key.Key_Right)
+    assert _current(panel) == 1
+    QTest.keyClick(gallery, Qt.Key.Key_Left)
+    assert _current(panel) == 0
+    columns = max(1, gallery.viewport().width() // gallery.sizeHintForColumn(0))
+    QTest.keyClick(gallery, Qt.Key.Key_Down)
+    assert _current(panel) == min(columns, 5)
+    QTest.keyClick(gallery, Qt.Key.Key_Up)
+    assert _current(panel) == 0
+    assert len(project.classes()) < 9
+    QTest.keyClick(gallery, Qt.Key.Key_9)
+    assert project.review_counts() == (0, 6)
+    assert _current(panel) == 0
+    # Ctrl+A is not a review key.
+    QTest.keyClick(gallery, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    assert project.review_counts() == (0, 6)
+
+
+def test_gallery_claims_review_keys_over_window_shortcuts(qtbot):
+    from PySide6.QtWidgets import QMainWindow
+
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    gallery = ReviewGallery()
+    window.setCentralWidget(gallery)
+    fired = []
+    for key in ("A", "1"):
+        action = QAction(key, window)
+        action.setShortcut(QKeySequence(key))
+        action.triggered.connect(lambda _c=False, k=key: fired.append(k))
+        window.addAction(action)
+    requested = []
+    gallery.decisionRequested.connect(lambda *args: requested.append(args))
+    window.show()
+    qtbot.waitExposed(window)
+    gallery.setFocus()
+    QTest.keyClick(gallery, Qt.Key.Key_A)
+    QTest.keyClick(gallery, Qt.Key.Key_1)
+    assert fired == []  # the window's shortcuts did not fire while the gallery had focus
+
+
+def test_thumbnails_load_off_the_ui_thread(panel, qtbot):
+    model = panel.model
+    qtbot.waitUntil(
+        lambda: all(model.thumbnail(i.flag) is not None for i in model.items), timeout=10_000
+    )
+    assert model.loader.thread_ids
+    assert threading.get_ident() not in model.loader.thread_ids
+    # The patch read is the box: the (0, 0) box of slide 0 is one flat colour.
+    image = model.thumbnail(model.items[0].flag)
+    colours = {image.pixelColor(x, y).name() for x in (5, image.width() - 5) for y in (5, 60)}
+    assert len(colours) == 1
+    assert model.loader.slides.opened == 2  # each slide opened once, then cached
+
+
+def test_unreadable_slide_gives_a_marked_thumbnail(qtbot, tmp_path):
+    loader = ThumbnailLoader(size=32)
+    results = []
+    loader.loaded.connect(lambda *args: results.append(args))
+    loader.request(1, str(tmp_path / "missing.svs"), (0, 0, 10, 10))
+    qtbot.waitUntil(lambda: bool(results), timeout=5000)
+    assert results[0][0] == 1 and results[0][1] is None and "missing.svs" in results[0][2]
+    loader.wait()
+
+
+def test_click_opens_and_centres_slide_with_box(qtbot, review_setup, tmp_path):
+    from pathviewer.gui.main_window import MainWindow
+
+    project, flags, slides = review_setup
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings, threads=1)
+    qtbot.addWidget(window)
+    install(window)
+    panel = window.review_panel
+    panel.set_project(project)
+    panel.import_flags(flags)
+    window.review_dock.show()
+    window.show()
+    qtbot.waitExposed(window)
+    gallery = panel.gallery
+    scene_items = []
+    for row in (1, 2):  # slide 1, then slide 0: each click switches the slide
+        rect = gallery.visualRect(panel.model.index(row))
+        QTest.mouseClick(gallery.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+        flag = panel.model.items[row].flag
+        view = window.slide_view
+        assert Path(view.current_slide.path).resolve() == Path(flag.slide_path)
+        centre = view.mapToScene(view.viewport().rect().center())
+        assert abs(centre.x() - (flag.x + 32)) < 2 and abs(centre.y() - (flag.y + 32)) < 2
+        highlight = panel.highlight
+        assert highlight.scene() is view.scene()
+        assert highlight.rect().getRect() == (flag.x, flag.y, 64.0, 64.0)
+        scene_items.append(highlight)
+    # Same slide again: the previous highlight is removed, not piled up.
+    QTest.keyClick(gallery, Qt.Key.Key_Left)
+    QTest.keyClick(gallery, Qt.Key.Key_Left)
+    QTest.keyClick(gallery, Qt.Key.Key_Space)  # row 0, slide 0 (already open)
+    from PySide6.QtWidgets import QGraphicsRectItem
+
+    boxes = [i for i in window.slide_view.scene().items() if isinstance(i, QGraphicsRectItem)]
+    assert boxes == [panel.highlight]
+    assert panel.highlight.rect().getRect() == (0.0, 0.0, 64.0, 64.0)
+    window.close()
+    panel.shutdown()
+
+
+def test_import_needs_project_and_is_all_or_nothing(qtbot, review_setup, tmp_path):
+    from pathviewer.core.errors import PathViewerError
+
+    project, flags, _slides = review_setup
+    widget = ReviewPanel(None, QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(widget)
+    with pytest.raises(PathViewerError, match="project"):
+        widget.import_flags(flags)
+    widget.set_project(project)
+    widget.import_flags(flags)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(flags.read_text() + "../s0.png,1,2,three,4,Normal,Tumor,0.5,0.5,9\n")
+    with pytest.raises(PathViewerError, match="row 8"):
+        widget.import_flags(bad)
+    assert len(project.review_queue()) == 6  # the previous queue is untouched
+    widget.shutdown()
