@@ -13,7 +13,7 @@ from PIL import Image
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
-from PySide6.QtGui import QAction, QKeySequence  # noqa: E402
+from PySide6.QtGui import QAction, QKeySequence, QStandardItemModel  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 
 from pathviewer.core.store import Project  # noqa: E402
@@ -177,12 +177,23 @@ def test_gallery_claims_review_keys_over_window_shortcuts(qtbot):
         window.addAction(action)
     requested = []
     gallery.decisionRequested.connect(lambda *args: requested.append(args))
+    gallery.setModel(QStandardItemModel(2, 1))
+    gallery.class_names = ["Tumor"]
     window.show()
     qtbot.waitExposed(window)
+    gallery.setCurrentIndex(gallery.model().index(0, 0))
     gallery.setFocus()
-    QTest.keyClick(gallery, Qt.Key.Key_A)
-    QTest.keyClick(gallery, Qt.Key.Key_1)
-    assert fired == []  # the window's shortcuts did not fire while the gallery had focus
+    # Through the window, as a real key press travels (shortcut map first).
+    handle = window.windowHandle()
+    QTest.keyClick(handle, Qt.Key.Key_A)
+    QTest.keyClick(handle, Qt.Key.Key_1)
+    assert fired == []
+    assert [r[1:] for r in requested] == [("accept", None), ("assign", "Tumor")]
+    # Control: without the gallery's focus the window's shortcuts do fire.
+    gallery.clearFocus()
+    window.setFocus()
+    QTest.keyClick(handle, Qt.Key.Key_A)
+    assert fired == ["A"]
 
 
 def test_thumbnails_load_off_the_ui_thread(panel, qtbot):
