@@ -60,7 +60,33 @@ def register(groups: CommandGroups) -> None:
         "--mag", type=float, default=None, help="objective magnification (e.g. 10 for 10x)"
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for tiles")
+    parser.add_argument(
+        "--heatmap",
+        metavar="PRED_DIR",
+        default=None,
+        help="overlay the heatmap of the slide from a predictions folder (pathviewer infer) or .npz",
+    )
+    parser.add_argument(
+        "--outlines",
+        action="store_true",
+        help="with --heatmap: draw the tumour annotations of the cohort CSV as outlines",
+    )
     parser.set_defaults(func=_run)
+
+
+def _heatmap_hook(pred_dir: str, outlines: bool) -> Callable[[MainWindow], None]:
+    """``before_grab`` that loads a heatmap (and tumour outlines) into the window."""
+
+    def hook(window: MainWindow) -> None:
+        if not os.path.exists(pred_dir):
+            raise PathViewerError(f"{pred_dir}: heatmap folder or file not found")
+        controller = window.heatmap_controller  # type: ignore[attr-defined]
+        controller.load_path(pred_dir)
+        if controller.heatmap is None:
+            raise PathViewerError(f"{pred_dir}: {controller.source or 'no heatmap for this slide'}")
+        controller.set_outlines_visible(outlines)
+
+    return hook
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -70,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
         size=args.size,
         center=args.center,
         mag=args.mag,
+        before_grab=_heatmap_hook(args.heatmap, args.outlines) if args.heatmap else None,
         timeout=args.timeout,
     )
     print(args.out)

@@ -1,0 +1,974 @@
+"""Heatmap overlay: patch probabilities drawn over the slide, with a control dock.
+
+What the window gains (``install(window)``)
+-------------------------------------------
+* ``window.heatmap_controller`` (:class:`HeatmapController`) owns the heatmap of the slide shown
+  and its display settings.  API for other features:
+
+  - ``set_heatmap(heatmap)`` shows a :class:`~pathviewer.core.heatmap.Heatmap` over the open
+    slide (None removes it).
+  - ``update_patches(rows, cols, probs)`` fills cells in place (progressive inference: call
+    ``set_heatmap`` once with an all-NaN grid, then this from the worker's signals; only the
+    changed rectangle is re-quantised and repainted).
+  - ``load_path(path)`` loads a predictions folder written by ``pathviewer infer`` (``PRED_DIR``
+    with ``slides.csv`` and ``heatmaps/<slide stem>.npz``) or a single ``.npz``.  With a folder,
+    the heatmap follows the slide shown and the cohort panel gets the slide scores.
+  - ``set_colormap``, ``set_opacity``, ``set_threshold``, ``set_visible``, ``set_smooth``,
+    ``set_outlines_visible``, ``top_regions()``.
+
+* A **Heatmap** dock (colormap, colour bar, opacity, threshold, blocky/smooth, tumour outlines,
+  top regions), **Tools > Load heatmap…**, **View > Show heatmap** (key H on the slide view), and a
+  status-bar field with the probability of the patch under the cursor.
+
+Rendering
+---------
+The probabilities are quantised once to an 8-bit indexed :class:`QImage` (index 0 = not scored,
+1..255 = probability 0..1).  The :class:`HeatmapOverlay` item draws that image with an item
+transform *scale by patch size, translate by grid origin*, so one image pixel is exactly one patch
+in the scene's level-0 coordinates.  Every display control (colormap, opacity, threshold) only
+rebuilds the 256-entry colour table (``QImage.setColorTable``); the probabilities are never
+re-read or re-quantised.  Smooth display is bilinear upsampling by the painter
+(``SmoothPixmapTransform``); blocky display is nearest-neighbour.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QImage,
+    QKeyEvent,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QTransform,
+)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QFormLayout,
+    QGraphicsItem,
+    QGraphicsPathItem,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QStyleOptionGraphicsItem,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+from shiboken6 import isValid
+
+from pathviewer.core.errors import PathViewerError
+from pathviewer.core.heatmap import Heatmap, HeatmapError, load_heatmap
+
+if TYPE_CHECKING:
+    import pyqtgraph as pg
+
+    from pathviewer.core.cohort import CohortEntry
+    from pathviewer.core.slide import SlideSource
+    from pathviewer.gui.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+#: Colormaps offered in the dock (the first is the default).
+COLORMAPS = ("viridis", "inferno", "magma", "coolwarm", "jet")
+
+#: Probability levels of the indexed image: index ``i >= 1`` is probability ``(i - 1) / 254``.
+LEVELS = 255
+
+#: z-values: the heatmap above the slide (0), the tumour outlines above the heatmap.
+HEATMAP_Z = 10.0
+OUTLINE_Z = 11.0
+
+#: Colormaps not shipped with pyqtgraph (which bundles no matplotlib maps but viridis, inferno,
+#: magma...): control points of matplotlib's ``coolwarm`` (Moreland's diverging map) and ``jet``.
+_CONTROL_POINTS: dict[str, tuple[tuple[float, tuple[int, int, int]], ...]] = {
+    "coolwarm": (
+        (0.0, (59, 76, 192)),
+        (0.125, (98, 130, 234)),
+        (0.25, (141, 176, 254)),
+        (0.375, (184, 208, 249)),
+        (0.5, (221, 221, 221)),
+        (0.625, (245, 196, 173)),
+        (0.75, (244, 154, 123)),
+        (0.875, (222, 96, 77)),
+        (1.0, (180, 4, 38)),
+    ),
+    "jet": (
+        (0.0, (0, 0, 128)),
+        (0.11, (0, 0, 255)),
+        (0.125, (0, 0, 255)),
+        (0.34, (0, 219, 255)),
+        (0.35, (0, 229, 246)),
+        (0.375, (20, 255, 226)),
+        (0.64, (238, 255, 8)),
+        (0.65, (255, 236, 0)),
+        (0.89, (255, 18, 0)),
+        (0.91, (231, 0, 0)),
+        (1.0, (128, 0, 0)),
+    ),
+}
+
+
+def colormap(name: str) -> pg.ColorMap:
+    """The pyqtgraph :class:`ColorMap` called ``name`` (one of :data:`COLORMAPS`).
+
+    Raises
+    ------
+    ValueError
+        Unknown colormap name.
+    """
+    import pyqtgraph as pg
+
+    if name in _CONTROL_POINTS:
+        points = _CONTROL_POINTS[name]
+        return pg.ColorMap([p for p, _ in points], [(*rgb, 255) for _, rgb in points], name=name)
+    if name not in COLORMAPS:
+        raise ValueError(f"unknown colormap {name!r} (choose from {', '.join(COLORMAPS)})")
+    return pg.colormap.get(name)
+
+
+def quantise(probs: np.ndarray) -> np.ndarray:
+    """Indices of the 8-bit heatmap image: 0 = not scored (NaN), ``1 + round(p * 254)`` otherwise."""
+    values = np.asarray(probs, np.float32)
+    out = np.zeros(values.shape, np.uint8)
+    finite = np.isfinite(values)
+    out[finite] = 1 + np.rint(np.clip(values[finite], 0.0, 1.0) * (LEVELS - 1)).astype(np.uint8)
+    return out
+
+
+def level_probabilities() -> np.ndarray:
+    """Probability of each image index 1..255 (``(255,)`` float, 0..1)."""
+    return np.linspace(0.0, 1.0, LEVELS)
+
+
+def color_table(name: str, opacity: float, threshold: float) -> list[int]:
+    """The 256 ARGB entries of the heatmap image for a colormap, opacity and lower threshold.
+
+    Index 0 (not scored) and levels below ``threshold`` are fully transparent.
+    """
+    levels = level_probabilities()
+    rgba = np.asarray(colormap(name).map(levels, mode="byte"), np.uint32)
+    alpha = np.where(levels >= threshold - 1e-6, round(np.clip(opacity, 0.0, 1.0) * 255), 0)
+    argb = (alpha.astype(np.uint32) << 24) | (rgba[:, 0] << 16) | (rgba[:, 1] << 8) | rgba[:, 2]
+    return [0, *(int(v) for v in argb)]
+
+
+@dataclass(frozen=True)
+class Region:
+    """A connected region of patches at or above the threshold.
+
+    Attributes
+    ----------
+    max_prob, mean_prob
+        Highest and mean probability of its patches.
+    cells
+        Number of patches.
+    peak
+        ``(row, col)`` of its highest patch (where the view is centred).
+    bbox
+        ``(row0, col0, row1, col1)`` inclusive cell bounds.
+    """
+
+    max_prob: float
+    mean_prob: float
+    cells: int
+    peak: tuple[int, int]
+    bbox: tuple[int, int, int, int]
+
+
+def find_regions(
+    probs: np.ndarray, threshold: float, sort_by: str = "max", limit: int = 100
+) -> list[Region]:
+    """Connected regions (8-connectivity) of patches with probability >= ``threshold``.
+
+    Parameters
+    ----------
+    probs
+        ``(rows, cols)`` probabilities, NaN = not scored.
+    threshold
+        Lower probability bound of a region's patches.
+    sort_by
+        ``"max"``, ``"mean"`` or ``"area"`` (descending).
+    limit
+        Most regions returned.
+    """
+    from scipy import ndimage
+
+    values = np.asarray(probs, np.float32)
+    mask = np.isfinite(values) & (values >= threshold)
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if count == 0:
+        return []
+    index = np.arange(1, count + 1)
+    filled = np.where(mask, values, -1.0)
+    maxima = ndimage.maximum(filled, labels, index)
+    means = ndimage.mean(filled, labels, index)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    peaks = ndimage.maximum_position(filled, labels, index)
+    boxes = ndimage.find_objects(labels)
+    regions = [
+        Region(
+            float(maxima[i]),
+            float(means[i]),
+            int(sizes[i]),
+            (int(peaks[i][0]), int(peaks[i][1])),
+            (boxes[i][0].start, boxes[i][1].start, boxes[i][0].stop - 1, boxes[i][1].stop - 1),
+        )
+        for i in range(count)
+    ]
+    key = {
+        "max": lambda r: (r.max_prob, r.mean_prob),
+        "mean": lambda r: (r.mean_prob, r.max_prob),
+        "area": lambda r: (r.cells, r.max_prob),
+    }[sort_by]
+    regions.sort(key=key, reverse=True)
+    return regions[:limit]
+
+
+def read_slide_predictions(pred_dir: str | Path) -> dict[str, tuple[float, int | None]]:
+    """``{slide: (score, pred)}`` from ``PRED_DIR/slides.csv`` (empty when the file is absent).
+
+    Raises
+    ------
+    HeatmapError
+        The file exists but lacks the ``slide`` and ``score`` columns or holds a bad number.
+    """
+    path = Path(pred_dir) / "slides.csv"
+    if not path.is_file():
+        return {}
+    out: dict[str, tuple[float, int | None]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not {"slide", "score"} <= set(reader.fieldnames or ()):
+            raise HeatmapError(f"{path}: needs columns slide,score[,pred]")
+        for line, row in enumerate(reader, start=2):
+            try:
+                score = float(row["score"])
+                pred_text = (row.get("pred") or "").strip()
+                pred = int(float(pred_text)) if pred_text else None
+            except ValueError:
+                raise HeatmapError(f"{path} row {line}: score/pred is not a number") from None
+            out[row["slide"]] = (score, pred)
+    return out
+
+
+def heatmap_file_for(pred_dir: str | Path, slide_key: str | None, slide_path: str) -> Path | None:
+    """The ``.npz`` of a slide in a predictions folder, or None.
+
+    ``pathviewer infer`` names it after the stem of the slide as written in the cohort CSV (or,
+    when two slides share a stem, the slide name with ``/`` replaced by ``__``); without a cohort
+    the stem of the slide file is tried.
+    """
+    folder = Path(pred_dir) / "heatmaps"
+    candidates = []
+    if slide_key:
+        candidates += [Path(slide_key).stem, slide_key.replace("/", "__").replace("\\", "__")]
+    candidates.append(Path(slide_path).stem)
+    for stem in candidates:
+        path = folder / f"{stem}.npz"
+        if path.is_file():
+            return path
+    return None
+
+
+class HeatmapOverlay(QGraphicsItem):
+    """The heatmap image over the slide: one image pixel = one patch, in level-0 coordinates.
+
+    Parameters
+    ----------
+    image
+        The 8-bit indexed image (``cols x rows``) whose colour table is the display LUT.
+    origin, patch_size
+        Level-0 grid origin and cell size: the item transform scales by ``patch_size`` and
+        translates by ``origin``.
+    """
+
+    def __init__(self, image: QImage, origin: tuple[int, int], patch_size: tuple[int, int]) -> None:
+        super().__init__()
+        self._image = image
+        self._rect = QRectF(0, 0, image.width(), image.height())
+        self._rendered: QImage | None = None
+        self.smooth = False
+        self.setTransform(
+            QTransform(float(patch_size[0]), 0, 0, float(patch_size[1]), origin[0], origin[1])
+        )
+        self.setZValue(HEATMAP_Z)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt override
+        return self._rect
+
+    def invalidate(self, rect: QRectF | None = None) -> None:
+        """The colour table or some cells changed: drop the converted image, repaint ``rect``
+        (cells; default everything)."""
+        self._rendered = None
+        if rect is None:
+            self.update()
+        elif self.smooth:
+            # Bilinear filtering spreads a cell's colour half a cell into its neighbours.
+            self.update(rect.adjusted(-1, -1, 1, 1))
+        else:
+            self.update(rect)
+
+    def paint(
+        self,
+        painter: QPainter,
+        option: QStyleOptionGraphicsItem,
+        widget: QWidget | None = None,
+    ) -> None:
+        if self._rendered is None:
+            # Painting an indexed image converts it on every draw; converting once per change
+            # keeps panning cheap on large grids.
+            self._rendered = self._image.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.smooth)
+        painter.drawImage(self._rect, self._rendered)
+
+
+def _outline_path(annotations: Sequence[object]) -> QPainterPath:
+    """One path with the rings of every polygon of ``annotations``."""
+    path = QPainterPath()
+    for annotation in annotations:
+        geometry = annotation.geometry  # type: ignore[attr-defined]
+        polygons = getattr(geometry, "geoms", [geometry])
+        for polygon in polygons:
+            if polygon.geom_type != "Polygon":
+                continue
+            for ring in [polygon.exterior, *polygon.interiors]:
+                coords = np.asarray(ring.coords)
+                if len(coords) < 2:
+                    continue
+                path.moveTo(float(coords[0, 0]), float(coords[0, 1]))
+                for x, y in coords[1:]:
+                    path.lineTo(float(x), float(y))
+                path.closeSubpath()
+    return path
+
+
+def _is_tumour(annotation: object) -> bool:
+    name = (getattr(annotation, "class_name", None) or "").lower()
+    return name.startswith("tumo")
+
+
+class HeatmapController(QObject):
+    """Owns the heatmap of the slide shown, its overlay item and display settings.
+
+    Signals
+    -------
+    heatmapChanged(object)
+        A new heatmap (or None) is shown.
+    regionsChanged()
+        :meth:`top_regions` changed (new heatmap, threshold, patches filled in).
+    displayChanged()
+        A display setting changed (colormap, opacity, threshold, visibility, smoothing).
+    """
+
+    heatmapChanged = Signal(object)
+    regionsChanged = Signal()
+    displayChanged = Signal()
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.window = window
+        self.view = window.slide_view
+        self.heatmap: Heatmap | None = None
+        self.image: QImage | None = None
+        self.item: HeatmapOverlay | None = None
+        self.outline_item: QGraphicsPathItem | None = None
+        self.pred_dir: Path | None = None
+        self.source = ""
+        self.colormap_name = COLORMAPS[0]
+        self.opacity = 0.6
+        self.threshold = 0.0
+        self.visible = True
+        self.smooth = False
+        self.outlines_visible = False
+        self.sort_by = "max"
+        self._regions: list[Region] | None = None
+        self._predictions: dict[str, tuple[float, int | None]] = {}
+        self._annotation_cache: dict[Path, QPainterPath] = {}
+        self.status_label = QLabel("")
+        window.statusBar().addPermanentWidget(self.status_label)
+        self._regions_timer = QTimer(self)
+        self._regions_timer.setSingleShot(True)
+        self._regions_timer.setInterval(150)
+        self._regions_timer.timeout.connect(self._refresh_regions)
+        self.view.slideChanged.connect(self._on_slide_changed)
+        self.view.cursorMoved.connect(self._on_cursor)
+        # Opening a cohort refills the cohort table: put the scores back.
+        window.cohort_panel.model.rowsInserted.connect(
+            lambda *_: QTimer.singleShot(0, self._apply_predictions)
+        )
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def load_path(self, path: str | Path) -> None:
+        """Load a predictions folder (``slides.csv``, ``heatmaps/``) or one heatmap ``.npz``.
+
+        A file inside a predictions folder (``slides.csv``, ``patches.csv``...) loads the folder.
+
+        Raises
+        ------
+        HeatmapError
+            Not a heatmap / predictions folder, or a corrupt file.
+        """
+        path = Path(path)
+        if path.is_file() and path.suffix.lower() == ".npz":
+            self.pred_dir = None
+            self.set_heatmap(load_heatmap(path), source=path.name)
+            return
+        if path.is_file():
+            path = path.parent
+        if not path.is_dir():
+            raise HeatmapError(f"{path}: no such heatmap file or predictions folder")
+        if not (path / "heatmaps").is_dir() and not (path / "slides.csv").is_file():
+            raise HeatmapError(f"{path}: not a predictions folder (no heatmaps/ or slides.csv)")
+        self._predictions = read_slide_predictions(path)
+        self.pred_dir = path
+        self._apply_predictions()
+        self._load_for_current_slide()
+
+    def set_heatmap(self, heatmap: Heatmap | None, source: str = "") -> None:
+        """Show ``heatmap`` over the open slide (None removes it).
+
+        The probabilities are quantised once here; display controls only swap the colour table.
+        """
+        self._remove_items()
+        self.heatmap = heatmap
+        self.source = source or (heatmap.slide if heatmap is not None else "")
+        self.image = None
+        self._regions = None
+        if heatmap is not None:
+            rows, cols = heatmap.shape
+            image = QImage(max(cols, 1), max(rows, 1), QImage.Format.Format_Indexed8)
+            image.setColorTable(self._color_table())
+            image.fill(0)
+            if rows and cols:
+                self._pixels(image)[:, :cols] = quantise(heatmap.probs)
+            self.image = image
+        self._add_items()
+        self.status_label.setText("")
+        self.heatmapChanged.emit(heatmap)
+        self.regionsChanged.emit()
+
+    def update_patches(
+        self, rows: Sequence[int] | np.ndarray, cols: Sequence[int] | np.ndarray, probs: object
+    ) -> None:
+        """Set the probabilities of cells ``(rows[i], cols[i])`` and repaint only those cells.
+
+        For progressive inference: the image is updated in place (only the new values are
+        quantised) and the overlay repaints the rectangle that holds the changed cells.
+        Cells outside the grid are ignored.
+        """
+        if self.heatmap is None or self.image is None:
+            return
+        r = np.asarray(rows, np.int64).reshape(-1)
+        c = np.asarray(cols, np.int64).reshape(-1)
+        p = np.asarray(probs, np.float32).reshape(-1)
+        n_rows, n_cols = self.heatmap.shape
+        ok = (r >= 0) & (r < n_rows) & (c >= 0) & (c < n_cols)
+        r, c, p = r[ok], c[ok], p[ok]
+        if not len(r):
+            return
+        self.heatmap.probs[r, c] = p
+        self._pixels(self.image)[r, c] = quantise(p)
+        if self.item is not None:
+            rect = QRectF(
+                float(c.min()),
+                float(r.min()),
+                float(c.max() - c.min() + 1),
+                float(r.max() - r.min() + 1),
+            )
+            self.item.invalidate(rect)
+        self._regions = None
+        self._regions_timer.start()
+
+    @staticmethod
+    def _pixels(image: QImage) -> np.ndarray:
+        """Writable ``(height, bytesPerLine)`` view of an indexed image's pixels."""
+        return np.frombuffer(image.bits(), np.uint8).reshape(image.height(), image.bytesPerLine())
+
+    # -- display settings (colour table only) ------------------------------------------------
+
+    def _color_table(self) -> list[int]:
+        return color_table(self.colormap_name, self.opacity, self.threshold)
+
+    def _apply_color_table(self) -> None:
+        if self.image is not None:
+            self.image.setColorTable(self._color_table())
+            if self.item is not None:
+                self.item.invalidate()
+        self.displayChanged.emit()
+
+    def set_colormap(self, name: str) -> None:
+        """Use colormap ``name`` (one of :data:`COLORMAPS`)."""
+        colormap(name)  # validates the name
+        self.colormap_name = name
+        self._apply_color_table()
+
+    def set_opacity(self, opacity: float) -> None:
+        """Opacity of the heatmap, 0..1."""
+        self.opacity = float(np.clip(opacity, 0.0, 1.0))
+        self._apply_color_table()
+
+    def set_threshold(self, threshold: float) -> None:
+        """Probabilities below ``threshold`` are transparent (and not part of top regions)."""
+        self.threshold = float(np.clip(threshold, 0.0, 1.0))
+        self._apply_color_table()
+        self._regions = None
+        self._regions_timer.start()
+
+    def set_visible(self, visible: bool) -> None:
+        """Show or hide the heatmap (key H on the slide view)."""
+        self.visible = bool(visible)
+        if self.item is not None:
+            self.item.setVisible(self.visible)
+        if not self.visible:
+            self.status_label.setText("")
+        self.displayChanged.emit()
+
+    def toggle_visible(self) -> None:
+        self.set_visible(not self.visible)
+
+    def set_smooth(self, smooth: bool) -> None:
+        """Smooth (bilinear) or blocky (nearest, one flat square per patch) display."""
+        self.smooth = bool(smooth)
+        if self.item is not None:
+            self.item.smooth = self.smooth
+            self.item.update()
+        self.displayChanged.emit()
+
+    def set_outlines_visible(self, visible: bool) -> None:
+        """Show the tumour annotations of the slide's cohort row as outlines."""
+        self.outlines_visible = bool(visible)
+        if visible and self.outline_item is None:
+            self._add_outlines()
+        if self.outline_item is not None:
+            self.outline_item.setVisible(self.outlines_visible)
+        self.displayChanged.emit()
+
+    # -- regions -----------------------------------------------------------------------------
+
+    def set_sort(self, sort_by: str) -> None:
+        """Sort top regions by ``"max"``, ``"mean"`` or ``"area"``."""
+        self.sort_by = sort_by
+        self._regions = None
+        self.regionsChanged.emit()
+
+    def top_regions(self) -> list[Region]:
+        """Connected regions at or above the threshold, best first (computed lazily)."""
+        if self.heatmap is None:
+            return []
+        if self._regions is None:
+            self._regions = find_regions(self.heatmap.probs, self.threshold, self.sort_by)
+        return self._regions
+
+    def region_centre(self, region: Region) -> tuple[float, float]:
+        """Level-0 centre of a region's highest patch."""
+        assert self.heatmap is not None
+        x, y, w, h = self.heatmap.cell_box(*region.peak)
+        return x + w / 2, y + h / 2
+
+    def go_to_region(self, region: Region) -> None:
+        """Centre the view on a region's highest patch, zooming in so the region fills about
+        half of the view (never zooming out)."""
+        if self.heatmap is None:
+            return
+        r0, c0, r1, c1 = region.bbox
+        pw, ph = self.heatmap.patch_size
+        viewport = self.view.viewport().rect()
+        fit = 0.5 * min(
+            viewport.width() / ((c1 - c0 + 1) * pw), viewport.height() / ((r1 - r0 + 1) * ph)
+        )
+        scale = self.view.scale_factor()
+        if fit > scale:
+            self.view.set_scale(min(fit, 1.0))
+        self.view.center_on(*self.region_centre(region))
+
+    def _refresh_regions(self) -> None:
+        self.regionsChanged.emit()
+
+    def region_area_text(self, region: Region) -> str:
+        """Area of a region in mm² (or level-0 px² without MPP)."""
+        assert self.heatmap is not None
+        px = region.cells * self.heatmap.patch_size[0] * self.heatmap.patch_size[1]
+        slide = self.view.current_slide
+        mpp = slide.mpp if slide is not None else None
+        if mpp:
+            return f"{px * mpp[0] * mpp[1] / 1e6:.3f} mm²"
+        return f"{px:,} px²"
+
+    # -- slide following ---------------------------------------------------------------------
+
+    def cohort_entry(self, slide: SlideSource | None = None) -> CohortEntry | None:
+        """The cohort row of ``slide`` (default: the slide shown), matched by file path."""
+        slide = slide or self.view.current_slide
+        if slide is None:
+            return None
+        try:
+            path = Path(slide.path).resolve()
+        except OSError:
+            return None
+        for entry in self.window.cohort_entries:
+            if Path(entry.path).resolve() == path:
+                return entry
+        return None
+
+    def _matches(self, heatmap: Heatmap, slide: SlideSource) -> bool:
+        entry = self.cohort_entry(slide)
+        names = {slide.path, Path(slide.path).name}
+        if entry is not None:
+            names.add(entry.slide)
+        return heatmap.slide in names or Path(heatmap.slide).name == Path(slide.path).name
+
+    def _on_slide_changed(self, slide: object) -> None:
+        # The view cleared its scene: our items are gone with it.
+        self.item = None
+        self.outline_item = None
+        self.status_label.setText("")
+        if slide is None:
+            return
+        if self.pred_dir is not None:
+            self._load_for_current_slide()
+        elif self.heatmap is not None and not self._matches(self.heatmap, slide):  # type: ignore[arg-type]
+            self.set_heatmap(None)
+        else:
+            self._add_items()
+
+    def _load_for_current_slide(self) -> None:
+        slide = self.view.current_slide
+        if slide is None or self.pred_dir is None:
+            return
+        entry = self.cohort_entry(slide)
+        path = heatmap_file_for(self.pred_dir, entry.slide if entry else None, slide.path)
+        if path is None:
+            self.set_heatmap(None)
+            self.source = f"no heatmap for {Path(slide.path).name} in {self.pred_dir.name}"
+            self.heatmapChanged.emit(None)
+            return
+        try:
+            heatmap = load_heatmap(path)
+        except HeatmapError as error:
+            log.warning("%s", error)
+            self.set_heatmap(None)
+            self.source = str(error)
+            self.heatmapChanged.emit(None)
+            return
+        self.set_heatmap(heatmap, source=f"{self.pred_dir.name}/heatmaps/{path.name}")
+
+    def _apply_predictions(self) -> None:
+        if self._predictions:
+            self.window.cohort_panel.model.set_predictions(self._predictions)
+
+    # -- scene items -------------------------------------------------------------------------
+
+    def _remove_items(self) -> None:
+        scene = self.view.scene()
+        for item in (self.item, self.outline_item):
+            # A slide change may already have deleted the items with the scene.
+            if item is not None and isValid(item) and item.scene() is scene:
+                scene.removeItem(item)
+        self.item = None
+        self.outline_item = None
+
+    def _add_items(self) -> None:
+        if self.view.current_slide is None:
+            return
+        if self.heatmap is not None and self.image is not None and self.item is None:
+            item = HeatmapOverlay(self.image, self.heatmap.origin, self.heatmap.patch_size)
+            item.smooth = self.smooth
+            item.setVisible(self.visible)
+            self.view.scene().addItem(item)
+            self.item = item
+        if self.outlines_visible and self.outline_item is None:
+            self._add_outlines()
+
+    def _add_outlines(self) -> None:
+        entry = self.cohort_entry()
+        if entry is None or entry.annotations is None or self.view.current_slide is None:
+            return
+        path = self._annotation_cache.get(entry.annotations)
+        if path is None:
+            from pathviewer.core.annotations import read_geojson
+
+            try:
+                annotations = [a for a in read_geojson(entry.annotations) if _is_tumour(a)]
+            except PathViewerError as error:
+                log.warning("tumour outlines unavailable: %s", error)
+                return
+            path = _outline_path(annotations)
+            self._annotation_cache[entry.annotations] = path
+        item = QGraphicsPathItem(path)
+        pen = QPen(QColor(255, 255, 255), 2.0)
+        pen.setCosmetic(True)  # same width on screen at every zoom
+        pen.setStyle(Qt.PenStyle.DashLine)
+        item.setPen(pen)
+        item.setZValue(OUTLINE_Z)
+        item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+        item.setVisible(self.outlines_visible)
+        self.view.scene().addItem(item)
+        self.outline_item = item
+
+    # -- hover -------------------------------------------------------------------------------
+
+    def _on_cursor(self, x: float, y: float) -> None:
+        if self.heatmap is None or not self.visible:
+            return
+        value = self.heatmap.value_at(x, y)
+        self.status_label.setText(
+            f"heatmap: p = {value:.3f}" if math.isfinite(value) else "heatmap: not scored"
+        )
+
+
+class HeatmapDock(QWidget):
+    """The controls of the heatmap: source, colormap and colour bar, opacity, threshold,
+    blocky/smooth, tumour outlines, top regions."""
+
+    def __init__(self, controller: HeatmapController, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from superqt import QLabeledDoubleSlider
+
+        self.controller = controller
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        top = QHBoxLayout()
+        self.source_label = QLabel("No heatmap")
+        self.source_label.setWordWrap(True)
+        top.addWidget(self.source_label, 1)
+        self.load_button = QPushButton("Load…")
+        self.load_button.setToolTip("Load a predictions folder or a heatmap .npz")
+        top.addWidget(self.load_button)
+        layout.addLayout(top)
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.show_check = QCheckBox("Show heatmap (H)")
+        self.show_check.setChecked(controller.visible)
+        form.addRow(self.show_check)
+        self.colormap_combo = QComboBox()
+        self.colormap_combo.addItems(COLORMAPS)
+        form.addRow("Colormap", self.colormap_combo)
+        self.colorbar_widget, self.colorbar = self._make_colorbar()
+        form.addRow(self.colorbar_widget)
+        self.opacity_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0.0, 1.0)
+        self.opacity_slider.setDecimals(2)
+        self.opacity_slider.setValue(controller.opacity)
+        form.addRow("Opacity", self.opacity_slider)
+        self.threshold_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+        self.threshold_slider.setRange(0.0, 1.0)
+        self.threshold_slider.setDecimals(2)
+        self.threshold_slider.setValue(controller.threshold)
+        self.threshold_slider.setToolTip("Probabilities below this are transparent")
+        form.addRow("Threshold", self.threshold_slider)
+        self.display_combo = QComboBox()
+        self.display_combo.addItems(["Blocky (one square per patch)", "Smooth (bilinear)"])
+        form.addRow("Display", self.display_combo)
+        self.outlines_check = QCheckBox("Tumour outlines (cohort annotations)")
+        form.addRow(self.outlines_check)
+        layout.addLayout(form)
+
+        regions_head = QHBoxLayout()
+        regions_head.addWidget(QLabel("<b>Top regions</b>"), 1)
+        regions_head.addWidget(QLabel("sort by"))
+        self.sort_combo = QComboBox()
+        self.sort_combo.addItems(["max", "mean", "area"])
+        regions_head.addWidget(self.sort_combo)
+        layout.addLayout(regions_head)
+        self.regions = QTreeWidget()
+        self.regions.setColumnCount(4)
+        self.regions.setHeaderLabels(["#", "max", "mean", "area"])
+        self.regions.setRootIsDecorated(False)
+        self.regions.setAlternatingRowColors(True)
+        self.regions.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.regions.header().setStretchLastSection(True)
+        layout.addWidget(self.regions, 1)
+
+        self.show_check.toggled.connect(controller.set_visible)
+        self.colormap_combo.currentTextChanged.connect(controller.set_colormap)
+        self.opacity_slider.valueChanged.connect(controller.set_opacity)
+        self.threshold_slider.valueChanged.connect(controller.set_threshold)
+        self.display_combo.currentIndexChanged.connect(lambda i: controller.set_smooth(i == 1))
+        self.outlines_check.toggled.connect(controller.set_outlines_visible)
+        self.sort_combo.currentTextChanged.connect(controller.set_sort)
+        self.regions.itemClicked.connect(self._on_region_clicked)
+        self.regions.itemActivated.connect(self._on_region_clicked)
+        controller.heatmapChanged.connect(self._on_heatmap_changed)
+        controller.regionsChanged.connect(self.fill_regions)
+        controller.displayChanged.connect(self._sync)
+        self._on_heatmap_changed(controller.heatmap)
+
+    def _make_colorbar(self) -> tuple[QWidget, pg.ColorBarItem]:
+        import pyqtgraph as pg
+
+        widget = pg.GraphicsLayoutWidget()
+        widget.setBackground(None)
+        widget.setFixedHeight(58)
+        widget.ci.setContentsMargins(6, 2, 10, 2)
+        bar = pg.ColorBarItem(
+            values=(0.0, 1.0),
+            colorMap=colormap(self.controller.colormap_name),
+            orientation="horizontal",
+            interactive=False,
+            width=14,
+            colorMapMenu=False,
+        )
+        bar.getAxis("bottom").setLabel("probability")
+        widget.addItem(bar)
+        return widget, bar
+
+    def _sync(self) -> None:
+        """Reflect the controller's settings (changed from code or the H key) in the widgets."""
+        c = self.controller
+        for widget, setter, value in (
+            (self.show_check, self.show_check.setChecked, c.visible),
+            (self.outlines_check, self.outlines_check.setChecked, c.outlines_visible),
+            (self.colormap_combo, self.colormap_combo.setCurrentText, c.colormap_name),
+            (self.display_combo, self.display_combo.setCurrentIndex, int(c.smooth)),
+            (self.opacity_slider, self.opacity_slider.setValue, c.opacity),
+            (self.threshold_slider, self.threshold_slider.setValue, c.threshold),
+        ):
+            widget.blockSignals(True)
+            setter(value)  # type: ignore[operator]
+            widget.blockSignals(False)
+        self.colorbar.setColorMap(colormap(c.colormap_name))
+
+    def _on_heatmap_changed(self, heatmap: object) -> None:
+        c = self.controller
+        if isinstance(heatmap, Heatmap):
+            rows, cols = heatmap.shape
+            scored = int(np.isfinite(heatmap.probs).sum())
+            text = (
+                f"<b>{c.source}</b><br>{heatmap.method or 'model'} · {cols}×{rows} patches of "
+                f"{heatmap.patch_size[0]} px · {scored:,} scored"
+            )
+            slide = c.view.current_slide
+            if slide is not None and tuple(slide.dimensions) != tuple(heatmap.dimensions):
+                text += (
+                    "<br><span style='color:#ffaa00'>heatmap made for a "
+                    f"{heatmap.dimensions[0]}×{heatmap.dimensions[1]} slide</span>"
+                )
+            self.source_label.setText(text)
+        else:
+            self.source_label.setText(c.source or "No heatmap")
+        self.fill_regions()
+
+    def fill_regions(self) -> None:
+        """Refill the top-regions list from the controller."""
+        self.regions.clear()
+        c = self.controller
+        for rank, region in enumerate(c.top_regions(), start=1):
+            item = QTreeWidgetItem(
+                [
+                    str(rank),
+                    f"{region.max_prob:.3f}",
+                    f"{region.mean_prob:.3f}",
+                    c.region_area_text(region),
+                ]
+            )
+            item.setData(0, Qt.ItemDataRole.UserRole, rank - 1)
+            item.setToolTip(0, f"{region.cells} patches; click to go there")
+            self.regions.addTopLevelItem(item)
+
+    def _on_region_clicked(self, item: QTreeWidgetItem, _column: int = 0) -> None:
+        regions = self.controller.top_regions()
+        index = item.data(0, Qt.ItemDataRole.UserRole)
+        if index is not None and 0 <= int(index) < len(regions):
+            self.controller.go_to_region(regions[int(index)])
+
+
+class _HeatmapKeyFilter(QObject):
+    """Key H on the slide view toggles the heatmap (only there, so text fields keep their H)."""
+
+    def __init__(self, controller: HeatmapController) -> None:
+        super().__init__(controller)
+        self._controller = controller
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if event.type() == QEvent.Type.KeyPress:
+            key_event: QKeyEvent = event  # type: ignore[assignment]
+            if key_event.key() == Qt.Key.Key_H and not (
+                key_event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+            ):
+                self._controller.toggle_visible()
+                return True
+        return False
+
+
+def choose_and_load(window: MainWindow, folder: bool = False) -> None:
+    """Ask for a predictions folder or a heatmap file and load it (errors as a dialog)."""
+    if folder:
+        path = QFileDialog.getExistingDirectory(window, "Predictions folder (pathviewer infer)")
+    else:
+        path, _ = QFileDialog.getOpenFileName(
+            window,
+            "Load heatmap",
+            "",
+            "Heatmap or predictions (*.npz slides.csv patches.csv prediction.json);;All files (*)",
+        )
+    if not path:
+        return
+    try:
+        window.heatmap_controller.load_path(path)  # type: ignore[attr-defined]
+    except PathViewerError as error:
+        QMessageBox.warning(window, "Cannot load heatmap", str(error))
+
+
+def install(window: MainWindow) -> None:
+    """Add ``window.heatmap_controller``, the Heatmap dock, its menu actions and the H key."""
+    controller = HeatmapController(window)
+    window.heatmap_controller = controller  # type: ignore[attr-defined]
+    panel = HeatmapDock(controller)
+    dock = QDockWidget("Heatmap", window)
+    dock.setObjectName("dock-heatmap")
+    dock.setWidget(panel)
+    window.add_dock(dock, Qt.DockWidgetArea.RightDockWidgetArea)
+    properties = getattr(window, "properties_dock", None)
+    if properties is not None:
+        window.tabifyDockWidget(properties, dock)
+    dock.hide()
+    window.heatmap_dock = dock  # type: ignore[attr-defined]
+    window.heatmap_panel = panel  # type: ignore[attr-defined]
+
+    def on_heatmap(heatmap: object) -> None:
+        if heatmap is not None and not dock.isVisible():
+            dock.show()
+            dock.raise_()
+
+    controller.heatmapChanged.connect(on_heatmap)
+
+    load = QAction("Load &heatmap…", window)
+    load.setToolTip("Load a heatmap .npz, or a predictions folder via its slides.csv")
+    load.triggered.connect(lambda: choose_and_load(window))
+    load_folder = QAction("Load predictions &folder…", window)
+    load_folder.triggered.connect(lambda: choose_and_load(window, folder=True))
+    window.tools_menu.addAction(load)
+    window.tools_menu.addAction(load_folder)
+    panel.load_button.clicked.connect(lambda: choose_and_load(window, folder=True))
+
+    # The key is handled by an event filter on the slide view (so it works only there); the
+    # tab in the text shows it in the menu without making it a window-wide shortcut.
+    show = QAction("Show heatmap\tH", window, checkable=True, checked=controller.visible)
+    show.toggled.connect(controller.set_visible)
+    controller.displayChanged.connect(lambda: show.setChecked(controller.visible))
+    window.views_menu.addAction(show)
+    window.heatmap_show_action = show  # type: ignore[attr-defined]
+    key_filter = _HeatmapKeyFilter(controller)
+    window.slide_view.installEventFilter(key_filter)
+    controller.key_filter = key_filter  # type: ignore[attr-defined]
