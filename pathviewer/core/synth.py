@@ -200,42 +200,68 @@ def _scatter(rng: np.random.Generator, n: int, spacing: float, jitter: float) ->
 
 
 def _normal_texture(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Normal glandular tissue: (n, n, 2) haematoxylin and eosin densities."""
-    eosin = 0.34 + 0.05 * _periodic_noise(rng, n, 2.0) + 0.04 * _periodic_noise(rng, n, 14.0)
-    haem = np.clip(0.03 + 0.015 * _periodic_noise(rng, n, 3.0), 0, None)
-    glands = _scatter(rng, n, spacing=150.0, jitter=0.3)
+    """Normal glandular tissue: (n, n, 2) haematoxylin and eosin densities.
+
+    Glands are irregular lumens lined by a band of epithelium whose small, regular nuclei are
+    elongated towards the lumen (columnar); loose tissue with scattered small nuclei fills the
+    space between them.
+    """
+    eosin = 0.32 + 0.05 * _periodic_noise(rng, n, 1.5) + 0.05 * _periodic_noise(rng, n, 12.0)
+    haem = np.clip(0.035 + 0.015 * _periodic_noise(rng, n, 2.5), 0, None)
+    glands = _scatter(rng, n, spacing=140.0, jitter=0.35)
     count = len(glands)
-    ga = rng.uniform(20, 44, count)
-    gb = ga * rng.uniform(0.55, 1.0, count)
+    ga = rng.uniform(14, 40, count)
+    gb = ga * rng.uniform(0.45, 1.0, count)
     gt = rng.uniform(0, math.pi, count)
+    lobes = rng.integers(2, 4, count)
+    lobe_phase = rng.uniform(0, 2 * math.pi, count)
+    lobe_depth = rng.uniform(0.0, 0.2, count)
     lumen_flat = np.zeros(n * n, np.float32)
     band_flat = np.zeros(n * n, np.float32)
-    for _which, flat, rho in _ellipses(n, glands[:, 0], glands[:, 1], ga * 1.6, gb * 1.6, gt):
-        # Footprints are 1.6x the lumen so the epithelial band around it fits too.
-        inner = rho * 1.6
-        np.maximum.at(lumen_flat, flat.ravel(), np.clip((1.0 - inner) * 6.0, 0, 1).ravel())
-        np.maximum.at(band_flat, flat.ravel(), np.exp(-(((inner - 1.3) / 0.25) ** 2)).ravel())
+    for which, flat, rho in _ellipses(n, glands[:, 0], glands[:, 1], ga * 1.7, gb * 1.7, gt):
+        # Footprints are 1.7x the lumen so the epithelial band around it fits too; an angular
+        # wobble (lobes) makes lumens irregular instead of perfect ellipses.
+        half = (flat.shape[1] - 1) // 2
+        grid = np.arange(-half, half + 1, dtype=np.float32)
+        phi = np.arctan2(grid[:, None], grid[None, :])[None]
+        wobble = 1 + lobe_depth[which][:, None, None] * np.cos(
+            lobes[which][:, None, None] * phi + lobe_phase[which][:, None, None]
+        )
+        inner = rho * 1.7 * wobble.astype(np.float32)
+        np.maximum.at(lumen_flat, flat.ravel(), np.clip((1.0 - inner) * 5.0, 0, 1).ravel())
+        np.maximum.at(band_flat, flat.ravel(), np.exp(-(((inner - 1.3) / 0.3) ** 2)).ravel())
     lumen = lumen_flat.reshape(n, n)
     band = band_flat.reshape(n, n)
-    nuclei_x: list[np.ndarray] = []
-    nuclei_y: list[np.ndarray] = []
+    xs_list: list[np.ndarray] = []
+    ys_list: list[np.ndarray] = []
+    th_list: list[np.ndarray] = []
     for gx, gy, a, b, t in zip(glands[:, 0], glands[:, 1], ga, gb, gt, strict=True):
-        # Epithelial nuclei line the lumen, one every ~11 px of perimeter.
-        perimeter = 2 * math.pi * math.sqrt((a * a + b * b) / 2) * 1.25
-        k = max(6, int(perimeter / 11))
+        # Epithelial nuclei line the lumen about every 10 px, long axis pointing at it.
+        perimeter = 2 * math.pi * math.sqrt((a * a + b * b) / 2) * 1.3
+        k = max(6, int(perimeter / rng.uniform(9, 12)))
         phi = np.linspace(0, 2 * math.pi, k, endpoint=False) + rng.uniform(0, 1)
-        phi += rng.normal(0, 0.05, k)
-        ex = a * 1.25 * np.cos(phi)
-        ey = b * 1.25 * np.sin(phi) + rng.normal(0, 1.0, k)
+        phi += rng.normal(0, 0.08, k)
+        spread = rng.normal(1.3, 0.05, k)
+        ex = a * spread * np.cos(phi)
+        ey = b * spread * np.sin(phi)
         c, s = math.cos(t), math.sin(t)
-        nuclei_x.append(gx + ex * c - ey * s)
-        nuclei_y.append(gy + ex * s + ey * c)
-    loose = _scatter(rng, n, spacing=55.0, jitter=0.45)
-    xs = np.concatenate([*nuclei_x, loose[:, 0]]).astype(np.float32)
-    ys = np.concatenate([*nuclei_y, loose[:, 1]]).astype(np.float32)
-    count = len(xs)
-    radius = rng.normal(5.0, 0.45, count).clip(3.8, 6.5)
-    aspect = rng.uniform(1.0, 1.25, count)
+        xs_list.append(gx + ex * c - ey * s)
+        ys_list.append(gy + ex * s + ey * c)
+        th_list.append(np.arctan2(ex * s + ey * c, ex * c - ey * s))
+    epi_x = np.concatenate(xs_list)
+    epi_y = np.concatenate(ys_list)
+    epi_r = rng.normal(4.2, 0.4, len(epi_x)).clip(3.2, 5.5)
+    loose = _scatter(rng, n, spacing=42.0, jitter=0.5)
+    # Loose tissue nuclei: only where there is no gland.
+    free = band[loose[:, 1].astype(int) % n, loose[:, 0].astype(int) % n] < 0.2
+    free &= lumen[loose[:, 1].astype(int) % n, loose[:, 0].astype(int) % n] < 0.1
+    loose = loose[free]
+    loose_r = rng.normal(3.6, 0.5, len(loose)).clip(2.6, 5.0)
+    xs = np.concatenate([epi_x, loose[:, 0]]).astype(np.float32)
+    ys = np.concatenate([epi_y, loose[:, 1]]).astype(np.float32)
+    radius = np.concatenate([epi_r, loose_r])
+    aspect = np.concatenate([rng.uniform(1.3, 1.7, len(epi_x)), rng.uniform(1.0, 1.8, len(loose))])
+    theta = np.concatenate([np.concatenate(th_list), rng.uniform(0, math.pi, len(loose))])
     _stamp_nuclei(
         haem,
         rng,
@@ -243,30 +269,38 @@ def _normal_texture(rng: np.random.Generator, n: int) -> np.ndarray:
         ys,
         radius * aspect,
         radius,
-        rng.uniform(0, math.pi, count),
-        rng.normal(0.80, 0.07, count),
-        chromatin=0.12,
+        theta,
+        rng.normal(0.85, 0.08, len(xs)),
+        chromatin=0.15,
     )
-    # Epithelium is a little more basophilic than the tissue between glands.
-    haem = haem + 0.06 * band
-    eosin = eosin * (1.0 - 0.9 * lumen)
-    haem = haem * (1.0 - 0.9 * lumen)
+    # Epithelium is a little more basophilic than the tissue between glands; some lumens hold
+    # pale pink secretion.
+    haem = haem + 0.08 * band
+    eosin = eosin + 0.06 * band
+    secretion = 0.08 * np.clip(_periodic_noise(rng, n, 25.0), 0, None)
+    eosin = eosin * (1.0 - 0.92 * lumen) + secretion * lumen
+    haem = haem * (1.0 - 0.92 * lumen)
     return np.stack([haem, np.clip(eosin, 0, None)], axis=-1)
 
 
 def _stroma_texture(rng: np.random.Generator, n: int) -> np.ndarray:
     """Fibrous stroma: wavy eosin fibres, clefts, sparse spindle nuclei."""
     angle_a, angle_b = rng.uniform(0, math.pi, 2)
-    fibres_a = _periodic_noise(rng, n, 1.6, anisotropy=9.0, angle=float(angle_a))
-    fibres_b = _periodic_noise(rng, n, 1.6, anisotropy=9.0, angle=float(angle_b))
+    fibres_a = _periodic_noise(rng, n, 1.4, anisotropy=7.0, angle=float(angle_a))
+    fibres_b = _periodic_noise(rng, n, 1.4, anisotropy=7.0, angle=float(angle_b))
     blend = 1 / (1 + np.exp(-2.5 * _periodic_noise(rng, n, 60.0)))
     fibres = fibres_a * blend + fibres_b * (1 - blend)
-    eosin = 0.50 + 0.16 * fibres + 0.05 * _periodic_noise(rng, n, 20.0)
-    # Clefts: thin pale gaps between fibre bundles.
-    clefts = np.clip((fibres - 1.6) * 1.5, 0, 1)
-    eosin = np.clip(eosin * (1 - 0.75 * clefts), 0.02, None)
+    # Domain warping bends the straight fibres into wavy collagen bundles.
+    yy, xx = np.mgrid[0:n, 0:n]
+    warp_x = (xx + 14 * _periodic_noise(rng, n, 24.0)).astype(np.int64) % n
+    warp_y = (yy + 14 * _periodic_noise(rng, n, 24.0)).astype(np.int64) % n
+    fibres = fibres[warp_y, warp_x]
+    eosin = 0.48 + 0.16 * fibres + 0.06 * _periodic_noise(rng, n, 20.0)
+    # Clefts: pale gaps between fibre bundles.
+    clefts = np.clip((fibres - 1.1) * 1.2, 0, 1)
+    eosin = np.clip(eosin * (1 - 0.8 * clefts), 0.02, None)
     haem = np.clip(0.015 + 0.01 * _periodic_noise(rng, n, 3.0), 0, None)
-    points = _scatter(rng, n, spacing=75.0, jitter=0.5)
+    points = _scatter(rng, n, spacing=60.0, jitter=0.5)
     count = len(points)
     radius = rng.normal(2.6, 0.3, count).clip(2.0, 3.4)
     # Spindles align with the local fibre direction.
@@ -290,15 +324,18 @@ def _stroma_texture(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _tumour_texture(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Tumour: sheets of crowded, enlarged, pleomorphic, hyperchromatic nuclei; no glands."""
-    eosin = 0.26 + 0.05 * _periodic_noise(rng, n, 2.0) + 0.04 * _periodic_noise(rng, n, 18.0)
-    haem = np.clip(0.10 + 0.03 * _periodic_noise(rng, n, 3.0), 0, None)
-    points = _scatter(rng, n, spacing=23.0, jitter=0.42)
-    # Thin the sheet a little in places so it is not a perfect lattice.
-    keep = rng.uniform(0, 1, len(points)) < 0.9
-    points = points[keep]
+    """Carcinoma: nests of crowded, enlarged, pleomorphic, hyperchromatic nuclei; no glands.
+
+    Thin fibrous septa (the zero lines of a smooth noise) separate the nests.
+    """
+    eosin = 0.25 + 0.05 * _periodic_noise(rng, n, 1.5) + 0.04 * _periodic_noise(rng, n, 18.0)
+    haem = np.clip(0.09 + 0.03 * _periodic_noise(rng, n, 2.5), 0, None)
+    septa = np.clip(1.0 - np.abs(_periodic_noise(rng, n, 45.0)) / 0.1, 0, 1)
+    points = _scatter(rng, n, spacing=22.0, jitter=0.45)
+    on_septum = septa[points[:, 1].astype(int) % n, points[:, 0].astype(int) % n] > 0.2
+    points = points[~on_septum & (rng.uniform(0, 1, len(points)) < 0.92)]
     count = len(points)
-    radius = rng.lognormal(math.log(7.0), 0.18, count).clip(4.5, 12.0)
+    radius = rng.lognormal(math.log(6.4), 0.2, count).clip(4.0, 11.0)
     aspect = rng.uniform(1.0, 1.6, count)
     _stamp_nuclei(
         haem,
@@ -308,9 +345,11 @@ def _tumour_texture(rng: np.random.Generator, n: int) -> np.ndarray:
         radius * aspect,
         radius,
         rng.uniform(0, math.pi, count),
-        rng.normal(1.0, 0.12, count).clip(0.7, 1.4),
-        chromatin=0.22,
+        rng.normal(1.0, 0.13, count).clip(0.7, 1.4),
+        chromatin=0.3,
     )
+    eosin = eosin * (1 - septa) + (0.5 + 0.1 * _periodic_noise(rng, n, 2.0)) * septa
+    haem = haem * (1 - 0.7 * septa)
     return np.stack([haem, np.clip(eosin, 0, None)], axis=-1)
 
 
@@ -341,8 +380,9 @@ class TextureAtlases:
             pyramid = []
             for level in range(ATLAS_LEVELS):
                 reduced = _box_downsample(absorb, 2**level).astype(np.float32)
-                reps = 1 + -(-TILE // reduced.shape[0])  # enough copies for offset + one tile
-                pyramid.append(np.ascontiguousarray(np.tile(reduced, (reps, reps, 1))))
+                # Wrap-pad by one tile so a crop at any offset is a plain slice.
+                padded = np.pad(reduced, ((0, TILE), (0, TILE), (0, 0)), mode="wrap")
+                pyramid.append(np.ascontiguousarray(padded))
                 if reduced.shape[0] == 1:
                     break
             self.levels[cls] = pyramid
@@ -552,7 +592,7 @@ def _place_tumour(
     radius = math.sqrt(target / count / math.pi)
     shapes = []
     for _ in range(count):
-        cx, cy = _point_inside(rng, region, 0.6 * radius)
+        cx, cy = _point_inside(rng, region, 0.9 * radius)
         # Each blob keeps its own seed so the bisection below rescales the same shapes.
         shapes.append((cx, cy, int(rng.integers(2**32))))
 
