@@ -1,0 +1,455 @@
+"""The annotation overlay of the slide view: one scene item that draws only what is visible.
+
+Drawing strategy (so that 10,000 polygons stay fluid)
+    * The visible annotations come from :meth:`AnnotationIndex.visible`, already simplified to
+      half a screen pixel for the current zoom.
+    * All visible regions of one class become **one** QPainterPath, built from numpy arrays in a
+      single ``QDataStream`` read (no Python loop over vertices), and are drawn with one
+      ``drawPath``.  The paths cover the viewport plus a margin and are reused while panning
+      inside it at the same zoom; an edit or zoom change rebuilds them.
+    * At very low zoom (downsample >= :data:`RASTER_DOWNSAMPLE`) or with more than
+      :data:`RASTER_MAX_VISIBLE` annotations in view, a cached raster overview of the whole slide
+      (longest side :data:`RASTER_SIZE` px) is drawn instead; an edit redraws only the dirty
+      rectangle of that raster.
+
+Everything is in level-0 pixels (the scene coordinates of the slide view).  Pens are cosmetic, so
+outlines keep their screen width at every zoom.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable
+
+import numpy as np
+import shapely
+from PySide6.QtCore import QByteArray, QDataStream, QPointF, QRectF, Qt
+from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
+from shapely.geometry.base import BaseGeometry
+
+from pathviewer.core.annotations import Annotation
+from pathviewer.core.geometry import AnnotationIndex
+
+#: z-value of the annotation layer (above the slide at 0 and heatmaps at ~1-5).
+ANNOTATION_Z = 10.0
+
+#: From this downsample (level-0 px per screen px) on, the raster overview is drawn.
+RASTER_DOWNSAMPLE = 32.0
+
+#: With more annotations than this in view, the raster overview is drawn.
+RASTER_MAX_VISIBLE = 3000
+
+#: Longest side of the raster overview image.
+RASTER_SIZE = 4096
+
+#: Vertex handles are drawn for a selected annotation with at most this many vertices.
+MAX_HANDLES = 2000
+
+#: Side of a vertex handle in screen pixels.
+HANDLE_PX = 7.0
+
+#: Fill opacity of regions (0-255).
+FILL_ALPHA = 60
+
+DEFAULT_COLOR = (255, 200, 0)
+
+_REGIONS = ("Polygon", "MultiPolygon")
+
+
+def path_from_rings(coords: np.ndarray, ring_index: np.ndarray) -> QPainterPath:
+    """One QPainterPath of many polylines, built from arrays without a Python loop over points.
+
+    Parameters
+    ----------
+    coords
+        ``(n, 2)`` float coordinates.
+    ring_index
+        ``(n,)`` integers; a new subpath starts wherever the index changes.
+
+    Notes
+    -----
+    Uses QPainterPath's ``QDataStream`` format (count, then ``(type, x, y)`` per element with
+    type 0 = MoveTo and 1 = LineTo, then the fill rule), the same trick pyqtgraph uses.
+    """
+    n = len(coords)
+    path = QPainterPath()
+    if n == 0:
+        return path
+    buffer = np.empty(4 + n * 20 + 8, dtype=np.uint8)
+    buffer[:4] = np.frombuffer(np.array([n], dtype=">i4").tobytes(), np.uint8)
+    elements = np.frombuffer(
+        buffer[4 : 4 + n * 20].data, dtype=[("c", ">i4"), ("x", ">f8"), ("y", ">f8")]
+    )
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = ring_index[1:] != ring_index[:-1]
+    elements["c"] = np.where(starts, 0, 1)
+    elements["x"] = coords[:, 0]
+    elements["y"] = coords[:, 1]
+    # cStart 0 and Qt.WindingFill (1): overlapping regions stay filled, holes are oriented.
+    buffer[4 + n * 20 :] = np.frombuffer(np.array([0, 1], dtype=">i4").tobytes(), np.uint8)
+    stream = QDataStream(QByteArray(buffer.tobytes()))
+    stream >> path  # type: ignore[operator]
+    return path
+
+
+def geometries_to_paths(
+    geometries: Iterable[BaseGeometry],
+) -> tuple[QPainterPath, QPainterPath, list[tuple[float, float]]]:
+    """``(regions, lines, points)``: filled-region path, stroke-only path and point positions."""
+    geoms = np.array(list(geometries), dtype=object)
+    if len(geoms) == 0:
+        return QPainterPath(), QPainterPath(), []
+    parts = shapely.get_parts(geoms)
+    types = shapely.get_type_id(parts)
+    polygons = parts[types == 3]
+    lines = parts[(types == 1) | (types == 2)]
+    points = parts[types == 0]
+    if len(polygons):
+        # Exterior counter-clockwise, holes clockwise: the winding fill then shows holes.
+        polygons = shapely.orient_polygons(polygons)
+        rings = shapely.get_rings(polygons)
+        coords, index = shapely.get_coordinates(rings, return_index=True)
+        regions = path_from_rings(coords, index)
+    else:
+        regions = QPainterPath()
+    if len(lines):
+        coords, index = shapely.get_coordinates(lines, return_index=True)
+        line_path = path_from_rings(coords, index)
+    else:
+        line_path = QPainterPath()
+    point_list = [(float(p.x), float(p.y)) for p in points]
+    return regions, line_path, point_list
+
+
+class AnnotationLayer(QGraphicsItem):
+    """Scene item drawing a slide's annotations, the selection, handles and the tool preview.
+
+    Parameters
+    ----------
+    view
+        The :class:`~pathviewer.gui.slide_view.SlideView` (for the zoom).
+    size
+        Slide size ``(width, height)`` in level-0 px.
+    """
+
+    def __init__(self, view: object, size: tuple[int, int]) -> None:
+        super().__init__()
+        self._view = view
+        width, height = size
+        self._slide_rect = QRectF(0, 0, width, height)
+        # Annotations may extend past the slide; a generous margin keeps them repainted.
+        self._rect = self._slide_rect.adjusted(-width, -height, width, height)
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
+        self.setZValue(ANNOTATION_Z)
+        self.index = AnnotationIndex()
+        self.annotations: dict[int, Annotation] = {}
+        self.palette: dict[str, tuple[int, int, int]] = {}
+        self.selected: int | None = None
+        #: Geometry drawn instead of the selected annotation while it is dragged.
+        self.override: BaseGeometry | None = None
+        #: The tool's preview: a path in level-0 px and whether it is a brush stroke.
+        self.preview: QPainterPath | None = None
+        self.preview_brush_width = 0.0
+        self.preview_erase = False
+        # Per-class path cache for the viewport plus a margin.
+        self._paths: dict[str, tuple[QPainterPath, QPainterPath, list[tuple[float, float]]]] = {}
+        self._paths_rect = QRectF()
+        self._paths_level: int | None = None
+        self._raster: QImage | None = None
+        self._raster_scale = 1.0
+        self._raster_dirty: list[QRectF] = []
+        #: Frames painted and how (benchmarks/tests): "vector" or "raster".
+        self.last_mode = ""
+        self.paint_count = 0
+
+    # -- content -----------------------------------------------------------------------------
+
+    def set_annotations(self, annotations: dict[int, Annotation]) -> None:
+        """Replace everything (a new slide or project)."""
+        self.annotations = dict(annotations)
+        self.index = AnnotationIndex(
+            [a.geometry for a in self.annotations.values()], list(self.annotations)
+        )
+        self.selected = None if self.selected not in self.annotations else self.selected
+        self._paths.clear()
+        self._paths_rect = QRectF()
+        self._raster = None
+        self.update()
+
+    def set_annotation(self, annotation_id: int, annotation: Annotation | None) -> None:
+        """Add, replace (``annotation``) or remove (None) one annotation."""
+        old = self.annotations.get(annotation_id)
+        dirty = QRectF()
+        if old is not None:
+            dirty = _bounds(old.geometry)
+        if annotation is None:
+            self.annotations.pop(annotation_id, None)
+            self.index.remove(annotation_id)
+            if self.selected == annotation_id:
+                self.selected = None
+        else:
+            self.annotations[annotation_id] = annotation
+            self.index.set(annotation_id, annotation.geometry)
+            dirty = dirty.united(_bounds(annotation.geometry))
+        self._paths.clear()
+        self._paths_rect = QRectF()
+        if self._raster is not None and not dirty.isEmpty():
+            self._raster_dirty.append(dirty)
+        self.update()
+
+    def set_palette(self, palette: dict[str, tuple[int, int, int]]) -> None:
+        """Class colours (name -> RGB)."""
+        self.palette = dict(palette)
+        self._paths.clear()
+        self._paths_rect = QRectF()
+        self._raster = None
+        self.update()
+
+    def color_of(self, annotation: Annotation) -> tuple[int, int, int]:
+        """Display colour: the class's palette colour, else the annotation's own, else yellow."""
+        if annotation.class_name in self.palette:
+            return self.palette[annotation.class_name]
+        return annotation.color or DEFAULT_COLOR
+
+    def _class_key(self, annotation: Annotation) -> str:
+        r, g, b = self.color_of(annotation)
+        return f"{r},{g},{b}"
+
+    # -- geometry helpers ------------------------------------------------------------------
+
+    def downsample(self) -> float:
+        """Level-0 px per screen px at the current zoom."""
+        return 1.0 / max(self._view.scale_factor(), 1e-9)  # type: ignore[attr-defined]
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt override
+        return self._rect
+
+    # -- painting ----------------------------------------------------------------------------
+
+    def paint(
+        self,
+        painter: QPainter,
+        option: QStyleOptionGraphicsItem,
+        widget: QWidget | None = None,
+    ) -> None:
+        self.paint_count += 1
+        exposed = option.exposedRect  # type: ignore[attr-defined]
+        downsample = self.downsample()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, downsample < 8)
+        use_raster = downsample >= RASTER_DOWNSAMPLE
+        if not use_raster:
+            use_raster = not self._ensure_paths(exposed, downsample)
+        if use_raster:
+            self.last_mode = "raster"
+            self._paint_raster(painter, exposed)
+        else:
+            self.last_mode = "vector"
+            self._paint_paths(painter)
+        self._paint_selection(painter, downsample)
+        self._paint_preview(painter)
+
+    def _ensure_paths(self, exposed: QRectF, downsample: float) -> bool:
+        """Build the per-class paths around ``exposed``; False when too many are visible."""
+        level = int(math.floor(math.log2(max(downsample / 2.0, 1.0))))
+        if (
+            self._paths_level == level
+            and not self._paths_rect.isEmpty()
+            and self._paths_rect.contains(exposed)
+        ):
+            return True
+        view_rect = self._view.visible_level0_rect()  # type: ignore[attr-defined]
+        rect = view_rect.united(exposed)
+        margin_x, margin_y = rect.width() * 0.5, rect.height() * 0.5
+        rect = rect.adjusted(-margin_x, -margin_y, margin_x, margin_y)
+        keys = self.index.query((rect.left(), rect.top(), rect.right(), rect.bottom()))
+        if len(keys) > RASTER_MAX_VISIBLE:
+            return False
+        visible = self.index.visible(
+            (rect.left(), rect.top(), rect.right(), rect.bottom()), downsample
+        )
+        groups: dict[str, list[BaseGeometry]] = {}
+        for key, geometry in visible:
+            if key == self.selected and self.override is not None:
+                continue
+            groups.setdefault(self._class_key(self.annotations[key]), []).append(geometry)  # type: ignore[index]
+        self._paths = {name: geometries_to_paths(geoms) for name, geoms in groups.items()}
+        self._paths_rect = rect
+        self._paths_level = level
+        return True
+
+    def invalidate_paths(self) -> None:
+        """Forget the cached paths (the selection's drag override changed)."""
+        self._paths.clear()
+        self._paths_rect = QRectF()
+        self.update()
+
+    def _paint_paths(self, painter: QPainter) -> None:
+        downsample = self.downsample()
+        for key, (regions, lines, points) in self._paths.items():
+            r, g, b = (int(c) for c in key.split(","))
+            pen = QPen(QColor(r, g, b), 2.0)
+            pen.setCosmetic(True)
+            painter.setPen(pen)
+            painter.setBrush(QColor(r, g, b, FILL_ALPHA))
+            painter.drawPath(regions)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawPath(lines)
+            if points:
+                painter.setBrush(QColor(r, g, b))
+                radius = 5.0 * downsample
+                for x, y in points:
+                    painter.drawEllipse(QPointF(x, y), radius, radius)
+
+    def _paint_raster(self, painter: QPainter, exposed: QRectF) -> None:
+        if self._raster is None:
+            self._build_raster()
+        elif self._raster_dirty:
+            for rect in self._raster_dirty:
+                self._render_raster_rect(rect)
+            self._raster_dirty.clear()
+        assert self._raster is not None
+        s = self._raster_scale
+        target = exposed.intersected(self._slide_rect)
+        if target.isEmpty():
+            return
+        source = QRectF(target.x() * s, target.y() * s, target.width() * s, target.height() * s)
+        painter.drawImage(target, self._raster, source)
+
+    def _build_raster(self) -> None:
+        width, height = self._slide_rect.width(), self._slide_rect.height()
+        scale = min(1.0, RASTER_SIZE / max(width, height, 1.0))
+        self._raster_scale = scale
+        image = QImage(
+            max(1, math.ceil(width * scale)),
+            max(1, math.ceil(height * scale)),
+            QImage.Format.Format_ARGB32_Premultiplied,
+        )
+        image.fill(Qt.GlobalColor.transparent)
+        self._raster = image
+        self._raster_dirty.clear()
+        self._render_raster_rect(self._slide_rect)
+
+    def _render_raster_rect(self, rect: QRectF) -> None:
+        """Redraw the part of the raster overview under ``rect`` (level-0 px)."""
+        assert self._raster is not None
+        s = self._raster_scale
+        pad = 3.0 / s  # outlines spill over the bounding box by their width
+        rect = rect.adjusted(-pad, -pad, pad, pad).intersected(self._slide_rect)
+        if rect.isEmpty():
+            return
+        painter = QPainter(self._raster)
+        painter.scale(s, s)
+        painter.setClipRect(rect)
+        painter.setCompositionMode(QPainter.CompositionMode.CompositionMode_Source)
+        painter.fillRect(rect, Qt.GlobalColor.transparent)
+        painter.setCompositionMode(QPainter.CompositionMode.CompositionMode_SourceOver)
+        groups: dict[str, list[BaseGeometry]] = {}
+        bbox = (rect.left(), rect.top(), rect.right(), rect.bottom())
+        for key, geometry in self.index.visible(bbox, 1.0 / s):
+            groups.setdefault(self._class_key(self.annotations[key]), []).append(geometry)  # type: ignore[index]
+        for key, geoms in groups.items():
+            r, g, b = (int(c) for c in key.split(","))
+            regions, lines, points = geometries_to_paths(geoms)
+            pen = QPen(QColor(r, g, b), 1.0)
+            pen.setCosmetic(True)
+            painter.setPen(pen)
+            painter.setBrush(QColor(r, g, b, FILL_ALPHA + 40))
+            painter.drawPath(regions)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawPath(lines)
+            painter.setBrush(QColor(r, g, b))
+            for x, y in points:
+                painter.drawEllipse(QPointF(x, y), 3.0 / s, 3.0 / s)
+        painter.end()
+
+    def _paint_selection(self, painter: QPainter, downsample: float) -> None:
+        if self.selected is None or self.selected not in self.annotations:
+            return
+        annotation = self.annotations[self.selected]
+        geometry = self.override if self.override is not None else annotation.geometry
+        r, g, b = self.color_of(annotation)
+        regions, lines, points = geometries_to_paths([geometry])
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        halo = QPen(QColor(255, 255, 255), 5.0)
+        halo.setCosmetic(True)
+        painter.setPen(halo)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawPath(regions)
+        painter.drawPath(lines)
+        pen = QPen(QColor(r, g, b), 2.5)
+        pen.setCosmetic(True)
+        painter.setPen(pen)
+        painter.setBrush(QColor(r, g, b, FILL_ALPHA + 30))
+        painter.drawPath(regions)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawPath(lines)
+        for x, y in points:
+            painter.setBrush(QColor(r, g, b))
+            painter.setPen(halo)
+            painter.drawEllipse(QPointF(x, y), 6.0 * downsample, 6.0 * downsample)
+        coords = self.handle_coordinates(geometry)
+        if 0 < len(coords) <= MAX_HANDLES:
+            side = HANDLE_PX * downsample
+            border = QPen(QColor(20, 20, 20), 1.0)
+            border.setCosmetic(True)
+            painter.setPen(border)
+            painter.setBrush(QBrush(QColor(255, 255, 255)))
+            for x, y in coords:
+                painter.drawRect(QRectF(x - side / 2, y - side / 2, side, side))
+
+    def _paint_preview(self, painter: QPainter) -> None:
+        if self.preview is None:
+            return
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        if self.preview_brush_width > 0:
+            color = QColor(255, 255, 255, 110) if self.preview_erase else QColor(255, 230, 0, 110)
+            pen = QPen(color, self.preview_brush_width)
+            pen.setCapStyle(Qt.PenCapStyle.RoundCap)
+            pen.setJoinStyle(Qt.PenJoinStyle.RoundJoin)
+        else:
+            pen = QPen(QColor(255, 230, 0), 2.0, Qt.PenStyle.DashLine)
+            pen.setCosmetic(True)
+        painter.setPen(pen)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawPath(self.preview)
+
+    # -- hit testing -------------------------------------------------------------------------
+
+    @staticmethod
+    def handle_coordinates(geometry: BaseGeometry) -> np.ndarray:
+        """Distinct editable vertices (ring closing points once)."""
+        if geometry.geom_type == "Point":
+            return np.empty((0, 2))
+        coords = shapely.get_coordinates(geometry)
+        return np.unique(coords, axis=0) if len(coords) > MAX_HANDLES else coords
+
+    def vertex_at(self, x: float, y: float, tolerance: float) -> tuple[float, float] | None:
+        """The selected annotation's vertex within ``tolerance`` level-0 px of ``(x, y)``."""
+        if self.selected is None or self.selected not in self.annotations:
+            return None
+        geometry = self.annotations[self.selected].geometry
+        coords = self.handle_coordinates(geometry)
+        if len(coords) == 0 or len(coords) > MAX_HANDLES:
+            return None
+        distances = np.hypot(coords[:, 0] - x, coords[:, 1] - y)
+        nearest = int(np.argmin(distances))
+        if distances[nearest] > tolerance:
+            return None
+        return float(coords[nearest, 0]), float(coords[nearest, 1])
+
+    def annotation_at(self, x: float, y: float, tolerance: float) -> int | None:
+        """The annotation under ``(x, y)``: the smallest region containing it, or a nearby
+        point or line."""
+        hits: list[Hashable] = self.index.at(x, y, tolerance)
+        if not hits:
+            return None
+        # Prefer the selected one so a click on it starts a move rather than switching.
+        if self.selected in hits:
+            return self.selected
+        return int(hits[0])  # type: ignore[call-overload]
+
+
+def _bounds(geometry: BaseGeometry) -> QRectF:
+    x0, y0, x1, y1 = geometry.bounds
+    return QRectF(x0, y0, max(x1 - x0, 1.0), max(y1 - y0, 1.0))

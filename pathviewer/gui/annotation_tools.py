@@ -1,0 +1,1053 @@
+"""Drawing and editing annotations: tools, class palette, annotation list, undo/redo, import/export.
+
+``install(window)`` adds ``window.annotation_controller`` (an :class:`AnnotationController`), the
+**Annotations** dock (class palette with a "+" button, the list of the slide's annotations with
+their measurements), the **Annotate** toolbar, an **Edit** menu with Undo/Redo/Delete, and
+*Import annotations…* / *Export annotations…* in the Tools menu.
+
+Mouse
+    * Select tool: click an annotation to select it; drag it to move it; drag a white vertex
+      handle of the selected annotation to edit that vertex.  Dragging on empty space pans the
+      view (as in the plain viewer).
+    * Drawing tools: left button draws; the **middle button** drags the view in every tool, and
+      the wheel zooms as usual.
+    * Rectangle: drag.  Polygon / line: click vertices; double-click or Enter finishes,
+      Backspace removes the last vertex, Esc cancels.  Point: click.
+    * Brush (add) / erase: drag; the stroke (a disk of the brush radius swept along the path,
+      buffered with shapely) is unioned into the selected region or, with nothing selected,
+      becomes a new region of the current class (which is then selected, so more strokes grow
+      it).  Erase subtracts from the selected region, or from every region it touches when
+      nothing is selected; a region erased completely is deleted.  ``[`` / ``]`` change the
+      brush size.
+
+Keyboard (active while the slide view has focus, so other docks may use the same keys)
+    V select, R rectangle, P polygon, L line, B brush, E erase, O point, Esc cancel/deselect,
+    Enter finish, Backspace remove last vertex, Del delete the selection, 1-9 choose a class (and
+    re-classify the selection).  Ctrl+Z undo, Ctrl+Shift+Z / Ctrl+Y redo (window-wide).
+
+Persistence
+    Every edit is a QUndoCommand that writes through to the project store, which commits it
+    before the command returns; undo and redo write the store too.  There is one undo stack per
+    slide (grouped in a QUndoGroup that follows the slide view).  When no project is open and the
+    user starts drawing, the default project ``user_data_dir()/default-project`` is opened (or
+    created) and the status bar says so; the slide is added to the project on its first edit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import shapely
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QEvent,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QPointF,
+    Qt,
+    QTimer,
+    Signal,
+)
+from PySide6.QtGui import (
+    QAction,
+    QActionGroup,
+    QColor,
+    QIcon,
+    QKeyEvent,
+    QKeySequence,
+    QMouseEvent,
+    QPainterPath,
+    QPixmap,
+    QShortcut,
+    QUndoGroup,
+    QUndoStack,
+)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QButtonGroup,
+    QColorDialog,
+    QDockWidget,
+    QFileDialog,
+    QGraphicsView,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QMessageBox,
+    QTableView,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+from shapely.geometry.base import BaseGeometry
+
+from pathviewer.core.annotations import (
+    DEFAULT_CLASSES,
+    Annotation,
+    read_annotations,
+    valid_geometry,
+    write_annotations,
+)
+from pathviewer.core.errors import PathViewerError
+from pathviewer.core.geometry import measure
+from pathviewer.gui.annotation_commands import (
+    AddAnnotationsCommand,
+    AnnotationSession,
+    DeleteAnnotationsCommand,
+    ModifyAnnotationCommand,
+    with_class,
+)
+from pathviewer.gui.annotation_layer import AnnotationLayer
+
+if TYPE_CHECKING:
+    from pathviewer.core.store import Project
+    from pathviewer.gui.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+#: Tools: name -> (label, shortcut, status-bar hint).
+TOOLS: dict[str, tuple[str, str, str]] = {
+    "select": ("Select", "V", "Select: click to select, drag to move, drag a handle to edit"),
+    "rectangle": ("Rectangle", "R", "Rectangle: drag to draw"),
+    "polygon": (
+        "Polygon",
+        "P",
+        "Polygon: click vertices; double-click or Enter closes, Backspace undoes a vertex",
+    ),
+    "line": ("Line", "L", "Line: click vertices; double-click or Enter finishes"),
+    "brush": ("Brush", "B", "Brush: paint to add to the selected or a new region ([ ] size)"),
+    "erase": ("Erase", "E", "Erase: paint to remove from the selected or touched regions"),
+    "point": ("Point", "O", "Point: click to place"),
+}
+
+#: Name of the automatic project used when the user draws with no project open.
+DEFAULT_PROJECT_NAME = "default-project"
+
+#: Pick tolerance in screen pixels.
+PICK_PX = 6.0
+
+#: Smallest rectangle side, in screen pixels, that is not taken as a stray click.
+MIN_DRAG_PX = 3.0
+
+DEFAULT_BRUSH_PX = 16.0
+
+
+def _polygonal(geometry: BaseGeometry) -> BaseGeometry:
+    """The polygonal part of a (repaired) geometry; empty when none is left."""
+    geometry = valid_geometry(geometry)
+    if geometry.geom_type in ("Polygon", "MultiPolygon"):
+        return geometry
+    parts = [g for g in shapely.get_parts(geometry) if g.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(parts) if parts else shapely.Polygon()
+
+
+def _swatch(rgb: tuple[int, int, int]) -> QIcon:
+    pixmap = QPixmap(14, 14)
+    pixmap.fill(QColor(*rgb))
+    return QIcon(pixmap)
+
+
+def _slide_key(path: str) -> str:
+    """The path a slide is stored under in a project (absolute when it is a real file)."""
+    candidate = Path(path)
+    return str(candidate.resolve()) if candidate.exists() else str(path)
+
+
+class AnnotationTableModel(QAbstractTableModel):
+    """The slide's annotations with their class and measurements (computed lazily per row)."""
+
+    HEADERS = ("#", "Class", "Type", "Area µm²", "Perimeter / length µm")
+
+    def __init__(self, controller: AnnotationController) -> None:
+        super().__init__()
+        self._controller = controller
+        self.ids: list[int] = []
+
+    def refresh(self) -> None:
+        """Re-read the ids from the layer."""
+        self.beginResetModel()
+        layer = self._controller.layer
+        self.ids = sorted(layer.annotations) if layer is not None else []
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
+        return 0 if parent.isValid() else len(self.ids)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
+        return len(self.HEADERS)
+
+    def headerData(  # noqa: N802 - Qt override
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.HEADERS[section]
+        return None
+
+    def data(
+        self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        layer = self._controller.layer
+        if layer is None or not index.isValid():
+            return None
+        annotation_id = self.ids[index.row()]
+        annotation = layer.annotations.get(annotation_id)
+        if annotation is None:
+            return None
+        column = index.column()
+        if role == Qt.ItemDataRole.DecorationRole and column == 1:
+            return _swatch(layer.color_of(annotation))
+        if role == Qt.ItemDataRole.TextAlignmentRole and column >= 3:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        if column == 0:
+            return str(annotation_id)
+        if column == 1:
+            return annotation.class_name or "—"
+        if column == 2:
+            return annotation.geometry.geom_type
+        values = self._controller.measurements(annotation)
+        if column == 3:
+            area = next((v for k, v in values.items() if k.startswith("Area")), None)
+            return "" if area is None else f"{area:,.0f}"
+        length = next((v for k, v in values.items() if k.startswith(("Perimeter", "Length"))), None)
+        return "" if length is None else f"{length:,.1f}"
+
+
+class AnnotationPanel(QWidget):
+    """The Annotations dock: class palette, annotation list, measurement of the selection."""
+
+    def __init__(self, controller: AnnotationController) -> None:
+        super().__init__()
+        self.controller = controller
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        self.project_label = QLabel("No project: the first edit opens the default project")
+        self.project_label.setWordWrap(True)
+        layout.addWidget(self.project_label)
+        layout.addWidget(QLabel("Classes (keys 1-9)"))
+        self.palette_box = QWidget()
+        self.palette_layout = QVBoxLayout(self.palette_box)
+        self.palette_layout.setContentsMargins(0, 0, 0, 0)
+        self.palette_layout.setSpacing(2)
+        layout.addWidget(self.palette_box)
+        self.class_buttons: dict[str, QToolButton] = {}
+        self.button_group = QButtonGroup(self)
+        self.button_group.setExclusive(True)
+        self.add_class_button = QToolButton()
+        self.add_class_button.setText("+ class")
+        self.add_class_button.setToolTip("Add a class with its colour")
+        self.add_class_button.clicked.connect(controller.add_class_interactively)
+        layout.addWidget(self.add_class_button)
+        self.model = AnnotationTableModel(controller)
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.clicked.connect(self._on_row_clicked)
+        layout.addWidget(self.table, 1)
+        self.measurement_label = QLabel("")
+        self.measurement_label.setWordWrap(True)
+        layout.addWidget(self.measurement_label)
+
+    def set_classes(self, classes: dict[str, tuple[int, int, int]], current: str) -> None:
+        """Rebuild the palette buttons."""
+        for button in self.class_buttons.values():
+            self.button_group.removeButton(button)
+            button.deleteLater()
+        self.class_buttons.clear()
+        for number, (name, rgb) in enumerate(classes.items(), start=1):
+            button = QToolButton()
+            button.setCheckable(True)
+            button.setIcon(_swatch(rgb))
+            button.setText(f"{number} {name}" if number <= 9 else name)
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            button.setSizePolicy(
+                button.sizePolicy().horizontalPolicy(), button.sizePolicy().verticalPolicy()
+            )
+            button.setMinimumWidth(140)
+            button.setChecked(name == current)
+            button.clicked.connect(
+                lambda _checked=False, n=name: self.controller.set_current_class(n)
+            )
+            self.button_group.addButton(button)
+            self.palette_layout.addWidget(button)
+            self.class_buttons[name] = button
+
+    def check_class(self, name: str) -> None:
+        button = self.class_buttons.get(name)
+        if button is not None:
+            button.setChecked(True)
+
+    def _on_row_clicked(self, index: QModelIndex) -> None:
+        if 0 <= index.row() < len(self.model.ids):
+            self.controller.select(self.model.ids[index.row()], center=True)
+
+    def show_selection(self, annotation_id: int | None) -> None:
+        """Highlight the selected annotation's row and show its measurements."""
+        if annotation_id is None or annotation_id not in self.model.ids:
+            self.table.clearSelection()
+            self.measurement_label.setText("")
+            return
+        row = self.model.ids.index(annotation_id)
+        self.table.selectRow(row)
+        self.table.scrollTo(self.model.index(row, 0))
+        self.measurement_label.setText(self.controller.describe(annotation_id))
+
+
+class AnnotationController(QObject):
+    """State and logic of annotation editing in a main window (see the module docstring).
+
+    Signals
+    -------
+    selectionChanged(object)
+        The selected annotation id (store id) or None.
+    annotationsChanged()
+        Something was added, changed or removed.
+    """
+
+    selectionChanged = Signal(object)
+    annotationsChanged = Signal()
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.window = window
+        self.view = window.slide_view
+        self.layer: AnnotationLayer | None = None
+        self.session: AnnotationSession | None = None
+        self.tool = "select"
+        self.classes: dict[str, tuple[int, int, int]] = dict(DEFAULT_CLASSES)
+        self.current_class = next(iter(self.classes))
+        self.brush_px = DEFAULT_BRUSH_PX
+        self.undo_group = QUndoGroup(self)
+        self.stacks: dict[str, QUndoStack] = {}
+        # Interaction state.
+        self._points: list[tuple[float, float]] = []
+        self._drag: str | None = None  # "move", "vertex", "rect", "brush", "pan", "view"
+        self._drag_start: tuple[float, float] = (0.0, 0.0)
+        self._drag_vertex: tuple[float, float] = (0.0, 0.0)
+        self._pan_last = QPointF()
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(0)
+        self._refresh_timer.timeout.connect(self._refresh_list)
+        self.panel = AnnotationPanel(self)
+        self.view.viewport().installEventFilter(self)
+        self.view.installEventFilter(self)
+        self.view.slideChanged.connect(self._on_slide_changed)
+
+    # -- project and slide -----------------------------------------------------------------
+
+    @property
+    def project(self) -> Project | None:
+        controller = getattr(self.window, "project_controller", None)
+        return None if controller is None else controller.project
+
+    def ensure_project(self) -> Project:
+        """The open project, or the default project opened now (the user is told)."""
+        project = self.project
+        if project is not None:
+            return project
+        from pathviewer.paths import user_data_dir
+
+        folder = user_data_dir() / DEFAULT_PROJECT_NAME
+        controller = self.window.project_controller  # type: ignore[attr-defined]
+        project = controller.open(folder, create=True)
+        self.window.statusBar().showMessage(
+            f"No project was open: annotations are saved in the default project {folder}", 15000
+        )
+        return project
+
+    def ensure_session(self) -> AnnotationSession | None:
+        """The editing session of the current slide, adding the slide to the project if needed."""
+        slide = self.view.current_slide
+        if slide is None or self.layer is None:
+            return None
+        if self.session is not None:
+            return self.session
+        project = self.ensure_project()
+        key = _slide_key(slide.path)
+        slide_id = project.slide_id(key)
+        if slide_id is None:
+            slide_id = project.add_slide(key)
+        self.session = AnnotationSession(project, slide_id, self._on_store_changed)
+        return self.session
+
+    def on_project_changed(self, project: Project | None) -> None:
+        """A project was opened or closed: its palette and the slide's annotations are shown."""
+        self.session = None
+        label = self.panel.project_label
+        if project is None:
+            label.setText("No project: the first edit opens the default project")
+        elif project.folder.name == DEFAULT_PROJECT_NAME:
+            label.setText(f"Saved in the automatic default project {project.folder}")
+        else:
+            label.setText(f"Project: {project.folder.name} (saved as you edit)")
+        label.setToolTip(str(project.folder) if project is not None else "")
+        for stack in self.stacks.values():
+            self.undo_group.removeStack(stack)
+            stack.deleteLater()
+        self.stacks.clear()
+        self.classes = project.classes() if project is not None else dict(DEFAULT_CLASSES)
+        if self.current_class not in self.classes and self.classes:
+            self.current_class = next(iter(self.classes))
+        self.panel.set_classes(self.classes, self.current_class)
+        self._load_slide()
+
+    def _on_slide_changed(self, slide: object) -> None:
+        # The view cleared its scene (deleting the old layer); a new layer is made for the slide.
+        self.layer = None
+        self._cancel()
+        self.session = None
+        if slide is not None:
+            self.layer = AnnotationLayer(self.view, self.view.current_slide.dimensions)  # type: ignore[union-attr]
+            self.layer.set_palette(self.classes)
+            self.view.scene().addItem(self.layer)
+        self._load_slide()
+
+    def _load_slide(self) -> None:
+        slide = self.view.current_slide
+        if slide is None or self.layer is None:
+            self.undo_group.setActiveStack(None)  # type: ignore[arg-type]
+            self._refresh_list()
+            return
+        self.layer.set_palette(self.classes)
+        annotations: dict[int, Annotation] = {}
+        project = self.project
+        if project is not None:
+            slide_id = project.slide_id(_slide_key(slide.path))
+            if slide_id is not None:
+                self.session = AnnotationSession(project, slide_id, self._on_store_changed)
+                annotations = {r.id: r.annotation for r in project.annotations(slide_id)}
+        self.layer.set_annotations(annotations)
+        key = _slide_key(slide.path)
+        stack = self.stacks.get(key)
+        if stack is None:
+            stack = QUndoStack(self)
+            self.stacks[key] = stack
+            self.undo_group.addStack(stack)
+        self.undo_group.setActiveStack(stack)
+        self._refresh_list()
+        self.selectionChanged.emit(None)
+
+    @property
+    def stack(self) -> QUndoStack | None:
+        """The undo stack of the current slide."""
+        return self.undo_group.activeStack()
+
+    def _on_store_changed(self, annotation_id: int, annotation: Annotation | None) -> None:
+        if self.layer is None:
+            return
+        was_selected = self.layer.selected == annotation_id
+        self.layer.set_annotation(annotation_id, annotation)
+        self._refresh_timer.start()
+        self.annotationsChanged.emit()
+        if was_selected and annotation is None:
+            self.selectionChanged.emit(None)
+
+    def _refresh_list(self) -> None:
+        self.panel.model.refresh()
+        self.panel.show_selection(self.selected)
+
+    # -- edits -------------------------------------------------------------------------------
+
+    def push(self, make_command: Any) -> Any:
+        """Build a command with the session and push it (errors become a dialog).
+
+        ``make_command(session)`` returns the command; returns it, or None when nothing was done.
+        """
+        try:
+            session = self.ensure_session()
+            if session is None or self.stack is None:
+                return None
+            command = make_command(session)
+            self.stack.push(command)
+        except PathViewerError as error:
+            log.warning("annotation edit failed: %s", error)
+            QMessageBox.critical(self.window, "Annotation", str(error))
+            return None
+        return command
+
+    def add(self, geometries: list[BaseGeometry], text: str) -> list[int]:
+        """Create annotations of the current class; returns their store ids."""
+        rgb = self.classes.get(self.current_class)
+        annotations = [
+            Annotation(geometry=g, class_name=self.current_class, color=rgb) for g in geometries
+        ]
+        command = self.push(lambda s: AddAnnotationsCommand(s, annotations, text))
+        return [] if command is None else command.store_ids()
+
+    def modify(self, annotation_id: int, after: Annotation, text: str) -> None:
+        """Replace an annotation (undoable)."""
+        if self.layer is None or annotation_id not in self.layer.annotations:
+            return
+        before = self.layer.annotations[annotation_id]
+        self.push(lambda s: ModifyAnnotationCommand(s, annotation_id, before, after, text))
+
+    def delete_selected(self) -> None:
+        """Delete the selected annotation (undoable)."""
+        selected = self.selected
+        if selected is None:
+            return
+        self.push(lambda s: DeleteAnnotationsCommand(s, [selected], "Delete annotation"))
+
+    # -- selection ---------------------------------------------------------------------------
+
+    @property
+    def selected(self) -> int | None:
+        return None if self.layer is None else self.layer.selected
+
+    def select(self, annotation_id: int | None, center: bool = False) -> None:
+        """Select an annotation (None clears); ``center`` pans the view onto it."""
+        if self.layer is None:
+            return
+        if annotation_id is not None and annotation_id not in self.layer.annotations:
+            annotation_id = None
+        self.layer.selected = annotation_id
+        self.layer.override = None
+        self.layer.invalidate_paths()
+        if annotation_id is not None and center:
+            point = self.layer.annotations[annotation_id].geometry.representative_point()
+            self.view.center_on(point.x, point.y)
+        self.panel.show_selection(annotation_id)
+        if annotation_id is not None:
+            self.window.statusBar().showMessage(self.describe(annotation_id), 8000)
+        self.selectionChanged.emit(annotation_id)
+
+    def measurements(self, annotation: Annotation) -> dict[str, float]:
+        """Measurements of an annotation in microns (pixels when the slide has no MPP)."""
+        slide = self.view.current_slide
+        mpp = slide.mpp if slide is not None else None
+        return measure(annotation.geometry, mpp)
+
+    def describe(self, annotation_id: int) -> str:
+        """One line about an annotation: class, type and measurements."""
+        if self.layer is None or annotation_id not in self.layer.annotations:
+            return ""
+        annotation = self.layer.annotations[annotation_id]
+        parts = [f"{annotation.class_name or 'Unclassified'} {annotation.geometry.geom_type}"]
+        for name, value in self.measurements(annotation).items():
+            parts.append(f"{name.split()[0].lower()} {value:,.1f} {name.split()[-1]}")
+        return " · ".join(parts)
+
+    # -- classes -----------------------------------------------------------------------------
+
+    def set_current_class(self, name: str) -> None:
+        """Choose the class for new annotations; a selected annotation is re-classified."""
+        if name not in self.classes:
+            return
+        self.current_class = name
+        self.panel.check_class(name)
+        selected = self.selected
+        if selected is not None and self.layer is not None:
+            annotation = self.layer.annotations[selected]
+            if annotation.class_name != name:
+                self.modify(selected, with_class(annotation, name, self.classes[name]), "Set class")
+                self.panel.show_selection(selected)
+        self.window.statusBar().showMessage(f"Class: {name}", 3000)
+
+    def add_class(self, name: str, rgb: tuple[int, int, int]) -> None:
+        """Add (or recolour) a class in the project's palette and make it current."""
+        project = self.ensure_project()
+        project.set_class(name, rgb)
+        self.classes = project.classes()
+        self.panel.set_classes(self.classes, self.current_class)
+        if self.layer is not None:
+            self.layer.set_palette(self.classes)
+        self.set_current_class(name)
+
+    def add_class_interactively(self) -> None:
+        """The "+" button: ask for a name and a colour."""
+        name, ok = QInputDialog.getText(self.window, "New class", "Class name:")
+        name = name.strip() if ok else ""
+        if not name:
+            return
+        color = QColorDialog.getColor(QColor(255, 160, 0), self.window, f"Colour of {name}")
+        if not color.isValid():
+            return
+        self.add_class(name, (color.red(), color.green(), color.blue()))
+
+    def class_by_number(self, number: int) -> None:
+        names = list(self.classes)
+        if 1 <= number <= len(names):
+            self.set_current_class(names[number - 1])
+
+    # -- tools -------------------------------------------------------------------------------
+
+    def set_tool(self, tool: str) -> None:
+        """Switch tool (``select``, ``rectangle``, ``polygon``, ``line``, ``brush``, ``erase``,
+        ``point``)."""
+        if tool not in TOOLS:
+            raise ValueError(f"unknown annotation tool {tool!r}")
+        self._cancel()
+        self.tool = tool
+        action = self.tool_actions.get(tool) if hasattr(self, "tool_actions") else None
+        if action is not None and not action.isChecked():
+            action.setChecked(True)
+        if tool == "select":
+            self.view.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+            self.view.viewport().unsetCursor()
+        else:
+            self.view.setDragMode(QGraphicsView.DragMode.NoDrag)
+            self.view.viewport().setCursor(Qt.CursorShape.CrossCursor)
+        self.window.statusBar().showMessage(TOOLS[tool][2], 6000)
+
+    def _cancel(self) -> None:
+        """Drop an unfinished shape or drag."""
+        self._points = []
+        if self._drag in ("move", "vertex") and self.layer is not None:
+            self.layer.override = None
+            self.layer.invalidate_paths()
+        self._drag = None
+        if self.layer is not None:
+            self.layer.preview = None
+            self.layer.preview_brush_width = 0.0
+            self.layer.update()
+
+    def _finish_path(self) -> None:
+        """Close the polygon / finish the line being clicked."""
+        points: list[tuple[float, float]] = []
+        tolerance = 2.0 * self.layer.downsample() if self.layer is not None else 0.0
+        for p in self._points:  # a double-click adds the last vertex twice
+            if not points or math.dist(points[-1], p) > tolerance:
+                points.append(p)
+        self._cancel()
+        if self.tool == "polygon" and len(points) >= 3:
+            polygon = _polygonal(shapely.Polygon(points))
+            if not polygon.is_empty:
+                self._select_new(self.add([polygon], "Draw polygon"))
+        elif self.tool == "line" and len(points) >= 2:
+            self._select_new(self.add([shapely.LineString(points)], "Draw line"))
+
+    def _select_new(self, ids: list[int]) -> None:
+        if ids:
+            self.select(ids[0])
+
+    # -- events ------------------------------------------------------------------------------
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if self.layer is None or self.view.current_slide is None:
+            return False
+        kind = event.type()
+        if watched is self.view and kind == QEvent.Type.KeyPress:
+            return self._key(event)  # type: ignore[arg-type]
+        if watched is not self.view.viewport():
+            return False
+        if kind == QEvent.Type.MouseButtonPress:
+            return self._press(event)  # type: ignore[arg-type]
+        if kind == QEvent.Type.MouseMove:
+            return self._move(event)  # type: ignore[arg-type]
+        if kind == QEvent.Type.MouseButtonRelease:
+            return self._release(event)  # type: ignore[arg-type]
+        if kind == QEvent.Type.MouseButtonDblClick:
+            if self.tool in ("polygon", "line") and self._points:
+                self._finish_path()
+                return True
+            return self.tool != "select"
+        return False
+
+    def _key(self, event: QKeyEvent) -> bool:
+        key = event.key()
+        if key == Qt.Key.Key_Escape:
+            if self._points or self._drag:
+                self._cancel()
+            else:
+                self.select(None)
+            return True
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self._points:
+            self._finish_path()
+            return True
+        if key == Qt.Key.Key_Backspace and self._points:
+            self._points.pop()
+            self._update_path_preview(None)
+            return True
+        if key == Qt.Key.Key_BracketLeft:
+            self.brush_px = max(2.0, self.brush_px / 1.25)
+            self.window.statusBar().showMessage(f"Brush radius {self.brush_px:.0f} px", 2000)
+            return True
+        if key == Qt.Key.Key_BracketRight:
+            self.brush_px = min(300.0, self.brush_px * 1.25)
+            self.window.statusBar().showMessage(f"Brush radius {self.brush_px:.0f} px", 2000)
+            return True
+        return False
+
+    def _level0(self, event: QMouseEvent) -> tuple[float, float]:
+        return self.view.view_to_level0(event.position())
+
+    def _press(self, event: QMouseEvent) -> bool:
+        assert self.layer is not None
+        button = event.button()
+        if button == Qt.MouseButton.MiddleButton:
+            self._drag = "pan"
+            self._pan_last = event.position()
+            return True
+        if button != Qt.MouseButton.LeftButton:
+            return False
+        x, y = self._level0(event)
+        downsample = self.layer.downsample()
+        tolerance = PICK_PX * downsample
+        self._drag_start = (x, y)
+        if self.tool == "select":
+            vertex = self.layer.vertex_at(x, y, tolerance)
+            if vertex is not None:
+                self._drag = "vertex"
+                self._drag_vertex = vertex
+                return True
+            hit = self.layer.annotation_at(x, y, tolerance)
+            if hit is not None:
+                if hit != self.selected:
+                    self.select(hit)
+                self._drag = "move"
+                return True
+            if self.selected is not None:
+                self.select(None)
+            self._drag = "view"  # the view pans (ScrollHandDrag)
+            return False
+        if self.tool == "rectangle":
+            self._drag = "rect"
+            return True
+        if self.tool in ("polygon", "line"):
+            self._points.append((x, y))
+            self._update_path_preview((x, y))
+            return True
+        if self.tool == "point":
+            self._select_new(self.add([shapely.Point(x, y)], "Place point"))
+            return True
+        if self.tool in ("brush", "erase"):
+            self._drag = "brush"
+            self._points = [(x, y)]
+            self._update_brush_preview()
+            return True
+        return False
+
+    def _move(self, event: QMouseEvent) -> bool:
+        assert self.layer is not None
+        x, y = self._level0(event)
+        if self._drag == "pan":
+            delta = event.position() - self._pan_last
+            self._pan_last = event.position()
+            self.view.pan_by(-delta.x(), -delta.y())
+            return True
+        if self._drag is None or self._drag == "view":
+            if self.tool in ("polygon", "line") and self._points:
+                self._update_path_preview((x, y))
+            return False  # the view tracks the cursor (status bar) and pans
+        self.view.cursorMoved.emit(x, y)
+        x0, y0 = self._drag_start
+        if self._drag in ("move", "vertex") and self.selected is not None:
+            geometry = self._dragged_geometry(x, y)
+            first = self.layer.override is None
+            self.layer.override = geometry
+            if first:
+                self.layer.invalidate_paths()
+            self.layer.update()
+        elif self._drag == "rect":
+            path = QPainterPath()
+            path.addRect(min(x0, x), min(y0, y), abs(x - x0), abs(y - y0))
+            self.layer.preview = path
+            self.layer.update()
+        elif self._drag == "brush":
+            self._points.append((x, y))
+            self._update_brush_preview()
+        return True
+
+    def _release(self, event: QMouseEvent) -> bool:
+        assert self.layer is not None
+        drag = self._drag
+        if event.button() == Qt.MouseButton.MiddleButton and drag == "pan":
+            self._drag = None
+            return True
+        if event.button() != Qt.MouseButton.LeftButton:
+            return False
+        if drag is None or drag == "view":
+            self._drag = None
+            return self.tool != "select"
+        x, y = self._level0(event)
+        x0, y0 = self._drag_start
+        downsample = self.layer.downsample()
+        if drag in ("move", "vertex"):
+            selected = self.selected
+            moved = math.hypot(x - x0, y - y0) / downsample >= 1.0
+            geometry = self._dragged_geometry(x, y) if moved else None
+            self._cancel()
+            if selected is not None and geometry is not None:
+                annotation = self.layer.annotations[selected]
+                if drag == "vertex":
+                    repaired = (
+                        _polygonal(geometry)
+                        if geometry.geom_type in ("Polygon", "MultiPolygon")
+                        else geometry
+                    )
+                    geometry = repaired if not repaired.is_empty else annotation.geometry
+                text = "Move annotation" if drag == "move" else "Edit vertex"
+                self.modify(selected, replace(annotation, geometry=geometry), text)
+            return True
+        if drag == "rect":
+            self._cancel()
+            if min(abs(x - x0), abs(y - y0)) / downsample >= MIN_DRAG_PX:
+                box = shapely.box(min(x0, x), min(y0, y), max(x0, x), max(y0, y))
+                self._select_new(self.add([box], "Draw rectangle"))
+            return True
+        if drag == "brush":
+            self._points.append((x, y))
+            points = list(self._points)
+            radius = self.brush_px * downsample
+            self._cancel()
+            self.apply_brush(points, radius, erase=self.tool == "erase")
+            return True
+        self._drag = None
+        return True
+
+    def _dragged_geometry(self, x: float, y: float) -> BaseGeometry:
+        assert self.layer is not None and self.selected is not None
+        geometry = self.layer.annotations[self.selected].geometry
+        x0, y0 = self._drag_start
+        if self._drag == "move":
+            return shapely.transform(geometry, lambda c: c + (x - x0, y - y0))
+        vx, vy = self._drag_vertex
+
+        def move_vertex(coords: Any) -> Any:
+            # Every copy of the vertex moves (a ring's first and closing points are equal).
+            same = (coords[:, 0] == vx) & (coords[:, 1] == vy)
+            coords = coords.copy()
+            coords[same] = (x, y)
+            return coords
+
+        return shapely.transform(geometry, move_vertex)
+
+    def _update_path_preview(self, cursor: tuple[float, float] | None) -> None:
+        assert self.layer is not None
+        points = list(self._points) + ([cursor] if cursor is not None else [])
+        if not points:
+            self.layer.preview = None
+        else:
+            path = QPainterPath(QPointF(*points[0]))
+            for p in points[1:]:
+                path.lineTo(QPointF(*p))
+            if self.tool == "polygon" and len(points) >= 3:
+                path.closeSubpath()
+            self.layer.preview = path
+        self.layer.preview_brush_width = 0.0
+        self.layer.update()
+
+    def _update_brush_preview(self) -> None:
+        assert self.layer is not None
+        path = QPainterPath(QPointF(*self._points[0]))
+        for p in self._points[1:]:
+            path.lineTo(QPointF(*p))
+        if len(self._points) == 1:
+            path.lineTo(QPointF(self._points[0][0] + 0.01, self._points[0][1]))
+        self.layer.preview = path
+        self.layer.preview_brush_width = 2.0 * self.brush_px * self.layer.downsample()
+        self.layer.preview_erase = self.tool == "erase"
+        self.layer.update()
+
+    def apply_brush(self, points: list[tuple[float, float]], radius: float, erase: bool) -> None:
+        """Union a brush stroke (``points`` swept by a disk of ``radius`` level-0 px) into the
+        selected region or a new one, or subtract it (``erase``)."""
+        if self.layer is None or not points:
+            return
+        line = shapely.LineString(points) if len(points) > 1 else shapely.Point(points[0])
+        stroke = line.buffer(radius, quad_segs=8)
+        # A stroke has thousands of redundant vertices; a quarter pixel on screen is invisible.
+        stroke = stroke.simplify(radius * 0.05)
+        selected = self.selected
+        target = None
+        if selected is not None:
+            annotation = self.layer.annotations[selected]
+            if annotation.geometry.geom_type in ("Polygon", "MultiPolygon"):
+                target = selected
+        if not erase:
+            if target is None:
+                self._select_new(self.add([stroke], "Brush"))
+                return
+            annotation = self.layer.annotations[target]
+            union = _polygonal(annotation.geometry.union(stroke))
+            self.modify(target, replace(annotation, geometry=union), "Brush")
+            return
+        if target is not None:
+            targets = [target]
+        else:
+            candidates = self.layer.index.query(stroke.bounds)
+            targets = [
+                int(k)  # type: ignore[call-overload]
+                for k in candidates
+                if self.layer.annotations[k].geometry.geom_type  # type: ignore[index]
+                in ("Polygon", "MultiPolygon")
+                and self.layer.annotations[k].geometry.intersects(stroke)  # type: ignore[index]
+            ]
+        if not targets or self.stack is None:
+            return
+        self.stack.beginMacro("Erase")
+        try:
+            for annotation_id in targets:
+                annotation = self.layer.annotations[annotation_id]
+                rest = _polygonal(annotation.geometry.difference(stroke))
+                if rest.is_empty:
+                    self.push(lambda s, i=annotation_id: DeleteAnnotationsCommand(s, [i], "Erase"))
+                else:
+                    self.modify(annotation_id, replace(annotation, geometry=rest), "Erase")
+        finally:
+            self.stack.endMacro()
+
+    # -- import / export ---------------------------------------------------------------------
+
+    def import_file(self, path: str) -> int:
+        """Import GeoJSON or ASAP XML into the current slide, all or nothing; returns the count.
+
+        Raises
+        ------
+        PathViewerError
+            The file is malformed (the message names the feature); nothing was imported.
+        """
+        annotations = read_annotations(path)
+        if self.view.current_slide is None:
+            raise PathViewerError("open a slide before importing annotations")
+        command = self.push(
+            lambda s: AddAnnotationsCommand(s, annotations, f"Import {Path(path).name}")
+        )
+        return 0 if command is None else len(annotations)
+
+    def export_file(self, path: str) -> int:
+        """Write the current slide's annotations (format by extension); returns the count."""
+        annotations = list(self.layer.annotations.values()) if self.layer is not None else []
+        write_annotations(path, annotations)
+        return len(annotations)
+
+    def import_interactively(self) -> None:
+        """Tools > Import annotations…"""
+        if self.view.current_slide is None:
+            QMessageBox.information(self.window, "Import annotations", "Open a slide first.")
+            return
+        path, _ = QFileDialog.getOpenFileName(
+            self.window,
+            "Import annotations",
+            "",
+            "Annotations (*.geojson *.json *.xml);;All files (*)",
+        )
+        if not path:
+            return
+        try:
+            count = self.import_file(path)
+        except PathViewerError as error:
+            QMessageBox.critical(self.window, "Import failed", str(error))
+            return
+        self.window.statusBar().showMessage(f"Imported {count} annotations from {path}", 8000)
+
+    def export_interactively(self) -> None:
+        """Tools > Export annotations…"""
+        if self.view.current_slide is None:
+            QMessageBox.information(self.window, "Export annotations", "Open a slide first.")
+            return
+        default = Path(self.view.current_slide.path).stem + ".geojson"
+        path, _ = QFileDialog.getSaveFileName(
+            self.window,
+            "Export annotations",
+            default,
+            "QuPath GeoJSON (*.geojson *.json);;ASAP XML (*.xml)",
+        )
+        if not path:
+            return
+        try:
+            count = self.export_file(path)
+        except (PathViewerError, OSError) as error:
+            QMessageBox.critical(self.window, "Export failed", str(error))
+            return
+        self.window.statusBar().showMessage(f"Exported {count} annotations to {path}", 8000)
+
+
+def _edit_menu(window: MainWindow) -> Any:
+    """The window's Edit menu (created after File when absent; other features may share it)."""
+    menu = getattr(window, "edit_menu", None)
+    if menu is None:
+        from PySide6.QtWidgets import QMenu
+
+        menu = QMenu("&Edit", window)
+        window.menuBar().insertMenu(window.views_menu.menuAction(), menu)
+        window.edit_menu = menu  # type: ignore[attr-defined]
+    return menu
+
+
+def install(window: MainWindow) -> None:
+    """Add annotation editing to the main window (see the module docstring)."""
+    controller = AnnotationController(window)
+    window.annotation_controller = controller  # type: ignore[attr-defined]
+    view = window.slide_view
+    shortcut_context = Qt.ShortcutContext.WidgetWithChildrenShortcut
+
+    # Toolbar of tools; shortcuts only while the slide view has focus.
+    toolbar = QToolBar("Annotate", window)
+    toolbar.setObjectName("toolbar-annotate")
+    group = QActionGroup(window)
+    group.setExclusive(True)
+    controller.tool_actions = {}  # type: ignore[attr-defined]
+    for name, (label, key, hint) in TOOLS.items():
+        action = QAction(label, window, checkable=True)
+        action.setShortcut(QKeySequence(key))
+        action.setShortcutContext(shortcut_context)
+        action.setToolTip(f"{hint} ({key})")
+        action.setChecked(name == "select")
+        action.triggered.connect(lambda _checked=False, n=name: controller.set_tool(n))
+        group.addAction(action)
+        toolbar.addAction(action)
+        view.addAction(action)
+        controller.tool_actions[name] = action  # type: ignore[attr-defined]
+    window.addToolBar(Qt.ToolBarArea.TopToolBarArea, toolbar)
+    window.annotation_toolbar = toolbar  # type: ignore[attr-defined]
+
+    # Class shortcuts 1-9, also bound to the view only (the review dock uses number keys too).
+    controller.class_shortcuts = []  # type: ignore[attr-defined]
+    for number in range(1, 10):
+        shortcut = QShortcut(QKeySequence(str(number)), view)
+        shortcut.setContext(shortcut_context)
+        shortcut.activated.connect(lambda n=number: controller.class_by_number(n))
+        controller.class_shortcuts.append(shortcut)  # type: ignore[attr-defined]
+
+    # Edit menu: undo/redo of the current slide's stack, delete.
+    menu = _edit_menu(window)
+    undo = controller.undo_group.createUndoAction(window, "&Undo")
+    undo.setShortcuts([QKeySequence("Ctrl+Z")])
+    redo = controller.undo_group.createRedoAction(window, "&Redo")
+    redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+    delete = QAction("&Delete annotation", window)
+    delete.setShortcuts([QKeySequence(Qt.Key.Key_Delete)])
+    delete.setShortcutContext(shortcut_context)
+    delete.triggered.connect(controller.delete_selected)
+    view.addAction(delete)
+    menu.addActions([undo, redo])
+    menu.addSeparator()
+    menu.addAction(delete)
+    controller.undo_action = undo  # type: ignore[attr-defined]
+    controller.redo_action = redo  # type: ignore[attr-defined]
+    controller.delete_action = delete  # type: ignore[attr-defined]
+
+    # Tools menu: import / export.
+    window.tools_menu.addSeparator()
+    import_action = QAction("&Import annotations…", window)
+    import_action.triggered.connect(controller.import_interactively)
+    export_action = QAction("&Export annotations…", window)
+    export_action.triggered.connect(controller.export_interactively)
+    window.tools_menu.addActions([import_action, export_action])
+    controller.import_action = import_action  # type: ignore[attr-defined]
+    controller.export_action = export_action  # type: ignore[attr-defined]
+
+    dock = QDockWidget("Annotations", window)
+    dock.setObjectName("dock-annotations")
+    dock.setWidget(controller.panel)
+    window.add_dock(dock, Qt.DockWidgetArea.RightDockWidgetArea)
+    window.annotation_dock = dock  # type: ignore[attr-defined]
+
+    project_controller = getattr(window, "project_controller", None)
+    if project_controller is not None:
+        project_controller.projectChanged.connect(controller.on_project_changed)
+    controller.on_project_changed(controller.project)
+    if view.current_slide is not None:
+        controller._on_slide_changed(view.current_slide)

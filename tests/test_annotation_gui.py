@@ -1,0 +1,382 @@
+"""Annotation drawing and editing in the main window: tools, selection, brush, classes,
+undo/redo written through to the project store, import/export, the drawing layer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+import shapely  # noqa: E402
+from PySide6.QtCore import QPoint, QPointF, QSettings, Qt  # noqa: E402
+from PySide6.QtTest import QTest  # noqa: E402
+from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
+
+from pathviewer.core.slide import ArraySlide  # noqa: E402
+from pathviewer.core.store import Project  # noqa: E402
+from pathviewer.gui import annotation_layer, annotation_tools  # noqa: E402
+from pathviewer.gui import project as project_module  # noqa: E402
+from pathviewer.gui.main_window import MainWindow  # noqa: E402
+
+LEFT = Qt.MouseButton.LeftButton
+NOMOD = Qt.KeyboardModifier.NoModifier
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # The default project must land in this test's folder.
+    monkeypatch.setenv("PATHVIEWER_DATA_DIR", str(tmp_path / "data"))
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings=settings, threads=1)
+    project_module.install(win)
+    annotation_tools.install(win)
+    qtbot.addWidget(win)
+    win.resize(1100, 760)
+    win.show()
+    qtbot.waitExposed(win)
+    rgb = np.full((2048, 2048, 3), 230, np.uint8)
+    rgb[::64] = 120
+    win.slide_view.set_slide(ArraySlide(rgb, mpp=0.5, levels=3, name=str(tmp_path / "slide.png")))
+    win.slide_view.set_scale(0.5)
+    win.slide_view.center_on(1024, 1024)
+    win.slide_view.setFocus()
+    yield win
+    win.close()
+
+
+@pytest.fixture
+def project(window, tmp_path: Path) -> Project:
+    return window.project_controller.open(tmp_path / "project", create=True)
+
+
+def _pos(window, x: float, y: float) -> QPoint:
+    return window.slide_view.mapFromScene(QPointF(x, y))
+
+
+def _click(window, x: float, y: float) -> None:
+    QTest.mouseClick(window.slide_view.viewport(), LEFT, NOMOD, _pos(window, x, y))
+
+
+def _drag(window, points: list[tuple[float, float]]) -> None:
+    viewport = window.slide_view.viewport()
+    QTest.mousePress(viewport, LEFT, NOMOD, _pos(window, *points[0]))
+    for p in points[1:]:
+        QTest.mouseMove(viewport, _pos(window, *p))
+    QTest.mouseRelease(viewport, LEFT, NOMOD, _pos(window, *points[-1]))
+
+
+def _stored(window) -> list:
+    controller = window.annotation_controller
+    session = controller.session
+    assert session is not None
+    return [r.annotation for r in session.project.annotations(session.slide_id)]
+
+
+def _key(window, key: Qt.Key) -> None:
+    QTest.keyClick(window.slide_view, key)
+
+
+def test_each_tool_creates_its_geometry(window, project) -> None:
+    controller = window.annotation_controller
+    _key(window, Qt.Key.Key_R)
+    assert controller.tool == "rectangle"
+    _drag(window, [(400, 400), (600, 500), (800, 600)])
+    _key(window, Qt.Key.Key_P)
+    for x, y in [(1000, 1000), (1400, 1000), (1200, 1300)]:
+        _click(window, x, y)
+    QTest.mouseDClick(window.slide_view.viewport(), LEFT, NOMOD, _pos(window, 1200, 1300))
+    _key(window, Qt.Key.Key_L)
+    _click(window, 300, 1500)
+    _click(window, 700, 1500)
+    _key(window, Qt.Key.Key_Return)
+    _key(window, Qt.Key.Key_O)
+    _click(window, 1500, 500)
+    stored = _stored(window)
+    assert [a.geometry.geom_type for a in stored] == ["Polygon", "Polygon", "LineString", "Point"]
+    rect, triangle, line, point = (a.geometry for a in stored)
+    # Positions go through integer viewport pixels at scale 0.5: 2 level-0 px per pixel.
+    assert rect.area == pytest.approx(400 * 200, rel=0.03)
+    assert (
+        rect.equals_exact(shapely.box(*rect.bounds).normalize(), 0)
+        or len(rect.exterior.coords) == 5
+    )
+    assert len(triangle.exterior.coords) == 4  # 3 vertices: the double-click did not add one
+    assert triangle.area == pytest.approx(0.5 * 400 * 300, rel=0.03)
+    assert line.length == pytest.approx(400, abs=4)
+    assert point.distance(shapely.Point(1500, 500)) < 3
+    assert {a.class_name for a in stored} == {"Tumor"}
+    # The slide was added to the project on the first edit.
+    assert [s.name for s in project.slides()] == ["slide"]
+    # Esc cancels an unfinished polygon.
+    _key(window, Qt.Key.Key_P)
+    _click(window, 100, 100)
+    _click(window, 300, 100)
+    _key(window, Qt.Key.Key_Escape)
+    _click(window, 300, 300)
+    _key(window, Qt.Key.Key_Escape)
+    assert len(_stored(window)) == 4
+
+
+def test_select_move_vertex_delete_with_undo_redo(window, project) -> None:
+    controller = window.annotation_controller
+    controller.set_tool("rectangle")
+    _drag(window, [(400, 400), (800, 800)])
+    controller.set_tool("select")
+    controller.select(None)
+    states = [_stored(window)[0].geometry]
+    _click(window, 600, 600)
+    assert controller.selected is not None
+    _drag(window, [(600, 600), (650, 620), (700, 700)])  # move by (100, 100)
+    states.append(_stored(window)[0].geometry)
+    assert states[1].bounds == pytest.approx(
+        tuple(np.add(states[0].bounds, (100, 100, 100, 100))), abs=3
+    )
+    corner = (states[1].bounds[2], states[1].bounds[3])
+    _drag(window, [corner, (1000, 1100)])  # drag the bottom-right vertex handle
+    states.append(_stored(window)[0].geometry)
+    assert shapely.get_num_coordinates(states[2]) == 5
+    assert states[2].bounds[2:] == pytest.approx((1000, 1100), abs=3)
+    assert states[2].area > states[1].area
+    _key(window, Qt.Key.Key_Delete)
+    assert _stored(window) == []
+    assert controller.layer.annotations == {}
+    stack = controller.stack
+    for expected in reversed(states):
+        stack.undo()
+        assert [a.geometry for a in _stored(window)] == [expected]
+        assert list(controller.layer.annotations.values())[0].geometry == expected
+    stack.undo()
+    assert _stored(window) == []
+    for expected in states:
+        stack.redo()
+        assert [a.geometry for a in _stored(window)] == [expected]
+    stack.redo()
+    assert _stored(window) == []
+    # Dragging empty space in select mode still pans the view.
+    before = window.slide_view.visible_level0_rect().center()
+    viewport = window.slide_view.viewport()
+    start = _pos(window, 1500, 1500)  # viewport pixels, fixed while the view moves
+    QTest.mousePress(viewport, LEFT, NOMOD, start)
+    QTest.mouseMove(viewport, start - QPoint(50, 25))
+    QTest.mouseMove(viewport, start - QPoint(100, 50))
+    QTest.mouseRelease(viewport, LEFT, NOMOD, start - QPoint(100, 50))
+    after = window.slide_view.visible_level0_rect().center()
+    assert after.x() - before.x() == pytest.approx(200, abs=6)
+
+
+def test_brush_adds_and_erases_area(window, project) -> None:
+    controller = window.annotation_controller
+    controller.brush_px = 20  # screen px: 40 level-0 px at scale 0.5
+    _key(window, Qt.Key.Key_B)
+    _drag(window, [(400, 1000), (800, 1000)])
+    regions = _stored(window)
+    assert len(regions) == 1 and regions[0].geometry.geom_type == "Polygon"
+    first = regions[0].geometry.area
+    assert first == pytest.approx(400 * 80 + np.pi * 40**2, rel=0.05)
+    # The new region is selected, so the next stroke grows it.
+    _drag(window, [(800, 1000), (800, 1400)])
+    grown = _stored(window)
+    assert len(grown) == 1 and grown[0].geometry.area > first * 1.5
+    _key(window, Qt.Key.Key_E)
+    _drag(window, [(600, 900), (600, 1100)])
+    erased = _stored(window)[0].geometry
+    assert erased.area < grown[0].geometry.area - 70 * 80
+    assert not erased.contains(shapely.Point(600, 1000))
+    controller.stack.undo()
+    assert _stored(window)[0].geometry.area == pytest.approx(grown[0].geometry.area)
+    controller.stack.redo()
+    # Erasing everything deletes the region (undoably).
+    controller.select(None)
+    controller.brush_px = 400
+    _drag(window, [(600, 1200), (700, 1200)])
+    assert _stored(window) == []
+    controller.stack.undo()
+    assert _stored(window)[0].geometry.area == pytest.approx(erased.area)
+
+
+def test_class_shortcuts_only_with_view_focus(window, project) -> None:
+    controller = window.annotation_controller
+    controller.set_tool("rectangle")
+    _drag(window, [(400, 400), (800, 800)])
+    assert controller.selected is not None
+    window.slide_view.setFocus()
+    _key(window, Qt.Key.Key_2)
+    assert controller.current_class == "Normal"
+    assert _stored(window)[0].class_name == "Normal"
+    assert _stored(window)[0].color == project.classes()["Normal"]
+    # Number keys in another dock (the review queue uses them) leave the class alone.
+    table = controller.panel.table
+    table.setFocus()
+    QTest.keyClick(table, Qt.Key.Key_3)
+    assert _stored(window)[0].class_name == "Normal"
+    controller.stack.undo()
+    assert _stored(window)[0].class_name == "Tumor"
+    controller.stack.redo()
+    assert _stored(window)[0].class_name == "Normal"
+
+
+def test_user_class_from_plus_button(window, project, monkeypatch) -> None:
+    from PySide6.QtGui import QColor
+
+    monkeypatch.setattr(
+        annotation_tools.QInputDialog, "getText", lambda *a, **k: ("Necrosis", True)
+    )
+    monkeypatch.setattr(
+        annotation_tools.QColorDialog, "getColor", lambda *a, **k: QColor(10, 20, 30)
+    )
+    controller = window.annotation_controller
+    controller.panel.add_class_button.click()
+    assert project.classes()["Necrosis"] == (10, 20, 30)
+    assert controller.current_class == "Necrosis"
+    assert "Necrosis" in controller.panel.class_buttons
+    controller.set_tool("point")
+    _click(window, 500, 500)
+    assert _stored(window)[0].class_name == "Necrosis"
+
+
+def test_default_project_and_persistence(window, tmp_path) -> None:
+    controller = window.annotation_controller
+    assert window.project_controller.project is None
+    controller.set_tool("rectangle")
+    _drag(window, [(400, 400), (800, 800)])
+    controller.set_tool("polygon")
+    for x, y in [(1000, 1000), (1400, 1000), (1200, 1300)]:
+        _click(window, x, y)
+    _key(window, Qt.Key.Key_Enter)
+    folder = tmp_path / "data" / "default-project"
+    assert window.project_controller.project.folder == folder
+    assert "default project" in controller.panel.project_label.text()
+    controller.stack.undo()
+    controller.stack.redo()
+    expected = sorted(a.geometry.wkt for a in _stored(window))
+    # A second process opening the folder sees every edit (each was committed).
+    other = Project.open(folder)
+    try:
+        (slide,) = other.slides()
+        assert slide.path == str(tmp_path / "slide.png")
+        assert sorted(r.annotation.geometry.wkt for r in other.annotations(slide.id)) == expected
+    finally:
+        other.close()
+    # Re-opening the slide shows its stored annotations again.
+    view = window.slide_view
+    view.set_slide(
+        ArraySlide(np.zeros((2048, 2048, 3), np.uint8), name=str(tmp_path / "slide.png"))
+    )
+    assert sorted(a.geometry.wkt for a in controller.layer.annotations.values()) == expected
+
+
+def test_import_export_round_trip_through_actions(window, project, tmp_path, monkeypatch) -> None:
+    controller = window.annotation_controller
+    controller.set_tool("rectangle")
+    _drag(window, [(400, 400), (800, 800)])
+    _key(window, Qt.Key.Key_Escape)  # deselect, so the class key only sets the next class
+    _key(window, Qt.Key.Key_3)
+    controller.set_tool("polygon")
+    for x, y in [(1000, 1000), (1400, 1000), (1200, 1300)]:
+        _click(window, x, y)
+    _key(window, Qt.Key.Key_Return)
+    before = sorted((a.class_name, a.geometry.wkt) for a in _stored(window))
+    out = tmp_path / "exported.geojson"
+    monkeypatch.setattr(
+        annotation_tools.QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), "")
+    )
+    controller.export_action.trigger()
+    features = json.loads(out.read_text())["features"]
+    assert len(features) == 2
+    assert {f["properties"]["classification"]["name"] for f in features} == {"Stroma", "Tumor"}
+    # Remove everything, then import the file back.
+    for annotation_id in list(controller.layer.annotations):
+        controller.select(annotation_id)
+        controller.delete_selected()
+    assert _stored(window) == []
+    monkeypatch.setattr(
+        annotation_tools.QFileDialog, "getOpenFileName", lambda *a, **k: (str(out), "")
+    )
+    controller.import_action.trigger()
+    after = sorted((a.class_name, a.geometry.wkt) for a in _stored(window))
+    assert after == before
+    QApplication.processEvents()
+    assert controller.panel.model.rowCount() == 2
+    controller.stack.undo()  # the import is one undo step
+    assert _stored(window) == []
+
+
+def test_malformed_import_shows_dialog_and_imports_nothing(window, project, tmp_path, monkeypatch):
+    bad = tmp_path / "bad.geojson"
+    good = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 0]]]},
+        "properties": {},
+    }
+    broken = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": "oops"}}
+    bad.write_text(json.dumps({"type": "FeatureCollection", "features": [good, broken]}))
+    shown: list[str] = []
+    monkeypatch.setattr(
+        annotation_tools.QFileDialog, "getOpenFileName", lambda *a, **k: (str(bad), "")
+    )
+    monkeypatch.setattr(
+        annotation_tools.QMessageBox,
+        "critical",
+        lambda parent, title, text, *a: shown.append(text) or QMessageBox.StandardButton.Ok,
+    )
+    controller = window.annotation_controller
+    controller.import_action.trigger()
+    assert len(shown) == 1 and "feature 1" in shown[0] and "bad.geojson" in shown[0]
+    assert controller.layer.annotations == {}
+    assert all(project.annotations(s.id) == [] for s in project.slides())
+
+
+def test_list_shows_measurements_and_click_centres(window, project) -> None:
+    controller = window.annotation_controller
+    controller.set_tool("rectangle")
+    _drag(window, [(200, 200), (400, 300)])
+    controller.set_tool("line")
+    _click(window, 1500, 1500)
+    _click(window, 1900, 1500)
+    _key(window, Qt.Key.Key_Return)
+    QApplication.processEvents()  # the list refreshes once per event-loop pass
+    model = controller.panel.model
+    assert model.rowCount() == 2
+    area = float(model.data(model.index(0, 3)).replace(",", ""))
+    assert area == pytest.approx(200 * 100 * 0.25, rel=0.05)  # mpp 0.5
+    perimeter = float(model.data(model.index(0, 4)).replace(",", ""))
+    assert perimeter == pytest.approx(600 * 0.5, rel=0.05)
+    length = float(model.data(model.index(1, 4)).replace(",", ""))
+    assert length == pytest.approx(400 * 0.5, rel=0.05)
+    table = controller.panel.table
+    rect = table.visualRect(model.index(0, 1))
+    QTest.mouseClick(table.viewport(), LEFT, NOMOD, rect.center())
+    assert controller.selected == model.ids[0]
+    centre = window.slide_view.visible_level0_rect().center()
+    assert (centre.x(), centre.y()) == pytest.approx((300, 250), abs=4)
+    assert "µm" in controller.panel.measurement_label.text()
+
+
+def test_layer_switches_to_raster_overview(window, project, monkeypatch) -> None:
+    controller = window.annotation_controller
+    rng = np.random.default_rng(0)
+    boxes = [shapely.box(x, y, x + 20, y + 20) for x, y in rng.uniform(0, 2000, (400, 2))]
+    controller.add(boxes, "many")
+    layer = controller.layer
+    monkeypatch.setattr(annotation_layer, "RASTER_MAX_VISIBLE", 100)
+    layer.invalidate_paths()
+    window.slide_view.fit_to_window()
+    window.slide_view.viewport().repaint()
+    assert layer.last_mode == "raster"
+    window.slide_view.set_scale(2.0)
+    window.slide_view.center_on(1000, 1000)
+    window.slide_view.viewport().repaint()
+    assert layer.last_mode == "vector"
+    # What is drawn is visible: the view's pixels under a region are tinted by its class colour.
+    target = boxes[0].centroid
+    window.slide_view.center_on(target.x, target.y)
+    window.slide_view.viewport().repaint()
+    image = window.slide_view.viewport().grab().toImage()
+    centre = window.slide_view.mapFromScene(QPointF(target.x, target.y))
+    pixel = image.pixelColor(centre)
+    assert pixel.red() > pixel.green() + 20  # Tumor is red over a grey slide
