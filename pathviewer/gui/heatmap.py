@@ -92,6 +92,10 @@ COLORMAPS = ("viridis", "inferno", "magma", "coolwarm", "jet")
 #: Probability levels of the indexed image: index ``i >= 1`` is probability ``(i - 1) / 254``.
 LEVELS = 255
 
+#: Top regions never include patches below this probability, whatever the display threshold: at
+#: threshold 0 the whole tissue would be one "region".
+MIN_REGION_PROB = 0.5
+
 #: z-values: the heatmap above the slide (0), the tumour outlines above the heatmap.
 HEATMAP_Z = 10.0
 OUTLINE_Z = 11.0
@@ -571,12 +575,18 @@ class HeatmapController(QObject):
         self._regions = None
         self.regionsChanged.emit()
 
+    @property
+    def region_threshold(self) -> float:
+        """Lower bound of top-region patches: the display threshold, at least
+        :data:`MIN_REGION_PROB`."""
+        return max(self.threshold, MIN_REGION_PROB)
+
     def top_regions(self) -> list[Region]:
-        """Connected regions at or above the threshold, best first (computed lazily)."""
+        """Connected regions at or above :attr:`region_threshold`, best first (lazily computed)."""
         if self.heatmap is None:
             return []
         if self._regions is None:
-            self._regions = find_regions(self.heatmap.probs, self.threshold, self.sort_by)
+            self._regions = find_regions(self.heatmap.probs, self.region_threshold, self.sort_by)
         return self._regions
 
     def region_centre(self, region: Region) -> tuple[float, float]:
@@ -785,7 +795,8 @@ class HeatmapDock(QWidget):
         layout.addLayout(form)
 
         regions_head = QHBoxLayout()
-        regions_head.addWidget(QLabel("<b>Top regions</b>"), 1)
+        self.regions_title = QLabel("<b>Top regions</b>")
+        regions_head.addWidget(self.regions_title, 1)
         regions_head.addWidget(QLabel("sort by"))
         self.sort_combo = QComboBox()
         self.sort_combo.addItems(["max", "mean", "area"])
@@ -873,6 +884,7 @@ class HeatmapDock(QWidget):
         """Refill the top-regions list from the controller."""
         self.regions.clear()
         c = self.controller
+        self.regions_title.setText(f"<b>Top regions</b> (p ≥ {c.region_threshold:.2f})")
         for rank, region in enumerate(c.top_regions(), start=1):
             item = QTreeWidgetItem(
                 [
