@@ -95,6 +95,9 @@ def score_patches(
 
     For ``abmil`` the returned values are the encoder features' attention logits and bag logits
     are computed by the caller; for the other methods, softmax probabilities.
+
+    Every event's ``payload`` is ``(start, values)``: the values of patches ``start`` to
+    ``start + len(values) - 1`` of this batch, so a viewer can fill a heatmap progressively.
     """
     loader = torch.utils.data.DataLoader(
         _PatchDataset(store, input_size),
@@ -115,8 +118,9 @@ def score_patches(
                 else:
                     out = torch.softmax(model(x).float(), dim=1)[:, 1]
             outputs.append(out.float().cpu().numpy())
+            start = done
             done += len(batch)
-            yield Progress("inference", done, len(store))
+            yield Progress("inference", done, len(store), payload=(start, outputs[-1]))
     if not outputs:
         return np.zeros(0, np.float32)
     return np.concatenate(outputs)
