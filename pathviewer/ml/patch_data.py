@@ -334,7 +334,7 @@ class PatchDataset(Dataset):
             return cached
         r = self.rows[index]
         image = read_patch_image(self._slide(r.path), r.x, r.y, r.width, r.height, self.input_size)
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+        tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 255.0
         if self.cache:
             self._memo[index] = tensor
         return tensor

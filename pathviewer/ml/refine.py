@@ -694,7 +694,7 @@ def iter_train_refine(
                     if ckpt_path is not None and not ckpt_path.exists():
                         kept = "; no checkpoint was written yet"
                     raise TrainingError(
-                        f"loss became {float(loss)} in round {round_no + 1}, batch {step + 1} "
+                        f"loss became {float(loss.detach())} in round {round_no + 1}, batch {step + 1} "
                         f"(check the images for NaN values or lower the learning rate){kept}"
                     )
                 optimizer.zero_grad(set_to_none=True)

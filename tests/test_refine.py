@@ -1,0 +1,279 @@
+"""Label-refinement engine: weights, refinement, flags, training loop, checkpoints."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pathviewer.core.errors import TrainingError
+from pathviewer.core.progress import run_job
+from pathviewer.ml.patch_data import ArrayDataset
+from pathviewer.ml.refine import (
+    GradientDensity,
+    RefineConfig,
+    demo_config,
+    flag_labels,
+    gaussian_weights,
+    gradient_norm,
+    iter_train_refine,
+    load_checkpoint,
+    refine_labels,
+    sample_weights,
+)
+from pathviewer.ml.small_cnn import SmallCNN
+
+torch.set_num_threads(1)
+
+
+def test_gradient_norm_is_one_minus_p_of_label() -> None:
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    y = torch.eye(3)[torch.tensor([0, 1])]
+    assert torch.allclose(gradient_norm(probs, y), torch.tensor([0.3, 0.9]))
+    soft = torch.tensor([[0.5, 0.5, 0.0]])
+    assert torch.allclose(gradient_norm(probs[:1], soft), torch.tensor([0.5 * (0.2 + 0.3 + 0.1)]))
+
+
+def test_alpha_matches_hand_computed_histogram() -> None:
+    # Bins of width 0.1: three samples in region 0, one in region 9.  GD = count * bins, so
+    # GD = 30, 30, 30, 10 and alpha = N / GD = 4/30 (x3), 4/10; mean 0.2 -> normalised 2/3, 2.
+    density = GradientDensity(bins=10, momentum=0.0)
+    alpha = density.alpha(torch.tensor([0.05, 0.02, 0.09, 0.95]))
+    assert torch.allclose(alpha, torch.tensor([2 / 3, 2 / 3, 2 / 3, 2.0]), atol=1e-6)
+    assert density.counts is not None
+    assert density.counts[0] == 3 and density.counts[9] == 1 and density.counts.sum() == 4
+    # g = 1.0 belongs to the last region, not an 11th one.
+    density.alpha(torch.tensor([1.0, 0.0]))
+    assert density.counts[9] == 1 and density.counts[0] == 1
+
+
+def test_density_counts_are_an_ema_over_batches() -> None:
+    density = GradientDensity(bins=4, momentum=0.75)
+    first = density.update(torch.tensor([0.1, 0.1, 0.6, 0.9])).clone()
+    assert first.tolist() == [2, 0, 1, 1]  # the first batch initialises the counts
+    second = density.update(torch.tensor([0.3, 0.3, 0.3, 0.3]))
+    expected = 0.75 * torch.tensor([2.0, 0, 1, 1]) + 0.25 * torch.tensor([0.0, 4, 0, 0])
+    assert torch.allclose(second, expected.double())
+    # alpha folds its own batch in first: counts [2, 0, 1, 1] -> 0.75 * that + 0.25 * [1, 1, 0, 0].
+    alpha = GradientDensity(bins=4, momentum=0.75)
+    alpha.update(torch.tensor([0.1, 0.1, 0.6, 0.9]))
+    a = alpha.alpha(torch.tensor([0.1, 0.3]))
+    raw = torch.tensor([2 / (1.75 * 4), 2 / (0.25 * 4)])
+    assert torch.allclose(a, (raw / raw.mean()).float())
+
+
+def test_gaussian_weight_formula() -> None:
+    g = torch.tensor([0.1, 0.3, 0.5, 0.9])
+    sigma = float(np.std([0.1, 0.3, 0.5, 0.9], ddof=1))
+    beta = gaussian_weights(g, mu=0.3)
+    expected = torch.exp(-((g - 0.3) ** 2) / (2 * sigma**2))
+    assert torch.allclose(beta, expected)
+    assert beta.argmax() == 1  # the sample at the learning centre weighs most
+    assert torch.allclose(gaussian_weights(g, 0.0, sigma=0.2), torch.exp(-(g**2) / (2 * 0.04)))
+    assert torch.equal(gaussian_weights(torch.tensor([0.4]), 0.3), torch.ones(1))
+
+
+def test_weights_have_mean_one_and_trusted_weigh_one() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        g = torch.as_tensor(rng.random(32), dtype=torch.float32)
+        trusted = torch.as_tensor(rng.random(32) < 0.25)
+        w = sample_weights(g, trusted, GradientDensity(10, 0.75), mu=0.3)
+        assert torch.all(w[trusted] == 1.0)
+        assert math.isclose(float(w[~trusted].mean()), 1.0, rel_tol=1e-5)
+        assert math.isclose(float(w.mean()), 1.0, rel_tol=1e-5)
+        assert torch.all(w >= 0)
+
+
+def test_refined_labels_are_distributions() -> None:
+    rng = np.random.default_rng(1)
+    for gamma in (0.0, 0.3, 1.0, 2.0, 7.0):
+        for k in (2, 3, 10):
+            probs = torch.softmax(torch.as_tensor(rng.normal(0, 3, (64, k))), -1).float()
+            given = torch.eye(k)[torch.as_tensor(rng.integers(0, k, 64))]
+            refined = refine_labels(given, probs, gamma)
+            assert torch.all(refined >= 0)
+            assert torch.allclose(refined.sum(-1), torch.ones(64), atol=1e-5)
+            # Convex combination: lies between the given label and the prediction.
+            g = (1 - (probs * given).sum(-1)).pow(gamma) if gamma > 0 else torch.ones(64)
+            expected = (1 - g[:, None]) * given + g[:, None] * probs
+            assert torch.allclose(refined, expected, atol=1e-5)
+
+
+def test_refinement_leaves_confident_and_trusted_labels_alone() -> None:
+    given = torch.eye(3)[torch.tensor([0, 1, 2])]
+    probs = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.05, 0.05], [0.0, 0.9, 0.1]])
+    trusted = torch.tensor([False, False, True])
+    refined = refine_labels(given, probs, 1.0, trusted)
+    assert torch.allclose(refined[0], given[0])  # g = 0: no correction
+    assert refined[1].argmax() == 0  # g = 0.95: pulled to the prediction
+    assert torch.equal(refined[2], given[2])  # trusted: never refined
+
+
+def test_flags_are_ranked_most_suspect_first() -> None:
+    given = np.array([0, 1, 2, 0, 1])
+    refined = np.array(
+        [
+            [0.9, 0.05, 0.05],  # agrees, low g: not flagged
+            [0.7, 0.2, 0.1],  # argmax differs
+            [0.1, 0.3, 0.6],  # agrees but g high
+            [0.2, 0.7, 0.1],  # argmax differs, trusted -> not flagged
+            [0.05, 0.9, 0.05],
+        ]
+    )
+    g = np.array([0.1, 0.6, 0.8, 0.9, 0.05])
+    flags = flag_labels(given, refined, g, 0.5, trusted=np.array([0, 0, 0, 1, 0], bool))
+    assert [f.index for f in flags] == [2, 1]
+    assert flags[0].suggested == 1 and math.isclose(flags[0].confidence, 0.3)
+    assert flags[1].suggested == 0 and flags[1].given == 1 and math.isclose(flags[1].g, 0.6)
+
+
+def test_config_metadata_and_validation() -> None:
+    for f in fields(RefineConfig):
+        assert f.metadata.get("help"), f.name
+    demo_config().validate()
+    with pytest.raises(TrainingError, match="momentum"):
+        RefineConfig(momentum=1.5).validate()
+    assert RefineConfig.from_dict({**RefineConfig().to_dict(), "junk": 1}) == RefineConfig()
+
+
+def _digits(n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images[:n] / 16.0).astype(np.float32)[:, None]
+    y = digits.target[:n]
+    rng = np.random.default_rng(seed)
+    noisy = y.copy()
+    flip = rng.random(n) < noise
+    noisy[flip] = (y[flip] + rng.integers(1, 10, flip.sum())) % 10
+    return x, y, noisy
+
+
+def test_digits_flags_catch_injected_noise() -> None:
+    x, clean, noisy = _digits(700, 0.3, seed=5)
+    flipped = noisy != clean
+    config = RefineConfig(
+        max_rounds=14, warmup=4, batch_size=32, lr=3e-3, device="cpu", augment=False
+    )
+    events = []
+    result = run_job(
+        iter_train_refine(ArrayDataset(x), noisy, 10, lambda: SmallCNN(10, 1, 16), config),
+        events.append,
+    )
+    flagged = np.zeros(len(noisy), bool)
+    flagged[[f.index for f in result.flags]] = True
+    precision = (flagged & flipped).sum() / max(flagged.sum(), 1)
+    recall = (flagged & flipped).sum() / flipped.sum()
+    # Chance precision is the noise rate (0.3); the method must be far above it.
+    assert precision > 0.6, (precision, recall)
+    assert recall > 0.5, (precision, recall)
+    # Most suspect first: g never increases down the list.
+    gs = [f.g for f in result.flags]
+    assert gs == sorted(gs, reverse=True)
+    # Refined labels are distributions and fix more labels than they break.
+    assert np.allclose(result.refined.sum(1), 1, atol=1e-5)
+    assert (result.refined.argmax(1) == clean).mean() > (noisy == clean).mean() + 0.1
+    rounds = [e for e in events if "round" in e.metrics]
+    assert len(rounds) == result.rounds
+    for key in ("loss", "val_loss", "val_accuracy", "changed", "round"):
+        assert key in rounds[-1].metrics
+
+
+class _NaNAfter(nn.Module):
+    """A tiny model whose output turns NaN after ``limit`` training forwards."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+        self.calls = 0
+        self.limit = limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.limit:
+                return out * float("nan")
+        return out
+
+
+def _toy(n: int = 60) -> tuple[ArrayDataset, np.ndarray]:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, n)
+    x = rng.random((n, 1, 8, 8)).astype(np.float32) * 0.2
+    x[np.arange(n), 0, labels, 0] = 1.0  # learnable signal
+    return ArrayDataset(x), labels
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path) -> None:
+    dataset, labels = _toy()
+    config = RefineConfig(max_rounds=5, warmup=1, batch_size=16, device="cpu", val_fraction=0.2)
+    # 60 samples, 12 held out -> 48 train / 16 = 3 batches per round: NaN in round 2.
+    with pytest.raises(TrainingError, match=r"nan in round 2.*last good checkpoint"):
+        run_job(
+            iter_train_refine(dataset, labels, 3, lambda: _NaNAfter(3), config, out_dir=tmp_path)
+        )
+    state = load_checkpoint(tmp_path / "model.pt")
+    assert state["round"] == 0
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_cancel_keeps_checkpoint_and_resume_continues(tmp_path) -> None:
+    dataset, labels = _toy()
+    config = RefineConfig(max_rounds=4, warmup=1, batch_size=16, device="cpu", label_tol=0)
+
+    def factory() -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+
+    job = iter_train_refine(dataset, labels, 3, factory, config, out_dir=tmp_path)
+    for event in job:
+        if event.metrics.get("round") == 2.0:
+            break
+    job.close()  # cancel
+    state = load_checkpoint(tmp_path / "model.pt")
+    assert state["round"] == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+    resumed = run_job(
+        iter_train_refine(dataset, labels, 3, factory, config, out_dir=tmp_path, resume=True)
+    )
+    assert resumed.rounds == 4
+    assert [h["round"] for h in resumed.history] == [1.0, 2.0, 3.0, 4.0]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+def test_single_class_and_bad_labels_are_refused() -> None:
+    dataset, labels = _toy()
+    with pytest.raises(TrainingError, match="same class"):
+        run_job(iter_train_refine(dataset, np.zeros(60, int), 3, lambda: nn.Flatten()))
+    with pytest.raises(TrainingError, match="class indices"):
+        run_job(iter_train_refine(dataset, labels + 5, 3, lambda: nn.Flatten()))
+
+
+def test_trusted_labels_never_change_in_training() -> None:
+    dataset, labels = _toy()
+    rng = np.random.default_rng(3)
+    noisy = labels.copy()
+    noisy[:20] = (labels[:20] + 1) % 3  # trusted *wrong* labels must still stay as given
+    trusted = np.zeros(60, bool)
+    trusted[:10] = True
+    config = RefineConfig(
+        max_rounds=6, warmup=1, batch_size=16, device="cpu", seed=int(rng.integers(9))
+    )
+    result = run_job(
+        iter_train_refine(
+            dataset,
+            noisy,
+            3,
+            lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 3)),
+            config,
+            trusted,
+        )
+    )
+    assert np.array_equal(result.refined[:10], np.eye(3)[noisy[:10]])
+    assert not any(f.index < 10 for f in result.flags)
