@@ -16,6 +16,7 @@ from PySide6.QtCore import QCoreApplication, QSettings
 from PySide6.QtWidgets import QApplication
 
 from pathviewer.gui.main_window import MainWindow
+from pathviewer.gui.slide_view import guard_singleton_refcounts
 
 ORGANIZATION = "PathViewer"
 APPLICATION = "PathViewer"
@@ -52,6 +53,7 @@ def stylesheet() -> str:
 
 def ensure_application(argv: Sequence[str] | None = None) -> QApplication:
     """The QApplication, created (offscreen when there is no display) when there is none."""
+    guard_singleton_refcounts()
     app = QApplication.instance()
     if app is None:
         if (

@@ -30,6 +30,7 @@ class Minimap(QWidget):
         self._image: QImage | None = None
         self._dragging = False
         self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self.setToolTip("Minimap: click or drag to move the view")
         view.viewChanged.connect(self.update)
         view.slideChanged.connect(self._on_slide)
@@ -43,8 +44,16 @@ class Minimap(QWidget):
         w, h = self._image.width(), self._image.height()
         scale = MINIMAP_SIZE / max(w, h)
         self.setFixedSize(max(20, round(w * scale)) + 4, max(20, round(h * scale)) + 4)
+        # Scale once: the minimap repaints with every view change, smooth scaling each time is slow.
+        self._image = self._image.scaled(
+            self.width() - 4,
+            self.height() - 4,
+            Qt.AspectRatioMode.IgnoreAspectRatio,
+            Qt.TransformationMode.SmoothTransformation,
+        )
         self.show()
         self.raise_()
+        self._view.place_overlays()
         self.update()
 
     def _image_rect(self) -> QRectF:
@@ -63,14 +72,13 @@ class Minimap(QWidget):
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt override
         painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(20, 22, 26, 220))
+        painter.fillRect(self.rect(), QColor(20, 22, 26))
         slide = self._view.current_slide
         if self._image is None or slide is None:
             painter.end()
             return
         rect = self._image_rect()
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-        painter.drawImage(rect, self._image)
+        painter.drawImage(rect.topLeft(), self._image)
         visible = self._view.visible_level0_rect()
         sw, sh = slide.dimensions
         sx, sy = rect.width() / sw, rect.height() / sh

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 
 from PySide6.QtCore import QPointF, QRectF, QSettings, Qt, QTimer, Signal
@@ -79,6 +80,40 @@ MAX_THUMBNAIL_SOURCE_PX = 64_000_000
 
 BACKGROUND = QColor(34, 36, 40)
 
+#: Milliseconds after the last pan/zoom step before tiles are redrawn smoothly.
+SETTLE_MS = 150
+
+
+def guard_singleton_refcounts() -> bool:
+    """Work around PySide6 6.12.0 on CPython < 3.12 dropping a reference to None per void call.
+
+    With that combination every call of a Qt method returning ``void`` (``update()``,
+    ``setVisible()``...) and many returning ``bool`` decrements the reference count of ``None``
+    (or ``True``/``False``) without having incremented it; after some ten thousand calls (a few
+    seconds of panning) CPython aborts with "none_dealloc: deallocating None".  CPython 3.12
+    made these singletons immortal, and PySide6 6.11 does not have the bug; the proper fix is
+    to avoid PySide6 6.12.0 on Python 3.11.  Until then we give the three singletons a huge
+    reference count once, which the leak cannot exhaust (they are static objects that are never
+    freed anyway).
+
+    Returns
+    -------
+    bool
+        True when the guard was applied (buggy combination detected).
+    """
+    import PySide6
+
+    if sys.version_info >= (3, 12) or not PySide6.__version__.startswith("6.12.0"):
+        return False
+    if sys.implementation.name != "cpython":
+        return False
+    import ctypes
+
+    for singleton in (None, True, False):
+        # ob_refcnt is the first field of every CPython object.
+        ctypes.c_ssize_t.from_address(id(singleton)).value = 1 << 60
+    return True
+
 
 def make_thumbnail(slide: SlideSource, size: int = THUMBNAIL_SIZE) -> QImage | None:
     """A thumbnail QImage of ``slide``, or None when it would be too costly or cannot be read."""
@@ -127,18 +162,13 @@ class SlideItem(QGraphicsItem):
         exposed = option.exposedRect.intersected(self._rect)  # type: ignore[attr-defined]
         if exposed.isEmpty():
             return
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        scale = view.scale_factor()
+        view.painted_px += exposed.width() * exposed.height() * scale * scale
+        # Nearest-neighbour while the view moves (cheap), smooth once it settles.
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, not view.is_moving())
         thumb = view.thumbnail_image
-        if thumb is not None:
-            sx = thumb.width() / self._rect.width()
-            sy = thumb.height() / self._rect.height()
-            source = QRectF(
-                exposed.x() * sx, exposed.y() * sy, exposed.width() * sx, exposed.height() * sy
-            )
-            painter.drawImage(exposed, thumb, source)
-        else:
-            painter.fillRect(exposed, QColor(255, 255, 255))
         if thumb is not None and view.thumbnail_suffices():
+            self._paint_thumbnail(painter, exposed)
             return
         cache = view.cache
         generation = pipeline.generation
@@ -147,14 +177,35 @@ class SlideItem(QGraphicsItem):
         col0, row0, col1, row1 = grid.tiles_in(
             exposed.left(), exposed.top(), exposed.right(), exposed.bottom()
         )
+        d = grid.downsample
         for row in range(row0, row1 + 1):
             for col in range(col0, col1 + 1):
                 image = cache.get((generation, level, col, row))
                 rect = QRectF(*grid.tile_scene_rect(col, row))
+                # Draw only the exposed part: a pan step exposes thin strips of each tile.
+                part = rect.intersected(exposed)
                 if image is not None:
-                    painter.drawImage(rect, image)
+                    source = QRectF(
+                        (part.x() - rect.x()) / d,
+                        (part.y() - rect.y()) / d,
+                        part.width() / d,
+                        part.height() / d,
+                    )
+                    painter.drawImage(part, image, source)
                 else:
-                    self._paint_fallback(painter, rect, level, generation)
+                    self._paint_thumbnail(painter, part)
+                    self._paint_fallback(painter, part, level, generation)
+
+    def _paint_thumbnail(self, painter: QPainter, area: QRectF) -> None:
+        """The thumbnail (or white) over ``area`` (level-0 coordinates)."""
+        thumb = self._view.thumbnail_image
+        if thumb is None:
+            painter.fillRect(area, QColor(255, 255, 255))
+            return
+        sx = thumb.width() / self._rect.width()
+        sy = thumb.height() / self._rect.height()
+        source = QRectF(area.x() * sx, area.y() * sy, area.width() * sx, area.height() * sy)
+        painter.drawImage(area, thumb, source)
 
     def _paint_fallback(self, painter: QPainter, rect: QRectF, level: int, generation: int) -> None:
         """Fill ``rect`` with the finest coarser cached tiles (thumbnail already underneath)."""
@@ -209,6 +260,7 @@ class SlideView(QGraphicsView):
         settings: QSettings | None = None,
         threads: int | None = None,
     ) -> None:
+        guard_singleton_refcounts()
         super().__init__(parent)
         settings = settings or QSettings()
         self.cache = TileCache(cache_cap_bytes(settings))
@@ -221,6 +273,8 @@ class SlideView(QGraphicsView):
         self.thumbnail_size = THUMBNAIL_SIZE
         #: Number of times the slide was painted (benchmarks and tests).
         self.paint_count = 0
+        #: Screen pixels of slide painted so far (benchmarks: how much each frame repaints).
+        self.painted_px = 0.0
         self.setScene(QGraphicsScene(self))
         self.setBackgroundBrush(BACKGROUND)
         self.setFrameShape(QGraphicsView.Shape.NoFrame)
@@ -241,11 +295,21 @@ class SlideView(QGraphicsView):
         self._request_timer.setSingleShot(True)
         self._request_timer.setInterval(0)
         self._request_timer.timeout.connect(self.update_requests)
+        # The view counts as moving until SETTLE_MS after the last pan/zoom step.
+        self._settle_timer = QTimer(self)
+        self._settle_timer.setSingleShot(True)
+        self._settle_timer.setInterval(SETTLE_MS)
+        self._settle_timer.timeout.connect(self.viewport().update)
+        self._last_move = 0.0
         self.horizontalScrollBar().valueChanged.connect(self._on_view_moved)
         self.verticalScrollBar().valueChanged.connect(self._on_view_moved)
-        self.scale_bar = ScaleBar(self)
+        # Overlays are children of the viewport, not of the view: a sibling overlapping the
+        # viewport (or a style sheet on a non-opaque viewport) stops Qt from scrolling by
+        # blitting, and every pan step would repaint the whole viewport.
+        self.viewport().setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self.scale_bar = ScaleBar(self.viewport())
         self.scale_bar.hide()
-        self.minimap = Minimap(self)
+        self.minimap = Minimap(self, self.viewport())
         self._min_scale = 1e-3
         self._max_scale = 4.0
         # Until the user zooms or pans, a resize re-fits the slide (the first show included).
@@ -402,6 +466,8 @@ class SlideView(QGraphicsView):
     def pan_by(self, dx: float, dy: float) -> None:
         """Pan by ``(dx, dy)`` viewport pixels."""
         self._auto_fit = False
+        # Two scrolls in one frame (a diagonal pan) make Qt repaint the whole viewport rather
+        # than blit; straight pans blit and repaint only the exposed strip.
         self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + round(dx))
         self.verticalScrollBar().setValue(self.verticalScrollBar().value() + round(dy))
 
@@ -482,18 +548,34 @@ class SlideView(QGraphicsView):
 
     # -- events ------------------------------------------------------------------------------
 
+    def is_moving(self) -> bool:
+        """True while the user pans or zooms (tiles are then drawn without smoothing)."""
+        return time.monotonic() - self._last_move < SETTLE_MS / 1000
+
     def _on_view_moved(self, *_args: object) -> None:
+        self._last_move = time.monotonic()
+        self._settle_timer.start()
         self.scale_bar.set_um_per_px(self.um_per_screen_px() if self._slide is not None else None)
         self._request_timer.start()
         self.viewChanged.emit()
+
+    def place_overlays(self) -> None:
+        """Put the minimap top-right and the scale bar bottom-left of the viewport."""
+        margin = 12
+        viewport = self.viewport()
+        self.minimap.move(viewport.width() - self.minimap.width() - margin, margin)
+        self.scale_bar.move(margin, viewport.height() - self.scale_bar.height() - margin)
+
+    def scrollContentsBy(self, dx: int, dy: int) -> None:  # noqa: N802 - Qt override
+        # Scrolling blits the viewport and moves its children with it: put the overlays back.
+        super().scrollContentsBy(dx, dy)
+        self.place_overlays()
 
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
         if self._auto_fit:
             self.fit_to_window()
-        margin = 12
-        self.minimap.move(self.width() - self.minimap.width() - margin, margin)
-        self.scale_bar.move(margin, self.height() - self.scale_bar.height() - margin)
+        self.place_overlays()
         self._on_view_moved()
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override

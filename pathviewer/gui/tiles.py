@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -137,12 +138,31 @@ def level_grids(slide: SlideSource, tile_size: int = DEFAULT_TILE_SIZE) -> list[
 
 
 def rgb_to_qimage(rgb: np.ndarray) -> QImage:
-    """An owned ``Format_RGB32`` QImage of an ``(h, w, 3)`` uint8 array (safe in any thread)."""
-    rgb = np.ascontiguousarray(rgb)
-    height, width = rgb.shape[:2]
-    image = QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888)
-    # convertToFormat returns an image owning its pixels: the numpy buffer may go away after it.
-    return image.convertToFormat(QImage.Format.Format_RGB32)
+    """An owned ``Format_RGB32`` QImage of an ``(h, w, 3)`` uint8 array (safe in any thread).
+
+    The pixels are written through ``QImage.bits()`` rather than wrapping the numpy buffer with
+    the ``QImage(buffer, ...)`` constructor: that constructor ties the image to the Python buffer
+    with a cleanup callback, which is unsafe when images are made and dropped on worker threads.
+    """
+    height, width = int(rgb.shape[0]), int(rgb.shape[1])
+    image = QImage(max(width, 1), max(height, 1), QImage.Format.Format_RGB32)
+    if width == 0 or height == 0:
+        image.fill(QColor(255, 255, 255))
+        return image
+    stride = image.bytesPerLine()
+    view = np.frombuffer(image.bits(), np.uint8, count=stride * height).reshape(height, stride)
+    bgra = view[:, : width * 4].reshape(height, width, 4)
+    # Format_RGB32 is 0xffRRGGBB: bytes B, G, R, 0xff in memory on little-endian machines.
+    if sys.byteorder == "little":
+        bgra[..., 0] = rgb[..., 2]
+        bgra[..., 1] = rgb[..., 1]
+        bgra[..., 2] = rgb[..., 0]
+        bgra[..., 3] = 255
+    else:
+        bgra[..., 0] = 255
+        bgra[..., 1:] = rgb
+    del bgra, view
+    return image
 
 
 def error_tile_image(width: int, height: int, message: str) -> QImage:
@@ -476,10 +496,14 @@ class TilePipeline(QObject):
                 else:
                     self._done.append(result)
                     wake = len(self._done) == 1
-            # An idle worker must not keep the last slide it read alive.
-            del session, result
+                # An idle worker must not keep the last slide it read alive; drop it while still
+                # holding the lock, so that is_idle() never sees a worker holding a slide.
+                del session, result
             if wake:
-                self._wake.emit()
+                try:
+                    self._wake.emit()
+                except RuntimeError:  # the pipeline's QObject is gone: the app is quitting
+                    return
 
     def _read(self, session: _Session, key: TileKey, ident: int) -> _Result:
         _, level, col, row = key
