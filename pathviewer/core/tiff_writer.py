@@ -33,6 +33,9 @@ from pathviewer.core.progress import Progress
 #: Tile edge in pixels (the de-facto standard of whole-slide formats).
 TILE = 256
 
+#: Tiles JPEG-encoded per batch by tifffile (bounds the memory of the writer).
+BUFFER_TILES = 32
+
 _ABORT = object()
 
 
@@ -150,6 +153,10 @@ def write_pyramid_tiff(
                         description=description if level == 0 and description else None,
                         metadata=None,
                         software=False,
+                        # tifffile encodes batches of `buffersize` bytes of tiles in a thread
+                        # pool; its default batch (hundreds of MB) would defeat streaming.
+                        maxworkers=2,
+                        buffersize=BUFFER_TILES * TILE * TILE * 3,
                     )
         except BaseException as error:  # reported by the producer, which owns the job
             failure.append(error)
