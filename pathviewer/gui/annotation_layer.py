@@ -56,6 +56,8 @@ DEFAULT_COLOR = (255, 200, 0)
 
 _REGIONS = ("Polygon", "MultiPolygon")
 
+_Paths = tuple[QPainterPath, QPainterPath, list[tuple[float, float]]]
+
 
 def path_from_rings(coords: np.ndarray, ring_index: np.ndarray) -> QPainterPath:
     """One QPainterPath of many polylines, built from arrays without a Python loop over points.
@@ -122,6 +124,51 @@ def geometries_to_paths(
     return regions, line_path, point_list
 
 
+def paths_per_geometry(
+    geometries: list[BaseGeometry],
+) -> list[tuple[QPainterPath, QPainterPath, list[tuple[float, float]]]]:
+    """:func:`geometries_to_paths` for each geometry, with one vectorised pass over all of them.
+
+    Filling each region separately is much faster in Qt's raster engine than filling one path
+    of many overlapping subpaths (whose winding fill is computed over all of them).
+    """
+    n = len(geometries)
+    if n == 0:
+        return []
+    geoms = np.array(geometries, dtype=object)
+    parts, owner = shapely.get_parts(geoms, return_index=True)
+    types = shapely.get_type_id(parts)
+    results: list[tuple[QPainterPath, QPainterPath, list[tuple[float, float]]]] = []
+    region_parts = types == 3
+    line_parts = (types == 1) | (types == 2)
+    point_parts = types == 0
+    per_owner_regions: list[np.ndarray] = [np.empty((0, 2))] * n
+    per_owner_region_index: list[np.ndarray] = [np.empty(0, int)] * n
+    if region_parts.any():
+        polygons = shapely.orient_polygons(parts[region_parts])
+        rings, ring_part = shapely.get_rings(polygons, return_index=True)
+        coords, ring_of_coord = shapely.get_coordinates(rings, return_index=True)
+        ring_owner = owner[region_parts][ring_part]
+        coord_owner = ring_owner[ring_of_coord]
+        bounds = np.searchsorted(coord_owner, np.arange(n + 1))
+        for i in range(n):
+            per_owner_regions[i] = coords[bounds[i] : bounds[i + 1]]
+            per_owner_region_index[i] = ring_of_coord[bounds[i] : bounds[i + 1]]
+    for i, geometry in enumerate(geometries):
+        regions = (
+            path_from_rings(per_owner_regions[i], per_owner_region_index[i])
+            if len(per_owner_regions[i])
+            else QPainterPath()
+        )
+        lines = QPainterPath()
+        points: list[tuple[float, float]] = []
+        if line_parts.any() or point_parts.any():
+            if geometry.geom_type not in _REGIONS:
+                _, lines, points = geometries_to_paths([geometry])
+        results.append((regions, lines, points))
+    return results
+
+
 class AnnotationLayer(QGraphicsItem):
     """Scene item drawing a slide's annotations, the selection, handles and the tool preview.
 
@@ -152,13 +199,16 @@ class AnnotationLayer(QGraphicsItem):
         self.preview: QPainterPath | None = None
         self.preview_brush_width = 0.0
         self.preview_erase = False
-        # Per-class path cache for the viewport plus a margin.
-        self._paths: dict[str, tuple[QPainterPath, QPainterPath, list[tuple[float, float]]]] = {}
+        # Per-geometry paths by (key, simplification level), and the per-class lists of them
+        # for the viewport plus a margin.
+        self._geom_paths: dict[tuple[int, int], _Paths] = {}
+        self._paths: dict[str, list[tuple[float, float, float, float, _Paths]]] = {}
         self._paths_rect = QRectF()
         self._paths_level: int | None = None
         self._raster: QImage | None = None
         self._raster_scale = 1.0
         self._raster_dirty: list[QRectF] = []
+        self._raster_mipmaps: list[QImage] = []
         #: Frames painted and how (benchmarks/tests): "vector" or "raster".
         self.last_mode = ""
         self.paint_count = 0
@@ -168,6 +218,7 @@ class AnnotationLayer(QGraphicsItem):
     def set_annotations(self, annotations: dict[int, Annotation]) -> None:
         """Replace everything (a new slide or project)."""
         self.annotations = dict(annotations)
+        self._geom_paths.clear()
         self.index = AnnotationIndex(
             [a.geometry for a in self.annotations.values()], list(self.annotations)
         )
@@ -192,6 +243,9 @@ class AnnotationLayer(QGraphicsItem):
             self.annotations[annotation_id] = annotation
             self.index.set(annotation_id, annotation.geometry)
             dirty = dirty.united(_bounds(annotation.geometry))
+        if self._geom_paths:
+            for cache_key in [k for k in self._geom_paths if k[0] == annotation_id]:
+                del self._geom_paths[cache_key]
         self._paths.clear()
         self._paths_rect = QRectF()
         if self._raster is not None and not dirty.isEmpty():
@@ -245,35 +299,49 @@ class AnnotationLayer(QGraphicsItem):
             self._paint_raster(painter, exposed)
         else:
             self.last_mode = "vector"
-            self._paint_paths(painter)
+            self._paint_paths(painter, exposed)
         self._paint_selection(painter, downsample)
         self._paint_preview(painter)
 
     def _ensure_paths(self, exposed: QRectF, downsample: float) -> bool:
-        """Build the per-class paths around ``exposed``; False when too many are visible."""
+        """Collect the per-geometry paths around ``exposed``; False when too many are visible."""
         level = int(math.floor(math.log2(max(downsample / 2.0, 1.0))))
+        view_rect = self._view.visible_level0_rect()  # type: ignore[attr-defined]
+        in_view = self.index.query(
+            (view_rect.left(), view_rect.top(), view_rect.right(), view_rect.bottom())
+        )
+        if len(in_view) > RASTER_MAX_VISIBLE:
+            return False
         if (
             self._paths_level == level
             and not self._paths_rect.isEmpty()
             and self._paths_rect.contains(exposed)
         ):
             return True
-        view_rect = self._view.visible_level0_rect()  # type: ignore[attr-defined]
         rect = view_rect.united(exposed)
-        margin_x, margin_y = rect.width() * 0.5, rect.height() * 0.5
+        margin_x, margin_y = rect.width() * 0.25, rect.height() * 0.25
         rect = rect.adjusted(-margin_x, -margin_y, margin_x, margin_y)
-        keys = self.index.query((rect.left(), rect.top(), rect.right(), rect.bottom()))
-        if len(keys) > RASTER_MAX_VISIBLE:
-            return False
-        visible = self.index.visible(
-            (rect.left(), rect.top(), rect.right(), rect.bottom()), downsample
-        )
-        groups: dict[str, list[BaseGeometry]] = {}
-        for key, geometry in visible:
-            if key == self.selected and self.override is not None:
-                continue
-            groups.setdefault(self._class_key(self.annotations[key]), []).append(geometry)  # type: ignore[index]
-        self._paths = {name: geometries_to_paths(geoms) for name, geoms in groups.items()}
+        bbox = (rect.left(), rect.top(), rect.right(), rect.bottom())
+        visible = [
+            (k, g)
+            for k, g in self.index.visible(bbox, downsample)
+            if not (k == self.selected and self.override is not None)
+        ]
+        missing = [(k, g) for k, g in visible if (k, level) not in self._geom_paths]
+        if len(self._geom_paths) + len(missing) > 50_000:  # bound memory over long sessions
+            self._geom_paths.clear()
+            missing = visible
+        for (key, _), paths in zip(
+            missing, paths_per_geometry([g for _, g in missing]), strict=True
+        ):
+            self._geom_paths[(key, level)] = paths  # type: ignore[index]
+        groups: dict[str, list[tuple[float, float, float, float, _Paths]]] = {}
+        bounds = shapely.bounds(np.array([g for _, g in visible], dtype=object)).reshape(-1, 4)
+        for (key, _), (x0, y0, x1, y1) in zip(visible, bounds.tolist(), strict=True):
+            groups.setdefault(self._class_key(self.annotations[key]), []).append(  # type: ignore[index]
+                (x0, y0, x1, y1, self._geom_paths[(key, level)])  # type: ignore[index]
+            )
+        self._paths = groups
         self._paths_rect = rect
         self._paths_level = level
         return True
@@ -284,37 +352,84 @@ class AnnotationLayer(QGraphicsItem):
         self._paths_rect = QRectF()
         self.update()
 
-    def _paint_paths(self, painter: QPainter) -> None:
+    def _paint_paths(self, painter: QPainter, exposed: QRectF) -> None:
         downsample = self.downsample()
-        for key, (regions, lines, points) in self._paths.items():
+        # Cull to the exposed area (the cached lists cover a margin around the view).
+        pad = 8.0 * downsample
+        left, top = exposed.left() - pad, exposed.top() - pad
+        right, bottom = exposed.right() + pad, exposed.bottom() + pad
+        culled = {
+            key: [
+                e[4]
+                for e in entries
+                if e[2] >= left and e[0] <= right and e[3] >= top and e[1] <= bottom
+            ]
+            for key, entries in self._paths.items()
+        }
+        count = sum(len(v) for v in culled.values())
+        for key, entries in culled.items():
             r, g, b = (int(c) for c in key.split(","))
-            pen = QPen(QColor(r, g, b), 2.0)
+            # Fill each region on its own without antialiasing (Qt fills one big path of
+            # overlapping subpaths far more slowly), then outline with a hairline pen: a
+            # 0-width cosmetic pen takes Qt's fast stroker, wider pens a slow general one.
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(r, g, b, FILL_ALPHA))
+            for regions, _, _ in entries:
+                painter.drawPath(regions)
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing, count < 1500)
+            pen = QPen(QColor(r, g, b), 0.0)
             pen.setCosmetic(True)
             painter.setPen(pen)
-            painter.setBrush(QColor(r, g, b, FILL_ALPHA))
-            painter.drawPath(regions)
             painter.setBrush(Qt.BrushStyle.NoBrush)
-            painter.drawPath(lines)
-            if points:
-                painter.setBrush(QColor(r, g, b))
-                radius = 5.0 * downsample
-                for x, y in points:
-                    painter.drawEllipse(QPointF(x, y), radius, radius)
+            for regions, lines, points in entries:
+                painter.drawPath(regions)
+                if not lines.isEmpty():
+                    painter.drawPath(lines)
+                if points:
+                    painter.setBrush(QColor(r, g, b))
+                    radius = 5.0 * downsample
+                    for x, y in points:
+                        painter.drawEllipse(QPointF(x, y), radius, radius)
+                    painter.setBrush(Qt.BrushStyle.NoBrush)
 
     def _paint_raster(self, painter: QPainter, exposed: QRectF) -> None:
         if self._raster is None:
             self._build_raster()
+            self._raster_mipmaps = []
         elif self._raster_dirty:
             for rect in self._raster_dirty:
                 self._render_raster_rect(rect)
             self._raster_dirty.clear()
+            self._raster_mipmaps = []
         assert self._raster is not None
+        if not self._raster_mipmaps:
+            # Halvings of the overview, so a zoomed-out frame scales a small image, not 4096 px.
+            mipmaps = [self._raster]
+            while min(mipmaps[-1].width(), mipmaps[-1].height()) > 256:
+                last = mipmaps[-1]
+                mipmaps.append(
+                    last.scaled(
+                        last.width() // 2,
+                        last.height() // 2,
+                        Qt.AspectRatioMode.IgnoreAspectRatio,
+                        Qt.TransformationMode.SmoothTransformation,
+                    )
+                )
+            self._raster_mipmaps = mipmaps
+        screen_scale = 1.0 / self.downsample()
+        image = self._raster_mipmaps[0]
         s = self._raster_scale
+        for candidate in self._raster_mipmaps[1:]:
+            candidate_scale = self._raster_scale * candidate.width() / self._raster.width()
+            if candidate_scale < screen_scale:
+                break
+            image, s = candidate, candidate_scale
         target = exposed.intersected(self._slide_rect)
         if target.isEmpty():
             return
         source = QRectF(target.x() * s, target.y() * s, target.width() * s, target.height() * s)
-        painter.drawImage(target, self._raster, source)
+        painter.drawImage(target, image, source)
 
     def _build_raster(self) -> None:
         width, height = self._slide_rect.width(), self._slide_rect.height()
@@ -351,7 +466,7 @@ class AnnotationLayer(QGraphicsItem):
         for key, geoms in groups.items():
             r, g, b = (int(c) for c in key.split(","))
             regions, lines, points = geometries_to_paths(geoms)
-            pen = QPen(QColor(r, g, b), 1.0)
+            pen = QPen(QColor(r, g, b), 0.0)  # hairline: Qt's fast stroker
             pen.setCosmetic(True)
             painter.setPen(pen)
             painter.setBrush(QColor(r, g, b, FILL_ALPHA + 40))
