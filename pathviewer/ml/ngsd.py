@@ -239,11 +239,24 @@ def soft_cross_entropy(logits: torch.Tensor, target_pos: torch.Tensor) -> torch.
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    if len(np.unique(labels)) < 2:
-        return None
-    from sklearn.metrics import roc_auc_score
+    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties averaged.
 
-    return float(roc_auc_score(labels, scores))
+    Used for the live training curve: it needs no scikit-learn import in the training loop
+    (evaluation itself uses ``sklearn.metrics.roc_auc_score``).
+    """
+    labels = np.asarray(labels).astype(bool)
+    n_pos = int(labels.sum())
+    n_neg = labels.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), np.float64)
+    sorted_scores = np.asarray(scores)[order]
+    # Average ranks over ties.
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _bank_labels(store: PatchStore, positives: np.ndarray) -> np.ndarray | None:
@@ -394,11 +407,17 @@ def train(
         )
 
     def save(final: bool) -> None:
-        payload = _model_payload(cfg, student, teacher, step, data.read_downsample)
+        """Write the resumable checkpoint; ``model.pt`` (student only) at the end or on cancel."""
+        payload = _model_payload(cfg, student, None, step, data.read_downsample)
         ckpt.save_checkpoint(
             ckpt_path,
             {
                 **payload,
+                "teacher": (
+                    {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+                    if teacher is not None
+                    else {}
+                ),
                 "optimizer": optimizer.state_dict(),
                 "bank": {
                     "probs": torch.from_numpy(bank.probs.copy()),
@@ -406,7 +425,8 @@ def train(
                 },
             },
         )
-        ckpt.save_model(out / "model.pt", payload)
+        if final:
+            ckpt.save_model(out / "model.pt", payload)
 
     workers = cfg.workers if cfg.workers >= 0 else (0 if store.pixels is not None else 1)
     sampler = BalancedBatchSampler(
@@ -421,7 +441,6 @@ def train(
     dataset = TwoViewDataset(store, cfg.input_size, cfg.seed, views=2 if teacher else 1)
     loader = make_loader(dataset, sampler, workers, pin_memory=device.type == "cuda")
     metrics: dict[str, float] = {}
-    saved_step = step
     use_amp = cfg.amp and device.type == "cuda"
     student.train()
     if teacher is not None:
@@ -493,12 +512,11 @@ def train(
                 log.flush()
             if step % cfg.checkpoint_every == 0 and step < total_steps:
                 save(final=False)
-                saved_step = step
             yield Progress("training", step, total_steps, cfg.method, dict(metrics))
     finally:
         log.close()
-        if step != saved_step or not (out / "model.pt").is_file():
-            save(final=step >= total_steps)
+        # Cancelled or finished: checkpoint and model.pt both describe the last step done.
+        save(final=True)
         store.close()
     return RunResult(
         out,

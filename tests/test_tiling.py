@@ -1,0 +1,109 @@
+"""Tiling, the DSMIL edge-score background filter, the cached patch index, heatmaps."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pathviewer.core.heatmap import Heatmap, HeatmapError, load_heatmap, save_heatmap
+from pathviewer.core.slide import ArraySlide, open_slide
+from pathviewer.core.tiling import PatchIndex, edge_score, grid_boxes, tile_slide
+
+
+def _tissue(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    return rng.integers(60, 200, (h, w, 3), dtype=np.uint8)
+
+
+def test_edge_score_white_vs_tissue() -> None:
+    rng = np.random.default_rng(0)
+    white = np.full((128, 128, 3), 245, np.uint8)
+    assert edge_score(white) == 0.0  # PIL's copied border frame must not count as edges
+    assert edge_score(_tissue(rng, 128, 128)) > 100
+    soft = np.full((128, 128, 3), 200, np.uint8)
+    soft[::16] = 197  # faint stripes: a few edges, still under the threshold
+    assert 0 < edge_score(soft) < 15
+
+
+def _half_tissue_slide() -> ArraySlide:
+    rng = np.random.default_rng(1)
+    image = np.full((1024, 1536, 3), 242, np.uint8)
+    image[:512, :768] = _tissue(rng, 512, 768)
+    return ArraySlide(image, name="half.png")
+
+
+def test_tiling_keeps_only_tissue_patches() -> None:
+    slide = _half_tissue_slide()
+    index = tile_slide(slide, patch_size=256, read_downsample=2.0)
+    assert sorted(map(tuple, index.coords.tolist())) == [
+        (x, y) for x in (0, 256, 512) for y in (0, 256)
+    ]
+    assert index.read_size == 128
+    assert (index.scores > 15).all()
+    assert index.boxes().shape == (6, 4)
+    assert grid_boxes(slide, 256).shape == (4 * 6, 4)
+
+
+def test_blank_slide_gives_empty_index() -> None:
+    slide = ArraySlide(np.full((512, 512, 3), 250, np.uint8))
+    assert len(tile_slide(slide, patch_size=128)) == 0
+
+
+def test_tile_index_cache(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    image = np.full((768, 768, 3), 240, np.uint8)
+    image[256:, 256:] = _tissue(rng, 512, 512)
+    path = tmp_path / "slide.png"
+    Image.fromarray(image).save(path)
+    cache = tmp_path / "cache"
+    slide = open_slide(path)
+    try:
+        first = tile_slide(slide, 256, 1.0, cache_dir=cache)
+        files = list(cache.glob("*.npz"))
+        assert len(files) == 1 and len(first) == 4
+        # A cached index comes back identical, without re-reading patches.
+        files[0].touch()
+        start = time.perf_counter()
+        second = tile_slide(slide, 256, 1.0, cache_dir=cache)
+        assert time.perf_counter() - start < 0.5
+        np.testing.assert_array_equal(first.coords, second.coords)
+        np.testing.assert_allclose(first.scores, second.scores)
+        # Other settings -> another cache entry.
+        tile_slide(slide, 128, 1.0, cache_dir=cache)
+        assert len(list(cache.glob("*.npz"))) == 2
+        # A corrupt cache file is rebuilt, not trusted.
+        files[0].write_bytes(b"garbage")
+        third = tile_slide(slide, 256, 1.0, cache_dir=cache)
+        np.testing.assert_array_equal(first.coords, third.coords)
+    finally:
+        slide.close()
+    loaded = PatchIndex.load(files[0])
+    assert len(loaded) == 4
+
+
+def test_heatmap_roundtrip_and_value_at(tmp_path: Path) -> None:
+    coords = np.array([[0, 0], [256, 256], [512, 0]])
+    probs = np.array([0.1, 0.9, 0.5], np.float32)
+    heatmap = Heatmap.from_patches("s.tif", (800, 600), 256, coords, probs, method="ngsd")
+    assert heatmap.shape == (2, 3)
+    assert heatmap.value_at(10, 10) == pytest.approx(0.1)
+    assert heatmap.value_at(300, 300) == pytest.approx(0.9)
+    assert math.isnan(heatmap.value_at(300, 10))  # no tissue there
+    assert math.isnan(heatmap.value_at(5000, 10))  # outside the grid
+    path = tmp_path / "h.npz"
+    save_heatmap(heatmap, path)
+    back = load_heatmap(path)
+    assert back.slide == "s.tif" and back.dimensions == (800, 600)
+    assert back.patch_size == (256, 256) and back.origin == (0, 0) and back.method == "ngsd"
+    np.testing.assert_array_equal(np.isnan(back.probs), np.isnan(heatmap.probs))
+    assert back.value_at(513, 1) == pytest.approx(0.5)
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(HeatmapError, match="bad.npz"):
+        load_heatmap(tmp_path / "bad.npz")
+    with pytest.raises(HeatmapError, match="missing.npz"):
+        load_heatmap(tmp_path / "missing.npz")
