@@ -382,10 +382,14 @@ class AnnotationLayer(QGraphicsItem):
             pen.setCosmetic(True)
             painter.setPen(pen)
             painter.setBrush(Qt.BrushStyle.NoBrush)
+            line_pen = QPen(QColor(r, g, b), 2.0)  # lines are few: the wider pen is affordable
+            line_pen.setCosmetic(True)
             for regions, lines, points in entries:
                 painter.drawPath(regions)
                 if not lines.isEmpty():
+                    painter.setPen(line_pen)
                     painter.drawPath(lines)
+                    painter.setPen(pen)
                 if points:
                     painter.setBrush(QColor(r, g, b))
                     radius = 5.0 * downsample

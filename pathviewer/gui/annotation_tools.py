@@ -161,7 +161,7 @@ def _slide_key(path: str) -> str:
 class AnnotationTableModel(QAbstractTableModel):
     """The slide's annotations with their class and measurements (computed lazily per row)."""
 
-    HEADERS = ("#", "Class", "Type", "Area µm²", "Perimeter / length µm")
+    HEADERS = ("#", "Class", "Type", "Area µm²", "Perim./len. µm")
 
     def __init__(self, controller: AnnotationController) -> None:
         super().__init__()
@@ -262,6 +262,8 @@ class AnnotationPanel(QWidget):
         """Rebuild the palette buttons."""
         for button in self.class_buttons.values():
             self.button_group.removeButton(button)
+            self.palette_layout.removeWidget(button)
+            button.hide()  # deleteLater only runs on a later event-loop pass
             button.deleteLater()
         self.class_buttons.clear()
         for number, (name, rgb) in enumerate(classes.items(), start=1):
