@@ -38,7 +38,7 @@ ANNOTATION_Z = 10.0
 RASTER_DOWNSAMPLE = 32.0
 
 #: With more annotations than this in view, the raster overview is drawn.
-RASTER_MAX_VISIBLE = 3000
+RASTER_MAX_VISIBLE = 1500
 
 #: Longest side of the raster overview image.
 RASTER_SIZE = 4096
