@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import (
+    QColor,
+    QImage,
+    QMouseEvent,
+    QPainter,
+    QPainterPath,
+    QPaintEvent,
+    QPen,
+)
 from PySide6.QtWidgets import QWidget
 
 if TYPE_CHECKING:
@@ -88,8 +96,14 @@ class Minimap(QWidget):
             visible.width() * sx,
             visible.height() * sy,
         ).intersected(rect.adjusted(-1, -1, 1, 1))
+        # Dim what is outside the view, outline what is inside.
+        outside = QPainterPath()
+        outside.addRect(rect)
+        inside = QPainterPath()
+        inside.addRect(box)
+        painter.fillPath(outside.subtracted(inside), QColor(0, 0, 0, 110))
         painter.setPen(QPen(QColor(255, 196, 0), 2))
-        painter.setBrush(QColor(255, 196, 0, 40))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawRect(box)
         painter.setPen(QPen(QColor(90, 95, 105), 1))
         painter.setBrush(Qt.BrushStyle.NoBrush)

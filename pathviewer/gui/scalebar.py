@@ -47,8 +47,18 @@ class ScaleBar(QWidget):
 
     def set_um_per_px(self, value: float | None) -> None:
         """Microns per screen pixel (None hides the bar: the slide has no MPP)."""
+        if value == self._um_per_px:
+            return
         self._um_per_px = value
-        self.setVisible(value is not None and value > 0)
+        visible = value is not None and value > 0
+        if visible:
+            length_um, text = nice_length(value)  # type: ignore[arg-type]
+            width = max(
+                int(length_um / value) + 20, self.fontMetrics().horizontalAdvance(text) + 30
+            )  # type: ignore[operator]
+            if width != self.width():
+                self.setFixedWidth(width)
+        self.setVisible(visible)
         self.update()
 
     def label(self) -> str:
@@ -65,7 +75,7 @@ class ScaleBar(QWidget):
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(QColor(20, 22, 26, 190))
+        painter.setBrush(QColor(20, 22, 26, 215))
         painter.drawRoundedRect(QRectF(self.rect()), 6, 6)
         font = QFont()
         font.setPixelSize(13)
