@@ -261,3 +261,45 @@ def test_demo_generates_once_without_gui(
     assert not [p for p in demo_cohort_dir().parent.iterdir() if p.name.startswith(".demo")]
     assert main(["demo", "--no-gui", "-q", "--regenerate"]) == 0
     assert len(read_cohort(csv_path)) == 2
+
+
+def test_ground_truth_polygons_agree_with_painted_classes() -> None:
+    """The GeoJSON polygons, rasterised, match the class map the tiles were painted from."""
+    from pathviewer.core.synth import (
+        STROMA,
+        TUMOUR,
+        SlidePainter,
+        annotations_for,
+        make_atlases,
+        make_layout,
+    )
+
+    layout = make_layout(np.random.default_rng([3, 1, 1]), 3072, 3072, True, 0.25)
+    painter = SlidePainter(layout, make_atlases(3), (3, 1), levels=4)
+    annotations = annotations_for(layout)
+    for level in (0, 2):
+        downsample = 2**level
+        for cls, name in ((TUMOUR, "Tumor"), (STROMA, "Stroma")):
+            region = union_of_class(annotations, name)
+            # A window on the region's edge: both classes and the boundary are in it.
+            edge = region.geoms[0].exterior if hasattr(region, "geoms") else region.exterior
+            point = edge.interpolate(0.25, normalized=True)
+            size = 256 if level == 0 else 768
+            x = max(0, int(point.x / downsample) - size // 2)
+            y = max(0, int(point.y / downsample) - size // 2)
+            painted = painter.class_map(level, x, y, size) == cls
+            shifted = _mask(
+                shapely_translate(region, -x * downsample, -y * downsample),
+                size,
+                size,
+                downsample,
+            )
+            assert 0 < painted.sum() < painted.size
+            agreement = (painted == shifted).mean()
+            assert agreement > 0.995, f"{name} level {level}: {agreement:.4f}"
+
+
+def shapely_translate(geometry, dx: float, dy: float):
+    from shapely import affinity
+
+    return affinity.translate(geometry, dx, dy)
