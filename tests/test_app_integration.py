@@ -1,0 +1,32 @@
+"""The whole app, every extension installed: slides switch cleanly and every feature is present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytestqt.qtbot import QtBot
+
+from pathviewer.gui.app import create_main_window
+from pathviewer.gui.extensions import EXTENSION_MODULES
+
+
+def test_all_extensions_install_and_survive_slide_switches(
+    qtbot: QtBot, openslide_fixtures: Path, cmu_small: Path
+) -> None:
+    window = create_main_window([])
+    qtbot.addWidget(window)
+    window.resize(1000, 700)
+    window.show()
+    # every feature of the product plugs in (a missing module would be skipped silently otherwise)
+    assert set(window.extensions) == set(EXTENSION_MODULES)
+    for path in (
+        cmu_small,
+        openslide_fixtures / "boxes.tiff",
+        cmu_small,
+        openslide_fixtures / "boxes.png",
+    ):
+        assert window.open_slide(str(path), raise_errors=True)
+        qtbot.wait(50)
+        assert window.slide_view.current_slide is not None
+        assert window.slide_view.current_slide.path == str(path)
+    assert window.slide_view.wait_until_idle(20)
