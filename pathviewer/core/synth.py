@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 from PIL import Image, ImageDraw
+from shapely import affinity
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
@@ -567,7 +568,13 @@ def make_layout(
             cx = width * (0.27 + 0.46 * (cell % 2)) + rng.uniform(-0.05, 0.05) * width
             cy = height * (0.27 + 0.46 * (cell // 2)) + rng.uniform(-0.05, 0.05) * height
             radius = rng.uniform(0.2, 0.25) * min(width, height)
-        blob = shapely.intersection(_blob(rng, cx, cy, radius), frame)
+        blob = _blob(rng, cx, cy, radius)
+        # Shrink a section that pokes out of the slide rather than cutting it straight.
+        for _ in range(12):
+            if frame.contains(blob):
+                break
+            blob = affinity.scale(blob, 0.92, 0.92, origin=(cx, cy))
+        blob = shapely.intersection(blob, frame)
         if isinstance(blob, Polygon) and not blob.is_empty:
             tissue.append(blob)
     layout = SlideLayout(width, height, tissue)
