@@ -20,8 +20,18 @@ from dataclasses import dataclass
 from pathviewer._version import __version__
 from pathviewer.core.errors import PathViewerError
 
-#: Modules of :mod:`pathviewer.commands` that register subcommands, in help order.
-COMMAND_MODULES = ("synth", "view", "ngsd", "noisy", "annotations", "distributed")
+#: Modules of :mod:`pathviewer.commands` and the top-level commands each one adds to, in help
+#: order.  Only the modules of the command being run are imported (some import torch, which takes
+#: seconds); ``--help`` imports them all.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "synth": ("synth", "demo"),
+    "view": ("screenshot",),
+    "ngsd": ("train", "infer", "evaluate"),
+    "noisy": ("train", "labels"),
+    "annotations": ("annotations",),
+    "distributed": ("infer",),
+}
+BUILTIN_COMMANDS = ("gui", "train", "labels", "annotations")
 
 
 @dataclass
@@ -46,8 +56,15 @@ class CommandGroups:
     annotations: argparse._SubParsersAction
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, with every available command module registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser.
+
+    Parameters
+    ----------
+    command
+        The top-level command about to run: only the modules that add to it are registered.
+        None registers every available module (for ``--help``).
+    """
     parser = argparse.ArgumentParser(
         prog="pathviewer",
         description="Whole-slide image viewer with embedded AI. Without a subcommand, opens the viewer.",
@@ -68,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", metavar="ACTION", required=True
     )
     groups = CommandGroups(root, train, labels, annotations)
-    for name in COMMAND_MODULES:
+    for name, commands in COMMAND_MODULES.items():
+        if command is not None and command not in commands:
+            continue
         try:
             module = importlib.import_module(f"pathviewer.commands.{name}")
         except ModuleNotFoundError as error:
@@ -85,21 +104,33 @@ def _run_gui(args: argparse.Namespace) -> int:
     return run_app(list(args.paths))
 
 
-def _is_gui_invocation(argv: Sequence[str], parser: argparse.ArgumentParser) -> bool:
+def known_commands() -> set[str]:
+    """Every top-level command name."""
+    names = set(BUILTIN_COMMANDS)
+    for commands in COMMAND_MODULES.values():
+        names.update(commands)
+    return names
+
+
+def _first_positional(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _is_gui_invocation(argv: Sequence[str]) -> bool:
     """True when no subcommand is named: ``pathviewer`` or ``pathviewer slide.svs``."""
-    positional = [a for a in argv if not a.startswith("-")]
-    if not positional:
+    first = _first_positional(argv)
+    if first is None:
         return not any(a in ("-h", "--help", "--version") for a in argv)
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return positional[0] not in subparsers.choices
+    return first not in known_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pathviewer`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if _is_gui_invocation(argv, parser):
+    if _is_gui_invocation(argv):
         argv = ["gui", *argv]
+    first = _first_positional(argv)
+    parser = build_parser(first if first in known_commands() else None)
     args = parser.parse_args(argv)
     from pathviewer.logs import setup_logging
 

@@ -1,7 +1,8 @@
 """Cohort CSV: ``slide,label,split,annotations`` with paths relative to the CSV.
 
 ``label`` is 0 (negative) or 1 (positive); ``split`` is ``train`` or ``test`` (``val`` is accepted
-too); ``annotations`` is an optional GeoJSON file of tumour regions (empty for none).
+too); ``annotations`` is an optional GeoJSON file of ground-truth regions (empty for none); tumour is the
+``Tumor`` class of that file, other classes (``Stroma``...) may be present too.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class CohortEntry:
     split
         ``train``, ``val`` or ``test``.
     annotations
-        Absolute path of the slide's GeoJSON, or None.
+        Absolute path of the slide's ground-truth GeoJSON (``Tumor`` regions and others), or None.
     row
         1-based line number in the CSV (header is line 1), for messages.
     """
