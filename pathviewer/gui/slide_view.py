@@ -153,8 +153,16 @@ class SlideItem(QGraphicsItem):
         option: QStyleOptionGraphicsItem,
         widget: QWidget | None = None,
     ) -> None:
+        started = time.perf_counter()
+        try:
+            self._paint(painter, option)
+        finally:
+            view = self._view
+            view.paint_count += 1
+            view.max_paint_ms = max(view.max_paint_ms, (time.perf_counter() - started) * 1000)
+
+    def _paint(self, painter: QPainter, option: QStyleOptionGraphicsItem) -> None:
         view = self._view
-        view.paint_count += 1
         pipeline = view.pipeline
         grids = pipeline.grids
         if not grids:
@@ -275,6 +283,8 @@ class SlideView(QGraphicsView):
         self.paint_count = 0
         #: Screen pixels of slide painted so far (benchmarks: how much each frame repaints).
         self.painted_px = 0.0
+        #: Longest paint of the slide item in ms (benchmarks).
+        self.max_paint_ms = 0.0
         self.setScene(QGraphicsScene(self))
         self.setBackgroundBrush(BACKGROUND)
         self.setFrameShape(QGraphicsView.Shape.NoFrame)

@@ -301,6 +301,7 @@ class PipelineStats:
     read: int = 0
     failed: int = 0
     delivered: int = 0
+    max_drain_ms: float = 0.0
     worker_threads: set[int] = field(default_factory=set)
 
 
@@ -520,6 +521,12 @@ class TilePipeline(QObject):
 
     def _drain(self) -> None:
         """UI thread: move finished tiles into the cache and announce them."""
+        started = time.perf_counter()
+        self._drain_results()
+        elapsed = (time.perf_counter() - started) * 1000
+        self.stats.max_drain_ms = max(self.stats.max_drain_ms, elapsed)
+
+    def _drain_results(self) -> None:
         with self._cond:
             done, self._done = self._done, []
         keys: list[TileKey] = []
