@@ -251,6 +251,7 @@ class MainWindow(QMainWindow):
         self.cohort_path = Path(csv_path)
         self.cohort_panel.set_entries(entries, f"{Path(csv_path).name}: {len(entries)} slides")
         self.cohort_dock.show()
+        self.resizeDocks([self.cohort_dock], [420], Qt.Orientation.Horizontal)
         self._add_recent(csv_path)
         return self.open_slide(str(entries[0].path), raise_errors=raise_errors)
 

@@ -9,6 +9,7 @@ path of the slide the user picks.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QColor, QPixmap, QStandardItem, QStandardItemModel
@@ -32,6 +33,7 @@ from pathviewer.gui.tiles import rgb_to_qimage
 ASSOCIATED_SIZE = 240
 
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
+KEY_ROLE = Qt.ItemDataRole.UserRole + 2
 
 
 class PropertiesPanel(QWidget):
@@ -136,8 +138,10 @@ class CohortModel(QStandardItemModel):
         self.removeRows(0, self.rowCount())
         self._rows.clear()
         for entry in entries:
-            slide = QStandardItem(entry.slide)
+            # Show the file name; the CSV key (what predictions are keyed by) stays in KEY_ROLE.
+            slide = QStandardItem(Path(entry.slide).name)
             slide.setData(str(entry.path), PATH_ROLE)
+            slide.setData(entry.slide, KEY_ROLE)
             slide.setToolTip(str(entry.path))
             label = QStandardItem("" if entry.label is None else str(entry.label))
             if entry.label == 1:
@@ -199,7 +203,12 @@ class CohortPanel(QWidget):
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.verticalHeader().hide()
         self.view.setAlternatingRowColors(True)
-        self.view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header = self.view.horizontalHeader()
+        header.setMinimumSectionSize(36)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(False)
+        self.view.setColumnWidth(0, 150)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         for column in range(1, len(CohortModel.COLUMNS)):
             self.view.horizontalHeader().setSectionResizeMode(
                 column, QHeaderView.ResizeMode.ResizeToContents
