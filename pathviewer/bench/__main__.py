@@ -13,6 +13,7 @@ from collections.abc import Sequence
 #: Benchmark name -> module with ``main(argv) -> int``.
 BENCHMARKS: dict[str, str] = {
     "viewer": "pathviewer.bench.viewer",
+    "ngsd": "pathviewer.bench.ngsd",
 }
 
 

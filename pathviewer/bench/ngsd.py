@@ -1,0 +1,233 @@
+"""NGSD benchmarks (JSON): train-step efficiency, bank re-solve, inference efficiency.
+
+``python -m pathviewer.bench ngsd [--cohort cohort.csv] [--json out.json] [--device auto]``
+
+* **train**: steps/s of the real training loop (data loading, augmentation, teacher forward,
+  bank update + SK re-solve, student forward/backward, EMA) over steps/s of a *bare* step
+  (teacher forward + student forward/backward + Adam on random tensors of the same shape), same
+  process, same settings.  Target >= 0.85.
+* **bank**: closed-form SK re-solve of 1,000,000 patches: milliseconds and the constraint error
+  ``|sum q - K N| / N``; the same problem through POT's ``ot.sinkhorn`` when POT is installed.
+* **inference**: patches/s of :func:`pathviewer.ml.inference.score_patches` (reads the slide
+  file, resizes, forwards) over a bare forward of random tensors.  Target >= 0.9.
+
+Without ``--cohort`` a 6-slide synthetic cohort is generated in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def bench_bank(n: int = 1_000_000, k: float = 0.3, lam: float = 5.0, repeats: int = 5) -> dict:
+    """Closed-form SK vs POT on ``n`` random teacher probabilities."""
+    from pathviewer.ml.bank import solve_pseudo_labels
+
+    rng = np.random.default_rng(0)
+    probs = rng.beta(0.5, 0.5, n).astype(np.float32)
+    times = []
+    q = np.zeros(0)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        q = solve_pseudo_labels(probs, k, lam)
+        times.append(time.perf_counter() - start)
+    result: dict[str, Any] = {
+        "patches": n,
+        "k": k,
+        "lambda": lam,
+        "closed_form_ms": 1000 * statistics.median(times),
+        "closed_form_constraint_error": abs(float(q.sum()) - k * n) / n,
+    }
+    try:
+        import ot
+    except ImportError:
+        result["pot"] = "not installed"
+        return result
+    p = np.clip(probs.astype(np.float64), 1e-6, 1 - 1e-6)
+    cost = -np.stack([np.log1p(-p), np.log(p)], axis=1)
+    a = np.full(n, 1.0 / n)
+    b = np.array([1.0 - k, k])
+    start = time.perf_counter()
+    plan = ot.sinkhorn(
+        a, b, cost, reg=1.0 / lam, numItermax=10000, stopThr=1e-9, method="sinkhorn"
+    )
+    pot_s = time.perf_counter() - start
+    q_pot = plan[:, 1] / plan.sum(axis=1)
+    result.update(
+        pot_method="sinkhorn",
+        pot_ms=1000 * pot_s,
+        pot_constraint_error=abs(float(q_pot.sum()) - k * n) / n,
+        max_abs_difference_closed_form_vs_pot=float(np.abs(q_pot - q).max()),
+    )
+    return result
+
+
+def _bare_train_step_time(cfg: Any, device: torch.device, steps: int) -> float:
+    """Seconds per bare step: teacher fwd + student fwd/bwd + Adam on random tensors."""
+    from pathviewer.ml.device import autocast
+    from pathviewer.ml.models import build_classifier
+
+    student = build_classifier(2, cfg.arch, None, cfg.input_size).to(device)
+    teacher = build_classifier(2, cfg.arch, None, cfg.input_size).to(device)
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    x = torch.rand(cfg.batch_size, 3, cfg.input_size, cfg.input_size, device=device)
+    y = torch.randint(0, 2, (cfg.batch_size,), device=device)
+    use_amp = cfg.amp and device.type == "cuda"
+    times = []
+    for i in range(steps + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.no_grad(), autocast(device, use_amp):
+            teacher(x)
+        with autocast(device, use_amp):
+            loss = torch.nn.functional.cross_entropy(student(x).float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_train(cohort: Path, cfg: Any, steps: int) -> dict:
+    """Real loop vs bare step, per-step medians after warm-up."""
+    from pathviewer.ml.device import pick_device
+    from pathviewer.ml.ngsd import train
+
+    device = pick_device(cfg.device)
+    cfg.steps = steps + 3
+    cfg.checkpoint_every = 10**6
+    cfg.log_every = 10**6
+    stamps: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for event in train(cohort, Path(tmp) / "run", cfg):
+            if event.stage == "training":
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                stamps.append(time.perf_counter())
+    per_step = statistics.median(np.diff(stamps[3:]).tolist())
+    bare = _bare_train_step_time(cfg, device, steps)
+    return {
+        "device": str(device),
+        "batch_size": cfg.batch_size,
+        "input_size": cfg.input_size,
+        "steps_timed": len(stamps) - 4,
+        "end_to_end_step_s": per_step,
+        "bare_step_s": bare,
+        "end_to_end_over_bare": bare / per_step,
+        "target": 0.85,
+    }
+
+
+def bench_inference(cohort: Path, cfg: Any, batch_size: int) -> dict:
+    """score_patches over every kept patch of the test slides vs bare forward."""
+    from pathviewer.core.cohort import read_cohort, select
+    from pathviewer.core.progress import run_job
+    from pathviewer.ml.data import PatchStore, tile_cohort
+    from pathviewer.ml.device import autocast, pick_device
+    from pathviewer.ml.inference import score_patches
+    from pathviewer.ml.models import build_classifier
+
+    device = pick_device(cfg.device)
+    entries = select(read_cohort(cohort), "test")
+    with tempfile.TemporaryDirectory() as tmp:
+        tiled = run_job(
+            tile_cohort(entries, cfg.patch_size, cfg.read_downsample, cfg.threshold, tmp)
+        )
+    store = PatchStore(tiled)
+    model = build_classifier(2, cfg.arch, None, cfg.input_size).to(device).eval()
+    use_amp = cfg.amp and device.type == "cuda"
+    run_job(score_patches(model, store, cfg.input_size, device, batch_size, 0, use_amp))  # warm
+    start = time.perf_counter()
+    run_job(score_patches(model, store, cfg.input_size, device, batch_size, 0, use_amp))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    real = len(store) / (time.perf_counter() - start)
+    store.close()
+    x = torch.rand(batch_size, 3, cfg.input_size, cfg.input_size, device=device)
+    n_batches = max(2, len(store) // batch_size)
+    with torch.inference_mode(), autocast(device, use_amp):
+        model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(n_batches):
+            torch.softmax(model(x).float(), dim=1)[:, 1].cpu()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    bare = n_batches * batch_size / (time.perf_counter() - start)
+    return {
+        "device": str(device),
+        "patches": len(store),
+        "batch_size": batch_size,
+        "patches_per_s": real,
+        "bare_forward_patches_per_s": bare,
+        "end_to_end_over_bare": real / bare,
+        "target": 0.9,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the NGSD benchmarks and print (and optionally write) JSON."""
+    parser = argparse.ArgumentParser(prog="python -m pathviewer.bench ngsd")
+    parser.add_argument("--cohort", help="cohort CSV (default: a generated synthetic one)")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--bank-size", type=int, default=1_000_000)
+    parser.add_argument(
+        "--only", choices=("bank", "train", "inference"), action="append", help="subset"
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from pathviewer.ml.ngsd import demo_config
+
+    only = set(args.only or ("bank", "train", "inference"))
+    results: dict[str, Any] = {
+        "benchmark": "ngsd",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    if "bank" in only:
+        results["bank"] = bench_bank(args.bank_size)
+    if only & {"train", "inference"}:
+        with tempfile.TemporaryDirectory() as tmp:
+            cohort = Path(args.cohort) if args.cohort else None
+            if cohort is None:
+                from pathviewer.core.progress import run_job
+                from pathviewer.core.synth import generate_cohort
+
+                cohort = run_job(generate_cohort(Path(tmp) / "cohort", n_slides=6, seed=7))
+            cfg = demo_config(device=args.device)
+            if "train" in only:
+                results["train"] = bench_train(cohort, cfg, args.steps)
+            if "inference" in only:
+                results["inference"] = bench_inference(cohort, demo_config(device=args.device), 128)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
