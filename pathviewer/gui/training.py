@@ -1,0 +1,1099 @@
+"""Training panel: train NGSD / label refinement from the viewer, list runs, analyse a slide.
+
+What the window gains (``install(window)``)
+-------------------------------------------
+* ``window.training_panel`` (:class:`TrainingPanel`) in a **Training** dock: cohort CSV (default:
+  the open cohort), method (NGSD, naive baseline, label refinement from a labels.csv or from the
+  open project), a settings form built from :class:`~pathviewer.ml.ngsd.NGSDConfig` /
+  :class:`~pathviewer.ml.refine.RefineConfig`, device choice, Start / Pause / Cancel, progress bars
+  (step, epoch, ETA), live curves (pyqtgraph), a log view that mirrors the ``pathviewer`` logger,
+  and the list of runs saved under :func:`pathviewer.paths.runs_dir`.
+* **Tools > Train a model…** and **Tools > Analyse this slide**: scores the open slide with the
+  selected run's model on a worker thread; the heatmap fills in as batches are scored.
+
+Every job is one of the engines' generators (:func:`pathviewer.ml.ngsd.train`,
+:func:`pathviewer.ml.refine.iter_train_refine`, :func:`pathviewer.ml.inference.score_patches`)
+driven by a :class:`~pathviewer.gui.workers.JobRunner`; the GUI thread never trains.
+
+Run folders
+-----------
+``runs_dir()/<YYYYmmdd-HHMMSS>-<method>/`` holds what the engine writes (``model.pt``,
+``config.json``, ``metrics.jsonl``, ``checkpoints/``) plus ``run.json`` (method, cohort, status:
+running / completed / cancelled / failed, start and end time) and ``analyses/<slide>/``
+(predictions folders of "Analyse this slide").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pathviewer.core.atomic import atomic_write
+from pathviewer.core.cohort import CohortEntry
+from pathviewer.core.errors import TrainingError
+from pathviewer.core.progress import Progress
+from pathviewer.gui.settings_form import SettingsForm
+from pathviewer.gui.workers import JobRunner
+
+if TYPE_CHECKING:
+    from pathviewer.gui.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+#: Methods of the panel: key -> (label, engine).
+METHODS = {
+    "ngsd": "NGSD (weak slide labels)",
+    "naive": "Naive baseline (slide label per patch)",
+    "refine-csv": "Label refinement (labels.csv)",
+    "refine-project": "Label refinement (open project)",
+}
+#: Methods whose model.pt scores slides (pathviewer.ml.ngsd.load_model).
+SLIDE_METHODS = ("ngsd", "naive", "abmil")
+RUN_FILE = "run.json"
+REDRAW_MS = 250
+#: Metrics drawn on the loss plot / the [0, 1] plot; other numbers are ignored.
+LOSS_METRICS = ("loss", "val_loss")
+FRACTION_METRICS = (
+    "bank_positive_fraction",
+    "bank_instance_auc",
+    "val_accuracy",
+    "changed",
+)
+CURVE_COLOURS = {
+    "loss": "#4c9be8",
+    "val_loss": "#f0ad4e",
+    "bank_positive_fraction": "#5cb85c",
+    "bank_instance_auc": "#e8604c",
+    "val_accuracy": "#e8604c",
+    "changed": "#b07cd8",
+}
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def device_choices() -> list[tuple[str, str, bool]]:
+    """``(value, text, enabled)`` for the device combo: auto, CPU, and CUDA when available."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    cpu_text = f"CPU ({os.cpu_count() or 1} cores)"
+    if cuda:
+        name = torch.cuda.get_device_name(0)
+        return [
+            ("auto", f"Auto — CUDA: {name}", True),
+            ("cpu", cpu_text, True),
+            ("cuda", f"CUDA: {name}", True),
+        ]
+    return [
+        ("auto", "Auto — CPU (CUDA not available)", True),
+        ("cpu", cpu_text, True),
+        ("cuda", "CUDA (not available)", False),
+    ]
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+@dataclass
+class RunInfo:
+    """A run folder as listed by the panel."""
+
+    path: Path
+    method: str
+    status: str
+    started: str
+    cohort: str = ""
+    demo: bool = False
+
+    @property
+    def model_path(self) -> Path:
+        """The run's ``model.pt``."""
+        return self.path / "model.pt"
+
+    @property
+    def can_score_slides(self) -> bool:
+        """Whether the model scores whole slides (NGSD, naive, ABMIL; not refinement)."""
+        return self.method in SLIDE_METHODS and self.model_path.is_file()
+
+
+def new_run_dir(method: str, root: Path | None = None) -> Path:
+    """A fresh, timestamped run folder under ``root`` (default :func:`runs_dir`)."""
+    from pathviewer.paths import runs_dir
+
+    root = root or runs_dir()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = root / f"{stamp}-{method}"
+    number = 1
+    while path.exists():
+        number += 1
+        path = root / f"{stamp}-{method}-{number}"
+    path.mkdir(parents=True)
+    return path
+
+
+def write_run_info(run_dir: Path, **updates: Any) -> dict[str, Any]:
+    """Merge ``updates`` into ``run_dir/run.json`` (written atomically); return the result."""
+    path = run_dir / RUN_FILE
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+    data.update(updates)
+    with atomic_write(path) as handle:
+        json.dump(data, handle, indent=2)
+    return data
+
+
+def read_run(path: Path) -> RunInfo | None:
+    """The run in folder ``path`` (None when it is not a run folder)."""
+    config = path / "config.json"
+    model = path / "model.pt"
+    info_path = path / RUN_FILE
+    if not (config.is_file() or model.is_file() or info_path.is_file()):
+        return None
+    info: dict[str, Any] = {}
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            info = {}
+    method = str(info.get("method", ""))
+    if not method and config.is_file():
+        try:
+            method = str(json.loads(config.read_text(encoding="utf-8")).get("method", ""))
+        except (OSError, ValueError, AttributeError):
+            method = ""
+    status = str(info.get("status", "completed" if model.is_file() else "incomplete"))
+    if status == "running" and not info.get("pid") == os.getpid():
+        status = "interrupted"  # a run of a process that is gone
+    started = str(
+        info.get("started") or time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+    )
+    return RunInfo(
+        path, method or "?", status, started, str(info.get("cohort", "")), bool(info.get("demo"))
+    )
+
+
+def scan_runs(root: Path | None = None) -> list[RunInfo]:
+    """Run folders under ``root`` (default :func:`runs_dir`), newest first."""
+    from pathviewer.paths import runs_dir
+
+    root = root or runs_dir()
+    if not root.is_dir():
+        return []
+    runs = [read_run(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    found = [r for r in runs if r is not None]
+    return sorted(found, key=lambda r: r.path.name, reverse=True)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def ngsd_job(cohort_csv: str | Path, run_dir: Path, config: Any) -> Generator[Progress, None, Any]:
+    """NGSD / naive training (:func:`pathviewer.ml.ngsd.train`) into ``run_dir``."""
+    from pathviewer.ml.ngsd import train
+
+    return (yield from train(cohort_csv, run_dir, config))
+
+
+def refine_job(
+    run_dir: Path,
+    config: Any,
+    labels_csv: Path | None = None,
+    project_dir: Path | None = None,
+) -> Generator[Progress, None, Any]:
+    """Label refinement on a labels.csv or a project's patch labels into ``run_dir``.
+
+    The same entry points as ``pathviewer train noisy`` (labels reader, patch dataset,
+    :func:`~pathviewer.ml.refine.iter_train_refine`, refined-label and flag writers).
+    """
+    from pathviewer.ml.models import build_classifier
+    from pathviewer.ml.patch_data import (
+        PatchDataset,
+        read_labels_csv,
+        write_flags_csv,
+        write_labels_csv,
+    )
+    from pathviewer.ml.refine import iter_train_refine
+
+    search_dirs: list[Path] = []
+    if project_dir is not None:
+        from pathviewer.commands.noisy import _export_project_labels
+
+        labels_csv = _export_project_labels(project_dir, run_dir)
+        search_dirs.append(project_dir)
+    if labels_csv is None:
+        raise TrainingError("label refinement needs a labels.csv or an open project")
+    rows, classes = read_labels_csv(labels_csv, None, search_dirs=search_dirs)
+    index = {name: i for i, name in enumerate(classes)}
+    labels = np.array([index[r.label] for r in rows])
+    trusted = np.array([r.trusted for r in rows])
+    n_classes = len(classes)
+    size = config.input_size
+    dataset = PatchDataset(rows, size, cache=len(rows) * size**2 < 2**28)
+    try:
+        result = yield from iter_train_refine(
+            dataset,
+            labels,
+            n_classes,
+            lambda: build_classifier(n_classes, "resnet18", None, size),
+            config,
+            trusted,
+            out_dir=run_dir,
+            classes=classes,
+        )
+    finally:
+        dataset.close()
+    refined = result.refined
+    write_labels_csv(
+        run_dir / "refined_labels.csv",
+        rows,
+        labels=[classes[int(k)] for k in refined.argmax(1)],
+        extra={
+            "given": [r.label for r in rows],
+            "confidence": refined.max(1).tolist(),
+            **{f"p_{name}": refined[:, i].tolist() for i, name in enumerate(classes)},
+        },
+    )
+    write_flags_csv(
+        run_dir / "flags.csv",
+        rows,
+        [
+            (f.index, classes[f.given], classes[f.suggested], f.confidence, f.g)
+            for f in result.flags
+        ],
+    )
+    return result
+
+
+@dataclass
+class SlideAnalysis:
+    """What "Analyse this slide" returns."""
+
+    heatmap: Any
+    score: float
+    out_dir: Path
+
+
+def slide_entry(path: str | Path, entry: CohortEntry | None = None) -> CohortEntry:
+    """The cohort row of a slide, or a stand-in row for a slide opened on its own."""
+    if entry is not None:
+        return entry
+    path = Path(path)
+    return CohortEntry(path.name, path, None, "test", None, 0)
+
+
+def analyse_slide_job(
+    model_path: str | Path,
+    entry: CohortEntry,
+    out_dir: Path,
+    device_name: str = "auto",
+    batch_size: int = 64,
+) -> Generator[Progress, None, SlideAnalysis]:
+    """Score one slide with a run's model, patch batch by patch batch.
+
+    Events: ``tiling``; one ``heatmap`` event whose payload is the empty (all-NaN)
+    :class:`~pathviewer.core.heatmap.Heatmap`; ``inference`` events whose payload is
+    ``{"rows", "cols", "probs"}`` of the batch just scored.  The predictions folder
+    (:func:`pathviewer.ml.inference.write_predictions`) is written to ``out_dir`` at the end.
+    """
+    from pathviewer.core.heatmap import Heatmap
+    from pathviewer.ml.data import PatchStore, cache_dir_for, tile_cohort
+    from pathviewer.ml.device import pick_device
+    from pathviewer.ml.inference import (
+        SlidePrediction,
+        pool_scores,
+        score_patches,
+        write_predictions,
+    )
+    from pathviewer.ml.ngsd import NGSDConfig, load_model
+
+    device = pick_device(device_name)
+    model, data = load_model(model_path, device)
+    cfg = NGSDConfig.from_dict(data["config"])
+    method = str(data["method"])
+    patch_size = int(data["patch_size"])
+    tiled = yield from tile_cohort(
+        [entry], patch_size, float(data["read_downsample"]), cfg.threshold, cache_dir_for(out_dir)
+    )
+    index = tiled[0].index
+    coords = np.asarray(index.coords, np.int64).reshape(-1, 2)
+    empty = np.full(len(coords), np.nan, np.float32)
+    heatmap = Heatmap.from_patches(
+        entry.slide, index.dimensions, index.patch_size, coords, empty, method=method
+    )
+    yield Progress("heatmap", 0, len(coords), f"{entry.slide}: {len(coords)} patches", {}, heatmap)
+    # Same cells as Heatmap.from_patches (origin 0, square patches).
+    cols_all = coords[:, 0] // index.patch_size
+    rows_all = coords[:, 1] // index.patch_size
+    store = PatchStore(tiled)
+    try:
+        job = score_patches(model, store, cfg.input_size, device, batch_size, 0, cfg.amp, method)
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                values = stop.value
+                break
+            payload = None
+            if method != "abmil" and isinstance(event.payload, tuple):
+                start, batch = event.payload
+                part = slice(start, start + len(batch))
+                payload = {"rows": rows_all[part], "cols": cols_all[part], "probs": batch}
+            yield Progress("inference", event.done, event.total, entry.slide, {}, payload)
+    finally:
+        store.close()
+    if method == "abmil":
+        probs, score = model.scores_from_features(values)  # type: ignore[operator]
+    else:
+        probs = values
+        score = pool_scores(probs, cfg.pooling, cfg.top_k, cfg.prob_threshold)
+    probs = np.asarray(probs, np.float32)
+    write_predictions(
+        out_dir, [SlidePrediction(tiled[0], probs, float(score))], method, model_path, cfg.pooling
+    )
+    final = Heatmap.from_patches(
+        entry.slide, index.dimensions, index.patch_size, coords, probs, method=method
+    )
+    return SlideAnalysis(final, float(score), out_dir)
+
+
+def predict_job(
+    model_path: Path, cohort_csv: Path, out_dir: Path, split: str | None = "test"
+) -> Generator[Progress, None, Any]:
+    """``pathviewer infer`` as a job (:func:`pathviewer.ml.inference.predict`)."""
+    from pathviewer.ml.inference import predict
+
+    return (yield from predict(model_path, cohort_csv, out_dir, split, "auto", 64, 0))
+
+
+# --------------------------------------------------------------------------- log mirror
+
+
+class _LogBridge(QObject):
+    message = Signal(str)
+
+
+class QtLogHandler(logging.Handler):
+    """A logging handler that forwards formatted records to a Qt signal (any thread)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.bridge = _LogBridge()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.bridge.message.emit(self.format(record))
+        except RuntimeError:  # the bridge was deleted with the window
+            pass
+
+
+# --------------------------------------------------------------------------- the panel
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class TrainingPanel(QWidget):
+    """The Training dock's widget (see the module docstring).
+
+    Signals
+    -------
+    trainingFinished(object)
+        A training run ended normally; the argument is the run folder.
+    analysisFinished(object)
+        "Analyse this slide" finished; the argument is the :class:`SlideAnalysis`.
+    jobStopped()
+        Any job of the panel ended (finished, cancelled or failed).
+    """
+
+    trainingFinished = Signal(object)
+    analysisFinished = Signal(object)
+    jobStopped = Signal()
+
+    def __init__(self, window: MainWindow | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from pathviewer.ml.ngsd import demo_config as ngsd_demo
+        from pathviewer.ml.refine import demo_config as refine_demo
+
+        self.window = window
+        self.runner: JobRunner | None = None
+        self.analysis_runner: JobRunner | None = None
+        self.run_dir: Path | None = None
+        self.run_method = ""
+        self._curves: dict[str, tuple[pg.PlotDataItem, list[float], list[float]]] = {}
+        self._stage = ""
+        self._rate_start: tuple[float, int] | None = None
+        self._dialog: QMessageBox | None = None
+        self.yield_gil = 0.0
+        # Curves and bars are redrawn at most every REDRAW_MS: repainting the plots for every
+        # event would cost the GUI thread more than the events are worth.
+        self._dirty: set[str] = set()
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(REDRAW_MS)
+        self._redraw_timer.timeout.connect(self._redraw)
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 4, 4, 4)
+        top = QFormLayout()
+        self.cohort_edit = QLineEdit()
+        self.cohort_edit.setPlaceholderText("the open cohort")
+        browse = QPushButton("…")
+        browse.setFixedWidth(28)
+        browse.clicked.connect(self._choose_cohort)
+        row = QHBoxLayout()
+        row.addWidget(self.cohort_edit, 1)
+        row.addWidget(browse)
+        top.addRow("Cohort CSV", row)
+        self.method_combo = QComboBox()
+        for key, text in METHODS.items():
+            self.method_combo.addItem(text, key)
+        top.addRow("Method", self.method_combo)
+        self.labels_edit = QLineEdit()
+        self.labels_edit.setPlaceholderText("slide,x,y,width,height,label[,trusted]")
+        labels_browse = QPushButton("…")
+        labels_browse.setFixedWidth(28)
+        labels_browse.clicked.connect(self._choose_labels)
+        labels_row = QHBoxLayout()
+        labels_row.addWidget(self.labels_edit, 1)
+        labels_row.addWidget(labels_browse)
+        self.labels_row_widget = QWidget()
+        self.labels_row_widget.setLayout(labels_row)
+        labels_row.setContentsMargins(0, 0, 0, 0)
+        top.addRow("Labels CSV", self.labels_row_widget)
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(["Demo (CPU, minutes)", "Paper defaults (GPU)"])
+        top.addRow("Preset", self.preset_combo)
+        self.device_combo = QComboBox()
+        for value, text, enabled in device_choices():
+            self.device_combo.addItem(text, value)
+            if not enabled:
+                item = self.device_combo.model().item(self.device_combo.count() - 1)  # type: ignore[attr-defined]
+                item.setEnabled(False)
+        top.addRow("Device", self.device_combo)
+        outer.addLayout(top)
+
+        self._ngsd_demo, self._refine_demo = ngsd_demo, refine_demo
+        self.ngsd_form = SettingsForm(ngsd_demo(), exclude=("device", "method"))
+        self.refine_form = SettingsForm(refine_demo(), exclude=("device",))
+        self.forms = QTabWidget()
+        for name, form in (("NGSD settings", self.ngsd_form), ("Refinement", self.refine_form)):
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setWidget(form)
+            self.forms.addTab(scroll, name)
+        self.runs_tree = QTreeWidget()
+        self.runs_tree.setHeaderLabels(["Run", "Method", "Started", "Status"])
+        self.runs_tree.setRootIsDecorated(False)
+        self.runs_tree.itemSelectionChanged.connect(self._update_buttons)
+        runs_box = QWidget()
+        runs_layout = QVBoxLayout(runs_box)
+        runs_layout.setContentsMargins(0, 0, 0, 0)
+        runs_layout.addWidget(self.runs_tree, 1)
+        runs_buttons = QHBoxLayout()
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh_runs)
+        self.analyse_button = QPushButton("Analyse this slide")
+        self.analyse_button.setToolTip("Score the open slide with the selected run's model")
+        self.analyse_button.clicked.connect(self.analyse_current_slide)
+        runs_buttons.addWidget(self.refresh_button)
+        runs_buttons.addStretch(1)
+        runs_buttons.addWidget(self.analyse_button)
+        runs_layout.addLayout(runs_buttons)
+        self.forms.addTab(runs_box, "Runs")
+
+        controls = QHBoxLayout()
+        self.start_button = QPushButton("Start")
+        self.pause_button = QPushButton("Pause")
+        self.cancel_button = QPushButton("Cancel")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.cancel_button.clicked.connect(self.cancel)
+        for button in (self.start_button, self.pause_button, self.cancel_button):
+            controls.addWidget(button)
+        self.message_label = QLabel("")
+        self.message_label.setWordWrap(True)
+        self.message_label.setStyleSheet("color: #f0ad4e;")
+
+        monitor = QWidget()
+        mon = QVBoxLayout(monitor)
+        mon.setContentsMargins(0, 0, 0, 0)
+        mon.addLayout(controls)
+        mon.addWidget(self.message_label)
+        self.stage_label = QLabel("Idle")
+        self.step_bar = QProgressBar()
+        self.step_bar.setFormat("%v / %m")
+        self.step_bar.setValue(0)
+        self.epoch_label = QLabel("")
+        self.eta_label = QLabel("")
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.stage_label, 1)
+        status_row.addWidget(self.epoch_label)
+        status_row.addWidget(self.eta_label)
+        mon.addLayout(status_row)
+        mon.addWidget(self.step_bar)
+        self.plots = pg.GraphicsLayoutWidget()
+        self.plots.setBackground("#1d1f22")
+        self.plots.setMinimumHeight(180)
+        self.loss_plot = self.plots.addPlot(title="loss")
+        self.loss_plot.addLegend(offset=(-5, 5))
+        self.loss_plot.showGrid(x=True, y=True, alpha=0.2)
+        self.loss_plot.setLabel("bottom", "step")
+        self.fraction_plot = self.plots.addPlot(title="bank / validation")
+        self.fraction_plot.addLegend(offset=(-5, -5))
+        self.fraction_plot.showGrid(x=True, y=True, alpha=0.2)
+        self.fraction_plot.setYRange(0, 1)
+        self.fraction_plot.setLabel("bottom", "step")
+        mon.addWidget(self.plots, 2)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        self.log_view.setPlaceholderText("log")
+        mon.addWidget(self.log_view, 1)
+
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.forms)
+        splitter.addWidget(monitor)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 3)
+        outer.addWidget(splitter, 1)
+
+        self.log_handler = QtLogHandler()
+        self.log_handler.bridge.message.connect(self.append_log)
+        logging.getLogger("pathviewer").addHandler(self.log_handler)
+        if logging.getLogger("pathviewer").level == logging.NOTSET:
+            logging.getLogger("pathviewer").setLevel(logging.INFO)
+        self.destroyed.connect(lambda *_: self._remove_log_handler())
+
+        self.method_combo.currentIndexChanged.connect(self._on_method_changed)
+        self.preset_combo.currentIndexChanged.connect(self._on_preset_changed)
+        self.ngsd_form.validityChanged.connect(lambda *_: self._update_buttons())
+        self.refine_form.validityChanged.connect(lambda *_: self._update_buttons())
+        self.cohort_edit.textChanged.connect(lambda *_: self._update_buttons())
+        self.labels_edit.textChanged.connect(lambda *_: self._update_buttons())
+        if window is not None:
+            window.slide_view.slideChanged.connect(lambda *_: self._update_buttons())
+        self._on_method_changed()
+        self.refresh_runs()
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def _remove_log_handler(self) -> None:
+        logging.getLogger("pathviewer").removeHandler(self.log_handler)
+
+    @property
+    def method(self) -> str:
+        """The chosen method key (see :data:`METHODS`)."""
+        return str(self.method_combo.currentData())
+
+    def set_method(self, key: str) -> None:
+        """Choose a method by key."""
+        self.method_combo.setCurrentIndex(self.method_combo.findData(key))
+
+    @property
+    def device(self) -> str:
+        """The chosen device (``auto``, ``cpu`` or ``cuda``)."""
+        return str(self.device_combo.currentData())
+
+    def cohort_csv(self) -> Path | None:
+        """The cohort to train on: the typed path, else the window's open cohort."""
+        text = self.cohort_edit.text().strip()
+        if text:
+            return Path(text)
+        if self.window is not None and self.window.cohort_path is not None:
+            return Path(self.window.cohort_path)
+        return None
+
+    def project_dir(self) -> Path | None:
+        """The open project's folder, when the window has a project open."""
+        controller = getattr(self.window, "project_controller", None) if self.window else None
+        project = getattr(controller, "project", None)
+        path = getattr(project, "path", None) or getattr(project, "root", None)
+        return Path(path) if path else None
+
+    def _choose_cohort(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Cohort CSV", "", "Cohort CSV (*.csv)")
+        if path:
+            self.cohort_edit.setText(path)
+
+    def _choose_labels(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Patch labels", "", "Labels CSV (*.csv)")
+        if path:
+            self.labels_edit.setText(path)
+
+    def _on_method_changed(self, *_args: object) -> None:
+        refine = self.method.startswith("refine")
+        self.forms.setCurrentIndex(1 if refine else 0)
+        self.labels_row_widget.setEnabled(self.method == "refine-csv")
+        self._update_buttons()
+
+    def _on_preset_changed(self, index: int) -> None:
+        from pathviewer.ml.ngsd import NGSDConfig
+        from pathviewer.ml.refine import RefineConfig
+
+        if index == 0:
+            self.ngsd_form.set_value(self._ngsd_demo())
+            self.refine_form.set_value(self._refine_demo())
+        else:
+            self.ngsd_form.set_value(NGSDConfig(magnification=20.0))
+            self.refine_form.set_value(RefineConfig())
+
+    def config(self) -> Any:
+        """The settings of the chosen method (raises ValueError/TrainingError when invalid)."""
+        if self.method.startswith("refine"):
+            cfg = self.refine_form.value()
+        else:
+            cfg = self.ngsd_form.value()
+            cfg.method = self.method
+        cfg.device = self.device
+        return cfg
+
+    def problem(self) -> str:
+        """Why Start is disabled ('' when a run can start)."""
+        form = self.refine_form if self.method.startswith("refine") else self.ngsd_form
+        if not form.is_valid:
+            return form.message
+        if self.method == "refine-csv":
+            text = self.labels_edit.text().strip()
+            if not text:
+                return "Choose a labels.csv for label refinement."
+            if not Path(text).is_file():
+                return f"{text}: no such labels file"
+        elif self.method == "refine-project":
+            if self.project_dir() is None:
+                return "Open a project (File > Open project) to refine its labels."
+        else:
+            cohort = self.cohort_csv()
+            if cohort is None:
+                return "Open a cohort or choose a cohort CSV."
+            if not cohort.is_file():
+                return f"{cohort}: no such cohort CSV"
+        return ""
+
+    def _update_buttons(self) -> None:
+        busy = self.runner is not None
+        problem = "" if busy else self.problem()
+        self.start_button.setEnabled(not busy and not problem)
+        self.pause_button.setEnabled(busy)
+        self.cancel_button.setEnabled(busy)
+        if not busy:
+            self.pause_button.setText("Pause")
+        self.message_label.setText(problem)
+        run = self.selected_run()
+        slide_open = self.window is not None and self.window.slide_view.current_slide is not None
+        self.analyse_button.setEnabled(
+            self.analysis_runner is None and run is not None and run.can_score_slides and slide_open
+        )
+        action = getattr(self.window, "analyse_action", None) if self.window else None
+        if action is not None:
+            action.setEnabled(self.analyse_button.isEnabled())
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def refresh_runs(self, select: Path | None = None) -> None:
+        """Re-scan :func:`runs_dir` and fill the runs list (``select`` a folder)."""
+        previous = select or (r.path if (r := self.selected_run()) else None)
+        self.runs_tree.clear()
+        for run in scan_runs():
+            item = QTreeWidgetItem([run.path.name, run.method, run.started, run.status])
+            item.setData(0, Qt.ItemDataRole.UserRole, run)
+            item.setToolTip(0, str(run.path))
+            self.runs_tree.addTopLevelItem(item)
+            if previous is not None and run.path == previous:
+                item.setSelected(True)
+                self.runs_tree.setCurrentItem(item)
+        if self.runs_tree.currentItem() is None:
+            for i in range(self.runs_tree.topLevelItemCount()):
+                item = self.runs_tree.topLevelItem(i)
+                if item.data(0, Qt.ItemDataRole.UserRole).can_score_slides:
+                    self.runs_tree.setCurrentItem(item)
+                    break
+        for column in range(3):
+            self.runs_tree.resizeColumnToContents(column)
+        self._update_buttons()
+
+    def selected_run(self) -> RunInfo | None:
+        """The run selected in the list."""
+        item = self.runs_tree.currentItem()
+        return item.data(0, Qt.ItemDataRole.UserRole) if item is not None else None
+
+    def select_run(self, path: Path) -> None:
+        """Select the run in folder ``path`` (re-scanning the folder)."""
+        self.refresh_runs(select=path)
+
+    # -- training ----------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Start a run with the panel's settings; False (with the reason shown) when it cannot."""
+        problem = self.problem()
+        if problem or self.runner is not None:
+            self.message_label.setText(problem or "A run is in progress.")
+            return False
+        try:
+            cfg = self.config()
+        except Exception as error:  # noqa: BLE001 - shown to the user, nothing started
+            self.message_label.setText(str(error))
+            return False
+        method = self.method
+        cohort = self.cohort_csv()
+        engine_method = "refine" if method.startswith("refine") else method
+        run_dir = new_run_dir(engine_method)
+        factory: Callable[[], Generator[Progress, None, Any]]
+        if method.startswith("refine"):
+            labels = Path(self.labels_edit.text().strip()) if method == "refine-csv" else None
+            project = self.project_dir() if method == "refine-project" else None
+            source = str(labels or project)
+
+            def factory() -> Generator[Progress, None, Any]:
+                return refine_job(run_dir, cfg, labels, project)
+
+        else:
+            assert cohort is not None
+            source = str(cohort)
+
+            def factory() -> Generator[Progress, None, Any]:
+                return ngsd_job(cohort, run_dir, cfg)
+
+        self.start_job(factory, run_dir, engine_method, source)
+        return True
+
+    def start_job(
+        self,
+        factory: Callable[[], Generator[Progress, None, Any]],
+        run_dir: Path,
+        method: str,
+        source: str,
+        demo: bool = False,
+    ) -> JobRunner:
+        """Run a training job generator into ``run_dir`` with the panel's progress display."""
+        if self.runner is not None:
+            raise RuntimeError("a run is in progress")
+        self.run_dir, self.run_method = run_dir, method
+        write_run_info(
+            run_dir,
+            method=method,
+            cohort=source,
+            status="running",
+            started=time.strftime("%Y-%m-%d %H:%M:%S"),
+            pid=os.getpid(),
+            demo=demo,
+        )
+        self._reset_monitor()
+        self.append_log(f"run {run_dir.name}: {method} on {source}")
+        runner = JobRunner(factory, self, yield_gil=self.yield_gil)
+        runner.progress.connect(self._on_progress)
+        runner.finished.connect(self._on_finished)
+        runner.failed.connect(self._on_failed)
+        runner.cancelled.connect(self._on_cancelled)
+        runner.stopped.connect(self._on_stopped)
+        self.runner = runner
+        self._update_buttons()
+        self.refresh_runs(select=run_dir)
+        runner.start()
+        return runner
+
+    def toggle_pause(self) -> None:
+        """Pause or resume the run."""
+        if self.runner is None:
+            return
+        if self.runner.paused:
+            self.runner.resume()
+            self._rate_start = None  # the pause must not count in the ETA
+            self.pause_button.setText("Pause")
+            self.append_log("resumed")
+        else:
+            self.runner.pause()
+            self.pause_button.setText("Resume")
+            self.stage_label.setText(f"{self._stage} (paused)")
+            self.append_log("paused")
+
+    def cancel(self) -> None:
+        """Cancel the run (the engine keeps its last checkpoint valid)."""
+        if self.runner is not None:
+            self.append_log("cancelling…")
+            self.runner.cancel()
+
+    def _reset_monitor(self) -> None:
+        self.loss_plot.clear()
+        self.fraction_plot.clear()
+        for plot in (self.loss_plot, self.fraction_plot):
+            if plot.legend is not None:
+                plot.legend.clear()
+        self._curves = {}
+        self._dirty.clear()
+        self._stage = ""
+        self._rate_start = None
+        self.step_bar.setRange(0, 1)
+        self.step_bar.setValue(0)
+        self.epoch_label.setText("")
+        self.eta_label.setText("")
+
+    def _on_progress(self, event: Progress) -> None:
+        if event.stage != self._stage:
+            self._stage = event.stage
+            self._rate_start = None
+            if event.message:
+                self.append_log(f"{event.stage}: {event.message}")
+        total = event.total or 0
+        self.step_bar.setRange(0, max(total, 1) if total else 0)
+        self.step_bar.setValue(min(event.done, total) if total else 0)
+        paused = " (paused)" if self.runner is not None and self.runner.paused else ""
+        self.stage_label.setText(f"{event.stage}{paused}")
+        now = time.perf_counter()
+        if self._rate_start is None:
+            self._rate_start = (now, event.done)
+        elif total and event.done > self._rate_start[1]:
+            t0, d0 = self._rate_start
+            eta = (total - event.done) * (now - t0) / (event.done - d0)
+            self.eta_label.setText(f"ETA {_fmt_duration(eta)}")
+        metrics = event.metrics or {}
+        if "epoch" in metrics:
+            self.epoch_label.setText(f"epoch {metrics['epoch']:.2f}")
+        elif "round" in metrics:
+            self.epoch_label.setText(f"round {int(metrics['round'])}")
+        if metrics:
+            self._add_points(event, metrics)
+
+    def _add_points(self, event: Progress, metrics: dict[str, float]) -> None:
+        x = float(metrics.get("step", metrics.get("round", event.done)))
+        names = [n for n in (*LOSS_METRICS, *FRACTION_METRICS) if n in metrics]
+        for name in names:
+            value = float(metrics[name])
+            if not math.isfinite(value):
+                continue
+            if name not in self._curves:
+                plot = self.loss_plot if name in LOSS_METRICS else self.fraction_plot
+                pen = pg.mkPen(CURVE_COLOURS.get(name, "#dddddd"), width=2)
+                curve = plot.plot([], [], pen=pen, name=name.replace("_", " "), antialias=True)
+                self._curves[name] = (curve, [], [])
+            _curve, xs, ys = self._curves[name]
+            if xs and xs[-1] == x and ys[-1] == value:
+                continue  # the engine repeats its last metrics between log steps
+            xs.append(x)
+            ys.append(value)
+            self._dirty.add(name)
+        if self._dirty and not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    def _redraw(self) -> None:
+        for name in self._dirty:
+            curve, xs, ys = self._curves[name]
+            curve.setData(xs, ys)
+        self._dirty.clear()
+
+    def curve_data(self, name: str) -> tuple[list[float], list[float]]:
+        """The points received for a live curve: (x, y)."""
+        _curve, xs, ys = self._curves.get(name, (None, [], []))
+        return list(xs), list(ys)
+
+    def _on_finished(self, result: object) -> None:
+        completed = bool(getattr(result, "completed", True))
+        status = "completed" if completed else "stopped early"
+        assert self.run_dir is not None
+        write_run_info(self.run_dir, status=status, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        self.stage_label.setText(f"finished: {self.run_dir.name}")
+        self.eta_label.setText("")
+        self.append_log(f"run {self.run_dir.name} {status}")
+        self.trainingFinished.emit(self.run_dir)
+
+    def _on_cancelled(self) -> None:
+        if self.run_dir is not None:
+            write_run_info(
+                self.run_dir, status="cancelled", finished=time.strftime("%Y-%m-%d %H:%M:%S")
+            )
+            self.append_log(f"run {self.run_dir.name} cancelled; its last checkpoint is kept")
+        self.stage_label.setText("cancelled")
+        self.eta_label.setText("")
+
+    def _on_failed(self, title: str, details: str) -> None:
+        if self.run_dir is not None:
+            write_run_info(
+                self.run_dir,
+                status="failed",
+                error=details.splitlines()[0] if details else title,
+                finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+            )
+        self.stage_label.setText("failed")
+        self.append_log(f"{title}: {details.splitlines()[0] if details else ''}")
+        self.show_error(title, details)
+
+    def show_error(self, title: str, details: str) -> None:
+        """A non-modal error dialog: the first line, with the rest under "Show Details"."""
+        first = details.splitlines()[0] if details else title
+        box = QMessageBox(
+            QMessageBox.Icon.Critical, title, first, QMessageBox.StandardButton.Ok, self
+        )
+        box.setDetailedText(details)
+        box.open()
+        self._dialog = box
+
+    def _on_stopped(self) -> None:
+        self._redraw()
+        self.runner = None
+        self.refresh_runs(select=self.run_dir)
+        self._update_buttons()
+        self.jobStopped.emit()
+
+    # -- inference ---------------------------------------------------------------------------
+
+    def analyse_current_slide(self, run: RunInfo | None = None) -> JobRunner | None:
+        """Score the open slide with ``run``'s model (default: the selected run)."""
+        window = self.window
+        run = run or self.selected_run()
+        if window is None or window.slide_view.current_slide is None:
+            self.message_label.setText("Open a slide to analyse.")
+            return None
+        if run is None or not run.can_score_slides:
+            self.message_label.setText("Select a finished NGSD / naive run in the Runs tab.")
+            return None
+        if self.analysis_runner is not None:
+            return self.analysis_runner
+        slide = window.slide_view.current_slide
+        controller = getattr(window, "heatmap_controller", None)
+        cohort_entry = controller.cohort_entry(slide) if controller is not None else None
+        entry = slide_entry(slide.path, cohort_entry)
+        out_dir = run.path / "analyses" / Path(entry.slide).stem
+        model_path, device = run.model_path, self.device
+        self.append_log(f"analysing {entry.slide} with {run.path.name}")
+
+        def factory() -> Generator[Progress, None, SlideAnalysis]:
+            return analyse_slide_job(model_path, entry, out_dir, device)
+
+        runner = JobRunner(factory, self, yield_gil=self.yield_gil)
+        runner.progress.connect(self._on_analysis_progress)
+        runner.finished.connect(self._on_analysis_finished)
+        runner.failed.connect(self.show_error)
+        runner.stopped.connect(self._on_analysis_stopped)
+        self.analysis_runner = runner
+        self._update_buttons()
+        runner.start()
+        return runner
+
+    def _on_analysis_progress(self, event: Progress) -> None:
+        controller = getattr(self.window, "heatmap_controller", None)
+        if event.stage == "heatmap" and controller is not None:
+            controller.set_heatmap(event.payload, source="analysis (in progress)")
+        elif event.stage == "inference" and controller is not None and event.payload:
+            controller.update_patches(
+                event.payload["rows"], event.payload["cols"], event.payload["probs"]
+            )
+        if self.runner is None:  # the progress bar is free: show the analysis on it
+            self.stage_label.setText(f"analysing: {event.stage}")
+            self.step_bar.setRange(0, max(event.total or 0, 1))
+            self.step_bar.setValue(event.done)
+
+    def _on_analysis_finished(self, result: SlideAnalysis) -> None:
+        controller = getattr(self.window, "heatmap_controller", None)
+        if controller is not None:
+            # The final values replace the progressive ones (identical for patch classifiers;
+            # ABMIL's attention scores only exist at the end).
+            controller.set_heatmap(result.heatmap, source=f"{result.out_dir.parent.parent.name}")
+        if self.window is not None:
+            self.window.cohort_panel.model.set_predictions(
+                {result.heatmap.slide: (result.score, int(result.score >= 0.5))}
+            )
+        self.append_log(f"slide score {result.score:.3f}; predictions in {result.out_dir}")
+        self.analysisFinished.emit(result)
+
+    def _on_analysis_stopped(self) -> None:
+        self.analysis_runner = None
+        self._update_buttons()
+        self.jobStopped.emit()
+
+    # -- log ---------------------------------------------------------------------------------
+
+    def append_log(self, text: str) -> None:
+        """Add a line to the log view."""
+        self.log_view.appendPlainText(text)
+
+    def shutdown(self, wait_ms: int = 30_000) -> None:
+        """Cancel running jobs and wait for their threads (window closing)."""
+        for runner in (self.runner, self.analysis_runner):
+            if runner is not None:
+                runner.cancel()
+                runner.wait(wait_ms)
+        self._remove_log_handler()
+
+
+def install(window: MainWindow) -> None:
+    """Add ``window.training_panel`` in a Training dock and its Tools menu actions."""
+    panel = TrainingPanel(window)
+    window.training_panel = panel  # type: ignore[attr-defined]
+    dock = QDockWidget("Training", window)
+    dock.setObjectName("dock-training")
+    dock.setWidget(panel)
+    window.add_dock(dock, Qt.DockWidgetArea.RightDockWidgetArea)
+    dock.hide()
+    window.training_dock = dock  # type: ignore[attr-defined]
+
+    def show_dock() -> None:
+        dock.show()
+        dock.raise_()
+
+    train = QAction("&Train a model…", window)
+    train.triggered.connect(show_dock)
+    analyse = QAction("&Analyse this slide", window)
+    analyse.setShortcut(QKeySequence("Ctrl+Shift+A"))
+    analyse.setToolTip("Score the open slide with the selected run's model; the heatmap fills in")
+    analyse.triggered.connect(lambda: panel.analyse_current_slide())
+    window.tools_menu.addSeparator()
+    window.tools_menu.addAction(train)
+    window.tools_menu.addAction(analyse)
+    window.analyse_action = analyse  # type: ignore[attr-defined]
+    panel._update_buttons()
+    # Closing the window must not leave a worker thread running (Qt aborts on that).
+    window.installEventFilter(_CloseFilter(panel, window))
+
+
+class _CloseFilter(QObject):
+    def __init__(self, panel: TrainingPanel, parent: QObject) -> None:
+        super().__init__(parent)
+        self.panel = panel
+
+    def eventFilter(self, watched: QObject, event: Any) -> bool:  # noqa: N802 - Qt override
+        from PySide6.QtCore import QEvent
+
+        if event.type() == QEvent.Type.Close:
+            self.panel.shutdown()
+        return False
