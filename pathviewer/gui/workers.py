@@ -11,7 +11,8 @@ such a generator on a worker thread and turns it into Qt signals:
 * **cancel** = the worker calls ``generator.close()`` *in the worker thread*, so the engine's
   ``finally`` blocks (which keep checkpoints valid) run where the job ran.
 
-Signals cross threads as queued connections, so slots run in the GUI thread.
+Signals are emitted from the worker thread; connections to GUI objects are therefore queued and
+their slots run in the GUI thread.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import traceback
 from collections.abc import Callable, Generator
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QThread, Signal
 
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.progress import Progress
@@ -50,7 +51,9 @@ def describe_error(error: BaseException) -> tuple[str, str]:
 
 
 class JobWorker(QObject):
-    """Pulls one job generator on the thread it lives in (see :class:`JobRunner`).
+    """Pulls one job generator on the thread that calls :meth:`run` (see :class:`JobRunner`).
+
+    Its signals are emitted from that thread; receivers in the GUI thread get them queued.
 
     Parameters
     ----------
@@ -96,7 +99,6 @@ class JobWorker(QObject):
         """Whether the worker is (or will be, after the current step) paused."""
         return not self._resume.is_set()
 
-    @Slot()
     def run(self) -> None:
         """Drive the generator to its end, a cancel, or an exception."""
         job: Generator[Progress, None, Any] | None = None
@@ -126,6 +128,17 @@ class JobWorker(QObject):
             self.stopped.emit()
 
 
+class _JobThread(QThread):
+    """Runs the worker's loop as the thread's body (no event loop needed in the thread)."""
+
+    def __init__(self, worker: JobWorker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def run(self) -> None:
+        self.worker.run()
+
+
 class JobRunner(QObject):
     """A :class:`JobWorker` on its own QThread, with the worker's signals re-emitted.
 
@@ -142,15 +155,12 @@ class JobRunner(QObject):
         self, factory: JobFactory, parent: QObject | None = None, yield_gil: float = 0.0
     ) -> None:
         super().__init__(parent)
-        self.qthread = QThread()
         self.worker = JobWorker(factory, yield_gil)
-        self.worker.moveToThread(self.qthread)
-        self.qthread.started.connect(self.worker.run)
+        self.qthread = _JobThread(self.worker)
         self.worker.progress.connect(self.progress)
         self.worker.finished.connect(self.finished)
         self.worker.failed.connect(self.failed)
         self.worker.cancelled.connect(self.cancelled)
-        self.worker.stopped.connect(self.qthread.quit)
         self.qthread.finished.connect(self.stopped)
         self._started = False
 
