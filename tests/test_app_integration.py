@@ -30,3 +30,18 @@ def test_all_extensions_install_and_survive_slide_switches(
         assert window.slide_view.current_slide is not None
         assert window.slide_view.current_slide.path == str(path)
     assert window.slide_view.wait_until_idle(20)
+
+
+def test_qt_binding_keeps_reference_counts(qtbot: QtBot) -> None:
+    """PySide6 6.12.0 on CPython 3.11 drops a reference to None per void call and crashes the app
+    within seconds of panning; pyproject excludes it.  This catches a binding with that bug."""
+    import sys
+
+    from PySide6.QtWidgets import QWidget
+
+    widget = QWidget()
+    qtbot.addWidget(widget)
+    before = sys.getrefcount(None)
+    for _ in range(2000):
+        widget.update()
+    assert before - sys.getrefcount(None) < 100
