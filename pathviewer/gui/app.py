@@ -15,8 +15,8 @@ from pathlib import Path
 from PySide6.QtCore import QCoreApplication, QSettings
 from PySide6.QtWidgets import QApplication
 
+from pathviewer.core.errors import PathViewerError
 from pathviewer.gui.main_window import MainWindow
-from pathviewer.gui.slide_view import guard_singleton_refcounts
 
 ORGANIZATION = "PathViewer"
 APPLICATION = "PathViewer"
@@ -45,7 +45,12 @@ QScrollBar::handle { background: #41454c; border-radius: 4px; }
 
 def stylesheet() -> str:
     """The application stylesheet (``resources/style.qss`` next to the package when present)."""
-    candidate = Path(__file__).resolve().parents[2] / "resources" / "style.qss"
+    from pathviewer.resources import resource_path
+
+    try:
+        candidate = resource_path("style.qss")
+    except PathViewerError:
+        candidate = Path("/nonexistent")
     if candidate.is_file():
         return candidate.read_text(encoding="utf-8")
     return _STYLE
@@ -53,7 +58,6 @@ def stylesheet() -> str:
 
 def ensure_application(argv: Sequence[str] | None = None) -> QApplication:
     """The QApplication, created (offscreen when there is no display) when there is none."""
-    guard_singleton_refcounts()
     app = QApplication.instance()
     if app is None:
         if (
@@ -108,7 +112,32 @@ def run_app(paths: list[str]) -> int:
     int
         The Qt event loop's exit code.
     """
+    interactive_platform = os.environ.get("QT_QPA_PLATFORM", "") not in ("", "offscreen", "minimal")
+    if (
+        sys.platform.startswith("linux")
+        and not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY")
+        and not interactive_platform
+        and not os.environ.get("PATHVIEWER_ALLOW_OFFSCREEN_GUI")
+    ):
+        # An offscreen window would wait forever for a user who cannot see it.
+        raise PathViewerError(
+            "no display found (DISPLAY and WAYLAND_DISPLAY are unset): run the viewer on a desktop, "
+            "or render it headless with `pathviewer screenshot SLIDE OUT.png`"
+        )
+    from PySide6.QtGui import QIcon
+
+    from pathviewer.crash import install_excepthook
+    from pathviewer.resources import app_icon_path
+
     app = ensure_application()
+    app.setDesktopFileName("io.github.pathviewer.PathViewer")
+    try:
+        app.setWindowIcon(QIcon(str(app_icon_path())))
+    except PathViewerError:
+        pass  # an icon-less window is better than no window
     window = create_main_window(paths)
+    # An uncaught exception shows a dialog with the log path instead of closing the app.
+    install_excepthook(lambda: window)
     window.show()
     return int(app.exec())

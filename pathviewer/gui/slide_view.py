@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 
 from PySide6.QtCore import QPointF, QRectF, QSettings, Qt, QTimer, Signal
@@ -82,37 +81,6 @@ BACKGROUND = QColor(34, 36, 40)
 
 #: Milliseconds after the last pan/zoom step before tiles are redrawn smoothly.
 SETTLE_MS = 150
-
-
-def guard_singleton_refcounts() -> bool:
-    """Work around PySide6 6.12.0 on CPython < 3.12 dropping a reference to None per void call.
-
-    With that combination every call of a Qt method returning ``void`` (``update()``,
-    ``setVisible()``...) and many returning ``bool`` decrements the reference count of ``None``
-    (or ``True``/``False``) without having incremented it; after some ten thousand calls (a few
-    seconds of panning) CPython aborts with "none_dealloc: deallocating None".  CPython 3.12
-    made these singletons immortal, and PySide6 6.11 does not have the bug; the proper fix is
-    to avoid PySide6 6.12.0 on Python 3.11.  Until then we give the three singletons a huge
-    reference count once, which the leak cannot exhaust (they are static objects that are never
-    freed anyway).
-
-    Returns
-    -------
-    bool
-        True when the guard was applied (buggy combination detected).
-    """
-    import PySide6
-
-    if sys.version_info >= (3, 12) or not PySide6.__version__.startswith("6.12.0"):
-        return False
-    if sys.implementation.name != "cpython":
-        return False
-    import ctypes
-
-    for singleton in (None, True, False):
-        # ob_refcnt is the first field of every CPython object.
-        ctypes.c_ssize_t.from_address(id(singleton)).value = 1 << 60
-    return True
 
 
 def make_thumbnail(slide: SlideSource, size: int = THUMBNAIL_SIZE) -> QImage | None:
@@ -268,7 +236,6 @@ class SlideView(QGraphicsView):
         settings: QSettings | None = None,
         threads: int | None = None,
     ) -> None:
-        guard_singleton_refcounts()
         super().__init__(parent)
         settings = settings or QSettings()
         self.cache = TileCache(cache_cap_bytes(settings))
