@@ -59,9 +59,7 @@ def bench_bank(n: int = 1_000_000, k: float = 0.3, lam: float = 5.0, repeats: in
     a = np.full(n, 1.0 / n)
     b = np.array([1.0 - k, k])
     start = time.perf_counter()
-    plan = ot.sinkhorn(
-        a, b, cost, reg=1.0 / lam, numItermax=10000, stopThr=1e-9, method="sinkhorn"
-    )
+    plan = ot.sinkhorn(a, b, cost, reg=1.0 / lam, numItermax=10000, stopThr=1e-9, method="sinkhorn")
     pot_s = time.perf_counter() - start
     q_pot = plan[:, 1] / plan.sum(axis=1)
     result.update(
@@ -73,38 +71,43 @@ def bench_bank(n: int = 1_000_000, k: float = 0.3, lam: float = 5.0, repeats: in
     return result
 
 
-def _bare_train_step_time(cfg: Any, device: torch.device, steps: int) -> float:
-    """Seconds per bare step: teacher fwd + student fwd/bwd + Adam on random tensors."""
-    from pathviewer.ml.device import autocast
-    from pathviewer.ml.models import build_classifier
+class _BareStep:
+    """Teacher fwd + student fwd/bwd + Adam on random tensors of the training shape."""
 
-    student = build_classifier(2, cfg.arch, None, cfg.input_size).to(device)
-    teacher = build_classifier(2, cfg.arch, None, cfg.input_size).to(device)
-    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
-    x = torch.rand(cfg.batch_size, 3, cfg.input_size, cfg.input_size, device=device)
-    y = torch.randint(0, 2, (cfg.batch_size,), device=device)
-    use_amp = cfg.amp and device.type == "cuda"
-    times = []
-    for i in range(steps + 2):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    def __init__(self, cfg: Any, device: torch.device) -> None:
+        from pathviewer.ml.models import build_classifier
+
+        self.device = device
+        self.student = build_classifier(2, cfg.arch, None, cfg.input_size).to(device)
+        self.teacher = build_classifier(2, cfg.arch, None, cfg.input_size).to(device)
+        self.opt = torch.optim.Adam(self.student.parameters(), lr=cfg.lr)
+        self.x = torch.rand(cfg.batch_size, 3, cfg.input_size, cfg.input_size, device=device)
+        self.y = torch.randint(0, 2, (cfg.batch_size,), device=device)
+        self.amp = cfg.amp and device.type == "cuda"
+
+    def __call__(self) -> float:
+        from pathviewer.ml.device import autocast
+
+        _sync(self.device)
         start = time.perf_counter()
-        with torch.no_grad(), autocast(device, use_amp):
-            teacher(x)
-        with autocast(device, use_amp):
-            loss = torch.nn.functional.cross_entropy(student(x).float(), y)
-        opt.zero_grad()
+        with torch.no_grad(), autocast(self.device, self.amp):
+            self.teacher(self.x)
+        with autocast(self.device, self.amp):
+            loss = torch.nn.functional.cross_entropy(self.student(self.x).float(), self.y)
+        self.opt.zero_grad()
         loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        self.opt.step()
+        _sync(self.device)
+        return time.perf_counter() - start
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def bench_train(cohort: Path, cfg: Any, steps: int) -> dict:
-    """Real loop vs bare step, per-step medians after warm-up."""
+    """Real loop vs bare step, interleaved one for one so both see the same machine load."""
     from pathviewer.ml.device import pick_device
     from pathviewer.ml.ngsd import train
 
@@ -112,23 +115,36 @@ def bench_train(cohort: Path, cfg: Any, steps: int) -> dict:
     cfg.steps = steps + 3
     cfg.checkpoint_every = 10**6
     cfg.log_every = 10**6
-    stamps: list[float] = []
+    bare = _BareStep(cfg, device)
+    real_times: list[float] = []
+    bare_times: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for event in train(cohort, Path(tmp) / "run", cfg):
-            if event.stage == "training":
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                stamps.append(time.perf_counter())
-    per_step = statistics.median(np.diff(stamps[3:]).tolist())
-    bare = _bare_train_step_time(cfg, device, steps)
+        job = train(cohort, Path(tmp) / "run", cfg)
+        previous_done = -1
+        while True:
+            start = time.perf_counter()
+            try:
+                event = next(job)
+            except StopIteration:
+                break
+            _sync(device)
+            elapsed = time.perf_counter() - start
+            if event.stage != "training" or event.done == previous_done:
+                continue
+            previous_done = event.done
+            if event.done >= 3:  # skip warm-up steps (first batches, allocator)
+                real_times.append(elapsed)
+                bare_times.append(bare())
+    real_s = statistics.median(real_times)
+    bare_s = statistics.median(bare_times)
     return {
         "device": str(device),
         "batch_size": cfg.batch_size,
         "input_size": cfg.input_size,
-        "steps_timed": len(stamps) - 4,
-        "end_to_end_step_s": per_step,
-        "bare_step_s": bare,
-        "end_to_end_over_bare": bare / per_step,
+        "steps_timed": len(real_times),
+        "end_to_end_step_s": real_s,
+        "bare_step_s": bare_s,
+        "end_to_end_over_bare": bare_s / real_s,
         "target": 0.85,
     }
 
@@ -151,25 +167,36 @@ def bench_inference(cohort: Path, cfg: Any, batch_size: int) -> dict:
     store = PatchStore(tiled)
     model = build_classifier(2, cfg.arch, None, cfg.input_size).to(device).eval()
     use_amp = cfg.amp and device.type == "cuda"
-    run_job(score_patches(model, store, cfg.input_size, device, batch_size, 0, use_amp))  # warm
-    start = time.perf_counter()
-    run_job(score_patches(model, store, cfg.input_size, device, batch_size, 0, use_amp))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    real = len(store) / (time.perf_counter() - start)
-    store.close()
     x = torch.rand(batch_size, 3, cfg.input_size, cfg.input_size, device=device)
-    n_batches = max(2, len(store) // batch_size)
-    with torch.inference_mode(), autocast(device, use_amp):
-        model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+
+    def bare_batch() -> float:
+        _sync(device)
         start = time.perf_counter()
-        for _ in range(n_batches):
+        with torch.inference_mode(), autocast(device, use_amp):
             torch.softmax(model(x).float(), dim=1)[:, 1].cpu()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    bare = n_batches * batch_size / (time.perf_counter() - start)
+        _sync(device)
+        return time.perf_counter() - start
+
+    bare_batch()
+    run_job(score_patches(model, store, cfg.input_size, device, batch_size, 0, use_amp))  # warm
+    # One real batch, then one bare batch of the same size, so both see the same load.
+    real_s = bare_s = 0.0
+    real_n = 0
+    job = score_patches(model, store, cfg.input_size, device, batch_size, 0, use_amp)
+    while True:
+        start = time.perf_counter()
+        try:
+            event = next(job)
+        except StopIteration:
+            break
+        _sync(device)
+        real_s += time.perf_counter() - start
+        batch = event.done - real_n
+        real_n = event.done
+        bare_s += bare_batch() * batch / batch_size
+    store.close()
+    real = real_n / real_s
+    bare = real_n / bare_s
     return {
         "device": str(device),
         "patches": len(store),

@@ -51,7 +51,7 @@ from pathviewer.ml.data import (
     slide_label_mask,
     tile_cohort,
 )
-from pathviewer.ml.device import autocast, pick_device, seed_everything
+from pathviewer.ml.device import autocast, default_workers, pick_device, seed_everything
 from pathviewer.ml.models import PatchClassifier, build_classifier
 
 METHODS = ("ngsd", "naive", "abmil")
@@ -428,7 +428,9 @@ def train(
         if final:
             ckpt.save_model(out / "model.pt", payload)
 
-    workers = cfg.workers if cfg.workers >= 0 else (0 if store.pixels is not None else 1)
+    # Automatic workers: augmentation runs in background processes so the model never waits
+    # for data (one worker on a 2-core machine, up to 8 on larger ones).
+    workers = cfg.workers if cfg.workers >= 0 else default_workers()
     sampler = BalancedBatchSampler(
         data.positives,
         data.negatives,
