@@ -26,7 +26,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, help="network input side in px")
     parser.add_argument(
         "--read-level",
-        help="read patches at this downsample (e.g. 2) or magnification (e.g. 20x); default full",
+        help="read patches at this downsample factor (e.g. 2) or objective magnification (e.g."
+        " 20x); default 20x (demo: downsample 2)",
     )
     parser.add_argument("--threshold", type=float, help="background edge-score threshold (15)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N")
@@ -75,8 +76,6 @@ def _config(args: argparse.Namespace, method: str):  # type: ignore[no-untyped-d
             raise TrainingError(
                 f"--read-level {args.read_level!r}: give a downsample (2) or a magnification (20x)"
             ) from None
-    elif not args.demo:
-        cfg.magnification = 20.0  # the paper reads 512 px patches at 20x
     return cfg
 
 

@@ -71,7 +71,11 @@ class NGSDConfig:
         1.0, "downsample at which patches are read (1 = full resolution)", min=1.0, max=64.0
     )
     magnification: float = _f(
-        0.0, "read at this objective magnification instead (0 = use read_downsample)", min=0.0
+        20.0,
+        "read at this objective magnification (paper: 20x; 0 = use read_downsample; slides"
+        " without objective power are read at full resolution)",
+        min=0.0,
+        max=100.0,
     )
     input_size: int = _f(224, "network input side in pixels", min=32, max=1024)
     threshold: float = _f(15.0, "background filter: keep patches with edge score above", min=0.0)
@@ -140,6 +144,7 @@ def demo_config(**overrides: Any) -> NGSDConfig:
     base = dict(
         patch_size=256,
         read_downsample=2.0,
+        magnification=0.0,
         input_size=64,
         batch_size=32,
         steps=150,
@@ -449,6 +454,7 @@ def train(
         teacher.train()  # batch statistics: the EMA'd running statistics lag early on
     log = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
     losses: list[float] = []
+    failed = False
     try:
         yield Progress("training", step, total_steps, "starting")
         for batch in loader:
@@ -515,10 +521,16 @@ def train(
             if step % cfg.checkpoint_every == 0 and step < total_steps:
                 save(final=False)
             yield Progress("training", step, total_steps, cfg.method, dict(metrics))
+    except GeneratorExit:
+        raise  # cancel: the finally block saves the last step
+    except BaseException:
+        failed = True  # e.g. a NaN loss: keep the last good checkpoint, write nothing broken
+        raise
     finally:
         log.close()
-        # Cancelled or finished: checkpoint and model.pt both describe the last step done.
-        save(final=True)
+        if not failed:
+            # Cancelled or finished: checkpoint and model.pt both describe the last step done.
+            save(final=True)
         store.close()
     return RunResult(
         out,
