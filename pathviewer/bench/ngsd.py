@@ -149,8 +149,8 @@ def bench_train(cohort: Path, cfg: Any, steps: int) -> dict:
     }
 
 
-def bench_inference(cohort: Path, cfg: Any, batch_size: int) -> dict:
-    """score_patches over every kept patch of the test slides vs bare forward."""
+def bench_inference(cohort: Path, cfg: Any, batch_size: int, split: str | None = None) -> dict:
+    """score_patches over every kept patch of the cohort's slides vs bare forward."""
     from pathviewer.core.cohort import read_cohort, select
     from pathviewer.core.progress import run_job
     from pathviewer.ml.data import PatchStore, tile_cohort
@@ -159,7 +159,7 @@ def bench_inference(cohort: Path, cfg: Any, batch_size: int) -> dict:
     from pathviewer.ml.models import build_classifier
 
     device = pick_device(cfg.device)
-    entries = select(read_cohort(cohort), "test")
+    entries = select(read_cohort(cohort), split)
     with tempfile.TemporaryDirectory() as tmp:
         tiled = run_job(
             tile_cohort(entries, cfg.patch_size, cfg.read_downsample, cfg.threshold, tmp)
@@ -169,11 +169,11 @@ def bench_inference(cohort: Path, cfg: Any, batch_size: int) -> dict:
     use_amp = cfg.amp and device.type == "cuda"
     x = torch.rand(batch_size, 3, cfg.input_size, cfg.input_size, device=device)
 
-    def bare_batch() -> float:
+    def bare_batch(n: int = batch_size) -> float:
         _sync(device)
         start = time.perf_counter()
         with torch.inference_mode(), autocast(device, use_amp):
-            torch.softmax(model(x).float(), dim=1)[:, 1].cpu()
+            torch.softmax(model(x[:n]).float(), dim=1)[:, 1].cpu()
         _sync(device)
         return time.perf_counter() - start
 
@@ -193,13 +193,14 @@ def bench_inference(cohort: Path, cfg: Any, batch_size: int) -> dict:
         real_s += time.perf_counter() - start
         batch = event.done - real_n
         real_n = event.done
-        bare_s += bare_batch() * batch / batch_size
+        bare_s += bare_batch(batch)
     store.close()
     real = real_n / real_s
     bare = real_n / bare_s
     return {
         "device": str(device),
         "patches": len(store),
+        "slides": len(entries),
         "batch_size": batch_size,
         "patches_per_s": real,
         "bare_forward_patches_per_s": bare,
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--bank-size", type=int, default=1_000_000)
+    parser.add_argument("--infer-batch", type=int, default=64, help="inference batch size")
     parser.add_argument(
         "--only", choices=("bank", "train", "inference"), action="append", help="subset"
     )
@@ -247,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             if "train" in only:
                 results["train"] = bench_train(cohort, cfg, args.steps)
             if "inference" in only:
-                results["inference"] = bench_inference(cohort, demo_config(device=args.device), 128)
+                results["inference"] = bench_inference(
+                    cohort, demo_config(device=args.device), args.infer_batch
+                )
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
