@@ -167,8 +167,13 @@ def predict(
     batch_size: int = 128,
     workers: int = 0,
     pooling: str | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Generator[Progress, None, list[SlidePrediction]]:
     """Score the slides of a cohort split with a trained model and write the predictions folder.
+
+    ``shard=(i, n)`` scores only slides ``i::n`` of the split (cohort order), for the jobs of
+    an array (a shard past the end of a small cohort writes empty tables);
+    :func:`pathviewer.ml.distributed.merge_predictions` joins the shard folders.
 
     Raises
     ------
@@ -188,6 +193,8 @@ def predict(
     entries: Sequence[CohortEntry] = select(read_cohort(cohort_csv), split)
     if not entries:
         raise CohortError(f"{cohort_csv}: no slides with split {split!r}")
+    if shard is not None:
+        entries = list(entries)[shard[0] :: shard[1]]
     out = Path(out_dir)
     tiled = yield from tile_cohort(
         entries,
