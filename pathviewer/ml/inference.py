@@ -151,8 +151,10 @@ def score_patches(
                 else:
                     out = torch.softmax(model(x).float(), dim=1)[:, 1]
             outputs.append(out.float().cpu().numpy())
+            start = done
             done += len(batch)
-            yield Progress("inference", done, len(store))
+            # The batch's values let the viewer fill a heatmap progressively (GUI training panel).
+            yield Progress("inference", done, len(store), payload=(start, outputs[-1]))
     if not outputs:
         return np.zeros(0, np.float32)
     return np.concatenate(outputs)
