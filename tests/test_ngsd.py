@@ -229,3 +229,15 @@ def test_unlabelled_training_slide(tmp_path: Path) -> None:
     cohort.write_text(text)
     with pytest.raises((TrainingError, CohortError), match="p1"):
         run_job(train(cohort, tmp_path / "run", tiny_config()))
+
+
+def test_validation_instance_auc_is_logged(tmp_path: Path) -> None:
+    rows = [*ROWS, ("p3", 1, "val"), ("n3", 0, "val")]
+    cohort = make_png_cohort(tmp_path / "c", rows)
+    cfg = tiny_config(steps=2, eval_every=2)
+    events = []
+    run_job(train(cohort, tmp_path / "run", cfg), events.append)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "val_instance_auc" not in lines[0]  # first evaluation after eval_every steps
+    assert 0.0 <= lines[-1]["val_instance_auc"] <= 1.0
+    assert "val_instance_auc" in events[-1].metrics

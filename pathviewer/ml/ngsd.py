@@ -109,6 +109,9 @@ class NGSDConfig:
     seed: int = _f(0, "random seed", min=0)
     log_every: int = _f(5, "steps between metric lines", min=1)
     checkpoint_every: int = _f(50, "steps between checkpoints", min=1)
+    eval_every: int = _f(
+        25, "steps between validation instance AUCs (split=val slides with annotations)", min=1
+    )
     method: str = _f("ngsd", "training method", choices=METHODS)
 
     def to_dict(self) -> dict[str, Any]:
@@ -279,6 +282,51 @@ def _bank_labels(store: PatchStore, positives: np.ndarray) -> np.ndarray | None:
     return labels if (labels >= 0).any() else None
 
 
+def _prepare_validation(
+    cohort_csv: str | Path, cfg: NGSDConfig, out: Path, read_ds: float
+) -> Generator[Progress, None, tuple[PatchStore, np.ndarray] | None]:
+    """Patches and instance labels of the ``val`` slides that have ground truth (else None)."""
+    from pathviewer.ml.metrics import instance_labels
+
+    entries = [
+        e
+        for e in select(read_cohort(cohort_csv), "val")
+        if e.label == 0 or (e.label == 1 and e.annotations is not None)
+    ]
+    if not entries:
+        return None
+    tiled = yield from tile_cohort(
+        entries, cfg.patch_size, read_ds, cfg.threshold, cache_dir_for(out)
+    )
+    store = PatchStore(tiled)
+    if store.nbytes() <= cfg.preload_mb * 1024 * 1024:
+        yield from store.preload()
+    labels = np.concatenate([instance_labels(t.entry, t.index.boxes()) for t in tiled])
+    return store, labels
+
+
+def _validate(
+    student: torch.nn.Module,
+    validation: tuple[PatchStore, np.ndarray],
+    cfg: NGSDConfig,
+    device: torch.device,
+) -> float | None:
+    """Instance AUC of the student on the validation patches (student back in train mode)."""
+    from pathviewer.core.progress import run_job
+    from pathviewer.ml.inference import score_patches
+
+    store, labels = validation
+    try:
+        probs = run_job(
+            score_patches(
+                student, store, cfg.input_size, device, 128, 0, cfg.amp and device.type == "cuda"
+            )
+        )
+    finally:
+        student.train()
+    return _auc(labels, probs)
+
+
 def _model_payload(
     cfg: NGSDConfig,
     student: torch.nn.Module,
@@ -373,6 +421,7 @@ def train(
 
     data = yield from prepare_training_data(cohort_csv, cfg, out)
     store = data.store
+    validation = yield from _prepare_validation(cohort_csv, cfg, out, data.read_downsample)
     steps_per_epoch = max(1, math.ceil(len(store) / cfg.batch_size))
     total_steps = cfg.steps or cfg.epochs * steps_per_epoch
 
@@ -455,6 +504,7 @@ def train(
     log = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
     losses: list[float] = []
     failed = False
+    val_auc: float | None = None
     try:
         yield Progress("training", step, total_steps, "starting")
         for batch in loader:
@@ -500,6 +550,8 @@ def train(
                 _ema_update(teacher, student, cfg.ema)
             step += 1
             losses.append(float(loss.item()))
+            if validation is not None and (step % cfg.eval_every == 0 or step == total_steps):
+                val_auc = _validate(student, validation, cfg, device)
             if step % cfg.log_every == 0 or step == total_steps:
                 metrics = {
                     "step": float(step),
@@ -508,6 +560,8 @@ def train(
                     "seconds": time.perf_counter() - started,
                 }
                 losses = []
+                if val_auc is not None:
+                    metrics["val_instance_auc"] = val_auc
                 if teacher is not None:
                     metrics["bank_positive_fraction"] = bank.positive_fraction()
                     metrics["bank_seen_fraction"] = float(bank.seen.mean()) if len(bank) else 0.0
@@ -532,6 +586,8 @@ def train(
             # Cancelled or finished: checkpoint and model.pt both describe the last step done.
             save(final=True)
         store.close()
+        if validation is not None:
+            validation[0].close()
     return RunResult(
         out,
         out / "model.pt",
