@@ -130,6 +130,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     if args.no_gui:
         print(cohort_csv)
         return 0
-    from pathviewer.gui.app import run_app
+    # The demo window trains a small model in the background (once) and shows its heatmap.
+    from pathviewer.gui.demo import run_demo_app
 
-    return run_app([str(cohort_csv)])
+    return run_demo_app(cohort_csv)

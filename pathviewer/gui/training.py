@@ -466,6 +466,7 @@ class TrainingPanel(QWidget):
         self._rate_start: tuple[float, int] | None = None
         self._dialog: QMessageBox | None = None
         self.yield_gil = 0.0
+        self.analysis_batch_size = 64
         # Curves and bars are redrawn at most every REDRAW_MS: repainting the plots for every
         # event would cost the GUI thread more than the events are worth.
         self._dirty: set[str] = set()
@@ -567,6 +568,9 @@ class TrainingPanel(QWidget):
         self.step_bar.setValue(0)
         self.epoch_label = QLabel("")
         self.eta_label = QLabel("")
+        # Fixed widths: a changing text must not re-layout the dock on every event.
+        self.epoch_label.setMinimumWidth(90)
+        self.eta_label.setMinimumWidth(90)
         status_row = QHBoxLayout()
         status_row.addWidget(self.stage_label, 1)
         status_row.addWidget(self.epoch_label)
@@ -994,11 +998,11 @@ class TrainingPanel(QWidget):
         cohort_entry = controller.cohort_entry(slide) if controller is not None else None
         entry = slide_entry(slide.path, cohort_entry)
         out_dir = run.path / "analyses" / Path(entry.slide).stem
-        model_path, device = run.model_path, self.device
+        model_path, device, batch = run.model_path, self.device, self.analysis_batch_size
         self.append_log(f"analysing {entry.slide} with {run.path.name}")
 
         def factory() -> Generator[Progress, None, SlideAnalysis]:
-            return analyse_slide_job(model_path, entry, out_dir, device)
+            return analyse_slide_job(model_path, entry, out_dir, device, batch)
 
         runner = JobRunner(factory, self, yield_gil=self.yield_gil)
         runner.progress.connect(self._on_analysis_progress)
@@ -1063,7 +1067,8 @@ def install(window: MainWindow) -> None:
     dock = QDockWidget("Training", window)
     dock.setObjectName("dock-training")
     dock.setWidget(panel)
-    window.add_dock(dock, Qt.DockWidgetArea.RightDockWidgetArea)
+    # Left, under the cohort list: the right side holds the properties/heatmap/annotation docks.
+    window.add_dock(dock, Qt.DockWidgetArea.LeftDockWidgetArea)
     dock.hide()
     window.training_dock = dock  # type: ignore[attr-defined]
 

@@ -1,0 +1,242 @@
+"""The embedded demo of ``pathviewer demo`` (``make run``): a heatmap on a positive slide.
+
+Approach: the demo **trains a small NGSD model in the background** (with the Training dock showing
+its progress), because a checkpoint cannot ship with the source.  The first launch:
+
+1. opens the demo cohort and shows a positive test slide;
+2. trains :func:`demo_training_config` (NGSD, 64 px inputs, a few hundred patches per batch
+   stream; a few minutes on a 2-core CPU) into a run folder under :func:`pathviewer.paths.runs_dir`
+   marked ``"demo": true`` in its ``run.json``;
+3. runs "Analyse this slide" on the slide shown: the heatmap fills in batch by batch;
+4. scores the test split into ``RUN_DIR/predictions`` (``pathviewer infer``'s folder) and loads
+   it, so every test slide gets its heatmap and the cohort panel its scores.
+
+Later launches find the finished demo run and load its predictions at once (no training).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from pathviewer.core.cohort import CohortEntry, read_cohort
+from pathviewer.core.progress import Progress
+from pathviewer.gui.training import (
+    RunInfo,
+    new_run_dir,
+    ngsd_job,
+    predict_job,
+    scan_runs,
+    write_run_info,
+)
+from pathviewer.gui.workers import JobRunner
+
+if TYPE_CHECKING:
+    from pathviewer.gui.main_window import MainWindow
+    from pathviewer.ml.ngsd import NGSDConfig
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions"
+
+
+def demo_training_config(**overrides: Any) -> NGSDConfig:
+    """The demo's NGSD settings: :func:`pathviewer.ml.ngsd.demo_config` with fewer steps.
+
+    120 steps of 32 patches at 64 px (the synthetic tumour is easy to see) finish in a few
+    minutes on two CPU cores, tiling included.
+    """
+    from pathviewer.ml.ngsd import demo_config
+
+    base: dict[str, Any] = {"steps": 120, "checkpoint_every": 40, "device": "auto"}
+    base.update(overrides)
+    return demo_config(**base)
+
+
+def demo_slide(entries: list[CohortEntry]) -> CohortEntry:
+    """The slide the demo shows: the first positive test slide (else any positive, else the first)."""
+    for wanted in (
+        lambda e: e.label == 1 and e.split == "test",
+        lambda e: e.label == 1,
+    ):
+        for entry in entries:
+            if wanted(entry):
+                return entry
+    return entries[0]
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def find_demo_run(cohort_csv: str | Path) -> RunInfo | None:
+    """The newest finished demo run of this cohort (None when there is none)."""
+    for run in scan_runs():
+        if run.demo and run.status == "completed" and _same_file(run.cohort, cohort_csv):
+            if run.model_path.is_file():
+                return run
+    return None
+
+
+def has_predictions(run: RunInfo) -> bool:
+    """Whether the run's test-split predictions folder is complete (prediction.json is last)."""
+    return (run.path / PREDICTIONS / "prediction.json").is_file()
+
+
+class DemoController(QObject):
+    """Drives the demo in a window (see the module docstring).
+
+    Signals
+    -------
+    heatmapShown(float)
+        The first heatmap is over the slide; seconds since :meth:`start`.
+    completed(float)
+        Everything is done (predictions of the test split loaded); seconds since :meth:`start`.
+    """
+
+    heatmapShown = Signal(float)
+    completed = Signal(float)
+
+    def __init__(self, window: MainWindow, cohort_csv: str | Path) -> None:
+        super().__init__(window)
+        self.window = window
+        self.cohort_csv = Path(cohort_csv)
+        self.panel = window.training_panel  # type: ignore[attr-defined]
+        self.run: RunInfo | None = None
+        self.predict_runner: JobRunner | None = None
+        self.started = 0.0
+        self.trained = False
+        self._heatmap_seen = False
+
+    def elapsed(self) -> float:
+        """Seconds since :meth:`start`."""
+        return time.perf_counter() - self.started
+
+    def start(self) -> None:
+        """Show the demo slide, then load the demo run or train one."""
+        if not self.started:
+            self.started = time.perf_counter()
+        entries = read_cohort(self.cohort_csv)
+        entry = demo_slide(entries)
+        if self.window.cohort_path is None or not _same_file(
+            self.window.cohort_path, self.cohort_csv
+        ):
+            self.window.open_cohort(str(self.cohort_csv))
+        self.window.open_slide(str(entry.path))
+        controller = self.window.heatmap_controller  # type: ignore[attr-defined]
+        controller.heatmapChanged.connect(self._on_heatmap)
+        self.run = find_demo_run(self.cohort_csv)
+        if self.run is not None and has_predictions(self.run):
+            log.info("demo: loading the predictions of %s", self.run.path.name)
+            self.panel.select_run(self.run.path)
+            controller.load_path(self.run.path / PREDICTIONS)
+            self.completed.emit(self.elapsed())
+            return
+        if self.run is not None:
+            self._analyse(self.run.path)
+            return
+        self._train()
+
+    def _on_heatmap(self, heatmap: object) -> None:
+        if heatmap is not None and not self._heatmap_seen:
+            self._heatmap_seen = True
+            self.heatmapShown.emit(self.elapsed())
+
+    def _train(self) -> None:
+        dock = getattr(self.window, "training_dock", None)
+        if dock is not None:
+            dock.show()
+            dock.raise_()
+        run_dir = new_run_dir("ngsd-demo")
+        cfg = demo_training_config()
+        cohort = self.cohort_csv
+        self.panel.append_log(
+            "Demo: training a small NGSD model on the demo cohort (a few minutes on a CPU); "
+            "the heatmap of the slide shown appears when it is done."
+        )
+
+        def factory() -> Generator[Progress, None, Any]:
+            return ngsd_job(cohort, run_dir, cfg)
+
+        self.panel.trainingFinished.connect(self._on_trained)
+        self.panel.start_job(factory, run_dir, "ngsd", str(cohort.resolve()), demo=True)
+
+    def _on_trained(self, run_dir: Path) -> None:
+        self.panel.trainingFinished.disconnect(self._on_trained)
+        self.trained = True
+        self._analyse(run_dir)
+
+    def _analyse(self, run_dir: Path) -> None:
+        self.panel.select_run(run_dir)
+        run = self.panel.selected_run()
+        self.run = run
+        self.panel.analysisFinished.connect(self._on_analysed)
+        if self.panel.analyse_current_slide(run) is None:
+            self.panel.analysisFinished.disconnect(self._on_analysed)
+            self._predict_test()
+
+    def _on_analysed(self, _result: object) -> None:
+        self.panel.analysisFinished.disconnect(self._on_analysed)
+        self._predict_test()
+
+    def _predict_test(self) -> None:
+        assert self.run is not None
+        model, cohort, out = self.run.model_path, self.cohort_csv, self.run.path / PREDICTIONS
+
+        def factory() -> Generator[Progress, None, Any]:
+            return predict_job(model, cohort, out, "test")
+
+        runner = JobRunner(factory, self)
+        runner.finished.connect(lambda _r: self._on_predicted(out))
+        runner.failed.connect(self.panel.show_error)
+        runner.stopped.connect(self._on_predict_stopped)
+        self.predict_runner = runner
+        self.panel.append_log("Demo: scoring the test slides…")
+        runner.start()
+
+    def _on_predicted(self, out: Path) -> None:
+        assert self.run is not None
+        write_run_info(self.run.path, predictions=str(out))
+        self.window.heatmap_controller.load_path(out)  # type: ignore[attr-defined]
+        self.panel.append_log(f"Demo: test-split predictions in {out}")
+        self.completed.emit(self.elapsed())
+
+    def _on_predict_stopped(self) -> None:
+        self.predict_runner = None
+
+    def shutdown(self) -> None:
+        """Cancel the demo's own job (the panel cancels its jobs itself)."""
+        if self.predict_runner is not None:
+            self.predict_runner.cancel()
+            self.predict_runner.wait()
+
+
+def start_demo(window: MainWindow, cohort_csv: str | Path) -> DemoController:
+    """Start the demo in ``window`` once the event loop runs (returns the controller at once)."""
+    demo = DemoController(window, cohort_csv)
+    window.demo_controller = demo  # type: ignore[attr-defined]
+    demo.started = time.perf_counter()
+    # Started from the event loop: the window paints first, and callers can connect the
+    # signals after this returns.
+    QTimer.singleShot(0, demo.start)
+    return demo
+
+
+def run_demo_app(cohort_csv: str | Path) -> int:
+    """``pathviewer demo``'s GUI: the viewer on the demo cohort with the embedded demo."""
+    from pathviewer.gui.app import create_main_window, ensure_application
+
+    app = ensure_application()
+    window = create_main_window([str(cohort_csv)])
+    window.show()
+    demo = start_demo(window, cohort_csv)
+    app.aboutToQuit.connect(demo.shutdown)
+    return int(app.exec())
