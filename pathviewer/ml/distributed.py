@@ -120,9 +120,7 @@ class DistContext:
             backend = "gloo"
         if not tdist.is_initialized():
             try:
-                tdist.init_process_group(
-                    backend, timeout=datetime.timedelta(seconds=timeout_s)
-                )
+                tdist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
             except (RuntimeError, ValueError) as error:
                 raise TrainingError(
                     f"torch.distributed: cannot join the process group of rank {rank}/{world} "
@@ -201,7 +199,7 @@ class DistContext:
 
         path = Path(folder) / f"{name}-rank{self.rank}.npz"
         with atomic_write(path, "wb") as handle:
-            np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()})
+            np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         return path
 
     def close(self) -> None:
@@ -244,3 +242,230 @@ def parse_shard(text: str) -> tuple[int, int]:
 def shard_items(items: Sequence[T], index: int, count: int) -> list[T]:
     """Items ``index::count`` of a sequence (the cohort's order, so every job agrees)."""
     return list(items)[index::count]
+
+
+# --- Sharded inference: manifest and merge --------------------------------------------------
+
+#: File that ``pathviewer infer --shard i/N`` adds to its predictions folder.
+SHARD_MANIFEST = "shard.json"
+_TABLES = ("patches.csv", "slides.csv")
+
+
+def write_shard_manifest(
+    out_dir: str | os.PathLike[str], index: int, count: int, cohort: str, split: str | None
+) -> Path:
+    """Record which shard a predictions folder holds (``merge_predictions`` checks it)."""
+    import json
+
+    from pathviewer.core.atomic import atomic_write
+
+    path = Path(out_dir) / SHARD_MANIFEST
+    with atomic_write(path) as handle:
+        json.dump(
+            {"shard": index, "count": count, "cohort": str(cohort), "split": split or "all"},
+            handle,
+            indent=2,
+        )
+    return path
+
+
+@dataclass
+class _Shard:
+    folder: Path
+    index: int
+    count: int
+    prediction: dict[str, object]
+    headers: dict[str, list[str]]
+    slide_rows: list[list[str]]
+    patch_rows: dict[str, list[list[str]]]
+    heatmaps: dict[str, Path]
+
+
+def _heatmap_stems(names: Sequence[str]) -> list[str]:
+    """Heatmap file stems as :func:`pathviewer.ml.inference.write_predictions` names them."""
+    stems: list[str] = []
+    used: set[str] = set()
+    for name in names:
+        stem = Path(name).stem
+        if stem in used:  # two slides with one stem in different folders
+            stem = name.replace("/", "__").replace("\\", "__")
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def _read_shard(folder: Path) -> _Shard:
+    import csv
+    import json
+
+    from pathviewer.core.errors import CohortError
+
+    if not folder.is_dir():
+        raise CohortError(f"{folder}: shard folder not found")
+    manifest = folder / SHARD_MANIFEST
+    if not manifest.is_file():
+        raise CohortError(
+            f"{folder}: not a shard folder (no {SHARD_MANIFEST}; write it with "
+            "`pathviewer infer ... --shard INDEX/COUNT`)"
+        )
+    try:
+        info = json.loads(manifest.read_text(encoding="utf-8"))
+        index, count = int(info["shard"]), int(info["count"])
+        prediction = json.loads((folder / "prediction.json").read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise CohortError(f"{folder}: {Path(str(error.filename)).name} missing") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise CohortError(
+            f"{folder}: unreadable {SHARD_MANIFEST} or prediction.json ({error})"
+        ) from None
+    headers: dict[str, list[str]] = {}
+    tables: dict[str, list[list[str]]] = {}
+    for name in _TABLES:
+        path = folder / name
+        if not path.is_file():
+            raise CohortError(f"{folder}: {name} missing (did this shard's job finish?)")
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        if not rows:
+            raise CohortError(f"{path}: empty file (no header)")
+        headers[name], tables[name] = rows[0], rows[1:]
+        if "slide" not in rows[0]:
+            raise CohortError(f"{path}: no 'slide' column")
+    slide_col = headers["slides.csv"].index("slide")
+    names = [row[slide_col] for row in tables["slides.csv"]]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise CohortError(f"{folder / 'slides.csv'}: slide {name!r} listed twice")
+        seen.add(name)
+    patch_col = headers["patches.csv"].index("slide")
+    patch_rows: dict[str, list[list[str]]] = {name: [] for name in names}
+    for number, row in enumerate(tables["patches.csv"], start=2):
+        rows_of = patch_rows.get(row[patch_col]) if len(row) > patch_col else None
+        if rows_of is None:
+            raise CohortError(
+                f"{folder / 'patches.csv'} row {number}: slide not listed in slides.csv"
+            )
+        rows_of.append(row)
+    heatmaps = {}
+    for name, stem in zip(names, _heatmap_stems(names), strict=True):
+        path = folder / "heatmaps" / f"{stem}.npz"
+        if not path.is_file():
+            raise CohortError(f"{folder}: heatmap of {name!r} missing ({path.name})")
+        heatmaps[name] = path
+    return _Shard(
+        folder, index, count, prediction, headers, tables["slides.csv"], patch_rows, heatmaps
+    )
+
+
+def merge_predictions(
+    shard_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]
+) -> dict[str, int]:
+    """Join the folders of ``pathviewer infer --shard i/N`` into one predictions folder.
+
+    Slides come out in the order a single ``pathviewer infer`` would write them (shard ``i``
+    holds positions ``i, i + N, ...`` of the split), so the merged ``patches.csv`` and
+    ``slides.csv`` equal the single-process ones.  Heatmaps are copied; every file is written
+    atomically, the tables last.
+
+    Raises
+    ------
+    CohortError
+        A folder is missing or incomplete, shards disagree (columns, count, method, pooling),
+        a shard is missing or given twice, or a slide appears in two shards; the message names
+        the folder.
+
+    Returns
+    -------
+    dict
+        ``{"shards": N, "slides": ..., "patches": ...}``.
+    """
+    import csv
+    import io
+    import json
+    import shutil
+
+    from pathviewer.core.atomic import atomic_write
+    from pathviewer.core.errors import CohortError
+
+    if not shard_dirs:
+        raise CohortError("infer merge: give at least one shard folder")
+    out = Path(out_dir)
+    shards = [_read_shard(Path(d)) for d in shard_dirs]
+    first = shards[0]
+    for shard in shards[1:]:
+        if shard.count != first.count:
+            raise CohortError(
+                f"{shard.folder}: shard of {shard.count}, but {first.folder} is a shard of "
+                f"{first.count}"
+            )
+        for name in _TABLES:
+            if shard.headers[name] != first.headers[name]:
+                raise CohortError(
+                    f"{shard.folder / name}: columns {','.join(shard.headers[name])} differ from "
+                    f"{first.folder / name} ({','.join(first.headers[name])})"
+                )
+        for key in ("method", "pooling"):
+            if shard.prediction.get(key) != first.prediction.get(key):
+                raise CohortError(
+                    f"{shard.folder}: {key} {shard.prediction.get(key)!r} differs from "
+                    f"{first.folder} ({first.prediction.get(key)!r})"
+                )
+    by_index: dict[int, _Shard] = {}
+    for shard in shards:
+        if shard.index in by_index:
+            raise CohortError(
+                f"{shard.folder}: shard {shard.index}/{shard.count} given twice "
+                f"(also {by_index[shard.index].folder})"
+            )
+        by_index[shard.index] = shard
+    missing = [i for i in range(first.count) if i not in by_index]
+    if missing:
+        raise CohortError(
+            f"infer merge: shard(s) {', '.join(f'{i}/{first.count}' for i in missing)} missing "
+            f"(given {', '.join(str(s.folder) for s in shards)})"
+        )
+    if any(out.resolve() == s.folder.resolve() for s in shards):
+        raise CohortError(f"{out}: the merged folder must not be one of the shard folders")
+    owner: dict[str, Path] = {}
+    for shard in shards:
+        for name in shard.patch_rows:
+            if name in owner:
+                raise CohortError(
+                    f"{shard.folder}: slide {name!r} is also in {owner[name]} (duplicate slide)"
+                )
+            owner[name] = shard.folder
+    # Interleave: position p of the split is row p // N of shard p % N.
+    ordered: list[tuple[_Shard, list[str]]] = []
+    longest = max(len(s.slide_rows) for s in shards)
+    for position in range(longest):
+        for index in range(first.count):
+            shard = by_index[index]
+            if position < len(shard.slide_rows):
+                ordered.append((shard, shard.slide_rows[position]))
+    slide_col = first.headers["slides.csv"].index("slide")
+    names = [row[slide_col] for _, row in ordered]
+    for (shard, row), stem in zip(ordered, _heatmap_stems(names), strict=True):
+        with atomic_write(out / "heatmaps" / f"{stem}.npz", "wb") as handle:
+            with open(shard.heatmaps[row[slide_col]], "rb") as source:
+                shutil.copyfileobj(source, handle)
+    patch_buf, slide_buf = io.StringIO(), io.StringIO()
+    patches = csv.writer(patch_buf, lineterminator="\n")
+    slides = csv.writer(slide_buf, lineterminator="\n")
+    patches.writerow(first.headers["patches.csv"])
+    slides.writerow(first.headers["slides.csv"])
+    n_patches = 0
+    for shard, row in ordered:
+        rows = shard.patch_rows[row[slide_col]]
+        patches.writerows(rows)
+        n_patches += len(rows)
+        slides.writerow(row)
+    with atomic_write(out / "patches.csv") as handle:
+        handle.write(patch_buf.getvalue())
+    with atomic_write(out / "slides.csv") as handle:
+        handle.write(slide_buf.getvalue())
+    with atomic_write(out / "prediction.json") as handle:
+        json.dump(
+            {**first.prediction, "merged_from": [str(s.folder) for s in shards]}, handle, indent=2
+        )
+    return {"shards": first.count, "slides": len(ordered), "patches": n_patches}
