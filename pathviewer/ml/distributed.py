@@ -177,6 +177,12 @@ class DistContext:
         tdist.all_reduce(tensor, op=tdist.ReduceOp.SUM)
         return float(tensor.item()) / self.world_size
 
+    def broadcast_module(self, module: torch.nn.Module, src: int = 0) -> None:
+        """Copy rank ``src``'s parameters and buffers into ``module`` on every rank."""
+        with torch.no_grad():
+            for tensor in list(module.parameters()) + list(module.buffers()):
+                tdist.broadcast(tensor.data, src)
+
     def average_buffers(self, module: torch.nn.Module) -> None:
         """Average the floating-point buffers (BatchNorm running statistics) over the ranks.
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import json
 import math
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 import torch
@@ -53,6 +54,9 @@ from pathviewer.ml.data import (
 )
 from pathviewer.ml.device import autocast, default_workers, pick_device, seed_everything
 from pathviewer.ml.models import PatchClassifier, build_classifier
+
+if TYPE_CHECKING:
+    from pathviewer.ml.distributed import DistContext
 
 METHODS = ("ngsd", "naive", "abmil")
 
@@ -371,6 +375,7 @@ def train(
     config: NGSDConfig | None = None,
     resume: bool = False,
     quiet_workers: bool = False,
+    dist: DistContext | None = None,
 ) -> Generator[Progress, None, RunResult]:
     """Train NGSD (or the naive baseline, ``config.method="naive"``) on the train split.
 
@@ -384,6 +389,11 @@ def train(
         Settings (:class:`NGSDConfig`; defaults are the paper's).
     resume
         Continue from ``out_dir/checkpoints/last.pt``.
+    dist
+        Distributed run (``torchrun``, :mod:`pathviewer.ml.distributed`): DDP student, each rank
+        samples its own shard of the patches (``batch_size`` per rank), Prediction Bank updates
+        all-gathered before every re-solve (same bank and pseudo-labels on every rank), only
+        rank 0 writes ``out_dir``.
 
     Yields
     ------
@@ -412,17 +422,24 @@ def train(
         saved.steps, saved.epochs = cfg.steps or saved.steps, cfg.epochs
         saved.device, saved.workers, saved.threads = cfg.device, cfg.workers, cfg.threads
         cfg = saved
-    out.mkdir(parents=True, exist_ok=True)
+    main = dist is None or dist.is_main  # only rank 0 writes the run folder
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    seed_everything(cfg.seed)  # same on every rank: identical initial weights
+    device = dist.device if dist is not None else pick_device(cfg.device)
+    world = dist.world_size if dist is not None else 1
 
     data = yield from prepare_training_data(cohort_csv, cfg, out)
     store = data.store
-    validation = yield from _prepare_validation(cohort_csv, cfg, out, data.read_downsample)
-    steps_per_epoch = max(1, math.ceil(len(store) / cfg.batch_size))
+    validation = (
+        (yield from _prepare_validation(cohort_csv, cfg, out, data.read_downsample))
+        if main
+        else None
+    )
+    steps_per_epoch = max(1, math.ceil(len(store) / (cfg.batch_size * world)))
     total_steps = cfg.steps or cfg.epochs * steps_per_epoch
 
     # Step 4, Networks: student and teacher, same architecture, separate parameters.
@@ -454,14 +471,31 @@ def train(
                 f"{ckpt_path}: does not match this cohort/config ({error})"
             ) from None
         step = int(state["step"])
-        _truncate_metrics(out / "metrics.jsonl", step)
-    with atomic_write(out / "config.json") as handle:
-        json.dump(
-            {**cfg.to_dict(), "resolved_read_downsample": data.read_downsample}, handle, indent=2
+        if main:
+            _truncate_metrics(out / "metrics.jsonl", step)
+    if main:
+        with atomic_write(out / "config.json") as handle:
+            json.dump(
+                {**cfg.to_dict(), "resolved_read_downsample": data.read_downsample},
+                handle,
+                indent=2,
+            )
+    forward: torch.nn.Module = student
+    if dist is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # DDP averages the gradients, so the student (and the EMA teacher following it) stays
+        # identical on every rank; the teacher is broadcast once in case inits differ.
+        forward = DistributedDataParallel(
+            student, device_ids=[device.index] if device.type == "cuda" else None
         )
+        if teacher is not None:
+            dist.broadcast_module(teacher)
 
     def save(final: bool) -> None:
         """Write the resumable checkpoint; ``model.pt`` (student only) at the end or on cancel."""
+        if not main:
+            return
         payload = _model_payload(cfg, student, None, step, data.read_downsample)
         ckpt.save_checkpoint(
             ckpt_path,
@@ -485,23 +519,29 @@ def train(
     # Automatic workers: augmentation runs in background processes so the model never waits
     # for data (one worker on a 2-core machine, up to 8 on larger ones).
     workers = cfg.workers if cfg.workers >= 0 else default_workers()
+    # Distributed: each rank draws from its own shard of the patches, with its own seed.
+    sample_seed = dist.rank_seed(cfg.seed) if dist is not None else cfg.seed
     sampler = BalancedBatchSampler(
-        data.positives,
-        data.negatives,
+        dist.shard(data.positives) if dist is not None else data.positives,
+        dist.shard(data.negatives) if dist is not None else data.negatives,
         cfg.batch_size,
         cfg.positive_fraction,
         step,
         total_steps,
-        cfg.seed,
+        sample_seed,
     )
-    dataset = TwoViewDataset(store, cfg.input_size, cfg.seed, views=2 if teacher else 1)
+    dataset = TwoViewDataset(store, cfg.input_size, sample_seed, views=2 if teacher else 1)
     loader = make_loader(dataset, sampler, workers, pin_memory=device.type == "cuda")
     metrics: dict[str, float] = {}
     use_amp = cfg.amp and device.type == "cuda"
     student.train()
     if teacher is not None:
         teacher.train()  # batch statistics: the EMA'd running statistics lag early on
-    log = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
+    log: TextIO = (
+        open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
+        if main
+        else io.StringIO()
+    )
     losses: list[float] = []
     failed = False
     val_auc: float | None = None
@@ -522,11 +562,15 @@ def train(
                     t_prob = F.softmax(teacher(t_in).float(), dim=1)[:, 1]
                 # Step 5, Prediction Bank: store the teacher's probabilities, SK re-solve.
                 mask = is_positive[idx]
-                if mask.any():
-                    bank.update(
-                        bank_slot[idx[mask]],
-                        t_prob[torch.from_numpy(mask).to(device)].cpu().numpy(),
-                    )
+                slots = bank_slot[idx[mask]]
+                probs = t_prob[torch.from_numpy(mask).to(device)].float().cpu().numpy()
+                if dist is not None:
+                    # Every rank applies every rank's updates in rank order, so all ranks
+                    # re-solve the same bank and get the same pseudo-labels.
+                    rows = dist.all_gather_rows(np.stack([slots, probs], axis=1))
+                    slots, probs = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.float32)
+                if len(slots):
+                    bank.update(slots, probs)
                 target = torch.zeros(len(idx), dtype=torch.float32)
                 if mask.any():
                     target[torch.from_numpy(mask)] = torch.from_numpy(
@@ -537,19 +581,23 @@ def train(
                 target = pos.float()  # naive baseline: every patch inherits its slide's label
             # Step 6, Loss: CE(student, pseudo-label) on positives + CE(student, 0) on negatives.
             with autocast(device, use_amp):
-                logits = student(s_in)
+                logits = forward(s_in)
             per_sample = soft_cross_entropy(logits, target)
             loss = per_sample.mean()
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at step {step}; lower --lr")
+            # Distributed: the mean over ranks, so every rank stops together on a NaN.
+            loss_value = float(loss.item()) if dist is None else dist.mean(float(loss.item()))
+            if not math.isfinite(loss_value):
+                raise TrainingError(f"loss became {loss_value} at step {step}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if dist is not None:
+                dist.average_buffers(student)  # same BatchNorm statistics on every rank
             # Step 7, EMA teacher.
             if teacher is not None:
                 _ema_update(teacher, student, cfg.ema)
             step += 1
-            losses.append(float(loss.item()))
+            losses.append(loss_value)
             if validation is not None and (step % cfg.eval_every == 0 or step == total_steps):
                 val_auc = _validate(student, validation, cfg, device)
             if step % cfg.log_every == 0 or step == total_steps:
@@ -588,6 +636,19 @@ def train(
         store.close()
         if validation is not None:
             validation[0].close()
+    if dist is not None:
+        from pathviewer.ml.distributed import module_digest
+
+        # With PATHVIEWER_DIST_DEBUG set, every rank dumps its bank and weight digests.
+        dist.debug_dump(
+            "ngsd",
+            bank_probs=bank.probs,
+            bank_seen=bank.seen,
+            bank_tau=np.array(bank.tau, np.float64),
+            student=np.array(module_digest(student)),
+            teacher=np.array(module_digest(teacher) if teacher is not None else ""),
+            steps=np.array(step, np.int64),
+        )
     return RunResult(
         out,
         out / "model.pt",
