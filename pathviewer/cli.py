@@ -29,7 +29,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "ngsd": ("train", "infer", "evaluate"),
     "noisy": ("train", "labels"),
     "annotations": ("annotations",),
-    "distributed": ("infer",),
+    "distributed": ("infer", "infer-merge"),
 }
 BUILTIN_COMMANDS = ("gui", "train", "labels", "annotations")
 
@@ -127,6 +127,10 @@ def _is_gui_invocation(argv: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pathviewer`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # ``infer`` is itself a command with options, so ``infer merge`` cannot be a subcommand of
+    # it: route ``pathviewer infer merge ...`` to the internal command ``infer-merge``.
+    if argv[:2] == ["infer", "merge"]:
+        argv = ["infer-merge", *argv[2:]]
     if _is_gui_invocation(argv):
         argv = ["gui", *argv]
     first = _first_positional(argv)

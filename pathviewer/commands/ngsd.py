@@ -83,14 +83,31 @@ def _train(args: argparse.Namespace, method: str) -> int:
     from pathviewer.core.progress import drive
 
     cfg = _config(args, method)
+    # Under torchrun: join the process group (DDP); only rank 0 shows progress and prints.
+    from pathviewer.ml.distributed import DistContext, launched_by_torchrun
+
+    if method == "abmil" and launched_by_torchrun():
+        from pathviewer.core.errors import TrainingError
+
+        raise TrainingError("train abmil runs in one process; torchrun supports ngsd and naive")
+    dist = DistContext.from_env(cfg.device)
+    quiet = args.quiet or (dist is not None and not dist.is_main)
     if method == "abmil":
         from pathviewer.ml.baselines import train_abmil
 
-        result = drive(train_abmil(args.cohort, args.out, cfg), quiet=args.quiet)
+        result = drive(train_abmil(args.cohort, args.out, cfg), quiet=quiet)
     else:
         from pathviewer.ml.ngsd import train
 
-        result = drive(train(args.cohort, args.out, cfg, resume=args.resume), quiet=args.quiet)
+        try:
+            result = drive(
+                train(args.cohort, args.out, cfg, resume=args.resume, dist=dist), quiet=quiet
+            )
+        finally:
+            if dist is not None:
+                dist.close()
+    if dist is not None and not dist.is_main:
+        return 0
     print(
         json.dumps(
             {
