@@ -581,11 +581,12 @@ class TrainingPanel(QWidget):
         self.plots.setBackground("#1d1f22")
         self.plots.setMinimumHeight(180)
         self.loss_plot = self.plots.addPlot(title="loss")
-        self.loss_plot.addLegend(offset=(-5, 5))
+        legend_brush = pg.mkBrush(29, 31, 34, 210)  # legends stay readable over the curves
+        self.loss_plot.addLegend(offset=(-5, 5), brush=legend_brush)
         self.loss_plot.showGrid(x=True, y=True, alpha=0.2)
         self.loss_plot.setLabel("bottom", "step")
         self.fraction_plot = self.plots.addPlot(title="bank / validation")
-        self.fraction_plot.addLegend(offset=(-5, -5))
+        self.fraction_plot.addLegend(offset=(5, -5), brush=legend_brush)
         self.fraction_plot.showGrid(x=True, y=True, alpha=0.2)
         self.fraction_plot.setYRange(0, 1)
         self.fraction_plot.setLabel("bottom", "step")
@@ -723,7 +724,7 @@ class TrainingPanel(QWidget):
         self.cancel_button.setEnabled(busy)
         if not busy:
             self.pause_button.setText("Pause")
-        self.message_label.setText(problem)
+        self.show_message(problem)
         run = self.selected_run()
         slide_open = self.window is not None and self.window.slide_view.current_slide is not None
         self.analyse_button.setEnabled(
@@ -732,6 +733,11 @@ class TrainingPanel(QWidget):
         action = getattr(self.window, "analyse_action", None) if self.window else None
         if action is not None:
             action.setEnabled(self.analyse_button.isEnabled())
+
+    def show_message(self, text: str) -> None:
+        """Show why Start is disabled (or another hint); hidden when empty."""
+        self.message_label.setText(text)
+        self.message_label.setVisible(bool(text))
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -772,12 +778,12 @@ class TrainingPanel(QWidget):
         """Start a run with the panel's settings; False (with the reason shown) when it cannot."""
         problem = self.problem()
         if problem or self.runner is not None:
-            self.message_label.setText(problem or "A run is in progress.")
+            self.show_message(problem or "A run is in progress.")
             return False
         try:
             cfg = self.config()
         except Exception as error:  # noqa: BLE001 - shown to the user, nothing started
-            self.message_label.setText(str(error))
+            self.show_message(str(error))
             return False
         method = self.method
         cohort = self.cohort_csv()
@@ -974,6 +980,8 @@ class TrainingPanel(QWidget):
 
     def _on_stopped(self) -> None:
         self._redraw()
+        if self.runner is not None:
+            self.runner.deleteLater()  # its thread has finished
         self.runner = None
         self.refresh_runs(select=self.run_dir)
         self._update_buttons()
@@ -986,10 +994,10 @@ class TrainingPanel(QWidget):
         window = self.window
         run = run or self.selected_run()
         if window is None or window.slide_view.current_slide is None:
-            self.message_label.setText("Open a slide to analyse.")
+            self.show_message("Open a slide to analyse.")
             return None
         if run is None or not run.can_score_slides:
-            self.message_label.setText("Select a finished NGSD / naive run in the Runs tab.")
+            self.show_message("Select a finished NGSD / naive run in the Runs tab.")
             return None
         if self.analysis_runner is not None:
             return self.analysis_runner
@@ -1041,6 +1049,8 @@ class TrainingPanel(QWidget):
         self.analysisFinished.emit(result)
 
     def _on_analysis_stopped(self) -> None:
+        if self.analysis_runner is not None:
+            self.analysis_runner.deleteLater()
         self.analysis_runner = None
         self._update_buttons()
         self.jobStopped.emit()

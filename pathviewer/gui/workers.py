@@ -131,8 +131,8 @@ class JobWorker(QObject):
 class _JobThread(QThread):
     """Runs the worker's loop as the thread's body (no event loop needed in the thread)."""
 
-    def __init__(self, worker: JobWorker) -> None:
-        super().__init__()
+    def __init__(self, worker: JobWorker, parent: QObject | None = None) -> None:
+        super().__init__(parent)
         self.worker = worker
 
     def run(self) -> None:
@@ -156,7 +156,7 @@ class JobRunner(QObject):
     ) -> None:
         super().__init__(parent)
         self.worker = JobWorker(factory, yield_gil)
-        self.qthread = _JobThread(self.worker)
+        self.qthread = _JobThread(self.worker, self)
         self.worker.progress.connect(self.progress)
         self.worker.finished.connect(self.finished)
         self.worker.failed.connect(self.failed)
