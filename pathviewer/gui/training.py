@@ -88,6 +88,7 @@ LOSS_METRICS = ("loss", "val_loss")
 FRACTION_METRICS = (
     "bank_positive_fraction",
     "bank_instance_auc",
+    "val_instance_auc",
     "val_accuracy",
     "changed",
 )
@@ -96,6 +97,7 @@ CURVE_COLOURS = {
     "val_loss": "#f0ad4e",
     "bank_positive_fraction": "#5cb85c",
     "bank_instance_auc": "#e8604c",
+    "val_instance_auc": "#f0ad4e",
     "val_accuracy": "#e8604c",
     "changed": "#b07cd8",
 }
