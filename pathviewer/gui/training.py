@@ -656,7 +656,7 @@ class TrainingPanel(QWidget):
         """The open project's folder, when the window has a project open."""
         controller = getattr(self.window, "project_controller", None) if self.window else None
         project = getattr(controller, "project", None)
-        path = getattr(project, "path", None) or getattr(project, "root", None)
+        path = getattr(project, "folder", None)
         return Path(path) if path else None
 
     def _choose_cohort(self) -> None:
