@@ -47,9 +47,8 @@ def cmu_small() -> Path:
 @pytest.fixture(scope="session")
 def small_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic cohort (6 slides, half positive) shared by the whole session; returns cohort.csv."""
-    from pathviewer.core.synth import generate_cohort
-
     from pathviewer.core.progress import run_job
+    from pathviewer.core.synth import generate_cohort
 
     out = tmp_path_factory.mktemp("cohort")
     return run_job(generate_cohort(out, n_slides=6, seed=7, size=3072))
