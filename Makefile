@@ -20,8 +20,8 @@ run: $(STAMP)
 	$(BIN)/pathviewer demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check pathviewer tests benchmarks
-	$(BIN)/ruff format --check pathviewer tests benchmarks
+	$(BIN)/ruff check --no-cache pathviewer tests benchmarks
+	$(BIN)/ruff format --no-cache --check pathviewer tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy pathviewer/core pathviewer/ml
