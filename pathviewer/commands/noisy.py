@@ -117,15 +117,14 @@ def _run_train(args: argparse.Namespace) -> int:
     from pathviewer.ml.patch_data import (
         PatchDataset,
         read_labels_csv,
-        write_flags_csv,
-        write_labels_csv,
+        write_refinement_outputs,
     )
     from pathviewer.ml.refine import RefineConfig, iter_train_refine
 
     out = Path(args.out)
     search_dirs: list[Path] = []
     if args.project:
-        labels_csv = _export_project_labels(Path(args.project), out)
+        labels_csv = export_project_labels(Path(args.project), out)
         search_dirs.append(Path(args.project))
     else:
         labels_csv = Path(args.labels)
@@ -184,24 +183,12 @@ def _run_train(args: argparse.Namespace) -> int:
 
     with atomic_write(out / "config.json") as handle:
         json.dump(saved, handle, indent=2)
-    refined = result.refined
-    write_labels_csv(
-        out / "refined_labels.csv",
+    write_refinement_outputs(
+        out,
         rows,
-        labels=[classes[int(k)] for k in refined.argmax(1)],
-        extra={
-            "given": [r.label for r in rows],
-            "confidence": refined.max(1).tolist(),
-            **{f"p_{name}": refined[:, i].tolist() for i, name in enumerate(classes)},
-        },
-    )
-    write_flags_csv(
-        out / "flags.csv",
-        rows,
-        [
-            (f.index, classes[f.given], classes[f.suggested], f.confidence, f.g)
-            for f in result.flags
-        ],
+        classes,
+        result.refined,
+        [(f.index, f.given, f.suggested, f.confidence, f.g) for f in result.flags],
     )
     last = result.history[-1] if result.history else {}
     print(
@@ -211,7 +198,7 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_project_labels(project_dir: Path, out: Path) -> Path:
+def export_project_labels(project_dir: Path, out: Path) -> Path:
     """Export a project's patch labels to ``RUN_DIR/project_labels.csv``."""
     from pathviewer.core.errors import TrainingError
 

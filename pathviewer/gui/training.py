@@ -248,16 +248,15 @@ def refine_job(
     from pathviewer.ml.patch_data import (
         PatchDataset,
         read_labels_csv,
-        write_flags_csv,
-        write_labels_csv,
+        write_refinement_outputs,
     )
     from pathviewer.ml.refine import iter_train_refine
 
     search_dirs: list[Path] = []
     if project_dir is not None:
-        from pathviewer.commands.noisy import _export_project_labels
+        from pathviewer.commands.noisy import export_project_labels
 
-        labels_csv = _export_project_labels(project_dir, run_dir)
+        labels_csv = export_project_labels(project_dir, run_dir)
         search_dirs.append(project_dir)
     if labels_csv is None:
         raise TrainingError("label refinement needs a labels.csv or an open project")
@@ -281,24 +280,12 @@ def refine_job(
         )
     finally:
         dataset.close()
-    refined = result.refined
-    write_labels_csv(
-        run_dir / "refined_labels.csv",
+    write_refinement_outputs(
+        run_dir,
         rows,
-        labels=[classes[int(k)] for k in refined.argmax(1)],
-        extra={
-            "given": [r.label for r in rows],
-            "confidence": refined.max(1).tolist(),
-            **{f"p_{name}": refined[:, i].tolist() for i, name in enumerate(classes)},
-        },
-    )
-    write_flags_csv(
-        run_dir / "flags.csv",
-        rows,
-        [
-            (f.index, classes[f.given], classes[f.suggested], f.confidence, f.g)
-            for f in result.flags
-        ],
+        classes,
+        result.refined,
+        [(f.index, f.given, f.suggested, f.confidence, f.g) for f in result.flags],
     )
     return result
 

@@ -271,6 +271,46 @@ def write_flags_csv(
             )
 
 
+def write_refinement_outputs(
+    out_dir: str | os.PathLike[str],
+    rows: Sequence[PatchLabel],
+    classes: Sequence[str],
+    refined: np.ndarray,
+    flags: Iterable[tuple[int, int, int, float, float]],
+) -> None:
+    """Write a label-refinement run's ``refined_labels.csv`` and ``flags.csv``.
+
+    Parameters
+    ----------
+    out_dir
+        The run folder.
+    rows
+        The training patches, in the order of ``refined``.
+    classes
+        Class names by index.
+    refined
+        ``(N, M)`` refined soft labels.
+    flags
+        ``(row index, given class, suggested class, confidence, g)`` in rank order.
+    """
+    out_dir = Path(out_dir)
+    write_labels_csv(
+        out_dir / "refined_labels.csv",
+        rows,
+        labels=[classes[int(k)] for k in refined.argmax(1)],
+        extra={
+            "given": [r.label for r in rows],
+            "confidence": refined.max(1).tolist(),
+            **{f"p_{name}": refined[:, i].tolist() for i, name in enumerate(classes)},
+        },
+    )
+    write_flags_csv(
+        out_dir / "flags.csv",
+        rows,
+        [(i, classes[given], classes[suggested], c, g) for i, given, suggested, c, g in flags],
+    )
+
+
 def read_patch_image(
     slide: SlideSource, x: int, y: int, width: int, height: int, size: int
 ) -> np.ndarray:
