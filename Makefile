@@ -34,6 +34,10 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m pathviewer.bench viewer --json out/bench-viewer.json
+	$(BIN)/python -m pathviewer.bench ngsd --json out/bench-ngsd.json
+	$(BIN)/python -m pathviewer.bench refine --json out/bench-refine.json
+	$(BIN)/python benchmarks/annotations_query.py > out/bench-annotations-query.json
+	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/annotations_pan.py --seconds 12 > out/bench-annotations-pan.json
 
 bundle: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bundle]'

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 BENCHMARKS: dict[str, str] = {
     "viewer": "pathviewer.bench.viewer",
     "ngsd": "pathviewer.bench.ngsd",
+    "refine": "pathviewer.bench.refine",
 }
 
 
