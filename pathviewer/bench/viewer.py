@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pathviewer.core.progress import Job
+    pass
 
 #: Slide edge of the benchmark slide (level-0 px).
 DEFAULT_SIZE = 20000
@@ -52,111 +52,20 @@ def bench_cache_dir() -> Path:
 
 
 def ensure_slide(size: int = DEFAULT_SIZE, seed: int = 0) -> tuple[Path, str]:
-    """The cached benchmark slide, generated on first use, and the generator that made it.
+    """The cached benchmark slide, generated once by :func:`~pathviewer.core.synth.write_large_slide`.
 
-    Uses :func:`pathviewer.core.synth.write_large_slide`; when that is unavailable or fails,
-    :func:`write_simple_slide` (a plain streaming writer) makes an equivalent pyramid.
+    Returns the slide path and the name of the generator that made it.
     """
     from pathviewer.core.progress import drive
+    from pathviewer.core.synth import write_large_slide
 
     directory = bench_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    synth_path = directory / f"large-{size}-seed{seed}.tif"
-    simple_path = directory / f"simple-{size}-seed{seed}.tif"
-    if synth_path.is_file():
-        return synth_path, "pathviewer.core.synth.write_large_slide"
-    try:
-        from pathviewer.core.synth import write_large_slide
-
-        print(f"generating {synth_path} (once)...", file=sys.stderr)
-        drive(write_large_slide(synth_path, size=size, seed=seed), quiet=not sys.stderr.isatty())
-        return synth_path, "pathviewer.core.synth.write_large_slide"
-    except Exception as error:  # keep the benchmark usable while synth evolves
-        print(f"synth generator unavailable ({error!r}); using the simple writer", file=sys.stderr)
-    if not simple_path.is_file():
-        drive(write_simple_slide(simple_path, size, seed), quiet=not sys.stderr.isatty())
-    return simple_path, "pathviewer.bench.viewer.write_simple_slide"
-
-
-def write_simple_slide(path: Path, size: int, seed: int = 0, tile: int = 512) -> Job[Path]:
-    """Stream a pyramidal JPEG tiled TIFF of ``size`` x ``size`` px (0.25 um/px) tile by tile.
-
-    Texture is a periodic "tissue" atlas (pink stroma with purple nuclei) under a large elliptic
-    tissue mask on white; reduced levels are top-level pages with ``subfiletype=1``, rendered
-    from box-downsampled atlases, so no level is ever held in memory whole.
-    """
-    import numpy as np
-    import tifffile
-
-    from pathviewer.core.progress import Progress
-
-    rng = np.random.default_rng(seed)
-    atlas_size = 2048
-    y, x = np.mgrid[0:atlas_size, 0:atlas_size].astype(np.float32)
-    base = np.empty((atlas_size, atlas_size, 3), np.float32)
-    base[...] = (236, 170, 200)
-    wave = 0.5 + 0.5 * np.sin(x / 37.0 + np.sin(y / 91.0) * 3) * np.cos(y / 53.0)
-    base -= wave[..., None] * np.array([30, 60, 30], np.float32)
-    centres = rng.uniform(0, atlas_size, (1400, 2))
-    radii = rng.uniform(5, 11, 1400)
-    for (cx, cy), r in zip(centres, radii, strict=True):
-        x0, x1 = int(max(cx - r, 0)), int(min(cx + r + 1, atlas_size))
-        y0, y1 = int(max(cy - r, 0)), int(min(cy + r + 1, atlas_size))
-        patch = (x[y0:y1, x0:x1] - cx) ** 2 + (y[y0:y1, x0:x1] - cy) ** 2 <= r * r
-        base[y0:y1, x0:x1][patch] = (95, 55, 140)
-    atlases = [np.clip(base, 0, 255).astype(np.uint8)]
-    sizes = [(size, size)]
-    while max(sizes[-1]) > tile:
-        w, h = sizes[-1]
-        sizes.append((max(1, w // 2), max(1, h // 2)))
-        prev = atlases[-1].astype(np.float32)
-        half = (prev[0::2, 0::2] + prev[1::2, 0::2] + prev[0::2, 1::2] + prev[1::2, 1::2]) / 4
-        atlases.append(half.astype(np.uint8))
-    total = sum(math.ceil(w / tile) * math.ceil(h / tile) for w, h in sizes)
-    done = [0]
-
-    def tiles(level: int):
-        w, h = sizes[level]
-        ds = 2**level
-        atlas = atlases[level]
-        n = atlas.shape[0]
-        for row in range(math.ceil(h / tile)):
-            for col in range(math.ceil(w / tile)):
-                ty, tx = np.mgrid[row * tile : (row + 1) * tile, col * tile : (col + 1) * tile]
-                u = (tx * ds / size - 0.5) / 0.42
-                v = (ty * ds / size - 0.5) / 0.36
-                inside = (u * u + v * v) < 1.0
-                crop = np.take(np.take(atlas, ty[:, 0] % n, axis=0), tx[0] % n, axis=1)
-                out = np.where(inside[..., None], crop, np.uint8(245))
-                done[0] += 1
-                yield out
-
-    tmp = path.with_suffix(".tmp.tif")
-    mpp = 0.25
-    try:
-        with tifffile.TiffWriter(tmp, bigtiff=True) as writer:
-            for level, (w, h) in enumerate(sizes):
-                yield Progress("writing benchmark slide", done[0], total)
-                res = 1e4 / (mpp * 2**level)
-                writer.write(
-                    tiles(level),
-                    shape=(h, w, 3),
-                    dtype=np.uint8,
-                    tile=(tile, tile),
-                    photometric="rgb",
-                    compression="jpeg",
-                    compressionargs={"level": 85},
-                    subfiletype=0 if level == 0 else 1,
-                    resolution=(res, res),
-                    resolutionunit="CENTIMETER",
-                    metadata=None,
-                )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    yield Progress("writing benchmark slide", total, total)
-    return path
+    path = directory / f"large-{size}-seed{seed}.tif"
+    if not path.is_file():
+        print(f"generating {path} (once)...", file=sys.stderr)
+        drive(write_large_slide(path, size=size, seed=seed), quiet=not sys.stderr.isatty())
+    return path, "pathviewer.core.synth.write_large_slide"
 
 
 def current_rss_mb() -> float:
