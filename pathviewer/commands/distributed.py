@@ -19,35 +19,20 @@ from pathviewer.cli import CommandGroups
 def _infer_shard(args: argparse.Namespace, plain: Callable[[argparse.Namespace], int]) -> int:
     if args.shard is None:
         return plain(args)
-    from pathviewer.core.progress import drive
     from pathviewer.ml.distributed import parse_shard, write_shard_manifest
-    from pathviewer.ml.inference import predict
 
     index, count = parse_shard(args.shard)
-    split = None if args.split == "all" else args.split
-    results = drive(
-        predict(
-            args.model,
-            args.cohort,
-            args.out,
-            split,
-            args.device,
-            args.batch_size,
-            args.workers,
-            args.pooling,
-            shard=(index, count),
-        ),
-        quiet=args.quiet,
+    args.shard_range = (index, count)
+    status = plain(args)
+    write_shard_manifest(
+        args.out, index, count, args.cohort, None if args.split == "all" else args.split
     )
-    write_shard_manifest(args.out, index, count, args.cohort, split)
-    for r in results:
-        print(f"{r.tiled.entry.slide}\t{r.score:.4f}\t{len(r.probs)} patches")
     print(
-        f"shard {index}/{count}: {len(results)} slides written to {args.out}; join the shards"
+        f"shard {index}/{count} written to {args.out}; join the shards"
         " with `pathviewer infer merge SHARD_DIR... --out PRED_DIR`",
         file=sys.stderr,
     )
-    return 0
+    return status
 
 
 def _merge(args: argparse.Namespace) -> int:

@@ -136,6 +136,8 @@ def _infer(args: argparse.Namespace) -> int:
             args.batch_size,
             args.workers,
             args.pooling,
+            # (index, count) set by the --shard hook of pathviewer.commands.distributed
+            shard=getattr(args, "shard_range", None),
         ),
         quiet=args.quiet,
     )
