@@ -43,6 +43,7 @@ from shapely.geometry.base import BaseGeometry
 
 from pathviewer.core.annotations import DEFAULT_CLASSES, Annotation
 from pathviewer.core.atomic import atomic_write
+from pathviewer.core.cohort import read_table
 from pathviewer.core.errors import CohortError, PathViewerError
 
 #: File name of the database inside a project folder.
@@ -823,19 +824,8 @@ class Project:
         :class:`~pathviewer.core.errors.CohortError` naming it and nothing is imported.
         """
         path = Path(flags_csv)
-        try:
-            with path.open(newline="", encoding="utf-8") as handle:
-                reader = csv.DictReader(handle)
-                fields = set(reader.fieldnames or [])
-                rows = list(reader)
-        except FileNotFoundError:
-            raise CohortError(f"{path}: file not found") from None
-        except (UnicodeDecodeError, csv.Error) as error:
-            raise CohortError(f"{path}: not a CSV file ({error})") from None
-        required = {"slide", "x", "y", "width", "height", "given", "suggested"}
-        missing = required - fields
-        if missing:
-            raise CohortError(f"{path}: missing columns {', '.join(sorted(missing))}")
+        required = ("given", "height", "slide", "suggested", "width", "x", "y")
+        rows, _fields = read_table(path, required)
         parsed = []
         for line, row in enumerate(rows, start=2):
             try:

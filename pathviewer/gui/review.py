@@ -69,6 +69,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pathviewer.core.cohort import read_table
 from pathviewer.core.errors import CohortError, PathViewerError
 from pathviewer.core.store import FlagRecord, Project
 from pathviewer.gui.tiles import rgb_to_qimage
@@ -715,7 +716,7 @@ class ReviewPanel(QWidget):
         if project is None:
             raise PathViewerError("open or create a project before importing flags")
         path = Path(flags_csv).resolve()
-        rows, fields = _read_csv(path, ("slide",))
+        rows, fields = read_table(path, ("slide",))
         names = _SlidePaths(project)
         for row in rows:
             row["slide"] = names.stored(row["slide"], path.parent)
@@ -745,7 +746,7 @@ class ReviewPanel(QWidget):
 
     @staticmethod
     def _import_labels(project: Project, labels_csv: Path, names: _SlidePaths) -> int:
-        rows, _fields = _read_csv(labels_csv, ("slide", "x", "y", "width", "height", "label"))
+        rows, _fields = read_table(labels_csv, ("slide", "x", "y", "width", "height", "label"))
         have = {(r.slide_path, r.x, r.y, r.width, r.height) for r in project.patch_labels()}
         new = []
         for line, row in enumerate(rows, start=2):
@@ -913,22 +914,6 @@ class _SlidePaths:
         if known is None:
             known = self._by_file[file] = str(file)
         return known
-
-
-def _read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[dict[str, str]], list[str]]:
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            fields = list(reader.fieldnames or [])
-            rows = list(reader)
-    except FileNotFoundError:
-        raise CohortError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise CohortError(f"{path}: not a CSV file ({error})") from None
-    missing = [name for name in required if name not in fields]
-    if missing:
-        raise CohortError(f"{path}: missing columns {', '.join(missing)}")
-    return rows, fields
 
 
 def _run_labels_csv(run_dir: Path) -> Path | None:
