@@ -68,7 +68,9 @@ def test_density_counts_are_an_ema_over_batches() -> None:
 
 def test_gaussian_weight_formula() -> None:
     g = torch.tensor([0.1, 0.3, 0.5, 0.9])
-    sigma = float(np.std([0.1, 0.3, 0.5, 0.9], ddof=1))
+    # Paragraph [0105]: sigma is the spread of g around mu (not around the mean of g).
+    sigma = math.sqrt(((0.1 - 0.3) ** 2 + 0 + (0.5 - 0.3) ** 2 + (0.9 - 0.3) ** 2) / 3)
+    assert sigma != pytest.approx(float(np.std([0.1, 0.3, 0.5, 0.9], ddof=1)))
     beta = gaussian_weights(g, mu=0.3)
     expected = torch.exp(-((g - 0.3) ** 2) / (2 * sigma**2))
     assert torch.allclose(beta, expected)
@@ -277,3 +279,64 @@ def test_trusted_labels_never_change_in_training() -> None:
     )
     assert np.array_equal(result.refined[:10], np.eye(3)[noisy[:10]])
     assert not any(f.index < 10 for f in result.flags)
+
+
+class _DegradesAfter(nn.Module):
+    """A linear model whose predictions turn wrong once it has seen ``limit`` training batches.
+
+    The batch count is a buffer, so restoring an earlier round's state restores good predictions.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.limit = limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if self.training:
+            self.calls += 1
+        elif int(self.calls) > self.limit:
+            out = out.roll(1, dims=-1)  # every prediction moves to the wrong class
+        return out
+
+
+def test_select_best_keeps_the_best_validation_round(tmp_path) -> None:
+    dataset, labels = _toy()
+    config = RefineConfig(
+        max_rounds=5,
+        warmup=1,
+        batch_size=16,
+        lr=0.05,
+        device="cpu",
+        label_tol=0,
+        seed=1,
+        augment=False,
+    )
+    # 60 samples, 9 held out -> 3 batches per round: rounds 4 and 5 predict wrong classes.
+    result = run_job(
+        iter_train_refine(dataset, labels, 3, lambda: _DegradesAfter(9), config, out_dir=tmp_path)
+    )
+    accuracies = [h["val_accuracy"] for h in result.history]
+    assert result.rounds == 5
+    assert max(accuracies[:3]) > max(accuracies[3:])
+    assert result.selected_round == int(np.argmax(accuracies)) + 1 <= 3
+    assert int(result.model.calls) <= 9
+    assert result.last_state is not None and int(result.last_state["calls"]) == 15
+    # model.pt of the finished run holds the selected model; resume starts from the last round.
+    state = load_checkpoint(tmp_path / "model.pt")
+    assert int(state["state_dict"]["calls"]) == int(result.model.calls)
+    assert int(state["resume_state_dict"]["calls"]) == 15
+    assert state["best_round"] == result.selected_round - 1
+
+    last = run_job(
+        iter_train_refine(
+            dataset,
+            labels,
+            3,
+            lambda: _DegradesAfter(9),
+            RefineConfig.from_dict({**config.to_dict(), "select_best": False}),
+        )
+    )
+    assert last.selected_round == 5 and int(last.model.calls) == 15

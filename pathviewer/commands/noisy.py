@@ -57,6 +57,11 @@ def register(groups: CommandGroups) -> None:
     train.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps (default auto)")
     train.add_argument("--resume", action="store_true", help="continue from RUN_DIR/model.pt")
     train.add_argument(
+        "--last-round",
+        action="store_true",
+        help="keep the last round's model (default: the round with the best validation accuracy)",
+    )
+    train.add_argument(
         "--input-size",
         type=int,
         default=d.input_size,
@@ -145,6 +150,7 @@ def _run_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         oos_folds=args.oos_folds,
         seed=args.seed,
+        select_best=not args.last_round,
     )
     n_classes = len(classes)
     if args.model == "small":
@@ -190,9 +196,14 @@ def _run_train(args: argparse.Namespace) -> int:
         result.refined,
         [(f.index, f.given, f.suggested, f.confidence, f.g) for f in result.flags],
     )
-    last = result.history[-1] if result.history else {}
+    kept = (
+        result.history[result.selected_round - 1]
+        if 0 < result.selected_round <= len(result.history)
+        else {}
+    )
     print(
-        f"{out}: {result.rounds} rounds, val accuracy {last.get('val_accuracy', float('nan')):.3f}, "
+        f"{out}: {result.rounds} rounds, model.pt = round {result.selected_round} "
+        f"(val accuracy {kept.get('val_accuracy', float('nan')):.3f}), "
         f"{len(result.flags)} of {len(rows)} labels flagged (flags.csv)"
     )
     return 0
