@@ -134,6 +134,28 @@ def test_flags_are_ranked_most_suspect_first() -> None:
     assert flags[1].suggested == 0 and flags[1].given == 1 and math.isclose(flags[1].g, 0.6)
 
 
+def test_flags_follow_the_predicted_class_by_default() -> None:
+    given = np.array([0, 0, 1, 2])
+    refined = np.array(
+        [[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.3, 0.5, 0.2], [0.1, 0.1, 0.8]], dtype=float
+    )
+    probs = np.array(
+        [
+            [0.45, 0.3, 0.25],  # g 0.55 but still the most probable class: a correct label
+            [0.35, 0.6, 0.05],  # refinement has not moved it yet, the predictions have
+            [0.3, 0.5, 0.2],
+            [0.7, 0.1, 0.2],  # the model puts it in class 0
+        ]
+    )
+    g = 1 - probs[np.arange(4), given]
+    flags = flag_labels(given, refined, g, probs=probs)
+    assert [f.index for f in flags] == [3, 1]
+    assert (flags[0].suggested, flags[1].suggested) == (0, 1)
+    assert math.isclose(flags[0].confidence, 0.7) and math.isclose(flags[1].confidence, 0.6)
+    # A threshold below 1 adds high-g samples that the model still assigns to their given class.
+    assert [f.index for f in flag_labels(given, refined, g, 0.5, probs=probs)] == [3, 1, 0]
+
+
 def test_config_metadata_and_validation() -> None:
     for f in fields(RefineConfig):
         assert f.metadata.get("help"), f.name

@@ -148,7 +148,8 @@ def run_case(
     refined = refine_labels(given, torch.as_tensor(oos, dtype=torch.float32), config.gamma).numpy()
     g = gradient_norm(torch.as_tensor(oos), given.double()).numpy()
     ours = np.zeros(len(noisy), bool)
-    ours[[f.index for f in flag_labels(noisy, refined, g, config.flag_threshold)]] = True
+    flags = flag_labels(noisy, refined, g, config.flag_threshold, probs=oos)
+    ours[[f.index for f in flags]] = True
     out["flags_oos"] = prf(ours, flipped)
     try:
         from cleanlab.filter import find_label_issues

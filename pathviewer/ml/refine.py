@@ -47,8 +47,10 @@ has its own function below:
    no clean labels are needed: with symmetric noise at rate ``r < (M - 1) / M``, accuracy on
    noisy labels is an increasing affine function of clean accuracy, and for other noise it is
    the best estimate available without a clean set.
-6. **Flags** (:func:`flag_labels`): samples whose ``g`` stays high (EMA over rounds above
-   ``flag_threshold``) or whose refined label's argmax differs from the given label, ranked by
+6. **Flags** (:func:`flag_labels`): samples whose ``g`` stays high -- read as: the given class is
+   not the most probable one of the predictions averaged over rounds (EMA) -- or whose refined
+   label's argmax left the given class, and, optionally, any ``g`` above ``flag_threshold``;
+   ranked by
    ``g`` (most suspect first), with given and suggested class and the confidence of the
    suggestion.
 7. **Trusted labels** (set by a reviewer) are never refined and always have weight 1.
@@ -142,10 +144,16 @@ class RefineConfig:
         default=1e-3, metadata=_meta("... and the validation loss changes less than this", 0, 100)
     )
     flag_threshold: float = field(
-        default=0.5, metadata=_meta("flag samples whose g (EMA over rounds) exceeds this", 0, 1)
+        default=1.0,
+        metadata=_meta(
+            "also flag samples whose g exceeds this (1: only labels the model assigns elsewhere)",
+            0,
+            1,
+        ),
     )
     g_ema: float = field(
-        default=0.7, metadata=_meta("EMA momentum of each sample's g over rounds", 0, 1)
+        default=0.7,
+        metadata=_meta("EMA momentum of each sample's predictions (and g) over rounds", 0, 1),
     )
     oos_folds: int = field(
         default=0,
@@ -385,46 +393,61 @@ def flag_labels(
     given: np.ndarray,
     refined: np.ndarray,
     g: np.ndarray,
-    threshold: float = 0.5,
+    threshold: float = 1.0,
     trusted: np.ndarray | None = None,
+    probs: np.ndarray | None = None,
 ) -> list[Flag]:
-    """Step 6: samples whose ``g`` is high or whose refined argmax differs from the given label.
+    """Step 6: samples the model assigns to another class, or whose ``g`` exceeds ``threshold``.
+
+    "``g`` stays high" is read relative to the other classes: a label is suspect when the
+    model's most probable class is not the given one (``p_given < max_j p_j``, i.e. ``g`` above
+    ``1 - max_other p``), or when the refined label's argmax moved away from the given label.
+    Under label noise that leaves the true class the most frequent label of similar
+    images, this is exactly the set of labels that disagree with the Bayes prediction.  A fixed
+    threshold on ``g`` (0.5) flagged many correct labels, because a network trained on noisy
+    labels is calibrated to them (at 40 % symmetric noise ``p`` of a correct label is about 0.6);
+    ``threshold`` < 1 adds such samples for more recall.
 
     Parameters
     ----------
     given
         ``(N,)`` given class indices.
     refined
-        ``(N, M)`` refined label distributions (or predicted probabilities).
+        ``(N, M)`` refined label distributions.
     g
         ``(N,)`` gradient norms (EMA over rounds, or out of sample).
     threshold
-        Flag when ``g > threshold``.
+        Also flag when ``g > threshold`` (1: never).
     trusted
         ``(N,)`` bool; trusted samples are never flagged.
+    probs
+        ``(N, M)`` predicted probabilities behind ``g`` (EMA over rounds, or out of sample);
+        None: ``refined`` stands in for them.
 
     Returns
     -------
     list of Flag
         Most suspect first: descending ``g``, ties by index.  ``suggested`` is the refined
-        argmax, or the most probable other class when the refined argmax is still the given class;
-        ``confidence`` is the refined probability of ``suggested``.
+        argmax when it left the given class, else the most probable other class; ``confidence``
+        is the predicted probability of ``suggested``.
     """
     given = np.asarray(given, dtype=np.int64)
     refined = np.asarray(refined, dtype=np.float64)
+    probs = refined if probs is None else np.asarray(probs, dtype=np.float64)
     g = np.asarray(g, dtype=np.float64)
-    top = refined.argmax(axis=1)
-    mask = (g > threshold) | (top != given)
+    rows = np.arange(len(given))
+    refined_top = refined.argmax(axis=1)
+    others = probs.copy()
+    others[rows, given] = -np.inf
+    other_top = others.argmax(axis=1) if probs.shape[1] > 1 else given
+    mask = (g > threshold) | (refined_top != given) | (probs.argmax(axis=1) != given)
     if trusted is not None:
         mask &= ~np.asarray(trusted, dtype=bool)
-    others = refined.copy()
-    others[np.arange(len(given)), given] = -np.inf
-    second = others.argmax(axis=1) if refined.shape[1] > 1 else top
     flags = []
     for i in np.flatnonzero(mask):
-        suggested = int(top[i]) if top[i] != given[i] else int(second[i])
+        suggested = int(refined_top[i]) if refined_top[i] != given[i] else int(other_top[i])
         flags.append(
-            Flag(int(i), int(given[i]), suggested, float(refined[i, suggested]), float(g[i]))
+            Flag(int(i), int(given[i]), suggested, float(probs[i, suggested]), float(g[i]))
         )
     flags.sort(key=lambda f: (-f.g, f.index))
     return flags
@@ -442,7 +465,8 @@ class RefineResult:
     refined
         ``(N, M)`` refined labels.
     probs
-        ``(N, M)`` probabilities used for the flags (out of sample when ``oos_folds >= 2``).
+        ``(N, M)`` probabilities behind the flags: each sample's predictions averaged over the
+        rounds (EMA ``g_ema``), or out of sample when ``oos_folds >= 2``.
     g
         ``(N,)`` g used for the flags.
     flags
@@ -648,7 +672,8 @@ def iter_train_refine(
     given = _one_hot(labels_np, num_classes)
     soft = given.clone()
     trusted_t = torch.as_tensor(trusted_np)
-    g_avg = np.zeros(n, np.float64)
+    # EMA over rounds of every sample's predicted probabilities; g_avg = 1 - p_avg[given].
+    p_avg = np.full((n, num_classes), 1.0 / num_classes)
     val_mask = _split_val(n, config.val_fraction, labels_np, config.seed)
     train_idx = np.flatnonzero(~val_mask)
     val_idx = np.flatnonzero(val_mask)
@@ -676,7 +701,12 @@ def iter_train_refine(
         if "optimizer" in state:
             optimizer.load_state_dict(state["optimizer"])
         soft = state["labels"].float()
-        g_avg = state["g_avg"].double().numpy()
+        if "p_avg" in state:
+            p_avg = state["p_avg"].double().numpy()
+        else:  # a checkpoint from before p_avg: the given class keeps 1 - g, the rest shares g
+            g_old = state["g_avg"].double().numpy()[:, None]
+            p_avg = g_old / max(num_classes - 1, 1) * (1 - given.double().numpy())
+            p_avg += (1 - g_old) * given.double().numpy()
         start_round = int(state["round"]) + 1
         history = [dict(h) for h in state.get("history", [])]
     if out is not None:
@@ -761,12 +791,11 @@ def iter_train_refine(
             val_acc = float((pv.argmax(1) == labels_np[val_idx]).mean())
         else:
             val_loss, val_acc = float("nan"), float("nan")
-        g_now = gradient_norm(probs_t, given).double().numpy()
         # "g stays high": EMA over the rounds after the warm-up (warm-up predictions are immature).
         if round_no <= config.warmup:
-            g_avg = g_now
+            p_avg = probs.astype(np.float64)
         else:
-            g_avg = config.g_ema * g_avg + (1 - config.g_ema) * g_now
+            p_avg = config.g_ema * p_avg + (1 - config.g_ema) * probs
         # ---- step 4: refine after the warm-up
         if config.refine and round_no + 1 > config.warmup:
             soft = refine_labels(given, probs_t, config.gamma, trusted_t)
@@ -808,7 +837,8 @@ def iter_train_refine(
                     "num_samples": n,
                     "round": round_no,
                     "labels": soft.clone(),
-                    "g_avg": torch.as_tensor(g_avg),
+                    "p_avg": torch.as_tensor(p_avg),
+                    "g_avg": torch.as_tensor(1 - p_avg[np.arange(n), labels_np]),
                     "history": history,
                 },
             )
@@ -844,21 +874,30 @@ def iter_train_refine(
             state.update({"state_dict": best_state, "resume_state_dict": last_state})
             save_checkpoint(ckpt_path, state)
     refined_np = soft.numpy().astype(np.float64)
-    flag_probs, flag_g = refined_np, g_avg
+    flag_refined, flag_probs = refined_np, p_avg
     flags: list[Flag] = []
+    if compute_flags and config.oos_folds >= 2:
+        flag_probs = yield from iter_cross_validated_probs(
+            dataset, labels_np, num_classes, model_factory, config, trusted_np
+        )
+        flag_refined = refine_labels(
+            given, torch.as_tensor(flag_probs, dtype=torch.float32), config.gamma, trusted_t
+        ).numpy()
+    flag_g = gradient_norm(torch.as_tensor(flag_probs), given.double()).numpy()
     if compute_flags:
-        if config.oos_folds >= 2:
-            oos = yield from iter_cross_validated_probs(
-                dataset, labels_np, num_classes, model_factory, config, trusted_np
-            )
-            flag_probs = refine_labels(
-                given, torch.as_tensor(oos, dtype=torch.float32), config.gamma, trusted_t
-            ).numpy()
-            flag_g = gradient_norm(torch.as_tensor(oos), given.double()).numpy()
-            probs = oos
-        flags = flag_labels(labels_np, flag_probs, flag_g, config.flag_threshold, trusted_np)
+        flags = flag_labels(
+            labels_np, flag_refined, flag_g, config.flag_threshold, trusted_np, flag_probs
+        )
     return RefineResult(
-        refined_np, probs, flag_g, flags, rounds_done, history, model, selected_round, last_state
+        refined_np,
+        flag_probs,
+        flag_g,
+        flags,
+        rounds_done,
+        history,
+        model,
+        selected_round,
+        last_state,
     )
 
 
