@@ -26,6 +26,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -217,29 +218,78 @@ def synthetic_data(
     return x[~is_test], y[~is_test], x[is_test], y[is_test], classes
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    """Run every case; returns the JSON-ready report."""
+#: Metrics averaged over seeds in each case's ``mean``: (path in a run's dict, name).
+_MEAN_KEYS = [
+    *[((m, "test_accuracy"), f"{m}_test_accuracy") for m in METHODS],
+    *[((m, "last_round_test_accuracy"), f"{m}_last_round_test_accuracy") for m in METHODS],
+    *[((m, "test_balanced_accuracy"), f"{m}_test_balanced_accuracy") for m in METHODS],
+    (("flags_oos", "f1"), "flags_oos_f1"),
+    (("cleanlab_oos", "f1"), "cleanlab_oos_f1"),
+    (("flags_in_training", "f1"), "flags_in_training_f1"),
+    (("refined_label_accuracy",), "refined_label_accuracy"),
+]
+
+
+def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation over seeds of the headline metrics of one case."""
+    summary: dict[str, Any] = {}
+    for path, name in _MEAN_KEYS:
+        values = []
+        for r in runs:
+            value: Any = r
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, (int, float)):
+                values.append(float(value))
+        if values:
+            summary[name] = {
+                "mean": round(float(np.mean(values)), 4),
+                "std": round(float(np.std(values)), 4),
+            }
+    return summary
+
+
+def _run_cases(
+    label: str,
+    cases: dict[str, Callable[[int], np.ndarray]],
+    seeds: int,
+    args: tuple[Any, ...],
+) -> dict[str, Any]:
+    """Every case over ``seeds`` seeds (noise draw and training seed change together)."""
+    x_tr, y_tr, x_te, y_te, k, base, channels = args
+    out: dict[str, Any] = {}
+    for name, inject in cases.items():
+        runs = []
+        for s in range(seeds):
+            print(f"{label} {name} seed {s}", file=sys.stderr)
+            config = RefineConfig.from_dict({**base.to_dict(), "seed": s})
+            runs.append(run_case(x_tr, inject(s), y_tr, x_te, y_te, k, config, channels))
+        out[name] = {"mean": _summarise(runs), "runs": runs}
+    return out
+
+
+def run(quick: bool = False, seeds: int = 1) -> dict[str, Any]:
+    """Run every case over ``seeds`` seeds; returns the JSON-ready report."""
     torch.set_num_threads(2)
-    report: dict[str, Any] = {"torch_threads": 2, "datasets": {}}
+    report: dict[str, Any] = {"torch_threads": 2, "seeds": seeds, "datasets": {}}
     rounds = 12 if quick else 40
     # ---- digits
     x_tr, y_tr, x_te, y_te = digits_data(seed=42)
     base = RefineConfig(
         max_rounds=rounds, warmup=5, batch_size=64, device="cpu", augment=False, seed=0
     )
-    cases = {
-        "symmetric_20": inject_symmetric(y_tr, 0.2, 10, seed=101),
-        "symmetric_40": inject_symmetric(y_tr, 0.4, 10, seed=102),
-        "asymmetric_30": inject_pairs(y_tr, {7: 1, 2: 7, 5: 6, 3: 8}, 0.3, seed=103),
+    pairs = {7: 1, 2: 7, 5: 6, 3: 8}
+    cases: dict[str, Callable[[int], np.ndarray]] = {
+        "symmetric_20": lambda s: inject_symmetric(y_tr, 0.2, 10, seed=101 + 1000 * s),
+        "symmetric_40": lambda s: inject_symmetric(y_tr, 0.4, 10, seed=102 + 1000 * s),
+        "asymmetric_30": lambda s: inject_pairs(y_tr, pairs, 0.3, seed=103 + 1000 * s),
     }
     digits: dict[str, Any] = {"train": len(y_tr), "test": len(y_te), "classes": 10}
-    for name, noisy in cases.items():
-        print(f"digits {name}", file=sys.stderr)
-        digits[name] = run_case(x_tr, noisy, y_tr, x_te, y_te, 10, base, 1)
+    digits.update(_run_cases("digits", cases, seeds, (x_tr, y_tr, x_te, y_te, 10, base, 1)))
     report["datasets"]["digits"] = digits
     # ---- synthetic patches
     with tempfile.TemporaryDirectory() as tmp:
-        x_tr, y_tr, x_te, y_te, classes = synthetic_data(
+        xs_tr, ys_tr, xs_te, ys_te, classes = synthetic_data(
             Path(tmp), seed=11, n_slides=8, size=3072, patch=128, px=32
         )
     k = len(classes)
@@ -249,21 +299,19 @@ def run(quick: bool = False) -> dict[str, Any]:
     tumour = classes.index("Tumor") if "Tumor" in classes else k - 1
     normal = classes.index("Normal") if "Normal" in classes else 0
     cases = {
-        "symmetric_20": inject_symmetric(y_tr, 0.2, k, seed=201),
-        "symmetric_40": inject_symmetric(y_tr, 0.4, k, seed=202),
-        "asymmetric_30": inject_pairs(y_tr, {tumour: normal}, 0.3, seed=203),
+        "symmetric_20": lambda s: inject_symmetric(ys_tr, 0.2, k, seed=201 + 1000 * s),
+        "symmetric_40": lambda s: inject_symmetric(ys_tr, 0.4, k, seed=202 + 1000 * s),
+        "asymmetric_30": lambda s: inject_pairs(ys_tr, {tumour: normal}, 0.3, seed=203 + 1000 * s),
     }
     synth: dict[str, Any] = {
-        "train": len(y_tr),
-        "test": len(y_te),
+        "train": len(ys_tr),
+        "test": len(ys_te),
         "classes": classes,
-        "train_counts": np.bincount(y_tr, minlength=k).tolist(),
-        "test_counts": np.bincount(y_te, minlength=k).tolist(),
+        "train_counts": np.bincount(ys_tr, minlength=k).tolist(),
+        "test_counts": np.bincount(ys_te, minlength=k).tolist(),
         "patch": "128 px level-0 boxes read at 32 px",
     }
-    for name, noisy in cases.items():
-        print(f"synthetic {name}", file=sys.stderr)
-        synth[name] = run_case(x_tr, noisy, y_tr, x_te, y_te, k, base, 3)
+    synth.update(_run_cases("synthetic", cases, seeds, (xs_tr, ys_tr, xs_te, ys_te, k, base, 3)))
     report["datasets"]["synthetic_patches"] = synth
     return report
 
@@ -273,9 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--json", metavar="OUT", help="write the report here")
     parser.add_argument("--quick", action="store_true", help="12 rounds instead of 40")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="repeat each case with this many noise/training seeds"
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    report = run(quick=args.quick)
+    report = run(quick=args.quick, seeds=max(1, args.seeds))
     report["seconds"] = round(time.perf_counter() - start, 1)
     text = json.dumps(report, indent=2)
     if args.json:
