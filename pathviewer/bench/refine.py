@@ -17,6 +17,8 @@ selection), and precision /
 recall / F1 of detecting the flipped training labels, for our flags and for cleanlab's
 ``find_label_issues``, both given the same out-of-sample (k-fold cross-fitted) probabilities.
 Noise seeds and splits are fixed before looking at any result; nothing is tuned on the test sets.
+``--seeds N`` repeats every case with N noise draws (and training seeds) and adds each case's mean
+and standard deviation of the headline metrics.
 """
 
 from __future__ import annotations
