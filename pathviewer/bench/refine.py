@@ -39,10 +39,8 @@ from pathviewer.core.progress import run_job
 from pathviewer.ml.patch_data import ArrayDataset
 from pathviewer.ml.refine import (
     RefineConfig,
-    flag_labels,
-    gradient_norm,
+    flags_from_probs,
     iter_cross_validated_probs,
-    refine_labels,
     train_refine,
 )
 from pathviewer.ml.small_cnn import SmallCNN
@@ -147,12 +145,8 @@ def run_case(
     # Out-of-sample probabilities (k-fold, full method) shared by our flags and cleanlab.
     config = RefineConfig.from_dict({**base.to_dict(), "oos_folds": 4})
     oos = run_job(iter_cross_validated_probs(dataset, noisy, k, factory, config))
-    given = torch.eye(k)[torch.as_tensor(noisy)]
-    refined = refine_labels(given, torch.as_tensor(oos, dtype=torch.float32), config.gamma).numpy()
-    g = gradient_norm(torch.as_tensor(oos), given.double()).numpy()
     ours = np.zeros(len(noisy), bool)
-    flags = flag_labels(noisy, refined, g, config.flag_threshold, probs=oos)
-    ours[[f.index for f in flags]] = True
+    ours[[f.index for f in flags_from_probs(noisy, oos, config)[2]]] = True
     out["flags_oos"] = prf(ours, flipped)
     try:
         from cleanlab.filter import find_label_issues
@@ -255,10 +249,16 @@ def _run_cases(
     label: str,
     cases: dict[str, Callable[[int], np.ndarray]],
     seeds: int,
-    args: tuple[Any, ...],
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    k: int,
+    base: RefineConfig,
+    channels: int,
 ) -> dict[str, Any]:
-    """Every case over ``seeds`` seeds (noise draw and training seed change together)."""
-    x_tr, y_tr, x_te, y_te, k, base, channels = args
+    """Every case over ``seeds`` seeds (noise draw and training seed change together).
+
+    ``data`` is ``(x_train, y_train, x_test, y_test)`` with clean labels.
+    """
+    x_tr, y_tr, x_te, y_te = data
     out: dict[str, Any] = {}
     for name, inject in cases.items():
         runs = []
@@ -287,7 +287,7 @@ def run(quick: bool = False, seeds: int = 1) -> dict[str, Any]:
         "asymmetric_30": lambda s: inject_pairs(y_tr, pairs, 0.3, seed=103 + 1000 * s),
     }
     digits: dict[str, Any] = {"train": len(y_tr), "test": len(y_te), "classes": 10}
-    digits.update(_run_cases("digits", cases, seeds, (x_tr, y_tr, x_te, y_te, 10, base, 1)))
+    digits.update(_run_cases("digits", cases, seeds, (x_tr, y_tr, x_te, y_te), 10, base, 1))
     report["datasets"]["digits"] = digits
     # ---- synthetic patches
     with tempfile.TemporaryDirectory() as tmp:
@@ -313,7 +313,7 @@ def run(quick: bool = False, seeds: int = 1) -> dict[str, Any]:
         "test_counts": np.bincount(ys_te, minlength=k).tolist(),
         "patch": "128 px level-0 boxes read at 32 px",
     }
-    synth.update(_run_cases("synthetic", cases, seeds, (xs_tr, ys_tr, xs_te, ys_te, k, base, 3)))
+    synth.update(_run_cases("synthetic", cases, seeds, (xs_tr, ys_tr, xs_te, ys_te), k, base, 3))
     report["datasets"]["synthetic_patches"] = synth
     return report
 

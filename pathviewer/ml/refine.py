@@ -50,9 +50,8 @@ has its own function below:
 6. **Flags** (:func:`flag_labels`): samples whose ``g`` stays high -- read as: the given class is
    not the most probable one of the predictions averaged over rounds (EMA) -- or whose refined
    label's argmax left the given class, and, optionally, any ``g`` above ``flag_threshold``;
-   ranked by
-   ``g`` (most suspect first), with given and suggested class and the confidence of the
-   suggestion.
+   ranked by ``g`` (most suspect first), with given and suggested class and the confidence of
+   the suggestion.
 7. **Trusted labels** (set by a reviewer) are never refined and always have weight 1.
 
 Out-of-sample probabilities for flags
@@ -453,6 +452,36 @@ def flag_labels(
     return flags
 
 
+def flags_from_probs(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    config: RefineConfig,
+    trusted: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[Flag]]:
+    """Steps 4 and 6 on given probabilities (e.g. out of sample): refined labels, ``g``, flags.
+
+    Parameters
+    ----------
+    labels
+        ``(N,)`` given class indices.
+    probs
+        ``(N, M)`` predicted probabilities.
+    config
+        Supplies ``gamma`` and ``flag_threshold``.
+    trusted
+        ``(N,)`` bool, optional.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    given = _one_hot(labels, probs.shape[1])
+    trusted_t = None if trusted is None else torch.as_tensor(np.asarray(trusted, dtype=bool))
+    refined = refine_labels(
+        given, torch.as_tensor(probs, dtype=torch.float32), config.gamma, trusted_t
+    ).numpy()
+    g = gradient_norm(torch.as_tensor(probs, dtype=torch.float64), given.double()).numpy()
+    flags = flag_labels(labels, refined, g, config.flag_threshold, trusted, probs)
+    return refined, g, flags
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -672,18 +701,18 @@ def iter_train_refine(
     given = _one_hot(labels_np, num_classes)
     soft = given.clone()
     trusted_t = torch.as_tensor(trusted_np)
-    # EMA over rounds of every sample's predicted probabilities; g_avg = 1 - p_avg[given].
+    # EMA over rounds of every sample's predicted probabilities (the flags' "g stays high").
     p_avg = np.full((n, num_classes), 1.0 / num_classes)
     val_mask = _split_val(n, config.val_fraction, labels_np, config.seed)
     train_idx = np.flatnonzero(~val_mask)
     val_idx = np.flatnonzero(val_mask)
     history: list[dict[str, float]] = []
     start_round = 0
-    # Model selection (select_best): the round with the best accuracy on the held-out samples'
-    # given labels.  With label noise that does not depend on the image, accuracy against noisy
-    # labels ranks models as clean accuracy does, so no clean data is needed.
+    # Model selection (select_best, step 5 of the module docstring): the round with the best
+    # accuracy on the held-out samples' given labels; no clean data is needed.
     best_val_acc, best_round = -math.inf, -1
     best_state: dict[str, torch.Tensor] | None = None
+    checkpoint: dict[str, Any] = {}  # the last one written, rewritten once the run ends
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "model.pt" if out is not None else None
     if resume:
@@ -824,24 +853,21 @@ def iter_train_refine(
                 selection = {"best_round": best_round, "best_val_accuracy": best_val_acc}
                 if best_round != round_no:
                     selection["best_state_dict"] = best_state
-            save_checkpoint(
-                ckpt_path,
-                {
-                    **selection,
-                    "method": "noisy-refine",
-                    "state_dict": current,
-                    "optimizer": optimizer.state_dict(),
-                    "config": config.to_dict(),
-                    "classes": list(classes or []),
-                    "num_classes": num_classes,
-                    "num_samples": n,
-                    "round": round_no,
-                    "labels": soft.clone(),
-                    "p_avg": torch.as_tensor(p_avg),
-                    "g_avg": torch.as_tensor(1 - p_avg[np.arange(n), labels_np]),
-                    "history": history,
-                },
-            )
+            checkpoint = {
+                **selection,
+                "method": "noisy-refine",
+                "state_dict": current,
+                "optimizer": optimizer.state_dict(),
+                "config": config.to_dict(),
+                "classes": list(classes or []),
+                "num_classes": num_classes,
+                "num_samples": n,
+                "round": round_no,
+                "labels": soft.clone(),
+                "p_avg": torch.as_tensor(p_avg),
+                "history": history,
+            }
+            save_checkpoint(ckpt_path, checkpoint)
             with open(out / "metrics.jsonl", "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(metrics) + "\n")
         yield Progress(
@@ -867,26 +893,23 @@ def iter_train_refine(
     if best_state is not None:
         model.load_state_dict(best_state)
         selected_round = best_round + 1
-        if ckpt_path is not None and best_round != rounds_done - 1:
+        if ckpt_path is not None and checkpoint and best_round != rounds_done - 1:
             # The finished run's model.pt holds the selected model; training resumes from the last.
-            state = load_checkpoint(ckpt_path)
-            state.pop("best_state_dict", None)
-            state.update({"state_dict": best_state, "resume_state_dict": last_state})
-            save_checkpoint(ckpt_path, state)
+            checkpoint.pop("best_state_dict", None)
+            checkpoint.update({"state_dict": best_state, "resume_state_dict": last_state})
+            save_checkpoint(ckpt_path, checkpoint)
     refined_np = soft.numpy().astype(np.float64)
-    flag_refined, flag_probs = refined_np, p_avg
+    flag_probs = p_avg
+    flag_g = 1 - p_avg[np.arange(n), labels_np]
     flags: list[Flag] = []
     if compute_flags and config.oos_folds >= 2:
         flag_probs = yield from iter_cross_validated_probs(
             dataset, labels_np, num_classes, model_factory, config, trusted_np
         )
-        flag_refined = refine_labels(
-            given, torch.as_tensor(flag_probs, dtype=torch.float32), config.gamma, trusted_t
-        ).numpy()
-    flag_g = gradient_norm(torch.as_tensor(flag_probs), given.double()).numpy()
-    if compute_flags:
+        _, flag_g, flags = flags_from_probs(labels_np, flag_probs, config, trusted_np)
+    elif compute_flags:
         flags = flag_labels(
-            labels_np, flag_refined, flag_g, config.flag_threshold, trusted_np, flag_probs
+            labels_np, refined_np, flag_g, config.flag_threshold, trusted_np, flag_probs
         )
     return RefineResult(
         refined_np,
