@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pathviewer.bench viewer --json out/bench-viewer.json
 	$(BIN)/python -m pathviewer.bench ngsd --json out/bench-ngsd.json
 	$(BIN)/python -m pathviewer.bench refine --json out/bench-refine.json
+	$(BIN)/python -m pathviewer.bench training_ui --json out/bench-training-ui.json
 	$(BIN)/python benchmarks/annotations_query.py > out/bench-annotations-query.json
 	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/annotations_pan.py --seconds 12 > out/bench-annotations-pan.json
 

@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "viewer": "pathviewer.bench.viewer",
     "ngsd": "pathviewer.bench.ngsd",
     "refine": "pathviewer.bench.refine",
+    "training_ui": "pathviewer.bench.training_ui",
 }
 
 
