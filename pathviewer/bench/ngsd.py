@@ -17,7 +17,6 @@ Without ``--cohort`` a 6-slide synthetic cohort is generated in a temporary fold
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -28,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from pathviewer.bench import emit_report
 
 
 def bench_bank(n: int = 1_000_000, k: float = 0.3, lam: float = 5.0, repeats: int = 5) -> dict:
@@ -252,11 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["inference"] = bench_inference(
                     cohort, demo_config(device=args.device), args.infer_batch
                 )
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    emit_report(results, args.json)
     return 0
 
 

@@ -24,7 +24,6 @@ and standard deviation of the headline metrics.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pathviewer.bench import emit_report
 from pathviewer.core.progress import run_job
 from pathviewer.ml.patch_data import ArrayDataset
 from pathviewer.ml.refine import (
@@ -330,11 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     report = run(quick=args.quick, seeds=max(1, args.seeds))
     report["seconds"] = round(time.perf_counter() - start, 1)
-    text = json.dumps(report, indent=2)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
-    print(text)
+    emit_report(report, args.json)
     return 0
 
 

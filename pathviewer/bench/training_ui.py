@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -34,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from pathviewer.bench import emit_report
 
 
 def stall_summary(gaps_s: list[float], interval_s: float) -> dict[str, float]:
@@ -48,14 +49,6 @@ def stall_summary(gaps_s: list[float], interval_s: float) -> dict[str, float]:
         "median_stall_ms": round(statistics.median(stalls), 2),
         "stalls_over_30ms": sum(stall > 30 for stall in stalls),
     }
-
-
-def _spin(seconds: float) -> None:
-    from PySide6.QtCore import QEventLoop, QTimer
-
-    loop = QEventLoop()
-    QTimer.singleShot(int(seconds * 1000), loop.quit)
-    loop.exec()
 
 
 def _bench_config(steps: int, input_size: int) -> Any:
@@ -114,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, base: Path) -> int:
     from PySide6.QtCore import QSettings
 
-    from pathviewer.bench.viewer import _Heartbeat
+    from pathviewer.bench.viewer import _Heartbeat, _spin
     from pathviewer.core.progress import run_job
     from pathviewer.core.synth import generate_cohort
     from pathviewer.gui.app import create_main_window, ensure_application
@@ -201,11 +194,5 @@ def _run(args: argparse.Namespace, base: Path) -> int:
 
     results["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     results["targets"] = {"training.max_stall_ms": "< 50", "training.p99_stall_ms": "< 30"}
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        from pathviewer.core.atomic import atomic_write
-
-        with atomic_write(args.json) as handle:
-            handle.write(text + "\n")
+    emit_report(results, args.json)
     return 0

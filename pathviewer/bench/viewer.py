@@ -22,7 +22,6 @@ Measures, on a synthetic slide of at least 20k x 20k px (generated once with
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -33,6 +32,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pathviewer.bench import emit_report
 
 if TYPE_CHECKING:
     pass
@@ -391,11 +392,5 @@ def main(argv: list[str] | None = None) -> int:
         "max_ui_stall_ms": "< 30",
         "peak_rss_mb": "bounded: peak_rss_mb - rss_before_viewer_mb <= cache_cap_mb + ~150",
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        from pathviewer.core.atomic import atomic_write
-
-        with atomic_write(args.json) as handle:
-            handle.write(text + "\n")
+    emit_report(results, args.json)
     return 0
