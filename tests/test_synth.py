@@ -17,7 +17,6 @@ from pathviewer.core.progress import Progress, run_job
 from pathviewer.core.slide import open_slide
 from pathviewer.core.synth import (
     cohort_plan,
-    demo_settings,
     generate_cohort,
     write_large_slide,
 )
@@ -246,12 +245,14 @@ def test_cli_synth_and_bad_args(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_demo_generates_once_without_gui(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import pathviewer.core.synth as synth
+    import pathviewer.core.realistic as realistic
     from pathviewer.cli import main
     from pathviewer.paths import demo_cohort_dir
 
-    assert demo_settings()["n_slides"] >= 4
-    monkeypatch.setattr(synth, "demo_settings", lambda: {"n_slides": 2, "seed": 5, "size": 1024})
+    assert realistic.demo_settings()["n_slides"] >= 4
+    monkeypatch.setattr(
+        realistic, "demo_settings", lambda: {"n_slides": 2, "seed": 5, "size": 1024}
+    )
     assert main(["demo", "--no-gui", "-q"]) == 0
     csv_path = Path(capsys.readouterr().out.strip())
     assert csv_path == demo_cohort_dir() / "cohort.csv"

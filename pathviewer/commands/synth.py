@@ -18,8 +18,33 @@ def register(groups: CommandGroups) -> None:
         help="generate a synthetic H&E cohort with tumour ground truth",
         description=(
             "Write pyramidal TIFF slides (0.5 um/px), GeoJSON tumour/stroma polygons and "
-            "cohort.csv (half positive, train/test split) into OUT_DIR."
+            "cohort.csv (half positive, train/test split) into OUT_DIR.  The realistic style "
+            "(default) uses real H&E texture with a subtle tumour change and a different stain "
+            "on every slide; the stylised style draws cartoon tissue (fast plumbing tests)."
         ),
+    )
+    synth.add_argument(
+        "--style",
+        choices=("realistic", "stylised"),
+        default="realistic",
+        help="realistic (real H&E texture, default) or stylised (cartoon tissue)",
+    )
+    synth.add_argument(
+        "--texture-from",
+        metavar="SLIDE",
+        help="realistic: take the tissue texture from this slide (default: the shipped H&E scan)",
+    )
+    synth.add_argument(
+        "--strength",
+        type=float,
+        default=0.5,
+        help="realistic: tumour change 0-1 (nuclear size, crowding, hyperchromasia; default 0.5)",
+    )
+    synth.add_argument(
+        "--stain-variation",
+        type=float,
+        default=1.0,
+        help="realistic: scale of the stain differences between slides (default 1)",
     )
     synth.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
     synth.add_argument("--slides", type=int, default=6, help="number of slides (default 6)")
@@ -29,9 +54,9 @@ def register(groups: CommandGroups) -> None:
     )
     synth.add_argument(
         "--tumour-fraction",
-        type=float,
-        default=0.25,
-        help="tumour share of the tissue of positive slides (default 0.25)",
+        default=None,
+        help="tumour share of the tissue of positive slides: one value, or LOW,HIGH for a "
+        "per-slide range (default 0.25 stylised, 0.02,0.2 realistic)",
     )
     synth.add_argument(
         "--large",
@@ -69,18 +94,46 @@ def _run_synth(args: argparse.Namespace) -> int:
         )
         print(path)
         return 0
-    csv_path = drive(
-        generate_cohort(
+    fraction = _fraction_bounds(args.tumour_fraction)
+    if args.style == "stylised":
+        job = generate_cohort(
             args.out_dir,
             n_slides=args.slides,
             seed=args.seed,
             size=args.size,
-            tumour_fraction=args.tumour_fraction,
-        ),
-        quiet=args.quiet,
-    )
+            tumour_fraction=fraction[1] if fraction else 0.25,
+        )
+    else:
+        from pathviewer.core.realistic import generate_realistic_cohort
+
+        job = generate_realistic_cohort(
+            args.out_dir,
+            n_slides=args.slides,
+            seed=args.seed,
+            size=args.size,
+            tumour_fraction=fraction or (0.02, 0.2),
+            strength=args.strength,
+            stain_variation=args.stain_variation,
+            texture=args.texture_from,
+        )
+    csv_path = drive(job, quiet=args.quiet)
     print(csv_path)
     return 0
+
+
+def _fraction_bounds(text: str | None) -> tuple[float, float] | None:
+    """``--tumour-fraction``: ``0.1`` (both bounds) or ``0.02,0.2``."""
+    from pathviewer.core.errors import PathViewerError
+
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2):
+        raise PathViewerError(f"--tumour-fraction {text!r}: give a fraction (0.1) or LOW,HIGH")
+    return (values[0], values[-1])
 
 
 def demo_is_complete(folder: Path) -> bool:
@@ -102,7 +155,7 @@ def ensure_demo_cohort(regenerate: bool = False, quiet: bool = False) -> Path:
     interrupted generation never looks complete.  Returns the path of ``cohort.csv``.
     """
     from pathviewer.core.progress import drive
-    from pathviewer.core.synth import demo_settings, generate_cohort
+    from pathviewer.core.realistic import demo_settings, generate_realistic_cohort
     from pathviewer.paths import demo_cohort_dir
 
     target = demo_cohort_dir()
@@ -113,7 +166,7 @@ def ensure_demo_cohort(regenerate: bool = False, quiet: bool = False) -> Path:
         print(f"Generating the demo cohort in {target} (once) ...", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix=".demo-cohort-", dir=target.parent))
     try:
-        drive(generate_cohort(work, **demo_settings()), quiet=quiet)  # type: ignore[arg-type]
+        drive(generate_realistic_cohort(work, **demo_settings()), quiet=quiet)
         if target.exists():
             old = target.with_name(f".{target.name}-old")
             shutil.rmtree(old, ignore_errors=True)

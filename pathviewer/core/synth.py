@@ -587,16 +587,37 @@ def make_layout(
         radius = math.sqrt(stroma_target / count / math.pi)
         layout.stroma.append(_blob(rng, cx, cy, radius, roughness=0.3))
     if positive:
-        layout.tumour = _place_tumour(rng, region, tumour_fraction)
+        layout.tumour = place_tumour(rng, region, tumour_fraction)
     return layout
 
 
-def _place_tumour(
-    rng: np.random.Generator, region: BaseGeometry, tumour_fraction: float
+def place_tumour(
+    rng: np.random.Generator,
+    region: BaseGeometry,
+    tumour_fraction: float,
+    min_radius: float = MIN_TUMOUR_RADIUS,
+    roughness: float = 0.3,
+    max_count: int = 4,
 ) -> list[Polygon]:
-    """1-4 tumour blobs whose union inside ``region`` covers ~``tumour_fraction`` of it."""
+    """1 to ``max_count`` tumour blobs whose union inside ``region`` covers ~``tumour_fraction``.
+
+    Parameters
+    ----------
+    rng
+        Random generator of the slide.
+    region
+        Tissue region.
+    tumour_fraction
+        Target share of ``region`` covered by tumour.
+    min_radius
+        Smallest blob radius (level-0 px).
+    roughness
+        Irregularity of the outlines (harmonic amplitude of :func:`_blob`).
+    max_count
+        Most blobs placed.
+    """
     target = tumour_fraction * region.area
-    largest = max(1, min(4, int(target / (math.pi * MIN_TUMOUR_RADIUS**2 * 1.2))))
+    largest = max(1, min(max_count, int(target / (math.pi * min_radius**2 * 1.2))))
     count = int(rng.integers(1, largest + 1))
     radius = math.sqrt(target / count / math.pi)
     shapes = []
@@ -606,8 +627,8 @@ def _place_tumour(
         shapes.append((cx, cy, int(rng.integers(2**32))))
 
     def blobs(scale: float) -> list[Polygon]:
-        r = max(radius * scale, MIN_TUMOUR_RADIUS)
-        return [_blob(np.random.default_rng(s), cx, cy, r, 0.3) for cx, cy, s in shapes]
+        r = max(radius * scale, min_radius)
+        return [_blob(np.random.default_rng(s), cx, cy, r, roughness) for cx, cy, s in shapes]
 
     def covered(scale: float) -> float:
         return shapely.intersection(shapely.union_all(blobs(scale)), region).area
@@ -810,7 +831,10 @@ def _rows(size: int) -> int:
     return sum((h + TILE - 1) // TILE for _, h in pyramid_sizes(size, size))
 
 
-def _check(n_slides: int, size: int, tumour_fraction: float, test_fraction: float) -> None:
+def check_cohort_args(
+    n_slides: int, size: int, tumour_fraction: float, test_fraction: float
+) -> None:
+    """Raise :class:`PathViewerError` naming the first cohort argument out of range."""
     if n_slides < 2:
         raise PathViewerError(f"synthetic cohort needs at least 2 slides (got {n_slides})")
     if size < 1024:
@@ -886,7 +910,7 @@ def generate_cohort(
     PathViewerError
         An argument out of range.
     """
-    _check(n_slides, size, tumour_fraction, test_fraction)
+    check_cohort_args(n_slides, size, tumour_fraction, test_fraction)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stage = "synthesising slides"
@@ -942,7 +966,7 @@ def write_large_slide(
     quality
         JPEG quality.
     """
-    _check(2, size, 0.25, 0.5)
+    check_cohort_args(2, size, 0.25, 0.5)
     path = Path(path)
     yield Progress("synthesising slide", 0, _rows(size), message="rendering texture atlases")
     atlases = make_atlases(seed)
@@ -953,13 +977,3 @@ def write_large_slide(
             path, layout, atlases, (seed, 1), quality, stage="synthesising slide"
         )
     )
-
-
-def demo_settings() -> dict[str, int | float]:
-    """Keyword arguments of :func:`generate_cohort` for the demo cohort (``pathviewer demo``).
-
-    Eight 3072 px slides: the cohort on which the CPU demo configuration of NGSD was validated
-    (test instance AUC 0.985, bag AUC 1.0), small enough that the first launch trains it and
-    shows a heatmap within minutes on two CPU cores.
-    """
-    return {"n_slides": 8, "seed": 3, "size": 3072, "tumour_fraction": 0.25}
