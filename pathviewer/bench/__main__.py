@@ -14,6 +14,7 @@ from collections.abc import Sequence
 BENCHMARKS: dict[str, str] = {
     "viewer": "pathviewer.bench.viewer",
     "ngsd": "pathviewer.bench.ngsd",
+    "ngsd-realistic": "pathviewer.bench.ngsd_realistic",
     "refine": "pathviewer.bench.refine",
     "training_ui": "pathviewer.bench.training_ui",
 }

@@ -118,6 +118,14 @@ def _train(args: argparse.Namespace, method: str) -> int:
             }
         )
     )
+    if getattr(result, "degenerate", False):
+        # Exit 3 (not 2: the input was fine): the run finished, but its model is not usable.
+        print(
+            f"pathviewer: training degenerated ({'; '.join(result.guard)}); "
+            f"{result.model_path} is marked degenerate: do not use its heatmaps",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 

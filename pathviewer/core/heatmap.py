@@ -50,7 +50,11 @@ class Heatmap:
     probs
         ``(rows, cols)`` float32 probabilities, NaN where no tissue / not scored.
     method
-        Name of the model that produced the probabilities.
+        Name of the method that produced the probabilities.
+    model
+        Which model made it: run folder, resolution, stain normalisation (one line).
+    warnings
+        Reasons to distrust it on this slide (resolution or stain unlike the training slides).
     """
 
     slide: str
@@ -59,6 +63,8 @@ class Heatmap:
     patch_size: tuple[int, int]
     probs: np.ndarray
     method: str = ""
+    model: str = ""
+    warnings: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -136,6 +142,8 @@ def save_heatmap(heatmap: Heatmap, path: str | os.PathLike[str]) -> None:
             patch_size=np.asarray(heatmap.patch_size, np.int64),
             probs=np.asarray(heatmap.probs, np.float32),
             method=np.array(heatmap.method),
+            model=np.array(heatmap.model),
+            warnings=np.array(list(heatmap.warnings), dtype=str),
         )
 
 
@@ -158,6 +166,12 @@ def load_heatmap(path: str | os.PathLike[str]) -> Heatmap:
             patch = tuple(int(v) for v in data["patch_size"])
             slide = str(data["slide"])
             method = str(data["method"]) if "method" in data.files else ""
+            model = str(data["model"]) if "model" in data.files else ""
+            warnings = (
+                tuple(str(w) for w in data["warnings"].reshape(-1))
+                if "warnings" in data.files
+                else ()
+            )
     except HeatmapError:
         raise
     except Exception as error:
@@ -168,4 +182,4 @@ def load_heatmap(path: str | os.PathLike[str]) -> Heatmap:
         raise HeatmapError(f"{path}: heatmap fields have the wrong shape")
     if min(patch) <= 0:
         raise HeatmapError(f"{path}: patch size must be positive")
-    return Heatmap(slide, dims, origin, patch, probs, method)  # type: ignore[arg-type]
+    return Heatmap(slide, dims, origin, patch, probs, method, model, warnings)  # type: ignore[arg-type]

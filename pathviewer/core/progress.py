@@ -60,7 +60,7 @@ Job = Generator[Progress, None, T]
 
 
 def run_job(
-    job: Generator[Progress, None, T], on_progress: Callable[[Progress], None] | None = None
+    job: Generator[Progress, None, T], on_progress: Callable[[Progress], object] | None = None
 ) -> T:
     """Run a job generator to completion and return its result.
 
@@ -80,8 +80,19 @@ def run_job(
             on_progress(event)
 
 
+def warning_of(event: Progress) -> str | None:
+    """The warning an event carries (stage ``warning`` or a ``warning:`` message), else None."""
+    if event.stage == "warning":
+        return event.message
+    if event.message.startswith("warning:"):
+        return event.message.removeprefix("warning:").strip()
+    return None
+
+
 def drive(job: Generator[Progress, None, T], quiet: bool = False) -> T:
     """Run a job with terminal progress bars (tqdm on stderr), one bar per stage.
+
+    Warnings (:func:`warning_of`) are printed to stderr once each, also when ``quiet``.
 
     Parameters
     ----------
@@ -90,14 +101,27 @@ def drive(job: Generator[Progress, None, T], quiet: bool = False) -> T:
     quiet
         No bars (for tests and pipes).
     """
+    said: set[str] = set()
+
+    def warn(event: Progress) -> bool:
+        text = warning_of(event)
+        if text is None:
+            return False
+        if text not in said:
+            said.add(text)
+            print(f"pathviewer: warning: {text}", file=sys.stderr)
+        return event.stage == "warning"
+
     if quiet:
-        return run_job(job)
+        return run_job(job, warn)
     from tqdm import tqdm
 
     bars: dict[str, Any] = {}
     current: list[Any] = [None]
 
     def show(event: Progress) -> None:
+        if warn(event):
+            return
         bar = bars.get(event.stage)
         if bar is None:
             if current[0] is not None:

@@ -34,6 +34,7 @@ re-read or re-quantised.  Smooth display is bilinear upsampling by the painter
 from __future__ import annotations
 
 import csv
+import html
 import logging
 import math
 from collections.abc import Sequence
@@ -866,9 +867,11 @@ class HeatmapDock(QWidget):
             rows, cols = heatmap.shape
             scored = int(np.isfinite(heatmap.probs).sum())
             text = (
-                f"<b>{c.source}</b><br>{heatmap.method or 'model'} · {cols}×{rows} patches of "
-                f"{heatmap.patch_size[0]} px · {scored:,} scored"
+                f"<b>{c.source}</b><br>{html.escape(heatmap.model or heatmap.method or 'model')}"
+                f"<br>{cols}×{rows} patches of {heatmap.patch_size[0]} px · {scored:,} scored"
             )
+            for warning in heatmap.warnings:
+                text += f"<br><span style='color:#ffaa00'>⚠ {html.escape(warning)}</span>"
             slide = c.view.current_slide
             if slide is not None and tuple(slide.dimensions) != tuple(heatmap.dimensions):
                 text += (

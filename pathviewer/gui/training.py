@@ -326,8 +326,11 @@ def analyse_slide_job(
     from pathviewer.ml.device import pick_device
     from pathviewer.ml.inference import (
         SlidePrediction,
+        describe_model,
+        model_normalizer,
         pool_scores,
         score_patches,
+        slide_checks,
         write_predictions,
     )
     from pathviewer.ml.ngsd import NGSDConfig, load_model
@@ -341,16 +344,21 @@ def analyse_slide_job(
         [entry], patch_size, float(data["read_downsample"]), cfg.threshold, cache_dir_for(out_dir)
     )
     index = tiled[0].index
+    warnings = slide_checks(data, tiled)[0]
+    for warning in warnings:
+        yield Progress("warning", 0, None, warning)
+    model_info = describe_model(model_path, data)
     coords = np.asarray(index.coords, np.int64).reshape(-1, 2)
     empty = np.full(len(coords), np.nan, np.float32)
     heatmap = Heatmap.from_patches(
         entry.slide, index.dimensions, index.patch_size, coords, empty, method=method
     )
+    heatmap.model, heatmap.warnings = model_info, warnings
     yield Progress("heatmap", 0, len(coords), f"{entry.slide}: {len(coords)} patches", {}, heatmap)
     # Same cells as Heatmap.from_patches (origin 0, square patches).
     cols_all = coords[:, 0] // index.patch_size
     rows_all = coords[:, 1] // index.patch_size
-    store = PatchStore(tiled)
+    store = PatchStore(tiled, model_normalizer(data))
     try:
         job = score_patches(model, store, cfg.input_size, device, batch_size, 0, cfg.amp, method)
         while True:
@@ -374,11 +382,17 @@ def analyse_slide_job(
         score = pool_scores(probs, cfg.pooling, cfg.top_k, cfg.prob_threshold)
     probs = np.asarray(probs, np.float32)
     write_predictions(
-        out_dir, [SlidePrediction(tiled[0], probs, float(score))], method, model_path, cfg.pooling
+        out_dir,
+        [SlidePrediction(tiled[0], probs, float(score), warnings)],
+        method,
+        model_path,
+        cfg.pooling,
+        model_info,
     )
     final = Heatmap.from_patches(
         entry.slide, index.dimensions, index.patch_size, coords, probs, method=method
     )
+    final.model, final.warnings = model_info, warnings
     return SlideAnalysis(final, float(score), out_dir)
 
 
@@ -869,6 +883,12 @@ class TrainingPanel(QWidget):
         self.eta_label.setText("")
 
     def _on_progress(self, event: Progress) -> None:
+        if event.message.startswith("warning:") or event.stage == "warning":
+            # The engine's own warnings (degeneration guard, slide unlike the training slides).
+            self.append_log(event.message)
+            self.show_message(event.message.removeprefix("warning: "))
+            if event.stage == "warning":
+                return
         if event.stage != self._stage:
             self._stage = event.stage
             self._rate_start = None
@@ -929,6 +949,12 @@ class TrainingPanel(QWidget):
     def _on_finished(self, result: object) -> None:
         completed = bool(getattr(result, "completed", True))
         status = "completed" if completed else "stopped early"
+        guard = list(getattr(result, "guard", []) or [])
+        if getattr(result, "degenerate", False):
+            status = "degenerate"
+            self.show_message(
+                "Training degenerated; do not trust this model's heatmaps: " + "; ".join(guard)
+            )
         assert self.run_dir is not None
         write_run_info(self.run_dir, status=status, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
         self.stage_label.setText(f"finished: {self.run_dir.name}")

@@ -31,6 +31,7 @@ from pathviewer.core.cohort import CohortEntry, read_cohort, select
 from pathviewer.core.errors import CohortError
 from pathviewer.core.heatmap import Heatmap, save_heatmap
 from pathviewer.core.progress import Progress
+from pathviewer.core.stain import StainNormalizer
 from pathviewer.ml.data import PatchStore, TiledSlide, cache_dir_for, tile_cohort, to_input
 from pathviewer.ml.device import autocast, pick_device
 from pathviewer.ml.metrics import PATCH_COLUMNS, SLIDE_COLUMNS
@@ -107,6 +108,67 @@ class SlidePrediction:
     tiled: TiledSlide
     probs: np.ndarray
     score: float
+    warnings: tuple[str, ...] = ()
+
+
+def model_normalizer(data: dict[str, Any]) -> StainNormalizer | None:
+    """The stain normaliser a model was trained with (None when it used none)."""
+    record = (data.get("provenance") or {}).get("stain_norm")
+    return StainNormalizer.from_dict(record) if record else None
+
+
+def describe_model(model_path: str | Path, data: dict[str, Any]) -> str:
+    """One line naming a model: method, run folder, resolution, patch size, stain handling."""
+    prov = data.get("provenance") or {}
+    parts = [f"{data.get('method', 'model')} · run {Path(model_path).resolve().parent.name}"]
+    if prov.get("magnification"):
+        parts.append(f"{prov['magnification']:.3g}x ({prov['mpp']:.2f} um/px)")
+    parts.append(f"{data.get('patch_size', '?')} px patches")
+    parts.append(f"stain norm {'macenko' if prov.get('stain_norm') else 'none'}")
+    if data.get("degenerate"):
+        parts.append("DEGENERATE")
+    return " · ".join(parts)
+
+
+def slide_checks(data: dict[str, Any], tiled: Sequence[TiledSlide]) -> list[tuple[str, ...]]:
+    """Per slide, the reasons to distrust the model on it (see :mod:`pathviewer.ml.provenance`).
+
+    Compares each slide's MPP and stain statistics (of raw, un-normalised patches) with the
+    model's training record; a model the degeneration guard flagged is distrusted everywhere.
+    """
+    from pathviewer.core.slide import open_slide
+    from pathviewer.ml.provenance import sample_patches, slide_stain_summary, slide_warnings
+
+    provenance = data.get("provenance")
+    general = []
+    if data.get("degenerate"):
+        general.append(
+            "the model was flagged as degenerate during training: "
+            + "; ".join(str(r) for r in data.get("guard", [])[:2])
+        )
+    raw = PatchStore(tiled)
+    out: list[tuple[str, ...]] = []
+    try:
+        for number, tiled_slide in enumerate(tiled):
+            slide = open_slide(tiled_slide.entry.path)
+            try:
+                mpp = slide.mpp
+            finally:
+                slide.close()
+            stain = (
+                slide_stain_summary(sample_patches(raw, number)) if len(tiled_slide.index) else None
+            )
+            out.append(
+                tuple(
+                    general
+                    + slide_warnings(
+                        provenance, tiled_slide.entry.slide, mpp[0] if mpp else None, stain
+                    )
+                )
+            )
+    finally:
+        raw.close()
+    return out
 
 
 def score_patches(
@@ -205,9 +267,13 @@ def predict(
         cfg.threshold,
         cache_dir_for(out),
     )
+    checks = slide_checks(data, tiled)
+    for warnings in checks:
+        for warning in warnings:
+            yield Progress("warning", 0, None, warning)
     use_pool = pooling or cfg.pooling
     # One stream of batches over every slide, so reading overlaps the forward pass throughout.
-    store = PatchStore(tiled)
+    store = PatchStore(tiled, model_normalizer(data))
     try:
         values = yield from score_patches(
             model, store, cfg.input_size, device, batch_size, workers, cfg.amp, method
@@ -222,15 +288,29 @@ def predict(
         else:
             probs = part
             score = pool_scores(probs, use_pool, cfg.top_k, cfg.prob_threshold)
-        results.append(SlidePrediction(tiled_slide, np.asarray(probs, np.float32), float(score)))
-    write_predictions(out, results, method, model_path, use_pool)
+        results.append(
+            SlidePrediction(
+                tiled_slide, np.asarray(probs, np.float32), float(score), checks[number]
+            )
+        )
+    write_predictions(out, results, method, model_path, use_pool, describe_model(model_path, data))
     return results
 
 
 def write_predictions(
-    out: Path, results: Sequence[SlidePrediction], method: str, model_path: Any, pooling: str
+    out: Path,
+    results: Sequence[SlidePrediction],
+    method: str,
+    model_path: Any,
+    pooling: str,
+    model_info: str = "",
 ) -> None:
-    """Write patches.csv, slides.csv, heatmaps and prediction.json (each atomically)."""
+    """Write patches.csv, slides.csv, heatmaps and prediction.json (each atomically).
+
+    ``model_info`` (:func:`describe_model`) and each slide's warnings go into its heatmap and
+    ``prediction.json``, so whoever looks at a heatmap can see which model made it and why it
+    might not be trusted on that slide.
+    """
     out.mkdir(parents=True, exist_ok=True)
     patch_buf = io.StringIO()
     writer = csv.writer(patch_buf, lineterminator="\n")
@@ -252,6 +332,7 @@ def write_predictions(
         heatmap = Heatmap.from_patches(
             name, index.dimensions, index.patch_size, index.coords, r.probs, method=method
         )
+        heatmap.model, heatmap.warnings = model_info, tuple(r.warnings)
         save_heatmap(heatmap, out / "heatmaps" / f"{stem}.npz")
     with atomic_write(out / "patches.csv") as handle:
         handle.write(patch_buf.getvalue())
@@ -259,5 +340,13 @@ def write_predictions(
         handle.write(slide_buf.getvalue())
     with atomic_write(out / "prediction.json") as handle:
         json.dump(
-            {"method": method, "model": str(model_path), "pooling": pooling}, handle, indent=2
+            {
+                "method": method,
+                "model": str(model_path),
+                "model_info": model_info,
+                "pooling": pooling,
+                "warnings": {r.tiled.entry.slide: list(r.warnings) for r in results if r.warnings},
+            },
+            handle,
+            indent=2,
         )

@@ -9,11 +9,16 @@ Pipeline, each step named where it happens in this module:
 4. **Networks** -- teacher and student: ResNet18 + linear head, same architecture, separate
    parameters (the teacher starts as a copy of the student).
 5. **Prediction Bank** -- the latest teacher probability of every positive-slide patch; the
-   pseudo-labels are re-solved over the whole bank by Sinkhorn-Knopp with marginals (1-K, K).
+   pseudo-labels are re-solved by Sinkhorn-Knopp with marginals (1-K, K) over the patches the
+   teacher has scored (:class:`~pathviewer.ml.bank.PredictionBank` says why).
 6. **Loss** -- CE(student(view), pseudo-label) on positive-slide patches + CE(student(view), 0) on
    negative-slide patches; Adam on the student.
 7. **EMA** -- teacher <- lam * teacher + (1 - lam) * student.
 8. **Inference** -- :mod:`pathviewer.ml.inference` (student probabilities -> heatmap -> pooling).
+
+Beyond the seed text: optional H&E stain jitter and stain normalisation (recorded in
+``model.pt``), a degeneration guard (:mod:`pathviewer.ml.guard`) and, when the ``val`` split has
+annotated slides, keeping the student of the best validation instance AUC.
 
 :func:`train` is a job generator (yields :class:`~pathviewer.core.progress.Progress`, returns a
 :class:`RunResult`).  Closing it mid-run leaves the last checkpoint and ``model.pt`` valid;
@@ -26,6 +31,7 @@ import copy
 import dataclasses
 import io
 import json
+import logging
 import math
 import time
 from collections.abc import Generator
@@ -41,6 +47,7 @@ from pathviewer.core.atomic import atomic_write
 from pathviewer.core.cohort import read_cohort, require_both_classes, select
 from pathviewer.core.errors import CheckpointError, TrainingError
 from pathviewer.core.progress import Progress
+from pathviewer.core.stain import StainNormalizer
 from pathviewer.ml import checkpoint as ckpt
 from pathviewer.ml.bank import PredictionBank
 from pathviewer.ml.data import (
@@ -53,12 +60,15 @@ from pathviewer.ml.data import (
     tile_cohort,
 )
 from pathviewer.ml.device import autocast, default_workers, pick_device, seed_everything
+from pathviewer.ml.guard import DegenerationGuard, GuardReport
 from pathviewer.ml.models import PatchClassifier, build_classifier
+from pathviewer.ml.provenance import sample_patches, training_provenance
 
 if TYPE_CHECKING:
     from pathviewer.ml.distributed import DistContext
 
 METHODS = ("ngsd", "naive", "abmil")
+_log = logging.getLogger(__name__)
 
 
 def _f(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002 - "help" as in argparse
@@ -117,6 +127,26 @@ class NGSDConfig:
         25, "steps between validation instance AUCs (split=val slides with annotations)", min=1
     )
     method: str = _f("ngsd", "training method", choices=METHODS)
+    stain_augment: float = _f(
+        0.05,
+        "H&E stain jitter (HED space, Tellez 2018): half-width of the per-stain scale; 0 = off",
+        min=0.0,
+        max=1.0,
+    )
+    stain_norm: str = _f(
+        "none",
+        "stain normalisation fitted on the training slides, applied in training and inference",
+        choices=("none", "macenko"),
+    )
+    naive_warmup: int = _f(
+        0,
+        "steps at the start that train positive-slide patches towards 1 (naive MIL) before the"
+        " bank's pseudo-labels take over: gives the teacher features to rank patches with",
+        min=0,
+    )
+    select_best: bool = _f(
+        True, "keep the student of the best validation instance AUC (val slides with annotations)"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON and checkpoint friendly)."""
@@ -177,6 +207,8 @@ class RunResult:
     metrics: dict[str, float]
     seconds: float
     completed: bool
+    degenerate: bool = False
+    guard: list[str] = field(default_factory=list)
 
 
 def _resolve_downsample(cfg: NGSDConfig, entries: list[Any]) -> float:
@@ -201,6 +233,8 @@ class TrainData:
     positives: np.ndarray
     negatives: np.ndarray
     read_downsample: float
+    normalizer: StainNormalizer | None = None
+    provenance: dict[str, Any] | None = None
 
 
 def prepare_training_data(
@@ -229,10 +263,46 @@ def prepare_training_data(
     tiled = yield from tile_cohort(
         train_entries, cfg.patch_size, read_ds, cfg.threshold, cache_dir_for(out_dir)
     )
-    store = PatchStore(tiled)
+    raw = PatchStore(tiled)
+    normalizer: StainNormalizer | None = None
+    if cfg.stain_norm == "macenko":
+        yield Progress("stain normalisation", 0, 1, "fitting Macenko stains on training patches")
+        sample = [p for i in range(len(raw.slides)) for p in sample_patches(raw, i, seed=cfg.seed)]
+        normalizer = StainNormalizer(seed=cfg.seed).fit(sample)
+        yield Progress("stain normalisation", 1, 1, "fitted")
+    provenance = training_provenance(
+        raw,
+        _level0_mpp(train_entries),
+        read_ds,
+        cfg.patch_size,
+        cfg.input_size,
+        normalizer.to_dict() if normalizer is not None else None,
+        cfg.seed,
+    )
+    raw.close()
+    store = PatchStore(tiled, normalizer)
     if store.nbytes() <= cfg.preload_mb * 1024 * 1024:
         yield from store.preload()
-    return TrainData(store, slide_label_mask(store, 1), slide_label_mask(store, 0), read_ds)
+    return TrainData(
+        store,
+        slide_label_mask(store, 1),
+        slide_label_mask(store, 0),
+        read_ds,
+        normalizer,
+        provenance,
+    )
+
+
+def _level0_mpp(entries: list[Any]) -> float | None:
+    """Level-0 microns per pixel of the first training slide (None when it states none)."""
+    from pathviewer.core.slide import open_slide
+
+    slide = open_slide(entries[0].path)
+    try:
+        mpp = slide.mpp
+    finally:
+        slide.close()
+    return float(mpp[0]) if mpp else None
 
 
 def _ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
@@ -287,7 +357,11 @@ def _bank_labels(store: PatchStore, positives: np.ndarray) -> np.ndarray | None:
 
 
 def _prepare_validation(
-    cohort_csv: str | Path, cfg: NGSDConfig, out: Path, read_ds: float
+    cohort_csv: str | Path,
+    cfg: NGSDConfig,
+    out: Path,
+    read_ds: float,
+    normalizer: StainNormalizer | None = None,
 ) -> Generator[Progress, None, tuple[PatchStore, np.ndarray] | None]:
     """Patches and instance labels of the ``val`` slides that have ground truth (else None)."""
     from pathviewer.ml.metrics import instance_labels
@@ -302,7 +376,7 @@ def _prepare_validation(
     tiled = yield from tile_cohort(
         entries, cfg.patch_size, read_ds, cfg.threshold, cache_dir_for(out)
     )
-    store = PatchStore(tiled)
+    store = PatchStore(tiled, normalizer)
     if store.nbytes() <= cfg.preload_mb * 1024 * 1024:
         yield from store.preload()
     labels = np.concatenate([instance_labels(t.entry, t.index.boxes()) for t in tiled])
@@ -337,6 +411,7 @@ def _model_payload(
     teacher: torch.nn.Module | None,
     step: int,
     read_ds: float,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "method": cfg.method,
@@ -349,6 +424,8 @@ def _model_payload(
         "step": step,
         "student": {k: v.detach().cpu() for k, v in student.state_dict().items()},
     }
+    if provenance is not None:
+        payload["provenance"] = provenance
     if teacher is not None:
         payload["teacher"] = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
     return payload
@@ -435,7 +512,11 @@ def train(
     data = yield from prepare_training_data(cohort_csv, cfg, out)
     store = data.store
     validation = (
-        (yield from _prepare_validation(cohort_csv, cfg, out, data.read_downsample))
+        (
+            yield from _prepare_validation(
+                cohort_csv, cfg, out, data.read_downsample, data.normalizer
+            )
+        )
         if main
         else None
     )
@@ -492,11 +573,18 @@ def train(
         if teacher is not None:
             dist.broadcast_module(teacher)
 
-    def save(final: bool) -> None:
-        """Write the resumable checkpoint; ``model.pt`` (student only) at the end or on cancel."""
+    guard = DegenerationGuard(cfg.k, total_steps) if teacher is not None else None
+    best: dict[str, Any] = {"auc": -1.0, "student": None, "step": 0}
+
+    def save(final: bool, report: GuardReport | None = None) -> None:
+        """Write the resumable checkpoint; ``model.pt`` (student only) at the end or on cancel.
+
+        With ``select_best`` and a validation split, ``model.pt`` holds the student of the
+        best validation AUC (the checkpoint keeps the last one, for ``--resume``).
+        """
         if not main:
             return
-        payload = _model_payload(cfg, student, None, step, data.read_downsample)
+        payload = _model_payload(cfg, student, None, step, data.read_downsample, data.provenance)
         ckpt.save_checkpoint(
             ckpt_path,
             {
@@ -514,6 +602,13 @@ def train(
             },
         )
         if final:
+            if cfg.select_best and best["student"] is not None:
+                payload["student"] = best["student"]
+                payload["selected_step"] = best["step"]
+                payload["val_instance_auc"] = best["auc"]
+            if report is not None:
+                payload["degenerate"] = report.degenerate
+                payload["guard"] = report.reasons + report.warnings
             ckpt.save_model(out / "model.pt", payload)
 
     # Automatic workers: augmentation runs in background processes so the model never waits
@@ -530,7 +625,9 @@ def train(
         total_steps,
         sample_seed,
     )
-    dataset = TwoViewDataset(store, cfg.input_size, sample_seed, views=2 if teacher else 1)
+    dataset = TwoViewDataset(
+        store, cfg.input_size, sample_seed, views=2 if teacher else 1, stain_sigma=cfg.stain_augment
+    )
     loader = make_loader(dataset, sampler, workers, pin_memory=device.type == "cuda")
     metrics: dict[str, float] = {}
     use_amp = cfg.amp and device.type == "cuda"
@@ -545,6 +642,9 @@ def train(
     losses: list[float] = []
     failed = False
     val_auc: float | None = None
+    warned = False
+    message = ""
+    final_report: GuardReport | None = None
     try:
         yield Progress("training", step, total_steps, "starting")
         for batch in loader:
@@ -571,8 +671,13 @@ def train(
                     slots, probs = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.float32)
                 if len(slots):
                     bank.update(slots, probs)
+                if guard is not None:
+                    all_probs = t_prob.float().cpu().numpy()
+                    guard.observe_batch(step + 1, all_probs[mask], all_probs[~mask])
                 target = torch.zeros(len(idx), dtype=torch.float32)
-                if mask.any():
+                if step < cfg.naive_warmup:
+                    target[torch.from_numpy(mask)] = 1.0
+                elif mask.any():
                     target[torch.from_numpy(mask)] = torch.from_numpy(
                         bank.pseudo_labels(bank_slot[idx[mask]])
                     )
@@ -600,6 +705,16 @@ def train(
             losses.append(loss_value)
             if validation is not None and (step % cfg.eval_every == 0 or step == total_steps):
                 val_auc = _validate(student, validation, cfg, device)
+                if guard is not None:
+                    guard.observe_validation(val_auc)
+                if val_auc is not None and val_auc > best["auc"]:
+                    best.update(
+                        auc=val_auc,
+                        step=step,
+                        student={
+                            k: v.detach().cpu().clone() for k, v in student.state_dict().items()
+                        },
+                    )
             if step % cfg.log_every == 0 or step == total_steps:
                 metrics = {
                     "step": float(step),
@@ -612,6 +727,15 @@ def train(
                     metrics["val_instance_auc"] = val_auc
                 if teacher is not None:
                     metrics["bank_positive_fraction"] = bank.positive_fraction()
+                    if guard is not None:
+                        guard.observe_bank(metrics["bank_positive_fraction"])
+                        metrics.update(guard.signals())
+                        report = guard.check()
+                        metrics["degenerate"] = float(report.degenerate)
+                        if report.degenerate and not warned:
+                            warned = True
+                            message = f"warning: training is degenerating: {report.summary()}"
+                            _log.warning(message)
                     metrics["bank_seen_fraction"] = float(bank.seen.mean()) if len(bank) else 0.0
                     if bank_truth is not None:
                         known = (bank_truth >= 0) & bank.seen
@@ -622,7 +746,8 @@ def train(
                 log.flush()
             if step % cfg.checkpoint_every == 0 and step < total_steps:
                 save(final=False)
-            yield Progress("training", step, total_steps, cfg.method, dict(metrics))
+            yield Progress("training", step, total_steps, message or cfg.method, dict(metrics))
+            message = ""
     except GeneratorExit:
         raise  # cancel: the finally block saves the last step
     except BaseException:
@@ -630,9 +755,24 @@ def train(
         raise
     finally:
         log.close()
+        if guard is not None:
+            final_report = guard.final()
+            if main:
+                with atomic_write(out / "guard.json") as handle:
+                    json.dump(
+                        {
+                            "step": step,
+                            "degenerate": final_report.degenerate,
+                            "reasons": final_report.reasons,
+                            "warnings": final_report.warnings,
+                            "signals": guard.signals(),
+                        },
+                        handle,
+                        indent=2,
+                    )
         if not failed:
             # Cancelled or finished: checkpoint and model.pt both describe the last step done.
-            save(final=True)
+            save(final=True, report=final_report)
         store.close()
         if validation is not None:
             validation[0].close()
@@ -649,6 +789,8 @@ def train(
             teacher=np.array(module_digest(teacher) if teacher is not None else ""),
             steps=np.array(step, np.int64),
         )
+    if final_report is not None and final_report.degenerate:
+        _log.warning("training degenerated: %s", final_report.summary())
     return RunResult(
         out,
         out / "model.pt",
@@ -656,6 +798,8 @@ def train(
         metrics,
         time.perf_counter() - started,
         step >= total_steps,
+        bool(final_report is not None and final_report.degenerate),
+        (final_report.reasons + final_report.warnings) if final_report is not None else [],
     )
 
 
