@@ -134,7 +134,7 @@ def test_state_roundtrip_and_old_checkpoint() -> None:
     for _ in range(10):
         bank.update(rng.integers(0, 1000, 64), rng.random(64))
     state = bank.state_dict()
-    assert set(state) == {"probs", "seen", "k", "lam"}
+    assert set(state) == {"probs", "seen", "updated_at", "clock", "k", "lam"}
     other = PredictionBank(1000, k=0.5, lam=1.0)
     other.load_state_dict(state)  # k and lam come back with the state
     assert (other.k, other.lam, other.seen_count) == (0.2, 5.0, bank.seen_count)
@@ -152,3 +152,33 @@ def test_state_roundtrip_and_old_checkpoint() -> None:
         bank.update(idx, probs)
     np.testing.assert_array_equal(old.seen, bank.seen)
     assert abs(old.tau - bank.tau) < 1e-8 and _exact_seen_error(old) < 1e-9
+
+
+def test_stale_scores_expire_from_the_marginal() -> None:
+    """Scores older than the horizon leave the marginal, as unscored patches do.
+
+    Early, over-confident scores (0.9 for every patch) would otherwise keep the positive mass
+    while the current teacher scores the same kind of patches at 0.2-0.4.
+    """
+    bank = PredictionBank(200, k=0.1, lam=5.0, horizon=3)
+    bank.update(np.arange(100), np.full(100, 0.9))  # a stale, confident era
+    for step in range(4):
+        start = 100 + 25 * step
+        bank.update(np.arange(start, start + 25), np.linspace(0.2, 0.4, 25))
+    assert not bank.seen[:100].any() and bank.seen_count == 75
+    q = bank.pseudo_labels(np.flatnonzero(bank.seen))
+    # The current top 10 % own the positive mass again.
+    assert abs(q.sum() - 0.1 * 75) < 1e-3
+    forever = PredictionBank(200, k=0.1, lam=5.0)  # no horizon: the stale era keeps the mass
+    forever.update(np.arange(100), np.full(100, 0.9))
+    for step in range(4):
+        start = 100 + 25 * step
+        forever.update(np.arange(start, start + 25), np.linspace(0.2, 0.4, 25))
+    assert forever.pseudo_labels(np.arange(125, 200)).sum() < 0.1 * q.sum()
+    restored = PredictionBank(200, k=0.1, lam=5.0, horizon=3)
+    restored.load_state_dict(bank.state_dict())
+    for b in (restored, bank):
+        b.update(np.arange(190, 200), np.full(10, 0.3))
+        b.update(np.arange(0, 5), np.full(5, 0.3))
+    np.testing.assert_array_equal(restored.seen, bank.seen)
+    assert abs(restored.tau - bank.tau) < 1e-8

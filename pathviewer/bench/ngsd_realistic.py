@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pathviewer.bench import emit_report
 
 METHOD_NAMES = ("ngsd", "naive", "abmil")
@@ -65,6 +67,23 @@ def run_method(
     }
 
 
+def _tumour_share(cohort_csv: Path) -> float:
+    """Share of tumour patches among the patches of the train split's positive slides."""
+    from pathviewer.core.cohort import read_cohort, select
+    from pathviewer.core.progress import run_job
+    from pathviewer.ml.data import cache_dir_for, tile_cohort
+    from pathviewer.ml.metrics import instance_labels
+    from pathviewer.ml.ngsd import demo_config
+
+    cfg = demo_config()
+    entries = [e for e in select(read_cohort(cohort_csv), "train") if e.label == 1]
+    tiled = run_job(
+        tile_cohort(entries, cfg.patch_size, cfg.read_downsample, cfg.threshold, cache_dir_for("."))
+    )
+    labels = np.concatenate([instance_labels(t.entry, t.index.boxes()) for t in tiled])
+    return float(labels.mean())
+
+
 def _mean(values: list[Any]) -> float | None:
     kept = [float(v) for v in values if v is not None]
     return statistics.fmean(kept) if kept else None
@@ -80,8 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="config override KEY=JSON")
     parser.add_argument("--keep", help="keep cohorts and runs in this folder")
     parser.add_argument("--tag", default="", help="suffix of the run folders (with --keep)")
+    parser.add_argument(
+        "--k-sweep",
+        default="",
+        help="comma-separated K values: NGSD once per K (e.g. 0.05,0.1,0.2,0.3), reported under"
+        " k_sweep",
+    )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
+    sweep = [float(k) for k in args.k_sweep.split(",") if k]
     from pathviewer.core.progress import run_job
     from pathviewer.core.realistic import generate_realistic_cohort
 
@@ -94,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps:
         overrides["steps"] = args.steps
     per_seed: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    k_runs: dict[str, list[dict[str, Any]]] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep) if args.keep else Path(tmp)
@@ -115,6 +142,17 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 per_seed[method].append(result)
                 print(json.dumps({"seed": seed, "method": method, **result}), file=sys.stderr)
+            for k in sweep:
+                result = run_method(
+                    "ngsd",
+                    cohort / "cohort.csv",
+                    root / f"seed{seed}",
+                    {**overrides, "seed": seed, "k": k},
+                    f"{args.tag}k{k:g}",
+                )
+                result["true_positive_share"] = _tumour_share(cohort / "cohort.csv")
+                k_runs.setdefault(f"{k:g}", []).append(result)
+                print(json.dumps({"seed": seed, "k": k, **result}), file=sys.stderr)
     report: dict[str, Any] = {
         "benchmark": "ngsd-realistic",
         "seeds": seeds,
@@ -134,6 +172,17 @@ def main(argv: list[str] | None = None) -> int:
             "instance_auc_per_seed": [r["instance_auc"] for r in results],
             "bag_auc_per_seed": [r["bag_auc"] for r in results],
             "runs": results,
+        }
+    if k_runs:
+        report["k_sweep"] = {
+            k: {
+                "instance_auc": _mean([r["instance_auc"] for r in rs]),
+                "bag_auc": _mean([r["bag_auc"] for r in rs]),
+                "degenerate_runs": sum(r["degenerate"] for r in rs),
+                "true_positive_share": _mean([r["true_positive_share"] for r in rs]),
+                "instance_auc_per_seed": [r["instance_auc"] for r in rs],
+            }
+            for k, rs in k_runs.items()
         }
     emit_report(report, args.json)
     return 0

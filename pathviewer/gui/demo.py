@@ -71,6 +71,19 @@ def demo_slide(entries: list[CohortEntry]) -> CohortEntry:
     return entries[0]
 
 
+def demo_scores_text(scores: dict[str, Any]) -> str:
+    """One line with the demo model's test-split AUCs (from :func:`evaluate_predictions`)."""
+
+    def fmt(value: Any) -> str:
+        return "n/a" if value is None else f"{float(value):.2f}"
+
+    return (
+        f"Demo model on the {scores.get('n_slides', 0)} test slides: patch (instance) AUC "
+        f"{fmt(scores.get('instance_auc'))}, slide AUC {fmt(scores.get('bag_auc'))}, slide "
+        f"accuracy {fmt(scores.get('bag_accuracy'))} (a small model trained in minutes on a CPU)"
+    )
+
+
 def _same_file(a: str | Path, b: str | Path) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve()
@@ -81,7 +94,9 @@ def _same_file(a: str | Path, b: str | Path) -> bool:
 def find_demo_run(cohort_csv: str | Path) -> RunInfo | None:
     """The newest finished demo run of this cohort (None when there is none)."""
     for run in scan_runs():
-        if run.demo and run.status == "completed" and _same_file(run.cohort, cohort_csv):
+        # A degenerate demo run is shown with its warning rather than trained again and again.
+        finished = run.status in ("completed", "degenerate")
+        if run.demo and finished and _same_file(run.cohort, cohort_csv):
             if run.model_path.is_file():
                 return run
     return None
@@ -139,6 +154,7 @@ class DemoController(QObject):
             log.info("demo: loading the predictions of %s", self.run.path.name)
             self.panel.select_run(self.run.path)
             controller.load_path(self.run.path / PREDICTIONS)
+            self._show_test_scores(self.run.path / PREDICTIONS)
             self.completed.emit(self.elapsed())
             return
         if self.run is not None:
@@ -208,7 +224,24 @@ class DemoController(QObject):
         write_run_info(self.run.path, predictions=str(out))
         self.window.heatmap_controller.load_path(out)  # type: ignore[attr-defined]
         self.panel.append_log(f"Demo: test-split predictions in {out}")
+        self._show_test_scores(out)
         self.completed.emit(self.elapsed())
+
+    def _show_test_scores(self, predictions: Path) -> None:
+        """Say how good the demo model is on the test slides (their annotations are known)."""
+        from pathviewer.core.errors import PathViewerError
+        from pathviewer.ml.metrics import evaluate_predictions
+
+        try:
+            scores = evaluate_predictions(self.cohort_csv, predictions, "test")
+        except PathViewerError as error:
+            log.warning("demo: cannot evaluate the test predictions: %s", error)
+            return
+        text = demo_scores_text(scores)
+        assert self.run is not None
+        write_run_info(self.run.path, test_scores=scores)
+        self.panel.append_log(text)
+        self.panel.show_message(text)
 
     def _on_predict_stopped(self) -> None:
         self.predict_runner = None

@@ -23,6 +23,8 @@ class docstring).
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 _EPS = 1e-6
@@ -190,7 +192,13 @@ class PredictionBank:
     """
 
     def __init__(
-        self, size: int, k: float, lam: float = 1.0, init: float = 0.5, bins: int = _BINS
+        self,
+        size: int,
+        k: float,
+        lam: float = 1.0,
+        init: float = 0.5,
+        bins: int = _BINS,
+        horizon: int = 0,
     ) -> None:
         if bins < 1:
             raise ValueError(f"bins must be >= 1, got {bins}")
@@ -201,6 +209,14 @@ class PredictionBank:
         self.tau = 0.0
         self._bins = int(bins)
         self._n_seen = 0
+        # Expiry: a score older than ``horizon`` updates leaves the marginal, like an unscored
+        # patch.  The teacher's calibration drifts as it trains, and old scores from a more
+        # confident (or more timid) teacher would otherwise take the positive mass from the
+        # current ones -- the same degeneration as unscored patches, only slower.
+        self.horizon = int(horizon)
+        self.clock = 0
+        self.updated_at = np.full(size, -1, np.int64)
+        self._pending: deque[tuple[int, np.ndarray]] = deque()
         self.resolve()
 
     def __len__(self) -> int:
@@ -259,7 +275,22 @@ class PredictionBank:
         self._n_seen += int(idx.size - np.count_nonzero(was))
         # From the stored float32 values, so a later removal takes out exactly what went in.
         self._accumulate(self._z(self.probs[idx]), 1.0)
+        self.clock += 1
+        self.updated_at[idx] = self.clock
+        if self.horizon > 0:
+            self._pending.append((self.clock, idx))
+            self._expire()
         self.tau = self._solve_histogram()
+
+    def _expire(self) -> None:
+        """Take scores older than ``horizon`` updates out of the marginal (O(batch) amortised)."""
+        while self._pending and self._pending[0][0] <= self.clock - self.horizon:
+            at, idx = self._pending.popleft()
+            old = idx[(self.updated_at[idx] == at) & self.seen[idx]]  # not re-scored since
+            if old.size:
+                self._accumulate(self._z(self.probs[old]), -1.0)
+                self.seen[old] = False
+                self._n_seen -= int(old.size)
 
     def resolve(self) -> None:
         """Re-solve ``tau`` exactly over the seen patches (full pass) and rebuild the histogram.
@@ -292,6 +323,8 @@ class PredictionBank:
         return {
             "probs": self.probs.copy(),
             "seen": self.seen.copy(),
+            "updated_at": self.updated_at.copy(),
+            "clock": self.clock,
             "k": self.k,
             "lam": self.lam,
         }
@@ -310,6 +343,22 @@ class PredictionBank:
             raise ValueError(f"seen has shape {seen.shape}, probs {probs.shape}")
         self.probs = probs.copy()
         self.seen = seen.copy()
+        if "updated_at" in state:
+            self.updated_at = np.asarray(state["updated_at"], np.int64).copy()
+            self.clock = int(state["clock"])  # type: ignore[call-overload]
+        else:  # older checkpoints: every seen score counts as fresh
+            self.updated_at = np.where(seen, self.clock, -1).astype(np.int64)
+        live = np.flatnonzero(self.seen)
+        order = np.argsort(self.updated_at[live], kind="stable")
+        stamps = self.updated_at[live][order]
+        cuts = np.flatnonzero(np.diff(stamps)) + 1
+        self._pending = deque(
+            (int(group_stamps[0]), group)
+            for group, group_stamps in zip(
+                np.split(live[order], cuts), np.split(stamps, cuts), strict=True
+            )
+            if group.size
+        )
         if "k" in state:
             self.k = float(state["k"])  # type: ignore[arg-type]
         if "lam" in state:

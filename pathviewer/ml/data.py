@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,6 +268,12 @@ class BalancedBatchSampler(torch.utils.data.Sampler):
         Steps to generate (``range(start, stop)``).
     seed
         Run seed; batch ``s`` is drawn from ``default_rng([seed, s])``.
+    mined
+        Share of the positive-slide patches of a batch drawn in proportion to
+        ``weights(step)`` (hard-positive mining) instead of uniformly.
+    weights
+        ``weights(step)`` -> a weight per entry of ``positives``, or None (uniform) -- called
+        when the batch is made, which can be a few steps ahead of training.
     """
 
     def __init__(
@@ -279,7 +285,11 @@ class BalancedBatchSampler(torch.utils.data.Sampler):
         start: int,
         stop: int,
         seed: int,
+        mined: float = 0.0,
+        weights: Callable[[int], np.ndarray | None] | None = None,
     ) -> None:
+        self.mined = float(mined)
+        self.weights = weights
         self.positives = np.asarray(positives, np.int64)
         self.negatives = np.asarray(negatives, np.int64)
         self.batch_size = batch_size
@@ -297,6 +307,10 @@ class BalancedBatchSampler(torch.utils.data.Sampler):
         """Patch numbers of batch ``step``."""
         rng = np.random.default_rng([self.seed, step])
         pos = rng.choice(self.positives, self.n_pos, replace=len(self.positives) < self.n_pos)
+        weights = self.weights(step) if self.weights is not None and self.mined > 0 else None
+        if weights is not None and weights.sum() > 0:
+            n_mined = int(round(self.mined * self.n_pos))
+            pos[:n_mined] = rng.choice(self.positives, n_mined, p=weights / weights.sum())
         n_neg = self.batch_size - self.n_pos
         neg = rng.choice(self.negatives, n_neg, replace=len(self.negatives) < n_neg)
         return np.concatenate([pos, neg]).astype(np.int64)

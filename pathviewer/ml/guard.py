@@ -98,8 +98,12 @@ class DegenerationGuard:
         if self._pos and self._neg:
             pos = np.concatenate(self._pos)
             neg = np.concatenate(self._neg)
-            out["teacher_spread"] = float(np.concatenate([pos, neg]).std())
+            spread = float(np.concatenate([pos, neg]).std())
+            out["teacher_spread"] = spread
             out["slide_separation"] = self._top_mean(pos) - self._top_mean(neg)
+            # What two top-K means of the same distribution differ by, from sampling alone.
+            top = max(1, int(round(self.k * min(pos.size, neg.size))))
+            out["separation_noise"] = spread * float(np.sqrt(2.0 / top))
         return out
 
     def check(self) -> GuardReport:
@@ -118,7 +122,9 @@ class DegenerationGuard:
                 reasons.append(
                     f"the teacher scores every patch alike (spread {signals['teacher_spread']:.4f})"
                 )
-            elif signals.get("slide_separation", 1.0) < 0.05:
+            elif signals.get("slide_separation", 1.0) < max(
+                0.05, 3.0 * signals.get("separation_noise", 0.0)
+            ):
                 reasons.append(
                     "positive and negative slides score alike (top-K separation "
                     f"{signals['slide_separation']:.3f})"

@@ -68,6 +68,10 @@ if TYPE_CHECKING:
     from pathviewer.ml.distributed import DistContext
 
 METHODS = ("ngsd", "naive", "abmil")
+#: Steps between the bank snapshots that mining samples from.  Batches are made ahead of
+#: training (DataLoader prefetch, at most 4 batches per worker), so a batch of block ``b`` uses
+#: the snapshot taken at the start of block ``b - 1``: always ready, and the same on a resume.
+MINING_BLOCK = 40
 _log = logging.getLogger(__name__)
 
 
@@ -137,6 +141,19 @@ class NGSDConfig:
         "none",
         "stain normalisation fitted on the training slides, applied in training and inference",
         choices=("none", "macenko"),
+    )
+    mining: float = _f(
+        0.0,
+        "share of each batch's positive-slide patches drawn in proportion to their pseudo-labels"
+        " (hard-positive mining; 0 = uniform, as in the paper): a small tumour is otherwise"
+        " seen about once a batch",
+        min=0.0,
+        max=1.0,
+    )
+    calibrate_bank: bool = _f(
+        True,
+        "store teacher scores relative to the same batch's negative-slide patches (logit minus"
+        " their median), so scores from early and late in training stay comparable",
     )
     naive_warmup: int = _f(
         0,
@@ -532,7 +549,14 @@ def train(
             p.requires_grad_(False)
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # Step 5, Prediction Bank: one slot per positive-slide patch (negatives are never stored).
-    bank = PredictionBank(len(data.positives), cfg.k, cfg.sk_lambda)
+    # Scores older than about two passes over the positive-slide patches leave the marginal.
+    per_step = max(1, round(cfg.batch_size * world * cfg.positive_fraction))
+    bank = PredictionBank(
+        len(data.positives),
+        cfg.k,
+        cfg.sk_lambda,
+        horizon=max(100, 2 * math.ceil(len(data.positives) / per_step)),
+    )
     bank_slot = np.full(len(store), -1, np.int64)
     bank_slot[data.positives] = np.arange(len(data.positives))
     is_positive = np.zeros(len(store), bool)
@@ -546,7 +570,9 @@ def train(
             if teacher is not None:
                 teacher.load_state_dict(state["teacher"])
             optimizer.load_state_dict(state["optimizer"])
-            bank.load_state_dict({k: v.numpy() for k, v in state["bank"].items()})
+            bank.load_state_dict(
+                {k: v.numpy() if hasattr(v, "numpy") else v for k, v in state["bank"].items()}
+            )
         except (KeyError, RuntimeError, ValueError) as error:
             raise CheckpointError(
                 f"{ckpt_path}: does not match this cohort/config ({error})"
@@ -598,7 +624,10 @@ def train(
                 "bank": {
                     "probs": torch.from_numpy(bank.probs.copy()),
                     "seen": torch.from_numpy(bank.seen.copy()),
+                    "updated_at": torch.from_numpy(bank.updated_at.copy()),
+                    "clock": bank.clock,
                 },
+                "mining": {str(b): torch.from_numpy(w.copy()) for b, w in snapshots.items()},
             },
         )
         if final:
@@ -616,14 +645,27 @@ def train(
     workers = cfg.workers if cfg.workers >= 0 else default_workers()
     # Distributed: each rank draws from its own shard of the patches, with its own seed.
     sample_seed = dist.rank_seed(cfg.seed) if dist is not None else cfg.seed
+    snapshots: dict[int, np.ndarray] = {}
+    if state is not None and "mining" in state:
+        snapshots = {int(b): w.numpy() for b, w in state["mining"].items()}
+
+    def mining_weights(batch_step: int) -> np.ndarray | None:
+        weights = snapshots.get(batch_step // MINING_BLOCK)
+        return None if weights is None else weights[sampler_slots]
+
+    # The positives this rank samples from, as bank slots (for the mining weights).
+    sampler_positives = dist.shard(data.positives) if dist is not None else data.positives
+    sampler_slots = bank_slot[sampler_positives]
     sampler = BalancedBatchSampler(
-        dist.shard(data.positives) if dist is not None else data.positives,
+        sampler_positives,
         dist.shard(data.negatives) if dist is not None else data.negatives,
         cfg.batch_size,
         cfg.positive_fraction,
         step,
         total_steps,
         sample_seed,
+        cfg.mining if teacher is not None else 0.0,
+        mining_weights,
     )
     dataset = TwoViewDataset(
         store, cfg.input_size, sample_seed, views=2 if teacher else 1, stain_sigma=cfg.stain_augment
@@ -664,6 +706,15 @@ def train(
                 mask = is_positive[idx]
                 slots = bank_slot[idx[mask]]
                 probs = t_prob[torch.from_numpy(mask).to(device)].float().cpu().numpy()
+                if cfg.calibrate_bank and (~mask).any():
+                    # The teacher drifts as it trains (towards 0 while most targets are 0), and
+                    # the bank mixes scores from many steps: the older, higher scores would take
+                    # the positive mass from every fresh one and push it to 0, a feedback loop
+                    # to "all negative".  Scored against this batch's negative-slide patches,
+                    # the scores of different steps stay comparable.
+                    logit = torch.logit(t_prob.float().clamp(1e-6, 1 - 1e-6)).cpu().numpy()
+                    reference = float(np.median(logit[~mask]))
+                    probs = (1.0 / (1.0 + np.exp(-(logit[mask] - reference)))).astype(np.float32)
                 if dist is not None:
                     # Every rank applies every rank's updates in rank order, so all ranks
                     # re-solve the same bank and get the same pseudo-labels.
@@ -702,6 +753,11 @@ def train(
             if teacher is not None:
                 _ema_update(teacher, student, cfg.ema)
             step += 1
+            if teacher is not None and cfg.mining > 0 and step % MINING_BLOCK == 0:
+                # Pseudo-labels of scored patches; unscored ones get K (no evidence either way).
+                weights = np.where(bank.seen, bank.pseudo_labels(), bank.k).astype(np.float32)
+                snapshots[step // MINING_BLOCK + 1] = weights
+                snapshots.pop(step // MINING_BLOCK - 1, None)
             losses.append(loss_value)
             if validation is not None and (step % cfg.eval_every == 0 or step == total_steps):
                 val_auc = _validate(student, validation, cfg, device)
