@@ -241,3 +241,39 @@ def test_validation_instance_auc_is_logged(tmp_path: Path) -> None:
     assert "val_instance_auc" not in lines[0]  # first evaluation after eval_every steps
     assert 0.0 <= lines[-1]["val_instance_auc"] <= 1.0
     assert "val_instance_auc" in events[-1].metrics
+
+
+def test_mining_draws_likely_positives() -> None:
+    from pathviewer.ml.data import BalancedBatchSampler
+
+    positives, negatives = np.arange(100), np.arange(100, 200)
+    weights = np.zeros(100)
+    weights[:5] = 1.0  # the bank thinks patches 0-4 are tumour
+    sampler = BalancedBatchSampler(
+        positives, negatives, 32, 0.5, 0, 10, seed=1, mined=0.5, weights=lambda step: weights
+    )
+    batch = sampler.batch(3)
+    pos = batch[:16]
+    assert np.isin(pos[:8], np.arange(5)).all()  # the mined half
+    assert np.isin(batch[16:], negatives).all()
+    uniform = BalancedBatchSampler(positives, negatives, 32, 0.5, 0, 10, seed=1)
+    np.testing.assert_array_equal(uniform.batch(3)[8:16], pos[8:])  # the uniform half as before
+
+
+def test_resume_with_mining_matches_uninterrupted_run(png_cohort: Path, tmp_path: Path) -> None:
+    """Mining reads bank snapshots; a resumed run must read the same ones as an unbroken run."""
+    from pathviewer.ml.ngsd import MINING_BLOCK
+
+    steps = 2 * MINING_BLOCK + 10
+    cfg = tiny_config(steps=steps, mining=0.5, checkpoint_every=MINING_BLOCK + 5, log_every=50)
+    straight = run_job(train(png_cohort, tmp_path / "a", cfg))
+    job = train(png_cohort, tmp_path / "b", cfg)
+    for event in job:
+        if event.stage == "training" and event.done == MINING_BLOCK + 5:
+            break
+    job.close()
+    resumed = run_job(train(png_cohort, tmp_path / "b", cfg, resume=True))
+    a = load_model_file(straight.model_path)["student"]
+    b = load_model_file(resumed.model_path)["student"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)

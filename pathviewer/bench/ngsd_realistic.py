@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHOD_NAMES), help="comma-separated")
     parser.add_argument("--steps", type=int, help="training steps (default: the CPU preset's)")
     parser.add_argument("--set", action="append", default=[], help="config override KEY=JSON")
+    parser.add_argument(
+        "--stylised",
+        action="store_true",
+        help="the old stylised 8-slide cohort instead (a check that plumbing-level results hold)",
+    )
     parser.add_argument("--keep", help="keep cohorts and runs in this folder")
     parser.add_argument("--tag", default="", help="suffix of the run folders (with --keep)")
     parser.add_argument(
@@ -125,8 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep) if args.keep else Path(tmp)
         for seed in range(seeds):
-            cohort = root / f"seed{seed}" / "cohort"
-            if not (cohort / "cohort.csv").is_file():
+            cohort = root / f"seed{seed}" / ("stylised" if args.stylised else "cohort")
+            if not (cohort / "cohort.csv").is_file() and args.stylised:
+                from pathviewer.core.synth import generate_cohort
+
+                # The cohort the old CPU demo was validated on (0.985 / 1.0), new seed each time.
+                run_job(generate_cohort(cohort, n_slides=8, seed=3 + seed, size=3072))
+            elif not (cohort / "cohort.csv").is_file():
                 run_job(
                     generate_realistic_cohort(
                         cohort, seed=100 + seed, **cohort_settings(args.quick)
@@ -156,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "ngsd-realistic",
         "seeds": seeds,
-        "cohort": cohort_settings(args.quick),
+        "cohort": "stylised, 8 slides of 3072 px" if args.stylised else cohort_settings(args.quick),
         "overrides": overrides,
         "methods": {},
         "degenerate_runs": sum(r["degenerate"] for rs in per_seed.values() for r in rs),
