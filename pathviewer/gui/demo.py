@@ -4,7 +4,7 @@ Approach: the demo **trains a small NGSD model in the background** (with the Tra
 its progress), because a checkpoint cannot ship with the source.  The first launch:
 
 1. opens the demo cohort and shows a positive test slide;
-2. trains :func:`demo_training_config` (NGSD, 64 px inputs, 150 steps of 32 patches; a few
+2. trains :func:`demo_training_config` (NGSD, 64 px inputs, 400 steps of 32 patches; a few
    minutes on a 2-core CPU) into a run folder under :func:`pathviewer.paths.runs_dir` marked
    ``"demo": true`` in its ``run.json``;
 3. runs "Analyse this slide" on the slide shown: the heatmap fills in batch by batch;
@@ -48,9 +48,9 @@ PREDICTIONS = "predictions"
 def demo_training_config(**overrides: Any) -> NGSDConfig:
     """The demo's NGSD settings: :func:`pathviewer.ml.ngsd.demo_config` (the engine's CPU preset).
 
-    150 steps of 32 patches at 64 px, about 0.5 s a step on two otherwise idle CPU cores; with
-    tiling and inference the first heatmap appears within the demo's 5-minute budget.  Fewer
-    steps leave the model predicting "negative" everywhere (the teacher's bank is still settling).
+    400 steps of 32 patches at 64 px, about 0.4 s a step on two otherwise idle CPU cores; with
+    cohort generation, tiling and inference the first heatmap appears within the demo's
+    5-minute budget.
     """
     from pathviewer.ml.ngsd import demo_config
 
