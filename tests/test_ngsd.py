@@ -118,7 +118,7 @@ def test_train_writes_run_files_and_metrics(straight_run: tuple) -> None:
         assert key in lines[-1]
     assert 0 <= lines[-1]["bank_positive_fraction"] <= 1
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["k"] == 0.3 and config["method"] == "ngsd"
+    assert config["k"] == 0.1 and config["method"] == "ngsd"
     # model.pt holds only tensors and plain values: the safe loader reads it.
     raw = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert raw["method"] == "ngsd" and "student" in raw and raw["step"] == 6

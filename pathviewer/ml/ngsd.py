@@ -691,6 +691,7 @@ def train(
     failed = False
     val_auc: float | None = None
     warned = False
+    alarms = 0
     message = ""
     final_report: GuardReport | None = None
     try:
@@ -793,10 +794,15 @@ def train(
                         guard.observe_bank(metrics["bank_positive_fraction"])
                         metrics.update(guard.signals())
                         report = guard.check()
-                        metrics["degenerate"] = float(report.degenerate)
-                        if report.degenerate and not warned:
+                        # A slow start looks like a collapse for a while (seen: the bank's
+                        # positives came back after step 280 of 400), so the early warning
+                        # waits for an alarm that persists past half of the run.
+                        alarms = alarms + 1 if report.degenerate else 0
+                        metrics["guard_alarm"] = float(report.degenerate)
+                        persistent = alarms * cfg.log_every >= max(50, total_steps // 10)
+                        if persistent and step >= total_steps // 2 and not warned:
                             warned = True
-                            message = f"warning: training is degenerating: {report.summary()}"
+                            message = f"warning: training may be degenerating: {report.summary()}"
                             _log.warning(message)
                     metrics["bank_seen_fraction"] = float(bank.seen.mean()) if len(bank) else 0.0
                     if bank_truth is not None:
