@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m pathviewer.bench viewer --json out/bench-viewer.json
 	$(BIN)/python -m pathviewer.bench ngsd --json out/bench-ngsd.json
+	$(BIN)/python -m pathviewer.bench ngsd-realistic --seeds 3 --json out/bench-ngsd-realistic.json
+	$(BIN)/python -m pathviewer.bench ngsd-realistic --quick --methods "" --k-sweep 0.05,0.1,0.2,0.3 --json out/bench-ngsd-realistic-k.json
 	$(BIN)/python -m pathviewer.bench refine --json out/bench-refine.json
 	$(BIN)/python -m pathviewer.bench training_ui --json out/bench-training-ui.json
 	$(BIN)/python benchmarks/annotations_query.py > out/bench-annotations-query.json

@@ -233,37 +233,7 @@ def apply_tumour_change(
     return out.astype(np.float32)
 
 
-class RealisticAtlases:
-    """Periodic concentration atlases (Normal, Stroma, Tumour) as pyramids, like the stylised ones.
-
-    Parameters
-    ----------
-    textures
-        ``{class index: (n, n, 3) float32 concentrations}``.
-    """
-
-    def __init__(self, textures: dict[int, np.ndarray]) -> None:
-        self.size = next(iter(textures.values())).shape[0]
-        self.levels: dict[int, list[np.ndarray]] = {}
-        for cls, conc in textures.items():
-            pyramid = []
-            for level in range(synth.ATLAS_LEVELS):
-                reduced = synth._box_downsample(conc, 2**level).astype(np.float32)
-                padded = np.pad(reduced, ((0, TILE), (0, TILE), (0, 0)), mode="wrap")
-                pyramid.append(np.ascontiguousarray(padded))
-                if reduced.shape[0] == 1:
-                    break
-            self.levels[cls] = pyramid
-
-    def crop(self, cls: int, level: int, x: int, y: int, size: int = TILE) -> np.ndarray:
-        """``(size, size, 3)`` concentrations of ``cls`` at level pixel ``(x, y)`` (periodic)."""
-        pyramid = self.levels[cls]
-        level = min(level, len(pyramid) - 1)
-        n = max(1, self.size >> level)
-        return pyramid[level][y % n : y % n + size, x % n : x % n + size]
-
-
-_CACHE: dict[tuple[object, ...], RealisticAtlases] = {}
+_CACHE: dict[tuple[object, ...], synth.PeriodicAtlases] = {}
 
 
 def make_realistic_atlases(
@@ -271,8 +241,8 @@ def make_realistic_atlases(
     strength: float,
     texture: str | os.PathLike[str] | None = None,
     size: int = REALISTIC_ATLAS,
-) -> RealisticAtlases:
-    """Build (or reuse) the atlases of a cohort seed, tumour strength and texture source."""
+) -> synth.PeriodicAtlases:
+    """Build (or reuse) the concentration atlases (H, E, residual) of a cohort seed, tumour strength and texture source."""
     key = (seed, strength, str(texture), size)
     if key in _CACHE:
         return _CACHE[key]
@@ -286,7 +256,9 @@ def make_realistic_atlases(
     tumour = apply_tumour_change(normal, TumourChange.from_strength(strength), rng)
     if len(_CACHE) >= 2:  # ~300 MB each
         _CACHE.pop(next(iter(_CACHE)))
-    atlases = RealisticAtlases({synth.NORMAL: normal, synth.STROMA: stroma, synth.TUMOUR: tumour})
+    atlases = synth.PeriodicAtlases(
+        {synth.NORMAL: normal, synth.STROMA: stroma, synth.TUMOUR: tumour}
+    )
     _CACHE[key] = atlases
     return atlases
 
@@ -324,12 +296,12 @@ class RealisticPainter(synth.SlidePainter):
     def __init__(
         self,
         layout: synth.SlideLayout,
-        atlases: RealisticAtlases,
+        atlases: synth.PeriodicAtlases,
         seed: Sequence[int],
         levels: int,
         look: ScanLook,
     ) -> None:
-        super().__init__(layout, atlases, seed, levels)  # type: ignore[arg-type]
+        super().__init__(layout, atlases, seed, levels)
         # Tumour shows the normal texture's own place, changed: normal and tumour differ only
         # by the cytological change, never by which part of the texture they show.
         self.offsets[synth.TUMOUR] = self.offsets[synth.NORMAL]

@@ -360,29 +360,25 @@ def _tumour_texture(rng: np.random.Generator, n: int) -> np.ndarray:
 ATLAS_LEVELS = 8
 
 
-class TextureAtlases:
-    """Periodic per-class textures shared by every slide of a cohort.
+class PeriodicAtlases:
+    """Periodic per-class images shared by every slide of a cohort, as tile-ready pyramids.
 
-    Each class texture is stored as RGB *absorbance* (``255 - transmitted``, float32) for
-    reference stain vectors, as a pyramid of box-downsampled levels, each tiled so that a
-    tile-sized crop at any offset is a plain slice.
+    Each class image is stored as a pyramid of box-downsampled levels, each wrap-padded by one
+    tile so that a tile-sized crop at any offset is a plain slice.
 
     Parameters
     ----------
-    stains
-        ``{class index: (n, n, 2) float32}`` haematoxylin and eosin optical densities, ``n`` a
-        power of two.
+    layers
+        ``{class index: (n, n, c) float32}`` images, ``n`` a power of two (the same for all).
     """
 
-    def __init__(self, stains: dict[int, np.ndarray]) -> None:
-        self.size = next(iter(stains.values())).shape[0]
+    def __init__(self, layers: dict[int, np.ndarray]) -> None:
+        self.size = next(iter(layers.values())).shape[0]
         self.levels: dict[int, list[np.ndarray]] = {}
-        for cls, stain in stains.items():
-            od = stain[..., 0:1] * H_VECTOR + stain[..., 1:2] * E_VECTOR
-            absorb = (255.0 * (1.0 - np.power(10.0, -od))).astype(np.float32)
+        for cls, layer in layers.items():
             pyramid = []
             for level in range(ATLAS_LEVELS):
-                reduced = _box_downsample(absorb, 2**level).astype(np.float32)
+                reduced = _box_downsample(layer, 2**level).astype(np.float32)
                 # Wrap-pad by one tile so a crop at any offset is a plain slice.
                 padded = np.pad(reduced, ((0, TILE), (0, TILE), (0, 0)), mode="wrap")
                 pyramid.append(np.ascontiguousarray(padded))
@@ -391,12 +387,30 @@ class TextureAtlases:
             self.levels[cls] = pyramid
 
     def crop(self, cls: int, level: int, x: int, y: int, size: int = TILE) -> np.ndarray:
-        """``(size, size, 3)`` absorbance of class ``cls`` at level pixel ``(x, y)`` (periodic)."""
+        """``(size, size, c)`` values of class ``cls`` at level pixel ``(x, y)`` (periodic)."""
         pyramid = self.levels[cls]
         level = min(level, len(pyramid) - 1)
         n = max(1, self.size >> level)
         x, y = x % n, y % n
         return pyramid[level][y : y + size, x : x + size]
+
+
+class TextureAtlases(PeriodicAtlases):
+    """The stylised cohort's class textures, stored as RGB *absorbance* (``255 - transmitted``).
+
+    Parameters
+    ----------
+    stains
+        ``{class index: (n, n, 2) float32}`` haematoxylin and eosin optical densities, ``n`` a
+        power of two; converted with the reference stain vectors.
+    """
+
+    def __init__(self, stains: dict[int, np.ndarray]) -> None:
+        layers = {}
+        for cls, stain in stains.items():
+            od = stain[..., 0:1] * H_VECTOR + stain[..., 1:2] * E_VECTOR
+            layers[cls] = (255.0 * (1.0 - np.power(10.0, -od))).astype(np.float32)
+        super().__init__(layers)
 
 
 _ATLAS_CACHE: dict[tuple[int, int], TextureAtlases] = {}
@@ -685,7 +699,7 @@ class SlidePainter:
     """
 
     def __init__(
-        self, layout: SlideLayout, atlases: TextureAtlases, seed: Sequence[int], levels: int
+        self, layout: SlideLayout, atlases: PeriodicAtlases, seed: Sequence[int], levels: int
     ) -> None:
         rng = np.random.default_rng([*seed, 7])
         self.layout = layout
