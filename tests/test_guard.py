@@ -15,11 +15,20 @@ from pathviewer.ml.guard import MIN_STEPS, DegenerationGuard
 from tests.test_ngsd import make_png_cohort
 
 
-def _feed(guard: DegenerationGuard, steps: int, pos: callable, neg: callable, frac: float) -> None:
+def _bank(k: float, sharp: bool) -> np.ndarray:
+    """Pseudo-labels summing to K per patch: on the top K share (sharp) or evenly spread."""
+    q = np.full(1000, k)
+    if sharp:
+        q[:] = 0.01
+        q[: int(k * 1000)] = (k - 0.01 * (1 - k)) / k
+    return q
+
+
+def _feed(guard: DegenerationGuard, steps: int, pos: callable, neg: callable, sharp: bool) -> None:
     rng = np.random.default_rng(0)
     for step in range(1, steps + 1):
         guard.observe_batch(step, pos(rng), neg(rng))
-        guard.observe_bank(frac)
+        guard.observe_bank(_bank(guard.k, sharp))
 
 
 def test_healthy_run_is_not_degenerate() -> None:
@@ -30,7 +39,7 @@ def test_healthy_run_is_not_degenerate() -> None:
         200,
         lambda r: np.where(r.uniform(size=16) < 0.1, r.uniform(0.7, 1, 16), r.uniform(0, 0.3, 16)),
         lambda r: r.uniform(0, 0.3, 16),
-        0.1,
+        True,
     )
     report = guard.final()
     assert not report.degenerate, report.reasons
@@ -38,32 +47,37 @@ def test_healthy_run_is_not_degenerate() -> None:
 
 def test_bank_collapse_is_degenerate() -> None:
     guard = DegenerationGuard(k=0.3, total_steps=200)
-    _feed(guard, 200, lambda r: r.uniform(0, 1, 16), lambda r: r.uniform(0, 0.2, 16), 0.0)
+    _feed(guard, 200, lambda r: r.uniform(0, 1, 16), lambda r: r.uniform(0, 0.2, 16), False)
     report = guard.final()
     assert report.degenerate
     assert "collapsed" in report.summary()
+    soft = np.where(_bank(0.3, True) > 0.5, 0.45, 0.3 * 0.55 / 0.7)  # none above 0.5
+    assert (soft <= 0.5).all()
+    healthy = DegenerationGuard(k=0.3, total_steps=200)
+    healthy.observe_bank(soft * (0.3 * 1000 / soft.sum()))
+    assert healthy.bank_concentration > 0.3 + 0.07  # soft but not spread evenly: no alarm
 
 
 def test_constant_teacher_is_degenerate() -> None:
     guard = DegenerationGuard(k=0.3, total_steps=200)
-    _feed(guard, 200, lambda r: np.full(16, 0.01), lambda r: np.full(16, 0.01), 0.3)
+    _feed(guard, 200, lambda r: np.full(16, 0.01), lambda r: np.full(16, 0.01), True)
     assert "alike" in guard.final().summary()
 
 
 def test_slides_scoring_alike_is_degenerate() -> None:
     guard = DegenerationGuard(k=0.2, total_steps=200)
     same = lambda r: r.uniform(0, 1, 16)  # noqa: E731 - positives look like negatives
-    _feed(guard, 200, same, same, 0.2)
+    _feed(guard, 200, same, same, True)
     report = guard.final()
     assert report.degenerate and "slides score alike" in report.summary()
 
 
 def test_warm_up_and_short_runs_are_not_judged() -> None:
     guard = DegenerationGuard(k=0.3, total_steps=1000)
-    _feed(guard, 250, lambda r: np.full(16, 0.01), lambda r: np.full(16, 0.01), 0.0)
+    _feed(guard, 250, lambda r: np.full(16, 0.01), lambda r: np.full(16, 0.01), False)
     assert not guard.check().degenerate  # still within 30 % of the run
     short = DegenerationGuard(k=0.3, total_steps=MIN_STEPS - 1)
-    _feed(short, MIN_STEPS - 1, lambda r: np.full(16, 0.01), lambda r: np.full(16, 0.01), 0.0)
+    _feed(short, MIN_STEPS - 1, lambda r: np.full(16, 0.01), lambda r: np.full(16, 0.01), False)
     assert not short.final().degenerate
 
 
@@ -74,14 +88,14 @@ def test_validation_auc_rules() -> None:
         100,
         lambda r: np.where(r.uniform(size=16) < 0.1, 0.9, 0.1),
         lambda r: np.full(16, 0.1),
-        0.1,
+        True,
     )
     for auc in (0.6, 0.8, 0.6):
         guard.observe_validation(auc)
     report = guard.final()
     assert not report.degenerate and "fell from 0.800 to 0.600" in report.warnings[0]
     chance = DegenerationGuard(k=0.1, total_steps=100)
-    _feed(chance, 100, lambda r: r.uniform(0, 1, 16), lambda r: r.uniform(0, 0.2, 16), 0.1)
+    _feed(chance, 100, lambda r: r.uniform(0, 1, 16), lambda r: r.uniform(0, 0.2, 16), True)
     chance.observe_validation(0.5)
     assert chance.final().degenerate
 

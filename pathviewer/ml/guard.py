@@ -6,9 +6,12 @@ from instead of what is in it.  A saved model then paints nonsense with full con
 guard watches three signals the trainer already has and calls a run degenerate when, past a
 warm-up, one of them stays bad:
 
-* **bank collapse**: the share of scored positive-slide patches whose pseudo-label is above 0.5
-  falls far below K (the Sinkhorn-Knopp marginal still sums to K, but spread thinly over every
-  patch, so nothing is called positive any more);
+* **bank collapse**: the pseudo-labels no longer single anything out.  The Sinkhorn-Knopp
+  marginal always sums to K, so the guard measures how much of that mass the top K share of
+  scored patches carries (K when it is spread evenly over every patch, 1 when it sits on them
+  alone) and calls less than a tenth of the way from even to sharp a collapse.  (The share of
+  pseudo-labels above 0.5 would misfire: soft pseudo-labels, a small SK lambda, can be healthy
+  with none above 0.5.)
 * **no contrast**: the teacher scores every patch alike (tiny spread of its probabilities);
 * **no separation**: the most positive patches of positive slides score no higher than the most
   positive patches of negative slides (top-K means of the teacher's recent batches), so the
@@ -64,7 +67,7 @@ class DegenerationGuard:
         self.warmup = max(MIN_STEPS, int(WARMUP * total_steps))
         self._pos: deque[np.ndarray] = deque(maxlen=WINDOW)
         self._neg: deque[np.ndarray] = deque(maxlen=WINDOW)
-        self.bank_positive_fraction: float | None = None
+        self.bank_concentration: float | None = None
         self.val_aucs: list[float] = []
         self.step = 0
         self._bad_checks = 0
@@ -79,9 +82,14 @@ class DegenerationGuard:
         if negative_slide.size:
             self._neg.append(np.asarray(negative_slide, np.float32))
 
-    def observe_bank(self, positive_fraction: float) -> None:
-        """The bank's share of scored patches with a pseudo-label above 0.5."""
-        self.bank_positive_fraction = float(positive_fraction)
+    def observe_bank(self, pseudo_labels: np.ndarray) -> None:
+        """The pseudo-labels of the bank's scored patches (O(n): a partition, no sort)."""
+        q = np.asarray(pseudo_labels, np.float64)
+        if q.size == 0 or q.sum() <= 0:
+            self.bank_concentration = None
+            return
+        top = max(1, int(round(self.k * q.size)))
+        self.bank_concentration = float(np.partition(q, q.size - top)[-top:].sum() / q.sum())
 
     def observe_validation(self, auc: float | None) -> None:
         """A validation instance AUC."""
@@ -95,6 +103,8 @@ class DegenerationGuard:
     def signals(self) -> dict[str, float]:
         """The current values of the watched signals (for metrics.jsonl)."""
         out: dict[str, float] = {}
+        if self.bank_concentration is not None:
+            out["bank_concentration"] = self.bank_concentration
         if self._pos and self._neg:
             pos = np.concatenate(self._pos)
             neg = np.concatenate(self._neg)
@@ -111,11 +121,12 @@ class DegenerationGuard:
         reasons: list[str] = []
         warnings: list[str] = []
         if self.step >= self.warmup:
-            frac = self.bank_positive_fraction
-            if frac is not None and frac < self.k / 4:
+            conc = self.bank_concentration
+            if conc is not None and conc < self.k + 0.1 * (1.0 - self.k):
                 reasons.append(
-                    f"the bank's positive fraction collapsed to {frac:.3f} (K = {self.k:g}): "
-                    "the pseudo-labels no longer call any patch positive"
+                    f"the bank's pseudo-labels collapsed: its top {self.k:g} share of patches "
+                    f"carries {conc:.2f} of the positive mass ({self.k:g} = evenly spread), so "
+                    "they no longer single out any patch"
                 )
             signals = self.signals()
             if signals.get("teacher_spread", 1.0) < 0.02:

@@ -791,7 +791,7 @@ def train(
                 if teacher is not None:
                     metrics["bank_positive_fraction"] = bank.positive_fraction()
                     if guard is not None:
-                        guard.observe_bank(metrics["bank_positive_fraction"])
+                        guard.observe_bank(bank.pseudo_labels(np.flatnonzero(bank.seen)))
                         metrics.update(guard.signals())
                         report = guard.check()
                         # A slow start looks like a collapse for a while (seen: the bank's
