@@ -106,7 +106,11 @@ class NGSDConfig:
     lr: float = _f(1e-4, "Adam learning rate of the student", min=1e-7, max=1.0)
     weight_decay: float = _f(1e-5, "Adam weight decay", min=0.0, max=1.0)
     k: float = _f(
-        0.3, "K: estimated positive-patch fraction in positive slides", min=0.01, max=0.99
+        0.3,
+        "K: estimated positive-patch fraction in positive slides; when unsure, overestimate"
+        " (1.5-4x the tumour share did equally well, below it the bank degenerates)",
+        min=0.01,
+        max=0.99,
     )
     sk_lambda: float = _f(
         5.0, "Sinkhorn-Knopp sharpening (1 / entropic regularisation)", min=0.1, max=100.0
