@@ -439,14 +439,7 @@ def generate_realistic_cohort(
             progress_offset=index * rows_each,
             progress_total=total,
         )
-        rows.append(
-            {
-                "slide": f"{name}.tif",
-                "label": str(label),
-                "split": split,
-                "annotations": geojson.name,
-            }
-        )
+        rows.append(synth.cohort_row(name, label, split))
     csv_path = out / "cohort.csv"
     write_cohort(csv_path, rows)
     return csv_path

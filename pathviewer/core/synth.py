@@ -861,6 +861,16 @@ def check_cohort_args(
         raise PathViewerError(f"test fraction must be between 0 and 1 (got {test_fraction})")
 
 
+def cohort_row(name: str, label: int, split: str) -> dict[str, str]:
+    """The ``cohort.csv`` row of slide ``name`` (``name.tif`` with ``name.geojson``)."""
+    return {
+        "slide": f"{name}.tif",
+        "label": str(label),
+        "split": split,
+        "annotations": f"{name}.geojson",
+    }
+
+
 def cohort_plan(n_slides: int, seed: int, test_fraction: float = 0.5) -> list[tuple[int, str]]:
     """``(label, split)`` per slide: half positive, and both classes in both splits when n >= 4."""
     labels = [1 if i < (n_slides + 1) // 2 else 0 for i in range(n_slides)]
@@ -951,14 +961,7 @@ def generate_cohort(
             progress_total=total,
             stage=stage,
         )
-        rows.append(
-            {
-                "slide": f"{name}.tif",
-                "label": str(label),
-                "split": split,
-                "annotations": geojson.name,
-            }
-        )
+        rows.append(cohort_row(name, label, split))
     csv_path = out / "cohort.csv"
     write_cohort(csv_path, rows)
     return csv_path
