@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from pathviewer.cli import main
 from pathviewer.core.heatmap import load_heatmap
@@ -84,3 +85,19 @@ def test_infer_warns_when_the_slide_is_unlike_training(
     heatmap = load_heatmap(next((out / "heatmaps").glob("*.npz")))
     assert any("um/px" in w for w in heatmap.warnings)
     assert "run run" in heatmap.model and "DEGENERATE" in heatmap.model
+
+
+def test_macenko_without_usable_tissue_is_one_named_error(tmp_path: Path) -> None:
+    from pathviewer.core.errors import TrainingError
+    from tests.test_ngsd import make_png_cohort
+
+    cohort = make_png_cohort(tmp_path / "c", [("p1", 1, "train"), ("n1", 0, "train")])
+    rng = np.random.default_rng(0)
+    vector = np.array([0.65, 0.70, 0.29])  # one stain only: nothing to separate it from
+    for name in ("p1", "n1"):
+        amount = rng.uniform(0.2, 1.2, (768, 768, 1))
+        rgb = 255 * np.power(10.0, -amount * vector)
+        Image.fromarray(rgb.astype(np.uint8)).save(tmp_path / "c" / f"{name}.png")
+    cfg = tiny_config(stain_norm="macenko", threshold=0.0)
+    with pytest.raises(TrainingError, match="cohort.csv: cannot fit Macenko"):
+        run_job(prepare_training_data(cohort, cfg, tmp_path / "run"))

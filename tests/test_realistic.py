@@ -123,6 +123,11 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
         run_job(generate_realistic_cohort(tmp_path / "a", tumour_fraction=(0.3, 0.1)))
     with pytest.raises(PathViewerError, match="stain variation"):
         run_job(generate_realistic_cohort(tmp_path / "b", stain_variation=-1))
+    with pytest.raises(PathViewerError, match="strength"):
+        run_job(generate_realistic_cohort(tmp_path / "c", strength=2.0))
+    with pytest.raises(PathViewerError, match="not found"):
+        run_job(generate_realistic_cohort(tmp_path / "d", texture=tmp_path / "missing.svs"))
+    assert not [p for p in tmp_path.iterdir() if p.name in "abcd"]  # nothing written
 
 
 def test_texture_from_a_users_slide(cmu_small: Path) -> None:

@@ -409,15 +409,16 @@ def generate_realistic_cohort(
     if stain_variation < 0:
         raise PathViewerError(f"stain variation must be >= 0 (got {stain_variation})")
     synth.check_cohort_args(n_slides, size, 0.25, test_fraction)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    TumourChange.from_strength(strength)  # validate before the slow part
     stage = "synthesising slides"
     sizes = pyramid_sizes(size, size)
     rows_each = sum((h + TILE - 1) // TILE for _, h in sizes)
     total = rows_each * n_slides
     yield Progress(stage, 0, total, message="building tissue textures")
-    TumourChange.from_strength(strength)  # validate before the slow part
+    # The texture is read (and may be refused) before anything is written.
     atlases = make_realistic_atlases(seed, strength, texture)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     plan = synth.cohort_plan(n_slides, seed, test_fraction)
     rows: list[dict[str, str]] = []
     for index, (label, split) in enumerate(plan):
