@@ -115,3 +115,32 @@ def test_review_decisions_feed_the_next_run(qtbot, small_cohort: Path, tmp_path:
     assert project.review_counts()[1] == len(panel.model.items)
     panel.shutdown()
     project.close()
+
+
+def test_a_refinement_run_of_the_training_dock_brings_its_labels_with_its_flags(
+    qtbot, small_cohort: Path, tmp_path: Path
+) -> None:
+    # The Training dock's job is the CLI's pipeline: its config.json names the training labels,
+    # so importing its flags adds every training label to the project, not only the flagged.
+    from pathviewer.core.progress import run_job
+    from pathviewer.gui.training import refine_job
+    from pathviewer.ml.refine import RefineConfig
+
+    torch.set_num_threads(2)
+    labels_csv = tmp_path / "labels.csv"
+    assert cli(["labels", "from-annotations", "--cohort", str(small_cohort)]
+               + ["--out", str(labels_csv), "--patch-size", "512", "-q"]) == 0  # fmt: skip
+    n_labels = len(_rows(labels_csv))
+    run = tmp_path / "gui-run"
+    config = RefineConfig(
+        max_rounds=1, warmup=1, input_size=32, batch_size=32, device="cpu", class_balance="none"
+    )
+    run_job(refine_job(run, config, labels_csv=labels_csv))
+    project = Project.create(tmp_path / "project")
+    panel = ReviewPanel(None, QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(panel)
+    panel.set_project(project)
+    panel.import_flags(run / "flags.csv")
+    assert len(project.patch_labels()) == n_labels
+    panel.shutdown()
+    project.close()

@@ -11,19 +11,27 @@ import torch
 from torch import nn
 
 from pathviewer.core.errors import TrainingError
+from pathviewer.core.label_noise import symmetric_flips
 from pathviewer.core.progress import run_job
 from pathviewer.ml.patch_data import ArrayDataset
 from pathviewer.ml.refine import (
     GradientDensity,
     RefineConfig,
+    balanced_accuracy,
     demo_config,
+    fit_decision_bias,
     flag_labels,
+    fold_decision_bias,
     gaussian_weights,
     gradient_norm,
     iter_train_refine,
+    label_prior,
     load_checkpoint,
+    lost_classes,
     refine_labels,
     sample_weights,
+    suspicion,
+    with_prior,
 )
 from pathviewer.ml.small_cnn import SmallCNN
 
@@ -335,6 +343,7 @@ def test_select_best_keeps_the_best_validation_round(tmp_path) -> None:
         label_tol=0,
         seed=1,
         augment=False,
+        class_balance="none",  # balanced classes: selection reads plain accuracy
     )
     # 60 samples, 9 held out -> 3 batches per round: rounds 4 and 5 predict wrong classes.
     result = run_job(
@@ -362,3 +371,135 @@ def test_select_best_keeps_the_best_validation_round(tmp_path) -> None:
         )
     )
     assert last.selected_round == 5 and int(last.model.calls) == 15
+
+
+# --------------------------------------------------------------------------- class imbalance
+
+
+def test_balanced_noisy_accuracy_picks_the_clean_threshold() -> None:
+    # Scores of 2,000 clean negatives and 100 clean positives; labels then flipped with
+    # class-independent rates.  The threshold chosen on the noisy labels must be the one that
+    # is best on the clean labels, although the noisy majority would favour "all negative".
+    rng = np.random.default_rng(0)
+    clean = np.r_[np.zeros(2000, int), np.ones(100, int)]
+    score = np.where(
+        clean == 1, rng.normal(1.0, 1.0, clean.size), rng.normal(-1.0, 1.0, clean.size)
+    )
+    noisy = symmetric_flips(clean, 0.3, 2, seed=1)
+    log_probs = (
+        np.stack([np.zeros_like(score), score], axis=1)
+        - 2.0 * np.c_[np.zeros(clean.size), np.ones(clean.size)]
+    )
+    bias = fit_decision_bias(log_probs, noisy)
+    chosen = (log_probs + bias).argmax(1)
+    assert balanced_accuracy(chosen, clean) > balanced_accuracy(log_probs.argmax(1), clean) + 0.1
+    # Close to the clean optimum (threshold 0 on the score).
+    assert (
+        balanced_accuracy(chosen, clean) > balanced_accuracy((score > 0).astype(int), clean) - 0.03
+    )
+    assert np.array_equal(fit_decision_bias(log_probs, np.zeros(clean.size, int)), [0.0, 0.0])
+
+
+def test_decision_bias_folds_into_the_output_layer() -> None:
+    model = SmallCNN(3, 1, 8).eval()
+    x = torch.rand(16, 1, 8, 8)
+    with torch.no_grad():
+        before = model(x)
+        assert fold_decision_bias(model, np.array([0.0, 5.0, -1.0]))
+        after = model(x)
+    assert torch.allclose(after - before, torch.tensor([0.0, 5.0, -1.0]).expand(16, 3), atol=1e-5)
+    assert not fold_decision_bias(model, np.zeros(2))
+
+
+def test_prior_turns_balanced_probabilities_back_into_label_probabilities() -> None:
+    balanced = np.array([[0.5, 0.5], [0.2, 0.8]])
+    prior = label_prior(np.r_[np.zeros(90, int), np.ones(10, int)], 2)
+    assert np.allclose(prior, [0.9, 0.1])
+    adjusted = with_prior(balanced, prior)
+    assert np.allclose(adjusted[0], [0.9, 0.1])
+    assert np.allclose(adjusted.sum(1), 1)
+    assert with_prior(balanced, None) is balanced
+
+
+def test_lost_classes_need_enough_samples_and_almost_no_predictions() -> None:
+    given = np.r_[np.zeros(500, int), np.ones(50, int), np.full(5, 2)]
+    predicted = np.zeros_like(given)
+    assert lost_classes(predicted, given, 3) == [1]  # class 2 has too few samples to judge
+    predicted[500:502] = 1  # 2 of 50 = 4 %: still predicted
+    assert lost_classes(predicted, given, 3) == []
+
+
+def test_class_normalised_ranking_is_relative_to_the_class() -> None:
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.5, 0.5], [0.2, 0.8], [0.4, 0.6]])
+    given = np.array([0, 0, 1, 1, 1])
+    g = suspicion(probs, given, "g")
+    assert np.allclose(g, [0.1, 0.4, 0.5, 0.2, 0.4])
+    normalised = suspicion(probs, given, "class_normalised")
+    # class 0's mean p is 0.75, class 1's 0.633: each label is judged against its class.
+    assert np.allclose(
+        normalised,
+        1 - np.array([0.9 / 0.75, 0.6 / 0.75, 0.5 / 0.6333, 0.8 / 0.6333, 0.6 / 0.6333]),
+        atol=1e-3,
+    )
+    with pytest.raises(TrainingError, match="ranking"):
+        suspicion(probs, given, "vibes")
+    with pytest.raises(TrainingError, match="class_balance"):
+        RefineConfig(class_balance="some").validate()
+
+
+def _imbalanced(n: int = 400, rare: float = 0.05, signal: float = 1.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < rare).astype(int)
+    x = rng.random((n, 1, 8, 8)).astype(np.float32) * 0.3
+    x[labels == 1, 0, 2:6, 2:6] += signal * 0.7  # the rare class has a bright centre
+    return ArrayDataset(x), labels
+
+
+def test_collapse_is_reported_and_withholds_the_flags() -> None:
+    # Images carry no signal: the only thing to learn is the prior, so without class balance
+    # the model predicts the majority everywhere.  It must say so and flag nothing, instead of
+    # asking the annotator to relabel every rare label.
+    dataset, labels = _imbalanced(signal=0.0)
+    config = RefineConfig(
+        max_rounds=4, warmup=1, batch_size=32, device="cpu", augment=False, class_balance="none"
+    )
+    events = []
+    result = run_job(
+        iter_train_refine(
+            dataset, labels, 2, lambda: SmallCNN(2, 1, 8), config, classes=["Normal", "Tumor"]
+        ),
+        events.append,
+    )
+    assert result.collapsed and result.lost_classes == ["Tumor"]
+    assert result.flags == []
+    warnings = [e.message for e in events if e.stage == "warning"]
+    assert any("collapsed" in w and "Tumor" in w for w in warnings)
+    assert all(h["collapsed"] == 1.0 for h in result.history)
+
+
+def test_class_balance_learns_the_rare_class_that_plain_training_loses() -> None:
+    # A faint signal on 4 % of the samples: plain CE settles on the prior (and the guard says
+    # so); with class balance the rare class is learnt.
+    dataset, labels = _imbalanced(n=600, rare=0.04, signal=0.1, seed=2)
+    common = dict(max_rounds=5, warmup=2, batch_size=32, device="cpu", augment=False, seed=0)
+
+    def recalls(result) -> tuple[float, float]:
+        with torch.no_grad():
+            predicted = result.model(dataset.images).argmax(1).numpy()
+        return tuple(float((predicted[labels == c] == c).mean()) for c in (0, 1))
+
+    plain = run_job(
+        iter_train_refine(
+            dataset,
+            labels,
+            2,
+            lambda: SmallCNN(2, 1, 8),
+            RefineConfig(**common, class_balance="none"),
+        )
+    )
+    balanced = run_job(
+        iter_train_refine(dataset, labels, 2, lambda: SmallCNN(2, 1, 8), RefineConfig(**common))
+    )
+    assert plain.collapsed and recalls(plain)[1] < 0.05
+    assert not balanced.collapsed
+    assert recalls(balanced)[1] > 0.7 and np.mean(recalls(balanced)) > 0.75

@@ -277,3 +277,29 @@ def test_import_needs_project_and_is_all_or_nothing(qtbot, review_setup, tmp_pat
         widget.import_flags(bad)
     assert len(project.review_queue()) == 6  # the previous queue is untouched
     widget.shutdown()
+
+
+def test_panel_says_how_the_queue_is_ordered(qtbot, review_setup, tmp_path):
+    import json
+
+    from pathviewer.core.ranking import RANKINGS
+
+    project, flags, _slides = review_setup
+    settings = QSettings(str(tmp_path / "order.ini"), QSettings.Format.IniFormat)
+    widget = ReviewPanel(None, settings)
+    qtbot.addWidget(widget)
+    widget.set_project(project)
+    assert widget.order_label.text() == ""
+    # A run folder without config.json: the file's own order.
+    widget.import_flags(flags, with_labels=False)
+    assert widget.order_label.text() == "Queue order: as in the imported flags.csv."
+    (flags.parent / "config.json").write_text(json.dumps({"rank_by": "class_normalised"}))
+    widget.import_flags(flags, with_labels=False)
+    assert widget.order_label.text() == f"Queue order: {RANKINGS['class_normalised']}."
+    # Remembered for the project: a new panel on the same project says the same.
+    again = ReviewPanel(None, settings)
+    qtbot.addWidget(again)
+    again.set_project(project)
+    assert again.order_label.text() == widget.order_label.text()
+    widget.shutdown()
+    again.shutdown()

@@ -311,3 +311,16 @@ def test_demo_second_launch_loads_the_saved_demo_run_without_training(
     assert heatmaps.pred_dir == demo_run / demo.PREDICTIONS
     assert heatmaps.heatmap is not None and heatmaps.heatmap.slide == entry.slide
     assert np.isfinite(heatmaps.heatmap.probs).any()
+
+
+def test_a_collapsed_refinement_run_is_marked_and_explained(qtbot, window, tmp_path) -> None:
+    from types import SimpleNamespace
+
+    panel = window.training_panel
+    run_dir = tmp_path / "runs" / "noisy-1"
+    run_dir.mkdir(parents=True)
+    panel.run_dir = run_dir
+    panel._on_finished(SimpleNamespace(collapsed=True, lost_classes=["Tumor"]))
+    assert run_info(run_dir)["status"] == "collapsed"
+    assert "predicts almost no Tumor" in panel.message_label.text()
+    assert not panel.message_label.isHidden()

@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "ngsd": "pathviewer.bench.ngsd",
     "ngsd-realistic": "pathviewer.bench.ngsd_realistic",
     "refine": "pathviewer.bench.refine",
+    "refine-realistic": "pathviewer.bench.refine_realistic",
     "training_ui": "pathviewer.bench.training_ui",
 }
 

@@ -46,8 +46,8 @@ from pathviewer.ml.refine import (
 from pathviewer.ml.small_cnn import SmallCNN
 
 METHODS = {
-    "plain_ce": {"use_ghm": False, "use_gaussian": False, "refine": False},
-    "ghm_only": {"use_ghm": True, "use_gaussian": False, "refine": False},
+    "plain_ce": {"use_ghm": False, "use_gaussian": False, "refine": False, "class_balance": "none"},
+    "ghm_only": {"use_ghm": True, "use_gaussian": False, "refine": False, "class_balance": "none"},
     "full": {},
 }
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
+import sys
 from pathlib import Path
 
 from pathviewer.cli import CommandGroups
@@ -12,7 +11,7 @@ from pathviewer.cli import CommandGroups
 
 def register(groups: CommandGroups) -> None:
     """Add ``train noisy`` and ``labels from-annotations``."""
-    from pathviewer.ml.refine import RefineConfig
+    from pathviewer.ml.refine import CLASS_BALANCE, RANKINGS, RefineConfig
 
     d = RefineConfig()
     train = groups.train.add_parser(
@@ -72,6 +71,18 @@ def register(groups: CommandGroups) -> None:
     )
     train.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
     train.add_argument(
+        "--class-balance",
+        choices=CLASS_BALANCE,
+        default=d.class_balance,
+        help=f"imbalanced labels: {', '.join(CLASS_BALANCE)} (default {d.class_balance})",
+    )
+    train.add_argument(
+        "--rank-by",
+        choices=list(RANKINGS),
+        default=d.rank_by,
+        help=f"order of flags.csv, the review queue (default {d.rank_by}: {RANKINGS[d.rank_by]})",
+    )
+    train.add_argument(
         "--oos-folds",
         type=int,
         default=d.oos_folds,
@@ -116,27 +127,11 @@ def register(groups: CommandGroups) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from pathviewer.core.progress import drive
-    from pathviewer.ml.patch_data import (
-        PatchDataset,
-        read_labels_csv,
-        write_refinement_outputs,
-    )
-    from pathviewer.ml.refine import RefineConfig, iter_train_refine
+    from pathviewer.jobs import refine_run
+    from pathviewer.ml.refine import RANKINGS, RefineConfig
 
     out = Path(args.out)
-    search_dirs: list[Path] = []
-    if args.project:
-        labels_csv = export_project_labels(Path(args.project), out)
-        search_dirs.append(Path(args.project))
-    else:
-        labels_csv = Path(args.labels)
-    rows, classes = read_labels_csv(labels_csv, args.classes, search_dirs=search_dirs)
-    index = {name: i for i, name in enumerate(classes)}
-    labels = np.array([index[r.label] for r in rows])
-    trusted = np.array([r.trusted for r in rows])
     config = RefineConfig(
         max_rounds=args.epochs,
         warmup=args.warmup,
@@ -149,52 +144,23 @@ def _run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         oos_folds=args.oos_folds,
+        class_balance=args.class_balance,
+        rank_by=args.rank_by,
         seed=args.seed,
         select_best=not args.last_round,
     )
-    n_classes = len(classes)
-    if args.model == "small":
-        from pathviewer.ml.small_cnn import SmallCNN
-
-        def factory():  # type: ignore[no-untyped-def]
-            return SmallCNN(n_classes, 3)
-    else:
-        from pathviewer.ml.models import build_classifier
-
-        def factory():  # type: ignore[no-untyped-def]
-            return build_classifier(n_classes, "resnet18", args.weights, args.input_size)
-
-    dataset = PatchDataset(rows, args.input_size, cache=len(rows) * args.input_size**2 < 2**28)
-    try:
-        result = drive(
-            iter_train_refine(
-                dataset,
-                labels,
-                n_classes,
-                factory,
-                config,
-                trusted,
-                out_dir=out,
-                resume=args.resume,
-                classes=classes,
-            ),
-            quiet=args.quiet,
-        )
-    finally:
-        dataset.close()
-    with open(out / "config.json", encoding="utf-8") as handle:
-        saved = json.load(handle)
-    saved.update({"labels": str(labels_csv.resolve()), "model": args.model})
-    from pathviewer.core.atomic import atomic_write
-
-    with atomic_write(out / "config.json") as handle:
-        json.dump(saved, handle, indent=2)
-    write_refinement_outputs(
-        out,
-        rows,
-        classes,
-        result.refined,
-        [(f.index, f.given, f.suggested, f.confidence, f.g) for f in result.flags],
+    result = drive(
+        refine_run(
+            out,
+            config,
+            labels_csv=None if args.project else Path(args.labels),
+            project_dir=Path(args.project) if args.project else None,
+            classes=args.classes,
+            model=args.model,
+            weights=args.weights,
+            resume=args.resume,
+        ),
+        quiet=args.quiet,
     )
     kept = (
         result.history[result.selected_round - 1]
@@ -203,29 +169,20 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     print(
         f"{out}: {result.rounds} rounds, model.pt = round {result.selected_round} "
-        f"(val accuracy {kept.get('val_accuracy', float('nan')):.3f}), "
-        f"{len(result.flags)} of {len(rows)} labels flagged (flags.csv)"
+        f"(val accuracy {kept.get('val_accuracy', float('nan')):.3f}, balanced "
+        f"{kept.get('val_balanced_accuracy', float('nan')):.3f}), "
+        f"{len(result.flags)} of {len(result.refined)} labels flagged (flags.csv, "
+        f"{RANKINGS[config.rank_by]})"
     )
+    if result.collapsed:
+        # Exit 3 (as a degenerate NGSD run): the run finished but its model is not usable.
+        print(
+            f"pathviewer: error: {out}: the model collapsed: it predicts almost no "
+            f"{', '.join(result.lost_classes)}; no labels were flagged",
+            file=sys.stderr,
+        )
+        return 3
     return 0
-
-
-def export_project_labels(project_dir: Path, out: Path) -> Path:
-    """Export a project's patch labels to ``RUN_DIR/project_labels.csv``."""
-    from pathviewer.core.errors import TrainingError
-
-    if importlib.util.find_spec("pathviewer.core.store") is None:
-        raise TrainingError("--project needs the project store, which this build lacks")
-    from pathviewer.core.store import Project
-
-    project = Project.open(project_dir)
-    try:
-        path = out / "project_labels.csv"
-        count = project.export_trusted_labels_csv(path)
-    finally:
-        project.close()
-    if count == 0:
-        raise TrainingError(f"{project_dir}: the project has no patch labels to train on")
-    return path
 
 
 def _run_from_annotations(args: argparse.Namespace) -> int:
@@ -238,7 +195,7 @@ def _run_from_annotations(args: argparse.Namespace) -> int:
     from pathviewer.core.geometry import patch_labels_from_regions
     from pathviewer.core.progress import drive
     from pathviewer.core.slide import open_slide
-    from pathviewer.core.tiling import iter_tile_slide
+    from pathviewer.core.tiling import iter_tissue_boxes
 
     entries = read_cohort(args.cohort)
     geojsons = args.annotations
@@ -255,13 +212,10 @@ def _run_from_annotations(args: argparse.Namespace) -> int:
         annotations = read_geojson(source) if source is not None else []
         slide = open_slide(entry.path)
         try:
-            # Score tissue at a coarse read downsample: the edge filter needs ~64 px per patch.
-            downsample = max(1.0, args.patch_size / 64)
-            index = drive(iter_tile_slide(slide, args.patch_size, downsample), quiet=args.quiet)
+            boxes = drive(iter_tissue_boxes(slide, args.patch_size), quiet=args.quiet)
         finally:
             slide.close()
-        boxes = [tuple(int(v) for v in b) for b in index.boxes()]
-        names = patch_labels_from_regions(annotations, boxes, args.background_class)  # type: ignore[arg-type]
+        names = patch_labels_from_regions(annotations, boxes, args.background_class)
         rel = _relative(entry.path, out)
         for (x, y, w, h), name in zip(boxes, names, strict=True):
             rows.append([rel, x, y, w, h, name])

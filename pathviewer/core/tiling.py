@@ -373,3 +373,16 @@ def tile_slide(
     return run_job(
         iter_tile_slide(slide, patch_size, read_downsample, threshold, cache_dir, coarse_fraction)
     )
+
+
+def iter_tissue_boxes(
+    slide: SlideSource, patch_size: int
+) -> Generator[Progress, None, list[tuple[int, int, int, int]]]:
+    """Level-0 ``(x, y, width, height)`` boxes of a slide's tissue patches, for patch labelling.
+
+    Tissue is scored at a read downsample of ``patch_size / 64``: the edge filter needs about
+    64 px per patch, and a coarser read keeps labelling a cohort fast.
+    """
+    downsample = max(1.0, patch_size / 64)
+    index = yield from iter_tile_slide(slide, patch_size, downsample)
+    return [(int(x), int(y), int(w), int(h)) for x, y, w, h in index.boxes()]

@@ -71,6 +71,7 @@ from PySide6.QtWidgets import (
 
 from pathviewer.core.cohort import read_table
 from pathviewer.core.errors import CohortError, PathViewerError
+from pathviewer.core.ranking import RANKINGS, run_ranking
 from pathviewer.core.store import FlagRecord, Project
 from pathviewer.gui.tiles import rgb_to_qimage
 
@@ -643,6 +644,9 @@ class ReviewPanel(QWidget):
         self.refresh_button.clicked.connect(self.refresh)
         self.show_reviewed = QCheckBox("Show reviewed")
         self.show_reviewed.toggled.connect(self._toggle_reviewed)
+        self.order_label = QLabel()
+        self.order_label.setObjectName("review-order")
+        self.order_label.setWordWrap(True)
         self.keys_label = QLabel()
         self.keys_label.setWordWrap(True)
         self.keys_label.setTextFormat(Qt.TextFormat.RichText)
@@ -665,6 +669,7 @@ class ReviewPanel(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(buttons)
         layout.addLayout(top)
+        layout.addWidget(self.order_label)
         layout.addWidget(self.keys_label)
         layout.addWidget(self.gallery, 1)
 
@@ -673,8 +678,34 @@ class ReviewPanel(QWidget):
         if window is not None:
             window.slide_view.slideChanged.connect(self._forget_highlight)
         self._update_keys()
+        self._update_order()
 
     # ---- project and queue
+
+    def _order_key(self) -> str | None:
+        project = self.project
+        return None if project is None else f"review/ranking/{project.folder}"
+
+    def _update_order(self, ranking: str | None = None) -> None:
+        """Say how the queue is ordered (the ranking of the run whose flags were imported)."""
+        key = self._order_key()
+        if key is None:
+            self.order_label.setText("")
+            return
+        if ranking is not None:
+            self.settings.setValue(key, ranking)
+        stored = str(self.settings.value(key, ""))
+        if stored in RANKINGS:
+            text = f"Queue order: {RANKINGS[stored]}."
+        elif stored:
+            text = "Queue order: as in the imported flags.csv."
+        else:
+            text = ""
+        self.order_label.setText(text)
+        self.order_label.setToolTip(
+            "Set by the label-refinement run (its rank_by setting); the benchmark "
+            "refine-realistic compares the rankings."
+        )
 
     @property
     def project(self) -> Project | None:
@@ -684,6 +715,7 @@ class ReviewPanel(QWidget):
         """Show ``project``'s queue (None empties the gallery)."""
         self.model.set_project(project)
         self._update_keys()
+        self._update_order()
         self.import_button.setEnabled(True)
 
     def refresh(self) -> None:
@@ -741,6 +773,7 @@ class ReviewPanel(QWidget):
         for root in (path.parent, path.parent.parent):
             if root not in self.model.slide_roots:
                 self.model.slide_roots.insert(0, root)
+        self._update_order(run_ranking(path.parent) or "file")
         self.model.refresh()
         return count
 

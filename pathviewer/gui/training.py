@@ -62,7 +62,6 @@ from PySide6.QtWidgets import (
 
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.cohort import CohortEntry
-from pathviewer.core.errors import TrainingError
 from pathviewer.core.progress import Progress
 from pathviewer.gui.settings_form import SettingsForm
 from pathviewer.gui.workers import JobRunner
@@ -241,53 +240,11 @@ def refine_job(
 ) -> Generator[Progress, None, Any]:
     """Label refinement on a labels.csv or a project's patch labels into ``run_dir``.
 
-    The same entry points as ``pathviewer train noisy`` (labels reader, patch dataset,
-    :func:`~pathviewer.ml.refine.iter_train_refine`, refined-label and flag writers).
+    The pipeline of ``pathviewer train noisy`` (:func:`pathviewer.jobs.refine_run`).
     """
-    from pathviewer.ml.models import build_classifier
-    from pathviewer.ml.patch_data import (
-        PatchDataset,
-        read_labels_csv,
-        write_refinement_outputs,
-    )
-    from pathviewer.ml.refine import iter_train_refine
+    from pathviewer.jobs import refine_run
 
-    search_dirs: list[Path] = []
-    if project_dir is not None:
-        from pathviewer.commands.noisy import export_project_labels
-
-        labels_csv = export_project_labels(project_dir, run_dir)
-        search_dirs.append(project_dir)
-    if labels_csv is None:
-        raise TrainingError("label refinement needs a labels.csv or an open project")
-    rows, classes = read_labels_csv(labels_csv, None, search_dirs=search_dirs)
-    index = {name: i for i, name in enumerate(classes)}
-    labels = np.array([index[r.label] for r in rows])
-    trusted = np.array([r.trusted for r in rows])
-    n_classes = len(classes)
-    size = config.input_size
-    dataset = PatchDataset(rows, size, cache=len(rows) * size**2 < 2**28)
-    try:
-        result = yield from iter_train_refine(
-            dataset,
-            labels,
-            n_classes,
-            lambda: build_classifier(n_classes, "resnet18", None, size),
-            config,
-            trusted,
-            out_dir=run_dir,
-            classes=classes,
-        )
-    finally:
-        dataset.close()
-    write_refinement_outputs(
-        run_dir,
-        rows,
-        classes,
-        result.refined,
-        [(f.index, f.given, f.suggested, f.confidence, f.g) for f in result.flags],
-    )
-    return result
+    return (yield from refine_run(run_dir, config, labels_csv, project_dir))
 
 
 @dataclass
@@ -954,6 +911,13 @@ class TrainingPanel(QWidget):
             status = "degenerate"
             self.show_message(
                 "Training degenerated; do not trust this model's heatmaps: " + "; ".join(guard)
+            )
+        if getattr(result, "collapsed", False):
+            status = "collapsed"
+            lost = ", ".join(getattr(result, "lost_classes", []) or [])
+            self.show_message(
+                f"The label-refinement model collapsed: it predicts almost no {lost}. "
+                "No labels were flagged; check that class's labels, or train longer."
             )
         assert self.run_dir is not None
         write_run_info(self.run_dir, status=status, finished=time.strftime("%Y-%m-%d %H:%M:%S"))

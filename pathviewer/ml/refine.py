@@ -50,9 +50,41 @@ has its own function below:
 6. **Flags** (:func:`flag_labels`): samples whose ``g`` stays high -- read as: the given class is
    not the most probable one of the predictions averaged over rounds (EMA) -- or whose refined
    label's argmax left the given class, and, optionally, any ``g`` above ``flag_threshold``;
-   ranked by ``g`` (most suspect first), with given and suggested class and the confidence of
+   ranked most suspect first by ``rank_by`` (:func:`suspicion`), with given and suggested class and the confidence of
    the suggestion.
 7. **Trusted labels** (set by a reviewer) are never refined and always have weight 1.
+
+Imbalanced classes
+------------------
+Tumour is usually a few per cent of a slide's patches.  Trained as above, a network can settle
+on "everything is Normal", and refinement then pulls the rare class's labels towards the
+majority.  ``class_balance`` (default ``logit_adjust``) handles this without changing the
+method's definition:
+
+* **Loss.** ``logit_adjust`` (Menon et al. 2021) trains on ``logits + log prior``, ``prior`` being
+  the share of each class among the training split's given labels, fixed for the run.  The
+  offset logits model the given labels; the network's own logits then model balanced classes.
+  ``g`` is computed from the offset logits, so it is still the gradient norm of the loss being
+  minimised, and ``alpha`` and ``beta`` are computed from it as in steps 2 and 3.
+  ``weights`` instead multiplies each sample's loss by ``c_y = N / (M n_y)``.
+* **How the weights combine.** With class balance, ``alpha * beta`` is normalised to mean 1
+  *within each given class* of a batch rather than over the batch (:func:`sample_weights`):
+  the method's weights choose samples inside a class, never the share of a class in the loss
+  (``docs/label-refinement.md`` shows what happened without it).
+* **Refinement and flags** compare predictions with the given labels, so they use the balanced
+  probabilities multiplied back by the prior (:func:`with_prior`).
+* **Model selection and the decision threshold.** A round is scored by its balanced accuracy
+  on the held-out given labels, after choosing per-class logit offsets on those labels
+  (:func:`fit_decision_bias`).  For two classes and class-dependent noise the balanced accuracy
+  on noisy labels is an increasing affine function of the clean one, so the threshold that is
+  best on noisy held-out labels is the best one for clean labels.  The selected round's offsets
+  are folded into the output layer (:func:`fold_decision_bias`): the saved model predicts with
+  them.
+* **Collapse guard.** After every round, a class that the model predicts for fewer than 1 % of
+  the training samples given it is "lost" (:func:`lost_classes`).  Such a round is not refined,
+  not selected and not averaged into the flags' probabilities, and a warning says which class
+  was lost; a run whose returned model is collapsed flags nothing (``RefineResult.collapsed``;
+  ``train noisy`` exits with status 3).
 
 Out-of-sample probabilities for flags
 -------------------------------------
@@ -84,18 +116,36 @@ from torch.utils.data import DataLoader, Dataset
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.errors import CheckpointError, TrainingError
 from pathviewer.core.progress import Progress, run_job
+from pathviewer.core.ranking import RANKINGS
 
 ModelFactory = Callable[[], nn.Module]
 
 
-def _meta(help: str, min: float | None = None, max: float | None = None) -> dict[str, Any]:
-    """Field metadata for a GUI settings form (help text and range)."""
+def _meta(
+    help: str,
+    min: float | None = None,
+    max: float | None = None,
+    choices: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Field metadata for a GUI settings form (help text, range, choices)."""
     meta: dict[str, Any] = {"help": help}
+    if choices is not None:
+        meta["choices"] = list(choices)
     if min is not None:
         meta["min"] = min
     if max is not None:
         meta["max"] = max
     return meta
+
+
+#: ``class_balance`` settings (see :func:`label_prior` and the module docstring).
+CLASS_BALANCE = ("logit_adjust", "weights", "none")
+
+#: A class is "lost" when the model predicts it for fewer than this share of the samples given it.
+LOST_CLASS_RECALL = 0.01
+
+#: ... and at least this many samples are given it (fewer say nothing about collapse).
+LOST_CLASS_MIN_SAMPLES = 10
 
 
 @dataclass
@@ -162,6 +212,19 @@ class RefineConfig:
         default=True,
         metadata=_meta("keep the round with the best validation accuracy (else the last round)"),
     )
+    class_balance: str = field(
+        default="logit_adjust",
+        metadata=_meta(
+            "imbalanced labels: logit_adjust trains on logits offset by the log class prior, "
+            "weights weighs each class's samples by its inverse frequency (both predict with "
+            "balanced classes); none: every sample weighs the same",
+            choices=CLASS_BALANCE,
+        ),
+    )
+    rank_by: str = field(
+        default="g",
+        metadata=_meta("what orders the review queue (see RANKINGS)", choices=list(RANKINGS)),
+    )
     augment: bool = field(default=True, metadata=_meta("random flips and 90-degree rotations"))
     input_size: int = field(default=224, metadata=_meta("patch side fed to the network", 8, 2048))
     device: str = field(default="auto", metadata=_meta("auto, cpu, cuda, cuda:1, mps"))
@@ -169,9 +232,14 @@ class RefineConfig:
     num_workers: int = field(default=0, metadata=_meta("data-loader worker processes", 0, 64))
 
     def validate(self) -> None:
-        """Raise :class:`TrainingError` naming the first setting outside its range."""
+        """Raise :class:`TrainingError` naming the first setting outside its range or choices."""
         for f in fields(self):
             value = getattr(self, f.name)
+            choices = f.metadata.get("choices")
+            if choices is not None and value not in choices:
+                raise TrainingError(
+                    f"setting {f.name}={value!r} is not one of {', '.join(map(str, choices))}"
+                )
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             low, high = f.metadata.get("min"), f.metadata.get("max")
@@ -303,14 +371,53 @@ def gaussian_weights(g: torch.Tensor, mu: float, sigma: float | None = None) -> 
     return torch.exp(-((g - mu) ** 2) / (2 * sigma**2))
 
 
+def label_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Share of each class among the given labels, floored so that its log stays finite."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(float)
+    prior = np.maximum(counts / max(counts.sum(), 1.0), 1e-6)
+    return prior / prior.sum()
+
+
+def with_prior(probs: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+    """Balanced-class probabilities turned into probabilities under the label prior.
+
+    A model trained with class balance predicts ``p_bal(c | x)``, proportional to
+    ``p(c | x) / prior_c``; the given labels follow ``p(c | x)``.  Refinement, ``g`` and the flags
+    compare predictions with the given labels, so they use ``p_bal * prior`` renormalised (the
+    post-hoc logit adjustment of Menon et al. 2021).  ``prior=None`` returns ``probs``.
+    """
+    if prior is None:
+        return probs
+    adjusted = np.asarray(probs, dtype=np.float64) * prior
+    return adjusted / np.maximum(adjusted.sum(axis=1, keepdims=True), 1e-12)
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Per-class loss weights ``c_k = N / (M * n_k)`` of the given labels (1 for absent classes).
+
+    Every class then contributes the same total weight to an epoch's loss, and the weights of the
+    samples average to 1 over the data, so the learning rate keeps its meaning.
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(float)
+    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 1.0)
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
 def sample_weights(
     g: torch.Tensor,
     trusted: torch.Tensor,
     density: GradientDensity | None,
     mu: float | None,
     sigma: float | None = None,
+    class_weight: torch.Tensor | None = None,
+    groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Steps 2, 3 and 7: per-sample loss weights ``alpha * beta``, mean 1; trusted samples 1.
+    """Steps 2, 3 and 7: per-sample loss weights ``c_y * alpha * beta``; trusted samples ``c_y``.
+
+    ``alpha * beta`` is normalised to mean 1 over the batch's untrusted samples (the method's
+    weights say which samples of a batch matter, not how large a step is); the class weight
+    ``c_y`` (:func:`class_weights`) multiplies it afterwards and is not renormalised, so a batch
+    rich in a rare class weighs more, as the class balance intends.
 
     Parameters
     ----------
@@ -324,22 +431,178 @@ def sample_weights(
         Gradient learning centre (None: no beta).
     sigma
         Standard deviation of the Gaussian (None: sample std of this batch's ``g``).
+    class_weight
+        ``(N,)`` class weight of each sample's label (for a soft label, the label's expected
+        class weight); None: 1.
+    groups
+        ``(N,)`` given class of each sample: ``alpha * beta`` is then normalised to mean 1
+        within each class instead of over the batch (used with class balance).
     """
     weights = torch.ones_like(g)
     free = ~trusted
     if not bool(free.any()):
-        return weights
+        return weights if class_weight is None else weights * class_weight
     gf = g[free].detach()
     w = torch.ones_like(gf)
     if density is not None:
         w = w * density.alpha(gf)
     if mu is not None:
         w = w * gaussian_weights(gf, mu, sigma)
-    mean = w.mean()
-    # A batch whose every weight underflowed to 0 falls back to plain CE rather than dividing by 0.
-    w = w / mean if float(mean) > 1e-12 else torch.ones_like(w)
+    if groups is None:
+        w = _unit_mean(w)
+    else:
+        # Normalised within each class: the weights choose samples inside a class but leave
+        # the share of each class in the loss as the class balance set it.
+        gf_groups = groups[free]
+        for c in torch.unique(gf_groups):
+            members = gf_groups == c
+            w[members] = _unit_mean(w[members])
     weights[free] = w
-    return weights
+    return weights if class_weight is None else weights * class_weight
+
+
+def _unit_mean(w: torch.Tensor) -> torch.Tensor:
+    """``w`` scaled to mean 1; all ones when every weight underflowed to 0 (plain CE)."""
+    mean = w.mean()
+    return w / mean if float(mean) > 1e-12 else torch.ones_like(w)
+
+
+def lost_classes(predicted: np.ndarray, given: np.ndarray, num_classes: int) -> list[int]:
+    """Classes the model has stopped predicting: the collapse guard of the training loop.
+
+    A class is lost when at least :data:`LOST_CLASS_MIN_SAMPLES` samples are given it and the
+    model predicts it for fewer than :data:`LOST_CLASS_RECALL` of them.  Under label noise a
+    healthy model disagrees with many given labels, but it still predicts every class it has
+    learnt for a good part of the samples labelled so; a model that predicts (almost) one class
+    for everything has learnt the class prior, and refining towards it would erase the others.
+
+    Parameters
+    ----------
+    predicted
+        ``(N,)`` predicted class indices.
+    given
+        ``(N,)`` given class indices.
+    num_classes
+        Number of classes.
+    """
+    predicted = np.asarray(predicted)
+    given = np.asarray(given)
+    lost = []
+    for c in range(num_classes):
+        members = given == c
+        if int(members.sum()) < LOST_CLASS_MIN_SAMPLES:
+            continue
+        if float((predicted[members] == c).mean()) < LOST_CLASS_RECALL:
+            lost.append(c)
+    return lost
+
+
+def balanced_accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in ``labels`` (nan when empty)."""
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    present = np.unique(labels)
+    if len(present) == 0:
+        return float("nan")
+    return float(np.mean([(predicted[labels == c] == c).mean() for c in present]))
+
+
+def fit_decision_bias(log_probs: np.ndarray, labels: np.ndarray, passes: int = 2) -> np.ndarray:
+    """Per-class logit offsets that maximise the balanced accuracy on the given labels.
+
+    For two classes and label noise that depends on the class only, the balanced accuracy on
+    the noisy labels is an increasing affine function of the balanced accuracy on clean labels
+    (both read ``TPR - FPR``, scaled by how informative the labels are), so the offset that is
+    best on held-out noisy labels is the best decision threshold for clean ones; no clean data
+    is needed.  More classes are searched one coordinate at a time.
+
+    Parameters
+    ----------
+    log_probs
+        ``(N, M)`` log probabilities (or logits) of held-out samples.
+    labels
+        ``(N,)`` their given class indices.
+    passes
+        Coordinate-search passes for more than two classes.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(M,)`` offsets (class 0's is 0) to add to the logits; zeros when ``labels`` hold fewer
+        than two classes.
+    """
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    m = log_probs.shape[1]
+    bias = np.zeros(m)
+    if len(np.unique(labels)) < 2:
+        return bias
+
+    def score(b: np.ndarray) -> float:
+        return balanced_accuracy((log_probs + b).argmax(1), labels)
+
+    best = score(bias)
+    for _ in range(passes if m > 2 else 1):
+        for c in range(1, m):
+            others = np.delete(log_probs + bias, c, axis=1).max(axis=1)
+            # Offsets at which a sample changes sides, thinned to at most 512 candidates.
+            margins = np.unique(others - log_probs[:, c])
+            if len(margins) > 512:
+                margins = np.quantile(margins, np.linspace(0, 1, 512))
+            candidates = np.concatenate([[bias[c]], margins + 1e-6])
+            for value in candidates:
+                trial = bias.copy()
+                trial[c] = value
+                current = score(trial)
+                # Ties keep the smaller change: an offset is a prior shift, not a free parameter.
+                if current > best + 1e-12 or (
+                    abs(current - best) <= 1e-12 and abs(value) < abs(bias[c])
+                ):
+                    best, bias = current, trial
+    return bias
+
+
+def fold_decision_bias(model: nn.Module, bias: np.ndarray) -> bool:
+    """Add ``bias`` to the output layer's bias, so that ``model``'s argmax applies it.
+
+    Returns False (and changes nothing) when the last ``nn.Linear`` has no bias or another size.
+    """
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not heads or heads[-1].bias is None or heads[-1].out_features != len(bias):
+        return False
+    with torch.no_grad():
+        heads[-1].bias.add_(torch.as_tensor(bias, dtype=heads[-1].bias.dtype))
+    return True
+
+
+def suspicion(probs: np.ndarray, given: np.ndarray, rank_by: str = "g") -> np.ndarray:
+    """Review-queue score of each label (higher: more likely wrong); see :data:`RANKINGS`.
+
+    ``g`` is ``1 - p_given``.  ``class_normalised`` divides ``p_given`` by the class's mean
+    ``p`` over the samples given that class (the per-class threshold of confident learning,
+    Northcutt et al. 2021) before taking ``1 -``: with imbalanced classes a rare class's correct
+    labels have lower probabilities than a common class's, and the plain ``g`` would fill the
+    top of the queue with them.
+
+    Parameters
+    ----------
+    probs
+        ``(N, M)`` predicted probabilities.
+    given
+        ``(N,)`` given class indices.
+    rank_by
+        A key of :data:`RANKINGS`.
+    """
+    if rank_by not in RANKINGS:
+        raise TrainingError(f"unknown ranking {rank_by!r} (known: {', '.join(RANKINGS)})")
+    probs = np.asarray(probs, dtype=np.float64)
+    given = np.asarray(given, dtype=np.int64)
+    p_given = probs[np.arange(len(given)), given]
+    if rank_by == "g":
+        return 1.0 - p_given
+    typical = np.ones(probs.shape[1])
+    for c in np.unique(given):
+        typical[c] = max(float(p_given[given == c].mean()), 1e-6)
+    return 1.0 - p_given / typical[given]
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -386,6 +649,7 @@ class Flag:
     suggested: int
     confidence: float
     g: float
+    score: float = 0.0  #: the review-queue score (:func:`suspicion`); the queue is sorted by it
 
 
 def flag_labels(
@@ -395,6 +659,7 @@ def flag_labels(
     threshold: float = 1.0,
     trusted: np.ndarray | None = None,
     probs: np.ndarray | None = None,
+    rank_by: str = "g",
 ) -> list[Flag]:
     """Step 6: samples the model assigns to another class, or whose ``g`` exceeds ``threshold``.
 
@@ -422,11 +687,13 @@ def flag_labels(
     probs
         ``(N, M)`` predicted probabilities behind ``g`` (EMA over rounds, or out of sample);
         None: ``refined`` stands in for them.
+    rank_by
+        The queue's order, a key of :data:`RANKINGS` (:func:`suspicion` of ``probs``).
 
     Returns
     -------
     list of Flag
-        Most suspect first: descending ``g``, ties by index.  ``suggested`` is the refined
+        Most suspect first: descending score, ties by index.  ``suggested`` is the refined
         argmax when it left the given class, else the most probable other class; ``confidence``
         is the predicted probability of ``suggested``.
     """
@@ -442,13 +709,21 @@ def flag_labels(
     mask = (g > threshold) | (refined_top != given) | (probs.argmax(axis=1) != given)
     if trusted is not None:
         mask &= ~np.asarray(trusted, dtype=bool)
+    score = suspicion(probs, given, rank_by) if rank_by != "g" else g
     flags = []
     for i in np.flatnonzero(mask):
         suggested = int(refined_top[i]) if refined_top[i] != given[i] else int(other_top[i])
         flags.append(
-            Flag(int(i), int(given[i]), suggested, float(probs[i, suggested]), float(g[i]))
+            Flag(
+                int(i),
+                int(given[i]),
+                suggested,
+                float(probs[i, suggested]),
+                float(g[i]),
+                float(score[i]),
+            )
         )
-    flags.sort(key=lambda f: (-f.g, f.index))
+    flags.sort(key=lambda f: (-f.score, f.index))
     return flags
 
 
@@ -478,7 +753,7 @@ def flags_from_probs(
         given, torch.as_tensor(probs, dtype=torch.float32), config.gamma, trusted_t
     ).numpy()
     g = gradient_norm(torch.as_tensor(probs, dtype=torch.float64), given.double()).numpy()
-    flags = flag_labels(labels, refined, g, config.flag_threshold, trusted, probs)
+    flags = flag_labels(labels, refined, g, config.flag_threshold, trusted, probs, config.rank_by)
     return refined, g, flags
 
 
@@ -511,6 +786,13 @@ class RefineResult:
         1-based round whose weights ``model`` holds.
     last_state
         ``state_dict`` of the last round (equal to the model's without ``select_best``).
+    collapsed
+        The returned model predicts (almost) none of some class (:func:`lost_classes`); its
+        flags are withheld.
+    collapsed_rounds
+        Rounds in which the collapse guard fired.
+    lost_classes
+        Names of the classes the returned model lost (empty unless ``collapsed``).
     """
 
     refined: np.ndarray
@@ -522,6 +804,9 @@ class RefineResult:
     model: nn.Module
     selected_round: int = 0
     last_state: dict[str, torch.Tensor] | None = None
+    collapsed: bool = False
+    collapsed_rounds: int = 0
+    lost_classes: list[str] = field(default_factory=list)
 
 
 class _Indexed(Dataset):
@@ -710,7 +995,7 @@ def iter_train_refine(
     start_round = 0
     # Model selection (select_best, step 5 of the module docstring): the round with the best
     # accuracy on the held-out samples' given labels; no clean data is needed.
-    best_val_acc, best_round = -math.inf, -1
+    best_val_score, best_round = -math.inf, -1
     best_state: dict[str, torch.Tensor] | None = None
     checkpoint: dict[str, Any] = {}  # the last one written, rewritten once the run ends
     out = Path(out_dir) if out_dir is not None else None
@@ -725,7 +1010,8 @@ def iter_train_refine(
         model.load_state_dict(state.get("resume_state_dict", state["state_dict"]))
         if "best_round" in state:
             best_round = int(state["best_round"])
-            best_val_acc = float(state["best_val_accuracy"])
+            best_val_score = float(state["best_val_accuracy"])
+            best_bias = np.asarray(state.get("best_bias", np.zeros(num_classes)), dtype=float)
             best_state = state.get("best_state_dict", state["state_dict"])
         if "optimizer" in state:
             optimizer.load_state_dict(state["optimizer"])
@@ -746,6 +1032,25 @@ def iter_train_refine(
             with atomic_write(out / "metrics.jsonl") as handle:
                 handle.write("")
 
+    # Class balance (module docstring): the training split's label prior, fixed for the run.
+    prior = (
+        label_prior(labels_np[train_idx], num_classes) if config.class_balance != "none" else None
+    )
+    balance = (
+        class_weights(labels_np[train_idx], num_classes).to(device)
+        if config.class_balance == "weights"
+        else None
+    )
+    log_prior = (
+        torch.as_tensor(np.log(prior), dtype=torch.float32, device=device)
+        if prior is not None and config.class_balance == "logit_adjust"
+        else None
+    )
+    names = list(classes or []) or [str(c) for c in range(num_classes)]
+    given_t = torch.as_tensor(labels_np)
+    best_bias = last_bias = np.zeros(num_classes)
+    collapsed_rounds = 0
+    last_lost: list[int] = []
     density = GradientDensity(config.bins, config.momentum) if config.use_ghm else None
     mu = config.mu if config.use_gaussian else None
     loader = DataLoader(
@@ -781,13 +1086,24 @@ def iter_train_refine(
                 if config.augment:
                     images = _augment(images, generator)
                 targets = soft[index].to(device)
-                logits = model(images)
-                p = torch.softmax(logits.float(), dim=-1)
+                logits = model(images).float()
+                if log_prior is not None:
+                    # The loss sees the logits offset by the log prior: the network's own
+                    # logits then model balanced classes, and g below is still the gradient
+                    # norm of the loss being minimised.
+                    logits = logits + log_prior
+                p = torch.softmax(logits, dim=-1)
                 g = gradient_norm(p.detach(), targets)  # step 1
-                weights = sample_weights(  # steps 2, 3 and 7
-                    g, trusted_t[index].to(device), density_now, mu_now, sigma
+                weights = sample_weights(  # steps 2, 3 and 7, and the class balance
+                    g,
+                    trusted_t[index].to(device),
+                    density_now,
+                    mu_now,
+                    sigma,
+                    None if balance is None else targets @ balance,
+                    None if prior is None else given_t[index].to(device),
                 )
-                loss = (weights * soft_cross_entropy(logits.float(), targets)).mean()
+                loss = (weights * soft_cross_entropy(logits, targets)).mean()
                 if not torch.isfinite(loss):
                     kept = f"; last good checkpoint kept: {ckpt_path}" if ckpt_path else ""
                     if ckpt_path is not None and not ckpt_path.exists():
@@ -811,22 +1127,57 @@ def iter_train_refine(
                         {"batch_loss": float(loss.detach())},
                     )
         # ---- predictions of every sample; validation loss against the given labels
-        probs = _predict(model, dataset, range(n), device, config.batch_size * 2)
+        balanced_probs = _predict(model, dataset, range(n), device, config.batch_size * 2)
+        # Predictions under the label prior: what refinement, g and the flags compare with the
+        # given labels (identical to the network's probabilities without class balance).
+        probs = with_prior(balanced_probs, prior)
         probs_t = torch.as_tensor(probs, dtype=torch.float32)
         eps = 1e-7
         if len(val_idx):
             pv = probs[val_idx]
             val_loss = float(-np.log(pv[np.arange(len(val_idx)), labels_np[val_idx]] + eps).mean())
             val_acc = float((pv.argmax(1) == labels_np[val_idx]).mean())
+            # With class balance the decision threshold is chosen on the held-out given labels
+            # (fit_decision_bias); the round is then scored with it.
+            val_log = np.log(np.maximum(balanced_probs[val_idx], 1e-12))
+            bias = (
+                fit_decision_bias(val_log, labels_np[val_idx])
+                if prior is not None
+                else np.zeros(num_classes)
+            )
+            val_bal = balanced_accuracy((val_log + bias).argmax(1), labels_np[val_idx])
         else:
-            val_loss, val_acc = float("nan"), float("nan")
-        # "g stays high": EMA over the rounds after the warm-up (warm-up predictions are immature).
-        if round_no <= config.warmup:
+            val_loss, val_acc, val_bal = float("nan"), float("nan"), float("nan")
+            bias = np.zeros(num_classes)
+        # Model selection reads the balanced accuracy when classes are balanced: on imbalanced
+        # labels plain accuracy is highest for the model that predicts the majority class.
+        val_score = val_bal if prior is not None else val_acc
+        # ---- the collapse guard: a model that stopped predicting a class is not refined towards
+        # (the labels keep their last state) and cannot be the selected round.
+        # Judged on the probabilities refinement uses: a class they never predict would be
+        # refined away.  (The balanced argmax is near random before the network has learnt
+        # anything, which is not a collapse.)
+        lost = lost_classes(probs[train_idx].argmax(1), labels_np[train_idx], num_classes)
+        if lost:
+            collapsed_rounds += 1
+            lost_names = ", ".join(names[c] for c in lost)
+            yield Progress(
+                "warning",
+                (round_no + 1) * batches,
+                config.max_rounds * batches,
+                f"round {round_no + 1}: the model predicts almost no {lost_names} "
+                f"(it has collapsed towards the other classes); its labels are not refined "
+                f"and the round is not selected",
+            )
+        last_lost = lost
+        # "g stays high": EMA over the rounds after the warm-up (warm-up predictions are immature);
+        # a collapsed round's predictions are left out of it.
+        if round_no <= config.warmup and not lost:
             p_avg = probs.astype(np.float64)
-        else:
+        elif not lost:
             p_avg = config.g_ema * p_avg + (1 - config.g_ema) * probs
         # ---- step 4: refine after the warm-up
-        if config.refine and round_no + 1 > config.warmup:
+        if config.refine and round_no + 1 > config.warmup and not lost:
             soft = refine_labels(given, probs_t, config.gamma, trusted_t)
         # sigma of the next round's Gaussian: spread around mu of the training set's g w.r.t.
         # its labels (paragraph [0105]).
@@ -839,18 +1190,31 @@ def iter_train_refine(
             "loss": total_loss / max(seen, 1),
             "val_loss": val_loss,
             "val_accuracy": val_acc,
+            "val_balanced_accuracy": val_bal,
+            "collapsed": float(bool(lost)),
             "changed": changed,
             "label_delta": delta,
         }
         history.append(metrics)
         rounds_done = round_no + 1
         current = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        if config.select_best and math.isfinite(val_acc) and val_acc > best_val_acc:
-            best_val_acc, best_round, best_state = val_acc, round_no, current
+        if (
+            config.select_best
+            and not lost
+            and math.isfinite(val_score)
+            and val_score > best_val_score
+        ):
+            best_val_score, best_round, best_state = val_score, round_no, current
+            best_bias = bias
+        last_bias = bias
         if out is not None and ckpt_path is not None:
             selection: dict[str, Any] = {}
             if best_state is not None:
-                selection = {"best_round": best_round, "best_val_accuracy": best_val_acc}
+                selection = {
+                    "best_round": best_round,
+                    "best_val_accuracy": best_val_score,
+                    "best_bias": [float(v) for v in best_bias],
+                }
                 if best_round != round_no:
                     selection["best_state_dict"] = best_state
             checkpoint = {
@@ -890,26 +1254,62 @@ def iter_train_refine(
     model = model.cpu().eval()
     last_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     selected_round = rounds_done
+    final_bias = last_bias
     if best_state is not None:
         model.load_state_dict(best_state)
         selected_round = best_round + 1
-        if ckpt_path is not None and checkpoint and best_round != rounds_done - 1:
-            # The finished run's model.pt holds the selected model; training resumes from the last.
-            checkpoint.pop("best_state_dict", None)
-            checkpoint.update({"state_dict": best_state, "resume_state_dict": last_state})
-            save_checkpoint(ckpt_path, checkpoint)
+        final_bias = best_bias
+    # The decision threshold chosen on the held-out labels becomes part of the returned model.
+    folded = (
+        prior is not None and bool(np.any(final_bias)) and fold_decision_bias(model, final_bias)
+    )
+    if ckpt_path is not None and checkpoint and (folded or selected_round != rounds_done):
+        # The finished run's model.pt holds the selected model; training resumes from the last.
+        checkpoint.pop("best_state_dict", None)
+        checkpoint.update(
+            {
+                "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                "resume_state_dict": last_state,
+                "decision_bias": [float(v) for v in final_bias] if folded else None,
+            }
+        )
+        save_checkpoint(ckpt_path, checkpoint)
+    # The returned model is collapsed when no round escaped collapse (or, without selection,
+    # the last one did not): its flags would ask the annotator to erase the lost classes.
+    collapsed = bool(last_lost) and (best_state is None or not config.select_best)
+    if collapsed and ckpt_path is not None and checkpoint:
+        checkpoint["collapsed"] = [names[c] for c in last_lost]
+        save_checkpoint(ckpt_path, checkpoint)
+    if collapsed:
+        yield Progress(
+            "warning",
+            rounds_done,
+            rounds_done,
+            "the model collapsed: it predicts almost no "
+            + ", ".join(names[c] for c in last_lost)
+            + "; no labels are flagged. Check the labels of that class, or train longer "
+            "or with more samples of it",
+        )
     refined_np = soft.numpy().astype(np.float64)
     flag_probs = p_avg
     flag_g = 1 - p_avg[np.arange(n), labels_np]
     flags: list[Flag] = []
-    if compute_flags and config.oos_folds >= 2:
+    if collapsed:
+        pass
+    elif compute_flags and config.oos_folds >= 2:
         flag_probs = yield from iter_cross_validated_probs(
             dataset, labels_np, num_classes, model_factory, config, trusted_np
         )
         _, flag_g, flags = flags_from_probs(labels_np, flag_probs, config, trusted_np)
     elif compute_flags:
         flags = flag_labels(
-            labels_np, refined_np, flag_g, config.flag_threshold, trusted_np, flag_probs
+            labels_np,
+            refined_np,
+            flag_g,
+            config.flag_threshold,
+            trusted_np,
+            flag_probs,
+            config.rank_by,
         )
     return RefineResult(
         refined_np,
@@ -921,6 +1321,9 @@ def iter_train_refine(
         model,
         selected_round,
         last_state,
+        collapsed,
+        collapsed_rounds,
+        [names[c] for c in last_lost] if collapsed else [],
     )
 
 
@@ -968,7 +1371,11 @@ def iter_cross_validated_probs(
         )
         result = yield from _relabel(job, f"out-of-sample fold {f + 1}/{k}")
         model = result.model.to(device)
-        probs[test] = _predict(model, dataset, test.tolist(), device, config.batch_size * 2)
+        fold_probs = _predict(model, dataset, test.tolist(), device, config.batch_size * 2)
+        prior = (
+            label_prior(labels_np[train], num_classes) if config.class_balance != "none" else None
+        )
+        probs[test] = with_prior(fold_probs, prior)
     return probs
 
 
