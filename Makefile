@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --no-cache --check pathviewer tests benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy pathviewer/core pathviewer/ml
+	$(BIN)/mypy pathviewer/core pathviewer/ml pathviewer/jobs.py
 
 pytest: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q

@@ -108,6 +108,8 @@ def refine_run(
             out_dir=run_dir,
             resume=resume,
             classes=names,
+            # Out-of-sample folds keep each slide together (annotation errors are regional).
+            groups=[str(r.path) for r in rows],
         )
     finally:
         dataset.close()

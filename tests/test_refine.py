@@ -24,6 +24,7 @@ from pathviewer.ml.refine import (
     fold_decision_bias,
     gaussian_weights,
     gradient_norm,
+    group_folds,
     iter_train_refine,
     label_prior,
     load_checkpoint,
@@ -503,3 +504,19 @@ def test_class_balance_learns_the_rare_class_that_plain_training_loses() -> None
     assert plain.collapsed and recalls(plain)[1] < 0.05
     assert not balanced.collapsed
     assert recalls(balanced)[1] > 0.7 and np.mean(recalls(balanced)) > 0.75
+
+
+def test_out_of_sample_folds_keep_each_slide_together() -> None:
+    rng = np.random.default_rng(4)
+    slides = rng.integers(0, 9, 900)
+    labels = rng.integers(0, 2, 900)
+    fold = group_folds(labels, 3, seed=1, groups=[f"slide_{s}.tif" for s in slides])
+    for s in range(9):
+        assert len(set(fold[slides == s])) == 1, s
+    sizes = np.bincount(fold, minlength=3)
+    assert sizes.min() > 0.5 * sizes.max()
+    # Without groups, or with fewer groups than folds: stratified by label.
+    for plain in (group_folds(labels, 3, seed=1), group_folds(labels, 3, 1, ["a", "b"] * 450)):
+        for c in (0, 1):
+            counts = np.bincount(plain[labels == c], minlength=3)
+            assert counts.max() - counts.min() <= 1

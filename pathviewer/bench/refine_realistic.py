@@ -259,12 +259,19 @@ def evaluate_flags(
     in_channels: int,
     num_classes: int,
     folds: int,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Review queues from the same out-of-sample probabilities: ours (each ranking) and cleanlab's."""
+    """Review queues from the same out-of-sample probabilities: ours (each ranking) and cleanlab's.
+
+    With ``groups`` (each patch's slide) the folds keep a slide together, as ``train noisy``
+    does for its own out-of-sample flags.
+    """
     factory = _small_cnn(num_classes, in_channels)
     oos_config = RefineConfig.from_dict({**config.to_dict(), "oos_folds": folds})
     probs = run_job(
-        iter_cross_validated_probs(ArrayDataset(x_train), noisy, num_classes, factory, oos_config)
+        iter_cross_validated_probs(
+            ArrayDataset(x_train), noisy, num_classes, factory, oos_config, groups=groups
+        )
     )
     errors = noisy != clean
     out: dict[str, Any] = {"errors": int(errors.sum())}
@@ -316,6 +323,7 @@ def run_case(
     in_channels: int,
     num_classes: int,
     folds: int,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Every method, and the review queues, on one noisy training set."""
     out: dict[str, Any] = {
@@ -329,7 +337,9 @@ def run_case(
             x_train, noisy, clean, x_test, y_test, config, in_channels, num_classes
         )
     if folds >= 2:
-        out["flags"] = evaluate_flags(x_train, noisy, clean, base, in_channels, num_classes, folds)
+        out["flags"] = evaluate_flags(
+            x_train, noisy, clean, base, in_channels, num_classes, folds, groups
+        )
     return out
 
 
@@ -431,6 +441,7 @@ def run(
                         3,
                         len(CLASSES),
                         folds,
+                        data.slide[train],
                     )
                     result["strength"] = strength
                     runs.setdefault(case, []).append(result)

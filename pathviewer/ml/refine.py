@@ -793,6 +793,8 @@ class RefineResult:
         Rounds in which the collapse guard fired.
     lost_classes
         Names of the classes the returned model lost (empty unless ``collapsed``).
+    decision_bias
+        ``(M,)`` logit offsets folded into ``model``'s output layer (None: none were).
     """
 
     refined: np.ndarray
@@ -807,6 +809,7 @@ class RefineResult:
     collapsed: bool = False
     collapsed_rounds: int = 0
     lost_classes: list[str] = field(default_factory=list)
+    decision_bias: np.ndarray | None = None
 
 
 class _Indexed(Dataset):
@@ -923,6 +926,7 @@ def iter_train_refine(
     resume: bool = False,
     classes: Sequence[str] | None = None,
     compute_flags: bool = True,
+    groups: Sequence[Any] | np.ndarray | None = None,
 ) -> Generator[Progress, None, RefineResult]:
     """Train a classifier on noisy labels with the weighted loss and iterative refinement.
 
@@ -955,6 +959,9 @@ def iter_train_refine(
         Class names stored in the checkpoint.
     compute_flags
         Compute flags (and out-of-sample probabilities when ``config.oos_folds >= 2``).
+    groups
+        ``(N,)`` group of each sample, e.g. its slide: out-of-sample folds keep a group together
+        (:func:`group_folds`).
 
     Raises
     ------
@@ -1298,7 +1305,7 @@ def iter_train_refine(
         pass
     elif compute_flags and config.oos_folds >= 2:
         flag_probs = yield from iter_cross_validated_probs(
-            dataset, labels_np, num_classes, model_factory, config, trusted_np
+            dataset, labels_np, num_classes, model_factory, config, trusted_np, groups
         )
         _, flag_g, flags = flags_from_probs(labels_np, flag_probs, config, trusted_np)
     elif compute_flags:
@@ -1324,7 +1331,43 @@ def iter_train_refine(
         collapsed,
         collapsed_rounds,
         [names[c] for c in last_lost] if collapsed else [],
+        np.asarray(final_bias, dtype=np.float64) if folded else None,
     )
+
+
+def group_folds(
+    labels: np.ndarray, k: int, seed: int, groups: Sequence[Any] | np.ndarray | None = None
+) -> np.ndarray:
+    """Fold number of each sample for ``k``-fold cross-fitting.
+
+    Without ``groups``: stratified by label.  With ``groups`` (e.g. each patch's slide) a group
+    never spans two folds: annotator errors are spatial (a missed focus, a loose outline), and a
+    model that trained on the neighbours of a wrong label has learnt that slide's mistake.
+    Groups are dealt, largest first, to the fold with the fewest samples; with fewer groups than
+    folds the split falls back to stratified.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    fold = np.zeros(n, np.int64)
+    if groups is not None:
+        keys = np.asarray([str(g) for g in groups])
+        names, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        if len(names) >= k:
+            order = rng.permutation(len(names))
+            order = order[np.argsort(-counts[order], kind="stable")]
+            sizes = np.zeros(k, np.int64)
+            assigned = np.zeros(len(names), np.int64)
+            for g in order:
+                target = int(np.argmin(sizes))
+                assigned[g] = target
+                sizes[target] += counts[g]
+            return assigned[inverse]
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rng.shuffle(members)
+        fold[members] = np.arange(len(members)) % k
+    return fold
 
 
 def iter_cross_validated_probs(
@@ -1334,11 +1377,14 @@ def iter_cross_validated_probs(
     model_factory: ModelFactory,
     config: RefineConfig,
     trusted: Sequence[bool] | np.ndarray | None = None,
+    groups: Sequence[Any] | np.ndarray | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Out-of-sample probabilities: ``oos_folds`` models, each predicting its held-out fold.
 
     Each fold's model is trained with the full method (:func:`iter_train_refine`) on the other
-    folds; folds are stratified by given label.  Returns ``(N, M)`` probabilities.
+    folds.  Folds are stratified by given label, or, with ``groups``, made of whole groups
+    (:func:`group_folds`).  Returns ``(N, M)`` probabilities under the label prior (the decision
+    offsets of the fold models are taken back out).
     """
     from torch.utils.data import Subset
 
@@ -1346,12 +1392,7 @@ def iter_cross_validated_probs(
     n = len(labels_np)
     trusted_np = np.zeros(n, bool) if trusted is None else np.asarray(trusted, dtype=bool)
     k = max(2, config.oos_folds)
-    rng = np.random.default_rng(config.seed + 104729)
-    fold = np.zeros(n, np.int64)
-    for c in np.unique(labels_np):
-        members = np.flatnonzero(labels_np == c)
-        rng.shuffle(members)
-        fold[members] = np.arange(len(members)) % k
+    fold = group_folds(labels_np, k, config.seed + 104729, groups)
     probs = np.zeros((n, num_classes), np.float64)
     device = resolve_device(config.device)
     for f in range(k):
@@ -1372,6 +1413,10 @@ def iter_cross_validated_probs(
         result = yield from _relabel(job, f"out-of-sample fold {f + 1}/{k}")
         model = result.model.to(device)
         fold_probs = _predict(model, dataset, test.tolist(), device, config.batch_size * 2)
+        if result.decision_bias is not None:
+            # The fold model predicts with its decision offsets; the flags need probabilities.
+            fold_probs = fold_probs * np.exp(-result.decision_bias)
+            fold_probs /= fold_probs.sum(axis=1, keepdims=True)
         prior = (
             label_prior(labels_np[train], num_classes) if config.class_balance != "none" else None
         )
