@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pathviewer.bench ngsd-realistic --seeds 3 --json out/bench-ngsd-realistic.json
 	$(BIN)/python -m pathviewer.bench ngsd-realistic --quick --methods "" --k-sweep 0.05,0.1,0.2,0.3 --json out/bench-ngsd-realistic-k.json
 	$(BIN)/python -m pathviewer.bench refine --json out/bench-refine.json
+	$(BIN)/python -m pathviewer.bench refine-realistic --seeds 3 --json out/bench-refine-realistic.json
 	$(BIN)/python -m pathviewer.bench training_ui --json out/bench-training-ui.json
 	$(BIN)/python benchmarks/annotations_query.py > out/bench-annotations-query.json
 	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/annotations_pan.py --seconds 12 > out/bench-annotations-pan.json

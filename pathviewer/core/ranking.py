@@ -9,13 +9,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-#: Review-queue orders (``rank_by`` of a run) -> what the app tells the annotator.
+#: Review-queue orders (``rank_by`` of a run) -> a short line the app shows the annotator.
 RANKINGS: dict[str, str] = {
-    "g": "most likely wrong first: the lowest predicted probability of the given class "
-    "(g = 1 - p) comes first",
-    "class_normalised": "most likely wrong first: the predicted probability of the given class, "
-    "relative to the typical probability of labels of that class, lowest first (a rare class's "
-    "correct labels are not pushed to the top)",
+    "g": "most likely wrong first: lowest predicted probability of the given label",
+    "class_normalised": "most likely wrong first: lowest predicted probability of the given "
+    "label, relative to its class",
+}
+
+#: The same, in full (tooltips, help).
+RANKING_DETAILS: dict[str, str] = {
+    "g": "Labels are ordered by g = 1 - p, p being the model's probability of the given class: "
+    "the labels the model believes least come first.",
+    "class_normalised": "Labels are ordered by their probability divided by the mean "
+    "probability of the labels of the same class (confident learning's per-class threshold), "
+    "lowest first, so that a rare class's correct labels, which the model is less sure of, are "
+    "not pushed to the top.",
 }
 
 #: The order of runs written before ``rank_by`` existed (they sorted by ``g``).

@@ -71,7 +71,7 @@ from PySide6.QtWidgets import (
 
 from pathviewer.core.cohort import read_table
 from pathviewer.core.errors import CohortError, PathViewerError
-from pathviewer.core.ranking import RANKINGS, run_ranking
+from pathviewer.core.ranking import RANKING_DETAILS, RANKINGS, run_ranking
 from pathviewer.core.store import FlagRecord, Project
 from pathviewer.gui.tiles import rgb_to_qimage
 
@@ -697,14 +697,15 @@ class ReviewPanel(QWidget):
         stored = str(self.settings.value(key, ""))
         if stored in RANKINGS:
             text = f"Queue order: {RANKINGS[stored]}."
+            tip = RANKING_DETAILS[stored]
         elif stored:
-            text = "Queue order: as in the imported flags.csv."
+            text, tip = "Queue order: as in the imported flags.csv.", ""
         else:
-            text = ""
+            text, tip = "", ""
         self.order_label.setText(text)
         self.order_label.setToolTip(
-            "Set by the label-refinement run (its rank_by setting); the benchmark "
-            "refine-realistic compares the rankings."
+            (tip + "\n\n" if tip else "")
+            + "Set by the label-refinement run that wrote the flags (its rank_by setting)."
         )
 
     @property
