@@ -1,0 +1,70 @@
+"""The realistic refinement benchmark's scoring and noise plumbing (no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+from shapely.geometry import Point
+
+from pathviewer.bench.refine_realistic import PatchSet, noisy_train_labels, queue_scores
+from pathviewer.core.annotations import Annotation
+from pathviewer.core.geometry import patch_labels_from_regions
+
+
+def test_queue_scores_read_the_top_of_the_queue() -> None:
+    errors = np.zeros(1000, bool)
+    errors[:60] = True
+    order = np.r_[np.arange(50), np.arange(500, 550), np.arange(50, 60)]
+    flagged = np.zeros(1000, bool)
+    flagged[order] = True
+    scores = queue_scores(order, flagged, errors)
+    assert scores["precision_at_50"] == 1.0
+    assert scores["precision_at_100"] == 0.5
+    assert scores["precision_at_200"] == round(60 / 110, 4)  # a queue shorter than k
+    assert scores["ceiling_at_100"] == 0.6  # only 60 errors exist
+    assert scores["flagged"] == 110 and scores["recall"] == 1.0
+
+
+def _patch_set() -> PatchSet:
+    boxes, slide = [], []
+    for s in range(3):
+        for y in range(0, 1024, 64):
+            for x in range(0, 1024, 64):
+                boxes.append((x, y, 64, 64))
+                slide.append(s)
+    boxes_a = np.array(boxes)
+    slide_a = np.array(slide)
+    annotations = [
+        [Annotation(Point(300, 300).buffer(150), "Tumor")],
+        [Annotation(Point(600, 600).buffer(60), "Tumor")],
+        [],
+    ]
+    labels = np.zeros(len(boxes), np.int64)
+    for s in range(3):
+        rows = np.flatnonzero(slide_a == s)
+        names = patch_labels_from_regions(annotations[s], [tuple(b) for b in boxes_a[rows]])
+        labels[rows] = [n == "Tumor" for n in names]
+    return PatchSet(
+        np.zeros((len(boxes), 3, 4, 4), np.float32),
+        labels,
+        slide_a,
+        boxes_a,
+        np.zeros(len(boxes), bool),
+        annotations,
+        64,
+    )
+
+
+def test_region_noise_models_make_the_errors_they_describe() -> None:
+    data = _patch_set()
+    clean = data.labels
+    coarse = noisy_train_labels(data, "coarse_outlines", 1.0, seed=0)
+    assert ((coarse == 1) & (clean == 0)).sum() > 0 and ((coarse == 0) & (clean == 1)).sum() == 0
+    missed = noisy_train_labels(data, "missed_foci", 0.5, seed=0)
+    # The smaller of the two regions (slide 1) is missed, the larger is kept.
+    assert np.all(missed[data.slide == 1] == 0) and np.array_equal(
+        missed[data.slide == 0], clean[data.slide == 0]
+    )
+    swapped = noisy_train_labels(data, "region_swap", 1.0, seed=0)
+    assert ((swapped == 0) & (clean == 1)).sum() > 0 and ((swapped == 1) & (clean == 0)).sum() > 0
+    flips = noisy_train_labels(data, "symmetric", 0.3, seed=0)
+    assert 0.2 < (flips != clean).mean() < 0.4
