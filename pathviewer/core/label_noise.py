@@ -153,8 +153,9 @@ def region_swap(
     count = int(round(share * len(regions)))
     order = rng.permutation(len(regions))[:count]
     swapped = [regions[int(k)] for k in order]
+    removed = set(swapped)
     out = [
-        [a for i, a in enumerate(annotations) if (s, i) not in set(swapped)]
+        [a for i, a in enumerate(annotations) if (s, i) not in removed]
         for s, annotations in enumerate(slides)
     ]
     free: list[np.ndarray] = []

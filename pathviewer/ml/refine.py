@@ -1301,14 +1301,12 @@ def iter_train_refine(
     flag_probs = p_avg
     flag_g = 1 - p_avg[np.arange(n), labels_np]
     flags: list[Flag] = []
-    if collapsed:
-        pass
-    elif compute_flags and config.oos_folds >= 2:
+    if compute_flags and not collapsed and config.oos_folds >= 2:
         flag_probs = yield from iter_cross_validated_probs(
             dataset, labels_np, num_classes, model_factory, config, trusted_np, groups
         )
         _, flag_g, flags = flags_from_probs(labels_np, flag_probs, config, trusted_np)
-    elif compute_flags:
+    elif compute_flags and not collapsed:
         flags = flag_labels(
             labels_np,
             refined_np,
