@@ -182,3 +182,27 @@ def test_stale_scores_expire_from_the_marginal() -> None:
         b.update(np.arange(0, 5), np.full(5, 0.3))
     np.testing.assert_array_equal(restored.seen, bank.seen)
     assert abs(restored.tau - bank.tau) < 1e-8
+
+
+def test_slide_marginals_hold_within_every_slide() -> None:
+    """With groups, each slide's scored patches sum to K times their number, whatever the others."""
+    rng = np.random.default_rng(3)
+    groups = np.repeat([0, 1, 2], [300, 200, 500])
+    bank = PredictionBank(1000, 0.1, 2.0, groups=groups, horizon=6)
+    for _ in range(20):
+        idx = rng.choice(1000, 64, replace=False)
+        # Slide 2 is scored far higher everywhere, as a stain shortcut would make it.
+        probs = np.clip(rng.uniform(0, 0.3, 64) + 0.6 * (groups[idx] == 2), 0, 1)
+        bank.update(idx, probs)
+        for g in range(3):
+            scored = np.flatnonzero(bank.seen & (groups == g))
+            if scored.size:
+                assert bank.pseudo_labels(scored).sum() == pytest.approx(
+                    0.1 * scored.size, rel=1e-4
+                )
+    # The cohort marginal would give slide 2 nearly all the positive mass.
+    flat = PredictionBank(1000, 0.1, 2.0)
+    flat.update(np.arange(1000), np.clip(rng.uniform(0, 0.3, 1000) + 0.6 * (groups == 2), 0, 1))
+    assert flat.pseudo_labels(np.flatnonzero(groups == 2)).mean() > 0.15
+    with pytest.raises(ValueError, match="groups"):
+        PredictionBank(10, 0.1, groups=np.zeros(9, np.int64))

@@ -176,6 +176,37 @@ def test_normaliser_dict_round_trip_is_identical(
         StainNormalizer.from_dict({**d, "method": "reinhard"})
 
 
+def test_slide_scope_keeps_differences_within_a_slide(
+    original_and_restained: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Per patch, a darker (hyperchromatic) patch is scaled back to the target; per slide not."""
+    original, _ = original_and_restained
+    conc = _concentrations(seed=9)
+    normal = _two_stain_image(H_OTHER, E_OTHER, conc)
+    dark = _two_stain_image(H_OTHER, E_OTHER, conc * np.array([1.4, 1.0, 0.0]))
+    target = StainNormalizer().fit([original])
+
+    def mean_h(image: np.ndarray) -> float:
+        return float(separate_stains(image, target.stain_matrix)[..., 0].mean())
+
+    per_patch = [target.transform(image) for image in (normal, dark)]
+    slide_norm = StainNormalizer(scope="slide").fit([original])
+    source = slide_norm.estimate_source([normal, dark])
+    assert source is not None
+    per_slide = [slide_norm.transform(image, source) for image in (normal, dark)]
+    # The slide's own stains are mapped either way (H closer to the target's than before) ...
+    assert _cosine(source[0][0], H_OTHER) > 0.99
+    # ... but only per slide does the dark patch keep most of its 40 % extra haematoxylin.
+    assert mean_h(per_slide[1]) / mean_h(per_slide[0]) > 1.3
+    assert mean_h(per_patch[1]) / mean_h(per_patch[0]) < 1.1
+    d = slide_norm.to_dict()
+    assert d["scope"] == "slide" and StainNormalizer.from_dict(d) == slide_norm
+    assert StainNormalizer.from_dict(d) != target
+    with pytest.raises(ValueError, match="scope"):
+        StainNormalizer.from_dict({**d, "scope": "cohort"})
+    assert slide_norm.estimate_source([np.full((32, 32, 3), 250, np.uint8)]) is None
+
+
 def test_normaliser_fit_is_deterministic_and_subsampled(
     original_and_restained: tuple[np.ndarray, np.ndarray],
 ) -> None:

@@ -22,6 +22,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 #: Haematoxylin, eosin and DAB optical-density vectors (Ruifrok & Johnston 2001), unit length.
+#: A slide's own stains: ``(3, 3)`` stain matrix and ``(2,)`` robust maximum H and E
+#: concentrations, as :func:`estimate_stain_vectors` returns them.
+SourceStains = tuple[np.ndarray, np.ndarray]
+#: Scopes of :class:`StainNormalizer`.
+STAIN_SCOPES = ("patch", "slide")
+
 HED_VECTORS = np.array(
     [
         [0.650, 0.704, 0.286],
@@ -242,6 +248,12 @@ class StainNormalizer:
     seed: int = 0
     stain_matrix: np.ndarray | None = None
     max_concentrations: np.ndarray | None = None
+    #: Whose stains are mapped onto the target: each patch's own ("patch"), or its slide's,
+    #: estimated once from a sample of the slide's patches ("slide").  Per patch, a tumour
+    #: patch's darker nuclei are scaled back to the target's maximum, erasing hyperchromasia;
+    #: per slide, every patch of a slide gets the same mapping, so differences within the
+    #: slide survive and differences between slides (labs, scanners) go.
+    scope: str = "patch"
 
     #: Name of the estimation method in :meth:`to_dict`.
     method: ClassVar[str] = "macenko"
@@ -269,6 +281,11 @@ class StainNormalizer:
         ValueError
             When all images together have too little tissue, or a single colour.
         """
+        self.stain_matrix, self.max_concentrations = _macenko(self._pooled_od(images), self.alpha)
+        return self
+
+    def _pooled_od(self, images: Iterable[np.ndarray]) -> np.ndarray:
+        """A uniform sample of at most ``max_pixels`` tissue OD pixels of ``images``."""
         rng = np.random.default_rng(self.seed)
         # Bottom-k sampling: give every pixel a uniform random key and keep the max_pixels
         # smallest keys seen so far.  That is a uniform sample of the whole stream without
@@ -282,16 +299,29 @@ class StainNormalizer:
             if keys.shape[0] > self.max_pixels:
                 keep = np.argpartition(keys, self.max_pixels - 1)[: self.max_pixels]
                 kept, keys = kept[keep], keys[keep]
-        self.stain_matrix, self.max_concentrations = _macenko(kept, self.alpha)
-        return self
+        return kept
 
-    def transform(self, rgb: np.ndarray) -> np.ndarray:
+    def estimate_source(self, images: Iterable[np.ndarray]) -> SourceStains | None:
+        """One slide's own stains, pooled over a sample of its patches (``scope="slide"``).
+
+        Returns None when the images together have too little tissue or a single colour; the
+        patches are then normalised one by one.
+        """
+        try:
+            return _macenko(self._pooled_od(images), self.alpha)
+        except ValueError:
+            return None
+
+    def transform(self, rgb: np.ndarray, source: SourceStains | None = None) -> np.ndarray:
         """The image with its stains mapped onto the target's.
 
         Parameters
         ----------
         rgb
             ``(..., 3)`` RGB image, uint8 (an alpha channel is dropped).
+        source
+            The stains of the slide the image comes from (:meth:`estimate_source`); None
+            estimates them from the image itself.
 
         Returns
         -------
@@ -307,14 +337,17 @@ class StainNormalizer:
         if self.stain_matrix is None or self.max_concentrations is None:
             raise RuntimeError("StainNormalizer is not fitted: call fit() or from_dict() first")
         image = _as_rgb(rgb)
-        try:
-            source, source_max = estimate_stain_vectors(
-                image, self.beta, self.alpha, self.background
-            )
-        except ValueError:
-            # Background-only patches have no stain to normalise; leave them as they are.
-            return np.array(image, np.uint8, copy=True)
-        concentrations = separate_stains(image, source, self.background)
+        if source is not None:
+            matrix, source_max = source
+        else:
+            try:
+                matrix, source_max = estimate_stain_vectors(
+                    image, self.beta, self.alpha, self.background
+                )
+            except ValueError:
+                # Background-only patches have no stain to normalise; leave them as they are.
+                return np.array(image, np.uint8, copy=True)
+        concentrations = separate_stains(image, matrix, self.background)
         scale = self.max_concentrations / np.maximum(source_max, 1e-6)
         concentrations[..., :2] *= scale.astype(np.float32)
         # The residual channel is kept: it carries what neither stain explains (pigment, dust,
@@ -335,6 +368,7 @@ class StainNormalizer:
             "beta": float(self.beta),
             "alpha": float(self.alpha),
             "background": float(self.background),
+            "scope": self.scope,
         }
 
     @classmethod
@@ -357,18 +391,28 @@ class StainNormalizer:
             )
         if not (np.all(np.isfinite(matrix)) and np.all(np.isfinite(maxima))):
             raise ValueError("stain normaliser target has non-finite values")
+        if d.get("scope", "patch") not in STAIN_SCOPES:
+            raise ValueError(f"unknown stain normalisation scope {d.get('scope')!r}")
         return cls(
             beta=float(d.get("beta", 0.15)),
             alpha=float(d.get("alpha", 1.0)),
             background=float(d.get("background", 255.0)),
             stain_matrix=matrix,
             max_concentrations=maxima,
+            scope=str(d.get("scope", "patch")),
         )
 
     def _state(self) -> tuple[Any, ...]:
         matrix = None if self.stain_matrix is None else self.stain_matrix.tolist()
         maxima = None if self.max_concentrations is None else self.max_concentrations.tolist()
-        return (float(self.beta), float(self.alpha), float(self.background), matrix, maxima)
+        return (
+            float(self.beta),
+            float(self.alpha),
+            float(self.background),
+            matrix,
+            maxima,
+            self.scope,
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StainNormalizer):

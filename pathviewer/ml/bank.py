@@ -199,10 +199,28 @@ class PredictionBank:
         init: float = 0.5,
         bins: int = _BINS,
         horizon: int = 0,
+        groups: np.ndarray | None = None,
     ) -> None:
         if bins < 1:
             raise ValueError(f"bins must be >= 1, got {bins}")
         self.probs = np.full(size, init, np.float32)
+        # Per-group marginals (groups = the slide of each slot): every group's scored patches
+        # sum to K times their number, so a slide whose stain or layout makes the teacher score
+        # all of it higher cannot take the positive mass of the others.
+        self.groups: np.ndarray | None = None
+        self.group_tau = np.zeros(0, np.float64)
+        if groups is not None:
+            g = np.asarray(groups, np.int64).ravel()
+            if g.shape != (size,):
+                raise ValueError(f"{g.size} groups for a bank of {size}")
+            if size and g.min() < 0:
+                raise ValueError("group numbers must be >= 0")
+            self.groups = g
+            order = np.argsort(g, kind="stable")
+            n_groups = int(g.max()) + 1 if size else 0
+            cuts = np.searchsorted(g[order], np.arange(n_groups + 1))
+            self._members = [order[cuts[i] : cuts[i + 1]] for i in range(n_groups)]
+            self.group_tau = np.zeros(n_groups, np.float64)
         self.seen = np.zeros(size, bool)
         self.k = float(k)
         self.lam = float(lam)
@@ -277,13 +295,31 @@ class PredictionBank:
         self._accumulate(self._z(self.probs[idx]), 1.0)
         self.clock += 1
         self.updated_at[idx] = self.clock
+        expired = np.zeros(0, np.int64)
         if self.horizon > 0:
             self._pending.append((self.clock, idx))
-            self._expire()
+            expired = self._expire()
         self.tau = self._solve_histogram()
+        if self.groups is not None:
+            self._solve_groups(np.unique(self.groups[np.concatenate([idx, expired])]))
 
-    def _expire(self) -> None:
+    def _solve_groups(self, touched: np.ndarray) -> None:
+        """Exact per-group ``tau`` of the ``touched`` groups (cost: their sizes, not the bank)."""
+        assert self.groups is not None
+        for group in touched:
+            members = self._members[int(group)]
+            scored = self.probs[members[self.seen[members]]]
+            self.group_tau[group] = solve_tau(scored, self.k, self.lam) if scored.size else 0.0
+
+    def _slot_tau(self, indices: np.ndarray | None) -> np.ndarray | float:
+        if self.groups is None:
+            return self.tau
+        g = self.groups if indices is None else self.groups[np.asarray(indices, np.int64)]
+        return self.group_tau[g]
+
+    def _expire(self) -> np.ndarray:
         """Take scores older than ``horizon`` updates out of the marginal (O(batch) amortised)."""
+        gone: list[np.ndarray] = []
         while self._pending and self._pending[0][0] <= self.clock - self.horizon:
             at, idx = self._pending.popleft()
             old = idx[(self.updated_at[idx] == at) & self.seen[idx]]  # not re-scored since
@@ -291,6 +327,8 @@ class PredictionBank:
                 self._accumulate(self._z(self.probs[old]), -1.0)
                 self.seen[old] = False
                 self._n_seen -= int(old.size)
+                gone.append(old)
+        return np.concatenate(gone) if gone else np.zeros(0, np.int64)
 
     def resolve(self) -> None:
         """Re-solve ``tau`` exactly over the seen patches (full pass) and rebuild the histogram.
@@ -302,6 +340,8 @@ class PredictionBank:
         self._n_seen = int(p.size)
         self.tau = solve_tau(p, self.k, self.lam)  # also validates K; 0.0 with nothing seen
         self._rebuild_histogram(p)
+        if self.groups is not None:
+            self._solve_groups(np.arange(len(self._members)))
 
     def pseudo_labels(self, indices: np.ndarray | None = None) -> np.ndarray:
         """Pseudo-labels ``q`` (positive class) of ``indices`` (all when None), float32.
@@ -310,7 +350,7 @@ class PredictionBank:
         marginal constraint and not meant to be trained on.
         """
         p = self.probs if indices is None else self.probs[np.asarray(indices, np.int64)]
-        return _sigmoid(self.lam * _logit(p) + self.tau).astype(np.float32)
+        return _sigmoid(self.lam * _logit(p) + self._slot_tau(indices)).astype(np.float32)
 
     def positive_fraction(self) -> float:
         """Fraction of the seen patches whose pseudo-label is above 0.5 (0.0 when none seen)."""

@@ -25,7 +25,7 @@ from pathviewer.core.cohort import CohortEntry
 from pathviewer.core.errors import TrainingError
 from pathviewer.core.progress import Progress
 from pathviewer.core.slide import SlideSource, open_slide
-from pathviewer.core.stain import StainNormalizer
+from pathviewer.core.stain import SourceStains, StainNormalizer
 from pathviewer.core.tiling import PatchIndex, iter_tile_slide, read_patch
 
 
@@ -106,6 +106,9 @@ class PatchStore:
         self.slide_of = np.repeat(np.arange(len(sizes)), sizes).astype(np.int64)
         self.read_size = self.slides[0].index.read_size if self.slides else 0
         self.pixels: np.ndarray | None = None
+        # Per-slide stains (normaliser scope "slide"), estimated on first use from the same
+        # sample of raw patches in every process, so workers and the main process agree.
+        self._sources: dict[int, SourceStains | None] = {}
         self._handles: dict[int, SlideSource] = {}
         self._pid = os.getpid()
 
@@ -132,7 +135,8 @@ class PatchStore:
                             int(y),
                             tiled.index.patch_size,
                             tiled.index.read_downsample,
-                        )
+                        ),
+                        number,
                     )
             finally:
                 slide.close()
@@ -156,18 +160,27 @@ class PatchStore:
         number = int(self.slide_of[patch])
         tiled = self.slides[number]
         x, y = tiled.index.coords[patch - int(self.offsets[number])]
-        return self._normalised(
-            read_patch(
-                self._slide(number),
-                int(x),
-                int(y),
-                tiled.index.patch_size,
-                tiled.index.read_downsample,
-            )
+        return self._normalised(self._raw(number, patch - int(self.offsets[number])), number)
+
+    def _raw(self, number: int, i: int) -> np.ndarray:
+        tiled = self.slides[number]
+        x, y = tiled.index.coords[i]
+        return read_patch(
+            self._slide(number), int(x), int(y), tiled.index.patch_size, tiled.index.read_downsample
         )
 
-    def _normalised(self, pixels: np.ndarray) -> np.ndarray:
-        return pixels if self.normalizer is None else self.normalizer.transform(pixels)
+    def _normalised(self, pixels: np.ndarray, number: int) -> np.ndarray:
+        if self.normalizer is None:
+            return pixels
+        source = None
+        if self.normalizer.scope == "slide":
+            if number not in self._sources:
+                sample = slide_stain_sample(len(self.slides[number].index))
+                self._sources[number] = self.normalizer.estimate_source(
+                    self._raw(number, int(i)) for i in sample
+                )
+            source = self._sources[number]
+        return self.normalizer.transform(pixels, source)
 
     def close(self) -> None:
         """Close the slide handles of this process."""
@@ -179,6 +192,20 @@ class PatchStore:
         state = dict(self.__dict__)
         state["_handles"] = {}  # handles are per process
         return state
+
+
+#: Patches of a slide whose pooled pixels estimate the slide's own stains (scope "slide").
+SLIDE_STAIN_PATCHES = 48
+
+
+def slide_stain_sample(n_patches: int) -> np.ndarray:
+    """Sorted patch numbers (within a slide) that estimate its stains: a fixed random sample.
+
+    It depends on the slide's patch count only, so a slide gets the same sample (and the same
+    stains) wherever it sits in a store: in training, validation and inference.
+    """
+    rng = np.random.default_rng([7, n_patches])
+    return np.sort(rng.choice(n_patches, min(SLIDE_STAIN_PATCHES, n_patches), replace=False))
 
 
 def build_augmentation(input_size: int, stain_sigma: float = 0.0) -> torch.nn.Module:
