@@ -22,6 +22,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check --no-cache pathviewer tests benchmarks
 	$(BIN)/ruff format --no-cache --check pathviewer tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy pathviewer/core pathviewer/ml pathviewer/jobs.py

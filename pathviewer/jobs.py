@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pathviewer.core.atomic import atomic_write
+from pathviewer.core.cohort import CohortEntry
 from pathviewer.core.errors import TrainingError
 from pathviewer.core.progress import Progress
 
@@ -88,8 +92,6 @@ def refine_run(
         search_dirs.append(project_dir)
     if labels_csv is None:
         raise TrainingError("label refinement needs a labels.csv or a project")
-    import numpy as np
-
     rows, names = read_labels_csv(labels_csv, classes, search_dirs=search_dirs)
     index = {name: i for i, name in enumerate(names)}
     labels = np.array([index[r.label] for r in rows])
@@ -126,6 +128,184 @@ def refine_run(
         [(f.index, f.given, f.suggested, f.confidence, f.g) for f in result.flags],
     )
     return result
+
+
+def train_slide_model(
+    cohort_csv: str | Path,
+    run_dir: str | Path,
+    config: Any,
+    resume: bool = False,
+    dist: Any = None,
+) -> Generator[Progress, None, Any]:
+    """Train a slide model (``config.method``: ngsd, naive or abmil) on a cohort's train split.
+
+    The pipeline of ``pathviewer train ngsd|naive|abmil``, the Training dock and the demo.
+
+    Parameters
+    ----------
+    cohort_csv
+        Cohort CSV.
+    run_dir
+        Run folder (model.pt, config.json, metrics.jsonl, checkpoints/).
+    config
+        A :class:`~pathviewer.ml.ngsd.NGSDConfig`.
+    resume
+        Continue from the run folder's last checkpoint (ngsd and naive).
+    dist
+        A :class:`~pathviewer.ml.distributed.DistContext` under ``torchrun`` (ngsd and naive).
+
+    Returns
+    -------
+    RunResult
+        Of :func:`pathviewer.ml.ngsd.train` or :func:`pathviewer.ml.baselines.train_abmil`.
+    """
+    if config.method == "abmil":
+        if resume or dist is not None:
+            raise TrainingError("attention MIL trains in one process and cannot resume")
+        from pathviewer.ml.baselines import train_abmil
+
+        return (yield from train_abmil(cohort_csv, run_dir, config))
+    from pathviewer.ml.ngsd import train
+
+    return (yield from train(cohort_csv, run_dir, config, resume=resume, dist=dist))
+
+
+def predict_cohort(
+    model_path: str | Path,
+    cohort_csv: str | Path,
+    out_dir: str | Path,
+    split: str | None = "test",
+    device: str = "auto",
+    batch_size: int = 64,
+    workers: int = 0,
+    pooling: str | None = None,
+    shard: tuple[int, int] | None = None,
+) -> Generator[Progress, None, Any]:
+    """Score a cohort split with a slide model into a predictions folder (``pathviewer infer``).
+
+    See :func:`pathviewer.ml.inference.predict` for the parameters and the folder written.
+    """
+    from pathviewer.ml.inference import predict
+
+    return (
+        yield from predict(
+            model_path,
+            cohort_csv,
+            out_dir,
+            split,
+            device,
+            batch_size,
+            workers,
+            pooling,
+            shard=shard,
+        )
+    )
+
+
+@dataclass
+class SlideAnalysis:
+    """What "Analyse this slide" returns."""
+
+    heatmap: Any
+    score: float
+    out_dir: Path
+
+
+def slide_entry(path: str | Path, entry: CohortEntry | None = None) -> CohortEntry:
+    """The cohort row of a slide, or a stand-in row for a slide opened on its own."""
+    if entry is not None:
+        return entry
+    path = Path(path)
+    return CohortEntry(path.name, path, None, "test", None, 0)
+
+
+def analyse_slide(
+    model_path: str | Path,
+    entry: CohortEntry,
+    out_dir: Path,
+    device_name: str = "auto",
+    batch_size: int = 64,
+) -> Generator[Progress, None, SlideAnalysis]:
+    """Score one slide with a run's model, patch batch by patch batch.
+
+    Events: ``tiling``; one ``heatmap`` event whose payload is the empty (all-NaN)
+    :class:`~pathviewer.core.heatmap.Heatmap`; ``inference`` events whose payload is
+    ``{"rows", "cols", "probs"}`` of the batch just scored.  The predictions folder
+    (:func:`pathviewer.ml.inference.write_predictions`) is written to ``out_dir`` at the end.
+    """
+    from pathviewer.core.heatmap import Heatmap
+    from pathviewer.ml.data import PatchStore, cache_dir_for, tile_cohort
+    from pathviewer.ml.device import pick_device
+    from pathviewer.ml.inference import (
+        SlidePrediction,
+        describe_model,
+        model_normalizer,
+        pool_scores,
+        score_patches,
+        slide_checks,
+        write_predictions,
+    )
+    from pathviewer.ml.ngsd import NGSDConfig, load_model
+
+    device = pick_device(device_name)
+    model, data = load_model(model_path, device)
+    cfg = NGSDConfig.from_dict(data["config"])
+    method = str(data["method"])
+    patch_size = int(data["patch_size"])
+    tiled = yield from tile_cohort(
+        [entry], patch_size, float(data["read_downsample"]), cfg.threshold, cache_dir_for(out_dir)
+    )
+    index = tiled[0].index
+    warnings = slide_checks(data, tiled)[0]
+    for warning in warnings:
+        yield Progress("warning", 0, None, warning)
+    model_info = describe_model(model_path, data)
+    coords = np.asarray(index.coords, np.int64).reshape(-1, 2)
+    empty = np.full(len(coords), np.nan, np.float32)
+    heatmap = Heatmap.from_patches(
+        entry.slide, index.dimensions, index.patch_size, coords, empty, method=method
+    )
+    heatmap.model, heatmap.warnings = model_info, warnings
+    yield Progress("heatmap", 0, len(coords), f"{entry.slide}: {len(coords)} patches", {}, heatmap)
+    # Same cells as Heatmap.from_patches (origin 0, square patches).
+    cols_all = coords[:, 0] // index.patch_size
+    rows_all = coords[:, 1] // index.patch_size
+    store = PatchStore(tiled, model_normalizer(data))
+    try:
+        job = score_patches(model, store, cfg.input_size, device, batch_size, 0, cfg.amp, method)
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                values = stop.value
+                break
+            payload = None
+            if method != "abmil" and isinstance(event.payload, tuple):
+                start, batch = event.payload
+                part = slice(start, start + len(batch))
+                payload = {"rows": rows_all[part], "cols": cols_all[part], "probs": batch}
+            yield Progress("inference", event.done, event.total, entry.slide, {}, payload)
+    finally:
+        store.close()
+    if method == "abmil":
+        probs, score = model.scores_from_features(values)  # type: ignore[operator]
+    else:
+        probs = values
+        score = pool_scores(probs, cfg.pooling, cfg.top_k, cfg.prob_threshold)
+    probs = np.asarray(probs, np.float32)
+    write_predictions(
+        out_dir,
+        [SlidePrediction(tiled[0], probs, float(score), warnings)],
+        method,
+        model_path,
+        cfg.pooling,
+        model_info,
+    )
+    final = Heatmap.from_patches(
+        entry.slide, index.dimensions, index.patch_size, coords, probs, method=method
+    )
+    final.model, final.warnings = model_info, warnings
+    return SlideAnalysis(final, float(score), out_dir)
 
 
 def _classifier_factory(

@@ -123,7 +123,7 @@ def test_a_refinement_run_of_the_training_dock_brings_its_labels_with_its_flags(
     # The Training dock's job is the CLI's pipeline: its config.json names the training labels,
     # so importing its flags adds every training label to the project, not only the flagged.
     from pathviewer.core.progress import run_job
-    from pathviewer.gui.training import refine_job
+    from pathviewer.jobs import refine_run
     from pathviewer.ml.refine import RefineConfig
 
     torch.set_num_threads(2)
@@ -135,7 +135,7 @@ def test_a_refinement_run_of_the_training_dock_brings_its_labels_with_its_flags(
     config = RefineConfig(
         max_rounds=1, warmup=1, input_size=32, batch_size=32, device="cpu", class_balance="none"
     )
-    run_job(refine_job(run, config, labels_csv=labels_csv))
+    run_job(refine_run(run, config, labels_csv=labels_csv))
     project = Project.create(tmp_path / "project")
     panel = ReviewPanel(None, QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(panel)

@@ -12,6 +12,7 @@ import pytest
 from PySide6.QtCore import QSettings, Qt, QThread, QTimer
 from PySide6.QtWidgets import QApplication
 
+from pathviewer import runs
 from pathviewer.core.cohort import read_cohort
 from pathviewer.core.heatmap import load_heatmap
 from pathviewer.core.progress import run_job
@@ -74,7 +75,7 @@ def test_tiny_training_emits_progress_and_finishes(qtbot, window) -> None:
     assert window.cohort_path is not None and panel.cohort_csv() == window.cohort_path
     events = start_tiny(panel, tiny_config())
     run_dir = panel.run_dir
-    assert run_dir is not None and run_dir.parent == training.scan_runs()[0].path.parent
+    assert run_dir is not None and run_dir.parent == runs.scan_runs()[0].path.parent
     assert not panel.start_button.isEnabled() and panel.cancel_button.isEnabled()
     with qtbot.waitSignal(panel.jobStopped, timeout=120_000):
         pass
@@ -89,7 +90,7 @@ def test_tiny_training_emits_progress_and_finishes(qtbot, window) -> None:
     assert run_info(run_dir)["status"] == "completed"
     model, data = load_model(run_dir / "model.pt")
     assert data["step"] == 6 and data["method"] == "ngsd"
-    listed = {r.path: r for r in training.scan_runs()}
+    listed = {r.path: r for r in runs.scan_runs()}
     assert listed[run_dir].status == "completed" and listed[run_dir].can_score_slides
     assert panel.selected_run() is not None and panel.selected_run().path == run_dir
     assert panel.start_button.isEnabled() and not panel.cancel_button.isEnabled()
@@ -188,9 +189,9 @@ def test_invalid_settings_disable_start_with_a_message(window) -> None:
 @pytest.fixture(scope="module")
 def trained_run(small_cohort: Path) -> Path:
     """A finished tiny NGSD run in runs_dir(), as the panel would leave it."""
-    run_dir = training.new_run_dir("ngsd")
+    run_dir = runs.new_run_dir("ngsd")
     run_job(train(small_cohort, run_dir, tiny_config()))
-    training.write_run_info(run_dir, method="ngsd", status="completed", cohort=str(small_cohort))
+    runs.write_run_info(run_dir, method="ngsd", status="completed", cohort=str(small_cohort))
     return run_dir
 
 
@@ -292,11 +293,11 @@ def test_demo_second_launch_loads_the_saved_demo_run_without_training(
     from pathviewer.gui import demo
     from pathviewer.ml.inference import predict
 
-    demo_run = training.new_run_dir("ngsd-demo")
+    demo_run = runs.new_run_dir("ngsd-demo")
     for name in ("model.pt", "config.json"):
         (demo_run / name).write_bytes((trained_run / name).read_bytes())
     run_job(predict(demo_run / "model.pt", small_cohort, demo_run / demo.PREDICTIONS, "test"))
-    training.write_run_info(
+    runs.write_run_info(
         demo_run, method="ngsd", status="completed", cohort=str(small_cohort), demo=True
     )
     assert demo.find_demo_run(small_cohort).path == demo_run

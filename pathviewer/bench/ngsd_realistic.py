@@ -40,18 +40,14 @@ def run_method(
     from pathviewer.core.progress import run_job
     from pathviewer.ml.inference import predict
     from pathviewer.ml.metrics import evaluate_predictions
-    from pathviewer.ml.ngsd import demo_config, train
+    from pathviewer.jobs import train_slide_model
+    from pathviewer.ml.ngsd import demo_config
 
     cfg = demo_config(**overrides)
     cfg.method = method
     run_dir = work / (f"{method}-{tag}" if tag else method)
     started = time.perf_counter()
-    if method == "abmil":
-        from pathviewer.ml.baselines import train_abmil
-
-        result = run_job(train_abmil(cohort, run_dir, cfg))
-    else:
-        result = run_job(train(cohort, run_dir, cfg))
+    result = run_job(train_slide_model(cohort, run_dir, cfg))
     minutes = (time.perf_counter() - started) / 60
     run_job(predict(result.model_path, cohort, run_dir / "predictions", "test"))
     scores = evaluate_predictions(cohort, run_dir / "predictions", "test")

@@ -69,10 +69,10 @@ def _bench_config(steps: int, input_size: int) -> Any:
 def headless_steps_per_s(cohort: Path, out: Path, cfg: Any) -> float:
     """Steps/s of the same NGSD job driven by :func:`run_job` (no GUI), training stage only."""
     from pathviewer.core.progress import Progress
-    from pathviewer.gui.training import ngsd_job
+    from pathviewer.jobs import train_slide_model
 
     times: list[float] = []
-    job = ngsd_job(cohort, out, cfg)
+    job = train_slide_model(cohort, out, cfg)
     try:
         while True:
             event: Progress = next(job)

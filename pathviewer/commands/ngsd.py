@@ -92,20 +92,16 @@ def _train(args: argparse.Namespace, method: str) -> int:
         raise TrainingError("train abmil runs in one process; torchrun supports ngsd and naive")
     dist = DistContext.from_env(cfg.device)
     quiet = args.quiet or (dist is not None and not dist.is_main)
-    if method == "abmil":
-        from pathviewer.ml.baselines import train_abmil
+    from pathviewer.jobs import train_slide_model
 
-        result = drive(train_abmil(args.cohort, args.out, cfg), quiet=quiet)
-    else:
-        from pathviewer.ml.ngsd import train
-
-        try:
-            result = drive(
-                train(args.cohort, args.out, cfg, resume=args.resume, dist=dist), quiet=quiet
-            )
-        finally:
-            if dist is not None:
-                dist.close()
+    try:
+        result = drive(
+            train_slide_model(args.cohort, args.out, cfg, resume=args.resume, dist=dist),
+            quiet=quiet,
+        )
+    finally:
+        if dist is not None:
+            dist.close()
     if dist is not None and not dist.is_main:
         return 0
     print(
@@ -131,11 +127,11 @@ def _train(args: argparse.Namespace, method: str) -> int:
 
 def _infer(args: argparse.Namespace) -> int:
     from pathviewer.core.progress import drive
-    from pathviewer.ml.inference import predict
+    from pathviewer.jobs import predict_cohort
 
     split = None if args.split == "all" else args.split
     results = drive(
-        predict(
+        predict_cohort(
             args.model,
             args.cohort,
             args.out,

@@ -26,15 +26,9 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from pathviewer.core.cohort import CohortEntry, read_cohort
 from pathviewer.core.progress import Progress
-from pathviewer.gui.training import (
-    RunInfo,
-    new_run_dir,
-    ngsd_job,
-    predict_job,
-    scan_runs,
-    write_run_info,
-)
 from pathviewer.gui.workers import JobRunner
+from pathviewer.jobs import predict_cohort, train_slide_model
+from pathviewer.runs import RunInfo, new_run_dir, scan_runs, write_run_info
 
 if TYPE_CHECKING:
     from pathviewer.gui.main_window import MainWindow
@@ -181,7 +175,7 @@ class DemoController(QObject):
         )
 
         def factory() -> Generator[Progress, None, Any]:
-            return ngsd_job(cohort, run_dir, cfg)
+            return train_slide_model(cohort, run_dir, cfg)
 
         self.panel.trainingFinished.connect(self._on_trained)
         self.panel.start_job(factory, run_dir, "ngsd", str(cohort.resolve()), demo=True)
@@ -209,7 +203,7 @@ class DemoController(QObject):
         model, cohort, out = self.run.model_path, self.cohort_csv, self.run.path / PREDICTIONS
 
         def factory() -> Generator[Progress, None, Any]:
-            return predict_job(model, cohort, out, "test")
+            return predict_cohort(model, cohort, out, "test")
 
         runner = JobRunner(factory, self)
         runner.finished.connect(lambda _r: self._on_predicted(out))

@@ -25,17 +25,14 @@ running / completed / cancelled / failed, start and end time) and ``analyses/<sl
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
@@ -60,11 +57,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pathviewer.core.atomic import atomic_write
-from pathviewer.core.cohort import CohortEntry
 from pathviewer.core.progress import Progress
 from pathviewer.gui.settings_form import SettingsForm
 from pathviewer.gui.workers import JobRunner
+from pathviewer.jobs import SlideAnalysis, analyse_slide, refine_run, slide_entry, train_slide_model
+from pathviewer.runs import RunInfo, new_run_dir, scan_runs, write_run_info
 
 if TYPE_CHECKING:
     from pathviewer.gui.main_window import MainWindow
@@ -78,9 +75,6 @@ METHODS = {
     "refine-csv": "Label refinement (labels.csv)",
     "refine-project": "Label refinement (open project)",
 }
-#: Methods whose model.pt scores slides (pathviewer.ml.ngsd.load_model).
-SLIDE_METHODS = ("ngsd", "naive", "abmil")
-RUN_FILE = "run.json"
 REDRAW_MS = 250
 #: Metrics drawn on the loss plot / the [0, 1] plot; other numbers are ignored.
 LOSS_METRICS = ("loss", "val_loss")
@@ -128,238 +122,7 @@ def device_choices() -> list[tuple[str, str, bool]]:
 # --------------------------------------------------------------------------- run folders
 
 
-@dataclass
-class RunInfo:
-    """A run folder as listed by the panel."""
-
-    path: Path
-    method: str
-    status: str
-    started: str
-    cohort: str = ""
-    demo: bool = False
-
-    @property
-    def model_path(self) -> Path:
-        """The run's ``model.pt``."""
-        return self.path / "model.pt"
-
-    @property
-    def can_score_slides(self) -> bool:
-        """Whether the model scores whole slides (NGSD, naive, ABMIL; not refinement)."""
-        return self.method in SLIDE_METHODS and self.model_path.is_file()
-
-
-def new_run_dir(method: str, root: Path | None = None) -> Path:
-    """A fresh, timestamped run folder under ``root`` (default :func:`runs_dir`)."""
-    from pathviewer.paths import runs_dir
-
-    root = root or runs_dir()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = root / f"{stamp}-{method}"
-    number = 1
-    while path.exists():
-        number += 1
-        path = root / f"{stamp}-{method}-{number}"
-    path.mkdir(parents=True)
-    return path
-
-
-def write_run_info(run_dir: Path, **updates: Any) -> dict[str, Any]:
-    """Merge ``updates`` into ``run_dir/run.json`` (written atomically); return the result."""
-    path = run_dir / RUN_FILE
-    data: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = {}
-    data.update(updates)
-    with atomic_write(path) as handle:
-        json.dump(data, handle, indent=2)
-    return data
-
-
-def read_run(path: Path) -> RunInfo | None:
-    """The run in folder ``path`` (None when it is not a run folder)."""
-    config = path / "config.json"
-    model = path / "model.pt"
-    info_path = path / RUN_FILE
-    if not (config.is_file() or model.is_file() or info_path.is_file()):
-        return None
-    info: dict[str, Any] = {}
-    if info_path.is_file():
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            info = {}
-    method = str(info.get("method", ""))
-    if not method and config.is_file():
-        try:
-            method = str(json.loads(config.read_text(encoding="utf-8")).get("method", ""))
-        except (OSError, ValueError, AttributeError):
-            method = ""
-    status = str(info.get("status", "completed" if model.is_file() else "incomplete"))
-    if status == "running" and not info.get("pid") == os.getpid():
-        status = "interrupted"  # a run of a process that is gone
-    started = str(
-        info.get("started") or time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
-    )
-    return RunInfo(
-        path, method or "?", status, started, str(info.get("cohort", "")), bool(info.get("demo"))
-    )
-
-
-def scan_runs(root: Path | None = None) -> list[RunInfo]:
-    """Run folders under ``root`` (default :func:`runs_dir`), newest first."""
-    from pathviewer.paths import runs_dir
-
-    root = root or runs_dir()
-    if not root.is_dir():
-        return []
-    runs = [read_run(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    found = [r for r in runs if r is not None]
-    return sorted(found, key=lambda r: r.path.name, reverse=True)
-
-
 # --------------------------------------------------------------------------- jobs
-
-
-def ngsd_job(cohort_csv: str | Path, run_dir: Path, config: Any) -> Generator[Progress, None, Any]:
-    """NGSD / naive training (:func:`pathviewer.ml.ngsd.train`) into ``run_dir``."""
-    from pathviewer.ml.ngsd import train
-
-    return (yield from train(cohort_csv, run_dir, config))
-
-
-def refine_job(
-    run_dir: Path,
-    config: Any,
-    labels_csv: Path | None = None,
-    project_dir: Path | None = None,
-) -> Generator[Progress, None, Any]:
-    """Label refinement on a labels.csv or a project's patch labels into ``run_dir``.
-
-    The pipeline of ``pathviewer train noisy`` (:func:`pathviewer.jobs.refine_run`).
-    """
-    from pathviewer.jobs import refine_run
-
-    return (yield from refine_run(run_dir, config, labels_csv, project_dir))
-
-
-@dataclass
-class SlideAnalysis:
-    """What "Analyse this slide" returns."""
-
-    heatmap: Any
-    score: float
-    out_dir: Path
-
-
-def slide_entry(path: str | Path, entry: CohortEntry | None = None) -> CohortEntry:
-    """The cohort row of a slide, or a stand-in row for a slide opened on its own."""
-    if entry is not None:
-        return entry
-    path = Path(path)
-    return CohortEntry(path.name, path, None, "test", None, 0)
-
-
-def analyse_slide_job(
-    model_path: str | Path,
-    entry: CohortEntry,
-    out_dir: Path,
-    device_name: str = "auto",
-    batch_size: int = 64,
-) -> Generator[Progress, None, SlideAnalysis]:
-    """Score one slide with a run's model, patch batch by patch batch.
-
-    Events: ``tiling``; one ``heatmap`` event whose payload is the empty (all-NaN)
-    :class:`~pathviewer.core.heatmap.Heatmap`; ``inference`` events whose payload is
-    ``{"rows", "cols", "probs"}`` of the batch just scored.  The predictions folder
-    (:func:`pathviewer.ml.inference.write_predictions`) is written to ``out_dir`` at the end.
-    """
-    from pathviewer.core.heatmap import Heatmap
-    from pathviewer.ml.data import PatchStore, cache_dir_for, tile_cohort
-    from pathviewer.ml.device import pick_device
-    from pathviewer.ml.inference import (
-        SlidePrediction,
-        describe_model,
-        model_normalizer,
-        pool_scores,
-        score_patches,
-        slide_checks,
-        write_predictions,
-    )
-    from pathviewer.ml.ngsd import NGSDConfig, load_model
-
-    device = pick_device(device_name)
-    model, data = load_model(model_path, device)
-    cfg = NGSDConfig.from_dict(data["config"])
-    method = str(data["method"])
-    patch_size = int(data["patch_size"])
-    tiled = yield from tile_cohort(
-        [entry], patch_size, float(data["read_downsample"]), cfg.threshold, cache_dir_for(out_dir)
-    )
-    index = tiled[0].index
-    warnings = slide_checks(data, tiled)[0]
-    for warning in warnings:
-        yield Progress("warning", 0, None, warning)
-    model_info = describe_model(model_path, data)
-    coords = np.asarray(index.coords, np.int64).reshape(-1, 2)
-    empty = np.full(len(coords), np.nan, np.float32)
-    heatmap = Heatmap.from_patches(
-        entry.slide, index.dimensions, index.patch_size, coords, empty, method=method
-    )
-    heatmap.model, heatmap.warnings = model_info, warnings
-    yield Progress("heatmap", 0, len(coords), f"{entry.slide}: {len(coords)} patches", {}, heatmap)
-    # Same cells as Heatmap.from_patches (origin 0, square patches).
-    cols_all = coords[:, 0] // index.patch_size
-    rows_all = coords[:, 1] // index.patch_size
-    store = PatchStore(tiled, model_normalizer(data))
-    try:
-        job = score_patches(model, store, cfg.input_size, device, batch_size, 0, cfg.amp, method)
-        while True:
-            try:
-                event = next(job)
-            except StopIteration as stop:
-                values = stop.value
-                break
-            payload = None
-            if method != "abmil" and isinstance(event.payload, tuple):
-                start, batch = event.payload
-                part = slice(start, start + len(batch))
-                payload = {"rows": rows_all[part], "cols": cols_all[part], "probs": batch}
-            yield Progress("inference", event.done, event.total, entry.slide, {}, payload)
-    finally:
-        store.close()
-    if method == "abmil":
-        probs, score = model.scores_from_features(values)  # type: ignore[operator]
-    else:
-        probs = values
-        score = pool_scores(probs, cfg.pooling, cfg.top_k, cfg.prob_threshold)
-    probs = np.asarray(probs, np.float32)
-    write_predictions(
-        out_dir,
-        [SlidePrediction(tiled[0], probs, float(score), warnings)],
-        method,
-        model_path,
-        cfg.pooling,
-        model_info,
-    )
-    final = Heatmap.from_patches(
-        entry.slide, index.dimensions, index.patch_size, coords, probs, method=method
-    )
-    final.model, final.warnings = model_info, warnings
-    return SlideAnalysis(final, float(score), out_dir)
-
-
-def predict_job(
-    model_path: Path, cohort_csv: Path, out_dir: Path, split: str | None = "test"
-) -> Generator[Progress, None, Any]:
-    """``pathviewer infer`` as a job (:func:`pathviewer.ml.inference.predict`)."""
-    from pathviewer.ml.inference import predict
-
-    return (yield from predict(model_path, cohort_csv, out_dir, split, "auto", 64, 0))
 
 
 # --------------------------------------------------------------------------- log mirror
@@ -756,14 +519,14 @@ class TrainingPanel(QWidget):
             source = str(labels or project)
 
             def factory() -> Generator[Progress, None, Any]:
-                return refine_job(run_dir, cfg, labels, project)
+                return refine_run(run_dir, cfg, labels, project)
 
         else:
             assert cohort is not None
             source = str(cohort)
 
             def factory() -> Generator[Progress, None, Any]:
-                return ngsd_job(cohort, run_dir, cfg)
+                return train_slide_model(cohort, run_dir, cfg)
 
         self.start_job(factory, run_dir, engine_method, source)
         return True
@@ -989,7 +752,7 @@ class TrainingPanel(QWidget):
         self.append_log(f"analysing {entry.slide} with {run.path.name}")
 
         def factory() -> Generator[Progress, None, SlideAnalysis]:
-            return analyse_slide_job(model_path, entry, out_dir, device, batch)
+            return analyse_slide(model_path, entry, out_dir, device, batch)
 
         runner = JobRunner(factory, self, yield_gil=self.yield_gil)
         runner.progress.connect(self._on_analysis_progress)

@@ -146,7 +146,7 @@ class NGSDConfig:
     stain_norm: str = _f(
         "none",
         "stain normalisation fitted on the training slides, applied in training and inference",
-        choices=("none", "macenko"),
+        choices=("none", "macenko", "macenko-slide"),
     )
     mining: float = _f(
         0.0,
@@ -160,6 +160,13 @@ class NGSDConfig:
         True,
         "store teacher scores relative to the same batch's negative-slide patches (logit minus"
         " their median), so scores from early and late in training stay comparable",
+    )
+    bank_marginal: str = _f(
+        "cohort",
+        "where the pseudo-labels' positive share K is enforced: over all scored positive-slide"
+        " patches (cohort, the paper) or within each positive slide (slide), so slide-wide"
+        " differences such as stain cannot take the positive mass",
+        choices=("cohort", "slide"),
     )
     naive_warmup: int = _f(
         0,
@@ -294,11 +301,12 @@ def prepare_training_data(
     )
     raw = PatchStore(tiled)
     normalizer: StainNormalizer | None = None
-    if cfg.stain_norm == "macenko":
+    if cfg.stain_norm in ("macenko", "macenko-slide"):
         yield Progress("stain normalisation", 0, 1, "fitting Macenko stains on training patches")
         sample = [p for i in range(len(raw.slides)) for p in sample_patches(raw, i, seed=cfg.seed)]
         try:
-            normalizer = StainNormalizer(seed=cfg.seed).fit(sample)
+            scope = "slide" if cfg.stain_norm == "macenko-slide" else "patch"
+            normalizer = StainNormalizer(seed=cfg.seed, scope=scope).fit(sample)
         except ValueError as error:  # too little tissue, or a single colour
             raise TrainingError(
                 f"{cohort_csv}: cannot fit Macenko stain normalisation on the training patches "
@@ -574,6 +582,7 @@ def train(
         cfg.k,
         cfg.sk_lambda,
         horizon=max(100, 2 * math.ceil(len(data.positives) / per_step)),
+        groups=store.slide_of[data.positives] if cfg.bank_marginal == "slide" else None,
     )
     bank_slot = np.full(len(store), -1, np.int64)
     bank_slot[data.positives] = np.arange(len(data.positives))
