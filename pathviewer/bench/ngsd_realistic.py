@@ -38,9 +38,9 @@ def run_method(
 ) -> dict[str, Any]:
     """Train one method on the train split, score the test split, evaluate."""
     from pathviewer.core.progress import run_job
+    from pathviewer.jobs import train_slide_model
     from pathviewer.ml.inference import predict
     from pathviewer.ml.metrics import evaluate_predictions
-    from pathviewer.jobs import train_slide_model
     from pathviewer.ml.ngsd import demo_config
 
     cfg = demo_config(**overrides)
