@@ -52,6 +52,7 @@ def test_evaluate_uses_quarter_overlap_rule(tmp_path: Path) -> None:
     _write_preds(tmp_path / "pred", patches, slides)
     result = evaluate_predictions(cohort, tmp_path / "pred", "test")
     assert result["instance_auc"] == pytest.approx(1.0)
+    assert result["within_slide_auc"] == pytest.approx(1.0)  # only p2 has both classes
     assert result["n_positive_patches"] == 2 and result["n_patches"] == 5
     assert result["bag_auc"] == pytest.approx(1.0) and result["bag_accuracy"] == 1.0
     # Swapping two scores across the label boundary must lower the AUC.
@@ -59,6 +60,14 @@ def test_evaluate_uses_quarter_overlap_rule(tmp_path: Path) -> None:
     _write_preds(tmp_path / "pred2", patches, [("p2.png", 0.3, 0), ("n2.png", 0.4, 0)])
     worse = evaluate_predictions(cohort, tmp_path / "pred2", "test")
     assert worse["instance_auc"] < 1.0
+    assert worse["within_slide_auc"] == pytest.approx(0.75)  # p2: one pair of four inverted
+    # Within-slide AUC ignores an offset between slides that spoils the pooled AUC.
+    shifted = [(s, x, y, w, h, p + 0.85 * (s == "n2.png")) for s, x, y, w, h, p in patches[:2]]
+    shifted += [patches[3], ("n2.png", 64, 64, 128, 128, 0.95)]
+    shifted[1] = ("p2.png", 256, 64, 128, 128, 0.8)
+    _write_preds(tmp_path / "pred3", shifted, slides)
+    offset = evaluate_predictions(cohort, tmp_path / "pred3", "test")
+    assert offset["within_slide_auc"] == pytest.approx(1.0) and offset["instance_auc"] < 1.0
     assert worse["bag_auc"] == 0.0 and worse["bag_accuracy"] == 0.5
 
 

@@ -53,6 +53,7 @@ def run_method(
     scores = evaluate_predictions(cohort, run_dir / "predictions", "test")
     return {
         "instance_auc": scores["instance_auc"],
+        "within_slide_auc": scores["within_slide_auc"],
         "bag_auc": scores["bag_auc"],
         "bag_accuracy": scores["bag_accuracy"],
         "training_minutes": minutes,
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     for method, results in per_seed.items():
         report["methods"][method] = {
             "instance_auc": _mean([r["instance_auc"] for r in results]),
+            "within_slide_auc": _mean([r["within_slide_auc"] for r in results]),
             "bag_auc": _mean([r["bag_auc"] for r in results]),
             "bag_accuracy": _mean([r["bag_accuracy"] for r in results]),
             "training_minutes": _mean([r["training_minutes"] for r in results]),

@@ -107,7 +107,8 @@ def evaluate_predictions(
     Returns
     -------
     dict
-        ``instance_auc``, ``bag_auc``, ``bag_accuracy`` (None when undefined), counts, ``method``.
+        ``instance_auc`` (all patches pooled), ``within_slide_auc`` (mean over slides with both
+        classes), ``bag_auc``, ``bag_accuracy`` (None when undefined), counts, ``method``.
 
     Raises
     ------
@@ -156,6 +157,7 @@ def evaluate_predictions(
             continue
         inst_labels.append(labels)
         inst_scores.append(array[:, 4])
+    per_slide = [a for a in map(_auc, inst_labels, inst_scores) if a is not None]
     all_labels = np.concatenate(inst_labels) if inst_labels else np.zeros(0, np.int64)
     all_scores = np.concatenate(inst_scores) if inst_scores else np.zeros(0)
     y = np.asarray(bag_labels)
@@ -167,6 +169,9 @@ def evaluate_predictions(
         "method": method,
         "pred_dir": str(pred_dir),
         "instance_auc": _auc(all_labels, all_scores),
+        # Localisation within a slide, free of offsets between slides: the mean AUC over the
+        # slides that have tumour and normal patches.
+        "within_slide_auc": float(np.mean(per_slide)) if per_slide else None,
         "bag_auc": _auc(y, np.asarray(bag_scores)),
         "bag_accuracy": float((np.asarray(bag_preds) == y).mean()) if len(y) else None,
         "n_slides": len(y),
