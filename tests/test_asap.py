@@ -291,6 +291,42 @@ def test_geojson_malformed_feature_named_and_nothing_imported(tmp_path: Path) ->
             read_geojson(path)
 
 
+@pytest.mark.parametrize(
+    "color",
+    [[300, -5, 1000], [float("inf"), 0, 0], [float("nan"), 0, 0], [1, 2], ["red", 0, 0], True],
+)
+def test_geojson_bad_colour_is_refused_naming_file_and_feature(
+    tmp_path: Path, color: object
+) -> None:
+    # Issue 15 item 1: such a colour used to import and then break every read of the slide.
+    good = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}}
+    bad = {
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [3, 4]},
+        "properties": {"classification": {"name": "Tumor", "color": color}},
+    }
+    path = tmp_path / "colours.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [good, bad]}))
+    with pytest.raises(AnnotationError) as caught:
+        read_geojson(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path} feature 1: colour ") and "\n" not in message
+
+
+def test_geojson_colour_limits_and_packed_integers_are_accepted(tmp_path: Path) -> None:
+    features = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [i, i]},
+            "properties": {"classification": {"name": "Tumor", "color": color}},
+        }
+        for i, color in enumerate([[0, 255, 128], [0.0, 254.6, 3], -65536])
+    ]
+    path = tmp_path / "ok.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    assert [a.color for a in read_geojson(path)] == [(0, 255, 128), (0, 254, 3), (255, 0, 0)]
+
+
 def test_tiles_to_geojson(tmp_path: Path) -> None:
     from pathviewer.core.annotations import tiles_to_geojson
 

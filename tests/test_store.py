@@ -140,6 +140,30 @@ def test_annotation_crud_bbox_query_and_listeners(project: Project) -> None:
         project.update_annotation(a, Annotation(box(0, 0, 1, 1)))
 
 
+def test_a_stored_bad_colour_does_not_break_reading_the_slide(project: Project) -> None:
+    # Issue 15 item 1: a colour stored as "#12c-53e8" by an older version made every read of the
+    # slide raise; it now reads as "no own colour" (the class colour is drawn).
+    slide = project.add_slide("/data/s1.svs")
+    good = project.add_annotation(slide, Annotation(box(0, 0, 10, 10), "Tumor", (1, 2, 3)))
+    bad = project.add_annotation(slide, Annotation(box(20, 20, 30, 30), "Tumor", (4, 5, 6)))
+    with project.transaction() as conn:
+        conn.execute("UPDATE annotations SET color = '#12c-53e8' WHERE id = ?", (bad,))
+        conn.execute("UPDATE classes SET color = 'nonsense' WHERE name = 'Tumor'")
+    colours = {r.id: r.annotation.color for r in project.annotations(slide)}
+    assert colours == {good: (1, 2, 3), bad: None}
+    assert project.annotation(bad).annotation.color is None
+    assert project.classes()["Tumor"] == (128, 128, 128)
+
+
+def test_a_bad_colour_is_refused_on_write(project: Project) -> None:
+    slide = project.add_slide("/data/s1.svs")
+    with pytest.raises(ProjectError, match=r"colour \(300, -5, 1000\)"):
+        project.add_annotation(slide, Annotation(box(0, 0, 10, 10), "Tumor", (300, -5, 1000)))
+    with pytest.raises(ProjectError, match="colour"):
+        project.set_class("Odd", (0, float("nan"), 0))  # type: ignore[arg-type]
+    assert project.annotations(slide) == [] and "Odd" not in project.classes()
+
+
 def test_transaction_groups_edits_atomically(project: Project) -> None:
     slide = project.add_slide("/data/s.svs")
     with pytest.raises(RuntimeError), project.transaction():

@@ -64,18 +64,52 @@ class Annotation:
     measurements: dict[str, float] = field(default_factory=dict)
 
 
+def valid_rgb(value: Any) -> tuple[int, int, int] | None:
+    """A colour as ``(r, g, b)`` integers in 0-255, or None when ``value`` is not one.
+
+    The one rule for colours: files (GeoJSON, ASAP XML) and the project store all go through it,
+    so a colour that was accepted can always be stored and read back.
+
+    Parameters
+    ----------
+    value
+        A sequence whose first three items are finite numbers in 0-255 (an alpha is ignored).
+        Fractions are truncated, as QuPath does.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) < 3:
+        return None
+    components = value[:3]
+    if not all(
+        isinstance(c, int | float)
+        and not isinstance(c, bool)
+        and math.isfinite(c)
+        and 0 <= c <= 255
+        for c in components
+    ):
+        return None
+    return (int(components[0]), int(components[1]), int(components[2]))
+
+
+def rgb_from_hex(text: str | None) -> tuple[int, int, int] | None:
+    """``#rrggbb`` (the ``#`` optional, spaces around ignored) as RGB, or None if it is not one."""
+    if not isinstance(text, str):
+        return None
+    digits = text.strip().removeprefix("#")
+    # int(_, 16) alone would accept "-5" or "+1", so check the digits themselves.
+    if len(digits) != 6 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        return None
+    return (int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16))
+
+
 def _parse_color(value: Any, where: str) -> tuple[int, int, int] | None:
     if value is None:
         return None
-    if isinstance(value, int):  # QuPath's packed ARGB integer
+    if isinstance(value, int) and not isinstance(value, bool):  # QuPath's packed ARGB integer
         return ((value >> 16) & 255, (value >> 8) & 255, value & 255)
-    if (
-        isinstance(value, Sequence)
-        and len(value) >= 3
-        and all(isinstance(c, int | float) for c in value[:3])
-    ):
-        return (int(value[0]), int(value[1]), int(value[2]))
-    raise AnnotationError(f"{where}: colour {value!r} is not [r, g, b]")
+    rgb = valid_rgb(value)
+    if rgb is None:
+        raise AnnotationError(f"{where}: colour {value!r} is not [r, g, b] with components 0-255")
+    return rgb
 
 
 def annotation_from_feature(feature: Any, where: str) -> Annotation:

@@ -40,25 +40,18 @@ import shapely
 from shapely.geometry import LineString, MultiPoint, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from pathviewer.core.annotations import DEFAULT_CLASSES, Annotation, valid_geometry
+from pathviewer.core.annotations import (
+    DEFAULT_CLASSES,
+    Annotation,
+    rgb_from_hex,
+    valid_geometry,
+)
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.errors import AnnotationError
 
 _POLYGON_TYPES = {"polygon", "spline", "rectangle"}
 _UNSAFE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _NO_GROUP = ("", "None", "none")
-
-
-def _hex_to_rgb(value: str | None) -> tuple[int, int, int] | None:
-    if not value:
-        return None
-    text = value.strip().lstrip("#")
-    if len(text) != 6:
-        return None
-    try:
-        return (int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16))
-    except ValueError:
-        return None
 
 
 def _rgb_to_hex(color: tuple[int, int, int]) -> str:
@@ -138,7 +131,7 @@ def parse_asap(data: bytes | str, source: str = "<string>") -> list[Annotation]:
     for group_element in root.iter("Group"):
         group_name = group_element.attrib.get("Name")
         if group_name:
-            groups[group_name] = _hex_to_rgb(group_element.attrib.get("Color"))
+            groups[group_name] = rgb_from_hex(group_element.attrib.get("Color"))
     container = root.find("Annotations")
     elements = [] if container is None else container.findall("Annotation")
     # Rings written by PathViewer for holes and extra parts: object -> part -> [shell, holes...]
@@ -157,7 +150,7 @@ def parse_asap(data: bytes | str, source: str = "<string>") -> list[Annotation]:
         class_name = None if group in _NO_GROUP else group
         color = groups.get(group) if class_name else None
         if color is None:
-            color = _hex_to_rgb(element.attrib.get("Color"))
+            color = rgb_from_hex(element.attrib.get("Color"))
         object_id = element.attrib.get("PathViewerObject")
         if object_id is not None and isinstance(geometry, Polygon):
             try:

@@ -41,7 +41,7 @@ from typing import Any
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from pathviewer.core.annotations import DEFAULT_CLASSES, Annotation
+from pathviewer.core.annotations import DEFAULT_CLASSES, Annotation, rgb_from_hex, valid_rgb
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.cohort import read_table
 from pathviewer.core.errors import CohortError, PathViewerError
@@ -238,18 +238,19 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _hex(color: Sequence[int] | None) -> str | None:
+def _hex(color: Sequence[int] | None, db_path: Path) -> str | None:
     if color is None:
         return None
-    r, g, b = (int(c) for c in color[:3])
-    return f"#{r:02x}{g:02x}{b:02x}"
+    rgb = valid_rgb(color)
+    if rgb is None:  # refused here so that nothing unreadable is ever stored
+        raise ProjectError(f"{db_path}: colour {color!r} is not [r, g, b] with components 0-255")
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def _rgb(value: str | None) -> tuple[int, int, int] | None:
-    if not value:
-        return None
-    value = value.lstrip("#")
-    return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
+    # A malformed stored colour (older versions stored e.g. "#12c-53e8") reads as "no colour of
+    # its own": the class colour is drawn, rather than the whole slide failing to load.
+    return rgb_from_hex(value)
 
 
 def _geometry_columns(geometry: BaseGeometry) -> tuple[bytes, float, float, float, float]:
@@ -344,7 +345,7 @@ class Project:
         with project.transaction() as conn:
             conn.executemany(
                 "INSERT INTO classes(name, color) VALUES (?, ?)",
-                [(name, _hex(rgb)) for name, rgb in DEFAULT_CLASSES.items()],
+                [(name, _hex(rgb, project.db_path)) for name, rgb in DEFAULT_CLASSES.items()],
             )
         return project
 
@@ -469,7 +470,7 @@ class Project:
             conn.execute(
                 "INSERT INTO classes(name, color) VALUES (?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET color = excluded.color",
-                (name, _hex(color)),
+                (name, _hex(color, self.db_path)),
             )
 
     def delete_class(self, name: str) -> None:
@@ -568,7 +569,7 @@ class Project:
                         wkb,
                         *bounds,
                         annotation.class_name,
-                        _hex(annotation.color),
+                        _hex(annotation.color, self.db_path),
                         annotation.name,
                         annotation.object_type,
                         author,
@@ -599,7 +600,7 @@ class Project:
                     wkb,
                     *bounds,
                     annotation.class_name,
-                    _hex(annotation.color),
+                    _hex(annotation.color, self.db_path),
                     annotation.name,
                     annotation.object_type,
                     author,
