@@ -8,19 +8,26 @@ Training dock and the demo read and write runs only through this module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pathviewer.core.atomic import atomic_write
+from pathviewer.core.errors import TrainingError
 
 #: Methods whose model.pt scores slides (NGSD, the naive baseline, attention MIL).
 SLIDE_METHODS = ("ngsd", "naive", "abmil")
 #: The run record of a run folder.
 RUN_FILE = "run.json"
+#: What a training engine writes into a run folder; any of the first three means the folder
+#: already holds a run (config.json alone is written before the first step, and tells nothing).
+RUN_MARKERS = ("model.pt", "checkpoints", "metrics.jsonl")
+RUN_OUTPUTS = (*RUN_MARKERS, "config.json", "guard.json", RUN_FILE)
 
 
 @dataclass
@@ -87,6 +94,50 @@ def new_run_dir(method: str, root: Path | None = None) -> Path:
         path = root / f"{stamp}-{method}-{number}"
     path.mkdir(parents=True)
     return path
+
+
+def prepare_run_dir(run_dir: str | os.PathLike[str], resume: bool, overwrite: bool) -> None:
+    """Refuse to train into a folder that holds a run, unless resuming it or replacing it.
+
+    Training into such a folder used to overwrite its model and mix two runs' metrics.  With
+    ``overwrite`` the engine's files (:data:`RUN_OUTPUTS`) are removed first; anything else in
+    the folder (the user's own files) is kept.
+
+    Parameters
+    ----------
+    run_dir
+        The run folder (it need not exist).
+    resume
+        The run will continue the folder's run: nothing is checked.
+    overwrite
+        Remove the old run's files instead of refusing.
+
+    Raises
+    ------
+    TrainingError
+        The folder holds a run and neither ``resume`` nor ``overwrite`` is set, or both are.
+    """
+    if resume and overwrite:
+        raise TrainingError("--resume and --overwrite exclude each other")
+    folder = Path(run_dir)
+    if resume:
+        return
+    found = [name for name in RUN_MARKERS if os.path.lexists(folder / name)]
+    if not found:
+        return
+    if not overwrite:
+        raise TrainingError(
+            f"{folder}: already holds a run ({', '.join(found)}); pass --resume to continue it "
+            "or --overwrite to replace it"
+        )
+    for name in RUN_OUTPUTS:
+        path = folder / name
+        # FileNotFoundError: under torchrun every rank clears the folder before they meet.
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def write_run_info(run_dir: Path, **updates: Any) -> dict[str, Any]:

@@ -81,8 +81,12 @@ def _config(args: argparse.Namespace, method: str):  # type: ignore[no-untyped-d
 
 def _train(args: argparse.Namespace, method: str) -> int:
     from pathviewer.core.progress import drive
+    from pathviewer.runs import prepare_run_dir
 
     cfg = _config(args, method)
+    # Before any rank joins the process group (nothing is written until all have): every rank
+    # sees the folder as it was.
+    prepare_run_dir(args.out, args.resume, args.overwrite)
     # Under torchrun: join the process group (DDP); only rank 0 shows progress and prints.
     from pathviewer.ml.distributed import DistContext, launched_by_torchrun
 
@@ -180,6 +184,11 @@ def register(groups: CommandGroups) -> None:
             )
         else:
             parser.set_defaults(resume=False)
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace the run already in --out (without it, or --resume, train refuses)",
+        )
         parser.set_defaults(func=lambda a, m=method: _train(a, m))
 
     infer = groups.root.add_parser("infer", help="score the patches of a cohort split")
