@@ -171,6 +171,41 @@ def test_malformed_files_raise_naming_the_annotation(
     assert not (tmp_path / "out.geojson").exists()
 
 
+_ENTITY_DOC = _break(
+    _break(_DOC, '<?xml version="1.0"?>', '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]>'),
+    'Name="poly"',
+    'Name="&a;"',
+)
+
+
+def _encode(doc: str, encoding: str) -> bytes:
+    """``doc`` in ``encoding`` with a matching declaration (and the BOM expat wants for UTF-16)."""
+    doc = doc.replace('<?xml version="1.0"?>', f'<?xml version="1.0" encoding="{encoding}"?>')
+    bom = {"UTF-16LE": b"\xff\xfe", "UTF-16BE": b"\xfe\xff"}.get(encoding, b"")
+    return bom + doc.encode(encoding)
+
+
+@pytest.mark.parametrize("encoding", ["UTF-8", "UTF-16LE", "UTF-16BE", "ISO-8859-1"])
+def test_dtd_and_entities_are_refused_whatever_the_encoding(tmp_path: Path, encoding: str) -> None:
+    # Issue 15 item 5: a byte regex guarded against DTDs, so in UTF-16 the entity was expanded.
+    path = tmp_path / "entity.xml"
+    path.write_bytes(_encode(_ENTITY_DOC, encoding))
+    with pytest.raises(AnnotationError, match=f"^{re.escape(str(path))}: DOCTYPE/ENTITY"):
+        read_asap(path)
+    # An external DTD is refused too (reading it would be a file or network access).
+    external = _DOC.replace("<ASAP_Annotations>", '<!DOCTYPE x SYSTEM "x.dtd"><ASAP_Annotations>')
+    path.write_bytes(_encode(external, encoding))
+    with pytest.raises(AnnotationError, match="DOCTYPE/ENTITY"):
+        read_asap(path)
+
+
+@pytest.mark.parametrize("encoding", ["UTF-16LE", "UTF-16BE", "ISO-8859-1"])
+def test_other_encodings_without_dtd_are_read(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "encoded.xml"
+    path.write_bytes(_encode(_DOC, encoding))
+    assert [a.name for a in read_asap(path)] == [a.name for a in parse_asap(_DOC)]
+
+
 def test_missing_file() -> None:
     with pytest.raises(AnnotationError, match="file not found"):
         read_asap("/nonexistent/a.xml")
@@ -244,6 +279,23 @@ def test_asap_asap_round_trip_and_dispatch(tmp_path: Path) -> None:
     _assert_same(sample, read_annotations(tmp_path / "x.json"))
     with pytest.raises(AnnotationError, match="unknown annotation format '.txt'"):
         read_annotations(tmp_path / "x.txt")
+
+
+def test_asap_writer_never_writes_xml_its_reader_rejects(tmp_path: Path) -> None:
+    # Issue 15 item 6: a NUL in a name used to be written as is; the file was then unreadable.
+    # Characters XML 1.0 cannot hold at all (not even as &#..;) are dropped; the others survive.
+    odd = "a\x00b\x1fc\ud800d\ufffee\x0bf"
+    kept = 'tab\tnew\nline\r & <x> "q" \u00e9\U0001f600'
+    annotations = [
+        Annotation(box(0, 0, 5, 5), "Tu\x01mor", (200, 0, 0), name=odd),
+        Annotation(Point(1, 2), "Other", name=kept),
+    ]
+    write_asap(tmp_path / "odd.xml", annotations)
+    first, second = read_asap(tmp_path / "odd.xml")
+    assert (first.name, first.class_name) == ("abcdef", "Tumor")
+    assert second.name == kept
+    groups = [g.attrib["Name"] for g in ET.parse(tmp_path / "odd.xml").getroot().iter("Group")]
+    assert groups == ["Tumor", "Other"]
 
 
 def test_asap_export_refuses_polylines_and_writes_nothing(tmp_path: Path) -> None:

@@ -23,8 +23,12 @@ geometry; ASAP ignores them.
 
 Import is all-or-nothing: malformed XML, a non-numeric coordinate or a polygon with fewer than
 three points raises :class:`~pathviewer.core.errors.AnnotationError` naming the annotation.
-The XML is parsed with :mod:`xml.etree.ElementTree` after refusing any ``DOCTYPE`` or ``ENTITY``
-declaration (``defusedxml`` is not a dependency), which rules out entity-expansion attacks.
+The XML is parsed with :mod:`defusedxml`, which refuses any ``DOCTYPE`` (so any ``ENTITY``) in
+the parser itself, whatever the file's encoding: no entity expansion, no external access.
+
+Export drops the characters that XML 1.0 cannot hold at all, not even as ``&#..;`` (NUL and the
+other C0 controls but tab, newline and carriage return; lone surrogates; U+FFFE and U+FFFF), so
+that every file written can be read back.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import shapely
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as safe_fromstring
 from shapely.geometry import LineString, MultiPoint, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
@@ -50,7 +56,8 @@ from pathviewer.core.atomic import atomic_write
 from pathviewer.core.errors import AnnotationError
 
 _POLYGON_TYPES = {"polygon", "spline", "rectangle"}
-_UNSAFE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+#: What XML 1.0 cannot hold (its Char production, complemented).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _NO_GROUP = ("", "None", "none")
 
 
@@ -59,10 +66,14 @@ def _rgb_to_hex(color: tuple[int, int, int]) -> str:
 
 
 def _parse_root(data: bytes, source: str) -> ET.Element:
-    if _UNSAFE.search(data):
-        raise AnnotationError(f"{source}: DOCTYPE/ENTITY declarations are not allowed in ASAP XML")
     try:
-        root = ET.fromstring(data)
+        # forbid_dtd: ASAP files have no DTD, and refusing it also refuses every entity
+        # declaration; done by expat's handlers, so after decoding, whatever the encoding.
+        root = safe_fromstring(data, forbid_dtd=True)
+    except DefusedXmlException:
+        raise AnnotationError(
+            f"{source}: DOCTYPE/ENTITY declarations are not allowed in ASAP XML"
+        ) from None
     except ET.ParseError as error:
         raise AnnotationError(f"{source}: not well-formed XML ({error})") from None
     if root.tag != "ASAP_Annotations":
@@ -204,6 +215,11 @@ def read_asap(path: str | os.PathLike[str]) -> list[Annotation]:
     return parse_asap(data, str(path))
 
 
+def _xml_text(text: str) -> str:
+    """``text`` without the characters XML cannot hold (the rest is escaped by ElementTree)."""
+    return _NOT_XML.sub("", text)
+
+
 def _ring_points(ring: Iterable[tuple[float, ...]]) -> list[tuple[float, float]]:
     points = [(float(c[0]), float(c[1])) for c in ring]
     if len(points) > 1 and points[0] == points[-1]:
@@ -236,12 +252,13 @@ def asap_xml(annotations: Iterable[Annotation]) -> bytes:
     container = ET.SubElement(root, "Annotations")
     group_colors: dict[str, tuple[int, int, int]] = {}
     for index, annotation in enumerate(annotations):
-        name = annotation.name or f"Annotation {index}"
+        name = _xml_text(annotation.name or "") or f"Annotation {index}"
         where = f"annotation {index} ({name!r})"
-        group = annotation.class_name or "None"
+        class_name = _xml_text(annotation.class_name or "")
+        group = class_name or "None"
         color = annotation.color or DEFAULT_CLASSES.get(group, (244, 250, 88))
-        if annotation.class_name:
-            group_colors.setdefault(annotation.class_name, color)
+        if class_name:
+            group_colors.setdefault(class_name, color)
         hex_color = _rgb_to_hex(color)
         geometry = annotation.geometry
         gtype = geometry.geom_type
