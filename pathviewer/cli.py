@@ -4,8 +4,10 @@
 ``pathviewer SUBCOMMAND ...`` does headless work.  Subcommands live in
 :mod:`pathviewer.commands` (one module per area); each registers its parsers here.
 
-A :class:`~pathviewer.core.errors.PathViewerError` ends a headless command with exit code 2 and
-one line on stderr that names the file and the cause; no traceback.
+A :class:`~pathviewer.core.errors.PathViewerError`, and what a user's situation causes (an
+OSError such as a full disk or a folder where a file was expected, MemoryError, a sqlite3 error
+such as a locked database), end a headless command with exit code 2 and one line on stderr that
+names the file and the cause (:func:`~pathviewer.core.errors.user_message`); no traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pathviewer._version import __version__
-from pathviewer.core.errors import PathViewerError
+from pathviewer.core.errors import USER_ERRORS, PathViewerError, user_message
 
 #: Modules of :mod:`pathviewer.commands` and the top-level commands each one adds to, in help
 #: order.  Only the modules of the command being run are imported (some import torch, which takes
@@ -144,9 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         return int(args.func(args) or 0)
-    except PathViewerError as error:
-        logging.getLogger("pathviewer").info("command failed: %s", error)
-        print(f"pathviewer: error: {error}", file=sys.stderr)
+    except USER_ERRORS as error:
+        line = user_message(error)
+        # The log keeps the traceback of what is not the project's own error: an OSError or a
+        # MemoryError may still point at a bug.
+        logging.getLogger("pathviewer").info(
+            "command failed: %s", line, exc_info=not isinstance(error, PathViewerError)
+        )
+        print(f"pathviewer: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pathviewer: interrupted", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: object
         ``"w"`` (text, UTF-8 by default) or ``"wb"``.
     """
     path = Path(path)
+    if path.is_dir():  # refused before writing (a temp file can be large), naming the target
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     if "b" not in mode:

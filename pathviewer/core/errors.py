@@ -7,6 +7,8 @@ prints it on one line without a traceback; the GUI shows it in a dialog.
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from pathlib import Path
 
 
@@ -49,3 +51,48 @@ class TrainingError(PathViewerError):
 
 class Cancelled(PathViewerError):  # noqa: N818 - reads better at call sites than CancelledError
     """A long job was cancelled by its caller."""
+
+
+#: What a user's situation can cause besides bad input (a full disk, a read-only or locked file, a
+#: folder where a file was expected, too little memory): reported like a PathViewerError, by
+#: :func:`user_message`.  Any other exception is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    PathViewerError,
+    OSError,
+    MemoryError,
+    sqlite3.Error,
+)
+
+
+def user_message(error: BaseException) -> str:
+    """The one line that reports ``error`` to a user (the CLI prints it, a GUI shows it).
+
+    Parameters
+    ----------
+    error
+        One of :data:`USER_ERRORS`.
+
+    Returns
+    -------
+    str
+        ``FILE: cause`` for an OS error that names its file (``SRC -> DST: cause`` for two),
+        ``out of memory (...)``, ``database error: ...``, or the error's own message; line
+        breaks are folded into spaces.
+    """
+    if isinstance(error, PathViewerError):
+        text = str(error)
+    elif isinstance(error, MemoryError):
+        text = f"out of memory ({error})" if str(error) else "out of memory"
+    elif isinstance(error, sqlite3.Error):
+        # sqlite3 does not say which database; "database or disk is full", "database is locked".
+        text = f"database error: {error}"
+    elif isinstance(error, OSError) and error.strerror and error.filename is not None:
+        names = str(error.filename)
+        if error.filename2 is not None:
+            names += f" -> {error.filename2}"
+        text = f"{names}: {error.strerror}"
+    elif isinstance(error, OSError) and error.strerror:
+        text = error.strerror
+    else:
+        text = str(error) or type(error).__name__
+    return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
