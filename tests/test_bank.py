@@ -206,3 +206,17 @@ def test_slide_marginals_hold_within_every_slide() -> None:
     assert flat.pseudo_labels(np.flatnonzero(groups == 2)).mean() > 0.15
     with pytest.raises(ValueError, match="groups"):
         PredictionBank(10, 0.1, groups=np.zeros(9, np.int64))
+
+
+def test_smoothing_averages_rescored_logits() -> None:
+    bank = PredictionBank(4, 0.25, 1.0, smoothing=0.5)
+    bank.update(np.array([0, 1]), np.array([0.9, 0.1]))
+    bank.update(np.array([0, 2]), np.array([0.1, 0.7]))  # slot 0 re-scored, slot 2 new
+    # Slot 0: the mean of logit(0.9) and logit(0.1) is 0, so 0.5; slot 2 takes its score as is.
+    np.testing.assert_allclose(bank.probs[:3], [0.5, 0.1, 0.7], atol=1e-6)
+    plain = PredictionBank(4, 0.25, 1.0)
+    plain.update(np.array([0]), np.array([0.9]))
+    plain.update(np.array([0]), np.array([0.1]))
+    assert plain.probs[0] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="smoothing"):
+        PredictionBank(4, 0.25, smoothing=1.0)

@@ -182,4 +182,4 @@ def load_heatmap(path: str | os.PathLike[str]) -> Heatmap:
         raise HeatmapError(f"{path}: heatmap fields have the wrong shape")
     if min(patch) <= 0:
         raise HeatmapError(f"{path}: patch size must be positive")
-    return Heatmap(slide, dims, origin, patch, probs, method, model, warnings)  # type: ignore[arg-type]
+    return Heatmap(slide, dims, origin, patch, probs, method, model, warnings)

@@ -44,7 +44,12 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def solve_tau(
-    probs: np.ndarray, k: float, lam: float = 1.0, tol: float = 1e-10, max_iter: int = 100
+    probs: np.ndarray,
+    k: float,
+    lam: float = 1.0,
+    tol: float = 1e-10,
+    max_iter: int = 100,
+    start: float | None = None,
 ) -> float:
     """The shift ``tau`` with ``mean(sigmoid(lam * logit(p) + tau)) = k``.
 
@@ -58,6 +63,9 @@ def solve_tau(
         Sharpening exponent (1 / entropic regularisation).
     tol
         Stop when the constraint error ``|mean q - k|`` is below this.
+    start
+        A first guess (e.g. the previous solution after a small change); Newton from there
+        usually needs one or two passes.
 
     Returns
     -------
@@ -66,14 +74,20 @@ def solve_tau(
     """
     if not 0.0 < k < 1.0:
         raise ValueError(f"K must be in (0, 1), got {k}")
-    z = lam * _logit(probs).ravel()
+    return _solve_tau_z(lam * _logit(probs).ravel(), k, tol, max_iter, start)
+
+
+def _solve_tau_z(
+    z: np.ndarray, k: float, tol: float = 1e-10, max_iter: int = 100, start: float | None = None
+) -> float:
+    """:func:`solve_tau` on the sharpened logits ``z = lam * logit(p)``."""
     if z.size == 0:
         return 0.0
     target = float(k)
     # Bracket: at tau = logit(k) - max z every q <= k; at logit(k) - min z every q >= k.
     base = float(np.log(target) - np.log1p(-target))
     lo, hi = base - float(z.max()), base - float(z.min())
-    tau = base - float(z.mean())
+    tau = base - float(z.mean()) if start is None else float(start)
     if not lo <= tau <= hi:
         tau = 0.5 * (lo + hi)
     for _ in range(max_iter):
@@ -200,10 +214,16 @@ class PredictionBank:
         bins: int = _BINS,
         horizon: int = 0,
         groups: np.ndarray | None = None,
+        smoothing: float = 0.0,
     ) -> None:
         if bins < 1:
             raise ValueError(f"bins must be >= 1, got {bins}")
         self.probs = np.full(size, init, np.float32)
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        # A re-scored patch keeps this share of its stored logit: the teacher scores one
+        # augmented view at a time, and an average over views ranks patches more steadily.
+        self.smoothing = float(smoothing)
         # Per-group marginals (groups = the slide of each slot): every group's scored patches
         # sum to K times their number, so a slide whose stain or layout makes the teacher score
         # all of it higher cannot take the positive mass of the others.
@@ -286,10 +306,17 @@ class PredictionBank:
             self.resolve()
             return
         was = self.seen[idx]
+        if self.smoothing > 0 and was.any():
+            old = _logit(self.probs[idx[was]])
+            mixed = self.smoothing * old + (1.0 - self.smoothing) * _logit(new[was])
+            new = new.copy()
+            new[was] = _sigmoid(mixed).astype(np.float32)
         if was.any():
             self._accumulate(self._z(self.probs[idx[was]]), -1.0)
         self.probs[idx] = new
         self.seen[idx] = True
+        if self.groups is not None:
+            self._group_z[idx] = self._z(self.probs[idx])
         self._n_seen += int(idx.size - np.count_nonzero(was))
         # From the stored float32 values, so a later removal takes out exactly what went in.
         self._accumulate(self._z(self.probs[idx]), 1.0)
@@ -308,8 +335,8 @@ class PredictionBank:
         assert self.groups is not None
         for group in touched:
             members = self._members[int(group)]
-            scored = self.probs[members[self.seen[members]]]
-            self.group_tau[group] = solve_tau(scored, self.k, self.lam) if scored.size else 0.0
+            z = self._group_z[members[self.seen[members]]]
+            self.group_tau[group] = _solve_tau_z(z, self.k, start=self.group_tau[group])
 
     def _slot_tau(self, indices: np.ndarray | None) -> np.ndarray | float:
         if self.groups is None:
@@ -341,6 +368,8 @@ class PredictionBank:
         self.tau = solve_tau(p, self.k, self.lam)  # also validates K; 0.0 with nothing seen
         self._rebuild_histogram(p)
         if self.groups is not None:
+            # Cached sharpened logits, so a group's re-solve reads them instead of taking logs.
+            self._group_z = self._z(self.probs)
             self._solve_groups(np.arange(len(self._members)))
 
     def pseudo_labels(self, indices: np.ndarray | None = None) -> np.ndarray:

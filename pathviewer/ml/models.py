@@ -56,11 +56,11 @@ class PatchClassifier(nn.Module):
         """Encoder features of images in [0, 1]."""
         mean: torch.Tensor = self.mean  # type: ignore[assignment]
         std: torch.Tensor = self.std  # type: ignore[assignment]
-        return self.encoder((images - mean) / std)  # type: ignore[no-any-return]
+        return self.encoder((images - mean) / std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, num_classes)`` of images in [0, 1]."""
-        return self.head(self.features(images))  # type: ignore[no-any-return]
+        return self.head(self.features(images))
 
 
 def build_encoder(arch: str = "resnet18") -> tuple[nn.Module, int]:

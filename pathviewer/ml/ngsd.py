@@ -168,6 +168,13 @@ class NGSDConfig:
         " differences such as stain cannot take the positive mass",
         choices=("cohort", "slide"),
     )
+    bank_smoothing: float = _f(
+        0.0,
+        "share of a patch's stored bank score kept when the teacher scores it again (an average"
+        " over augmented views, in logit space; 0 = the latest score only, as in the paper)",
+        min=0.0,
+        max=0.95,
+    )
     naive_warmup: int = _f(
         0,
         "steps at the start that train positive-slide patches towards 1 (naive MIL) before the"
@@ -583,6 +590,7 @@ def train(
         cfg.sk_lambda,
         horizon=max(100, 2 * math.ceil(len(data.positives) / per_step)),
         groups=store.slide_of[data.positives] if cfg.bank_marginal == "slide" else None,
+        smoothing=cfg.bank_smoothing,
     )
     bank_slot = np.full(len(store), -1, np.int64)
     bank_slot[data.positives] = np.arange(len(data.positives))

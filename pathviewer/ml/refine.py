@@ -1430,7 +1430,7 @@ def _relabel(
         try:
             event = next(job)
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return stop.value
         yield Progress(stage, event.done, event.total, event.message, event.metrics)
 
 

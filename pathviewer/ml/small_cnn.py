@@ -57,4 +57,4 @@ class SmallCNN(nn.Module):
             if min(x.shape[-2:]) >= 8:
                 x = nn.functional.max_pool2d(x, 2)
         x = x.mean(dim=(-2, -1))
-        return self.head(self.dropout(x))  # type: ignore[no-any-return]
+        return self.head(self.dropout(x))
