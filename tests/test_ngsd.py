@@ -277,3 +277,23 @@ def test_resume_with_mining_matches_uninterrupted_run(png_cohort: Path, tmp_path
     b = load_model_file(resumed.model_path)["student"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_plain_teacher_view_is_the_inference_view() -> None:
+    """teacher_view plain: the bank is filled from the patch as inference sees it."""
+    from pathviewer.ml.data import TwoViewDataset, to_input
+
+    class Store:
+        def get(self, i: int) -> np.ndarray:
+            return np.random.default_rng(i).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+
+        def __len__(self) -> int:
+            return 4
+
+    plain = TwoViewDataset(Store(), 64, 0, 2, 0.25, plain_teacher=True)  # type: ignore[arg-type]
+    augmented = TwoViewDataset(Store(), 64, 0, 2, 0.25)  # type: ignore[arg-type]
+    teacher, student, _ = plain[(3, 0, 2)]
+    assert torch.equal(teacher, to_input(Store().get(2), 64))
+    # The student's view is augmented either way, and the same for the same key.
+    assert torch.equal(student, augmented[(3, 0, 2)][1])
+    assert not torch.equal(augmented[(3, 0, 2)][0], teacher)

@@ -261,11 +261,15 @@ class TwoViewDataset(torch.utils.data.Dataset):
         seed: int,
         views: int = 2,
         stain_sigma: float = 0.0,
+        plain_teacher: bool = False,
     ) -> None:
         self.store = store
         self.input_size = input_size
         self.seed = seed
         self.views = views
+        # The teacher's view unaugmented (as inference sees the patch): its scores, which fill
+        # the bank, then vary with the patch rather than with the random view.
+        self.plain_teacher = plain_teacher and views > 1
         self.augment = build_augmentation(input_size, stain_sigma)
 
     def __len__(self) -> int:
@@ -277,6 +281,8 @@ class TwoViewDataset(torch.utils.data.Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(hash((self.seed, step, slot)) & 0x7FFFFFFF)
             views = [self.augment(image) for _ in range(self.views)]
+        if self.plain_teacher:
+            views[0] = to_input(image.permute(1, 2, 0).numpy(), self.input_size)
         return (*views, torch.tensor(patch, dtype=torch.int64))
 
 

@@ -168,6 +168,12 @@ class NGSDConfig:
         " differences such as stain cannot take the positive mass",
         choices=("cohort", "slide"),
     )
+    teacher_view: str = _f(
+        "augmented",
+        "what the teacher scores for the bank: an augmented view (the paper) or the patch as"
+        " inference sees it (plain), so bank scores follow the patch, not the augmentation",
+        choices=("augmented", "plain"),
+    )
     bank_smoothing: float = _f(
         0.0,
         "share of a patch's stored bank score kept when the teacher scores it again (an average"
@@ -703,7 +709,12 @@ def train(
         mining_weights,
     )
     dataset = TwoViewDataset(
-        store, cfg.input_size, sample_seed, views=2 if teacher else 1, stain_sigma=cfg.stain_augment
+        store,
+        cfg.input_size,
+        sample_seed,
+        views=2 if teacher else 1,
+        stain_sigma=cfg.stain_augment,
+        plain_teacher=cfg.teacher_view == "plain",
     )
     loader = make_loader(dataset, sampler, workers, pin_memory=device.type == "cuda")
     metrics: dict[str, float] = {}
