@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
-	$(BIN)/mypy pathviewer/core pathviewer/ml pathviewer/jobs.py
+	$(BIN)/mypy pathviewer
 
 pytest: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q

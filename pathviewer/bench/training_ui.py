@@ -106,11 +106,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, base: Path) -> int:
     from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QDockWidget
 
     from pathviewer.bench.viewer import _Heartbeat, _spin
     from pathviewer.core.progress import run_job
     from pathviewer.core.synth import generate_cohort
     from pathviewer.gui.app import create_main_window, ensure_application
+    from pathviewer.gui.training import TrainingPanel
 
     cohort = run_job(generate_cohort(base / "cohort", n_slides=6, seed=7, size=3072))
     cfg = _bench_config(args.steps, args.input_size)
@@ -129,8 +131,12 @@ def _run(args: argparse.Namespace, base: Path) -> int:
     window = create_main_window([str(cohort)], settings=settings)
     width, height = (int(v) for v in args.viewport.split("x"))
     window.resize(width, height)
+    dock = getattr(window, "training_dock", None)
+    panel = getattr(window, "training_panel", None)
+    if not isinstance(dock, QDockWidget) or not isinstance(panel, TrainingPanel):
+        raise SystemExit("the main window has no Training dock (pathviewer.gui.training)")
     window.show()
-    window.training_dock.show()
+    dock.show()
     _spin(0.5)
     gc.collect()
 
@@ -149,7 +155,6 @@ def _run(args: argparse.Namespace, base: Path) -> int:
     heartbeat.stop()
     results["idle"] = stall_summary(list(heartbeat.gaps), heartbeat.interval)
 
-    panel = window.training_panel
     panel.set_method("ngsd")
     panel.ngsd_form.set_value(cfg)
     panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))

@@ -210,7 +210,7 @@ def run_tour(window, seconds: float, heartbeat: _Heartbeat, seed: int = 0) -> di
     slide = view.current_slide
     width, height = slide.dimensions
     rng = random.Random(seed)
-    state = {
+    state: dict[str, float] = {
         "phase": 0,
         "t0": time.perf_counter(),
         "steps": 0,
@@ -247,7 +247,7 @@ def run_tour(window, seconds: float, heartbeat: _Heartbeat, seed: int = 0) -> di
             angle = rng.uniform(0, 2 * math.pi)
             speed = rng.choice((6.0, 12.0, 24.0))  # screen px per step: 360..1440 px/s
             state["dx"], state["dy"] = speed * math.cos(angle), speed * math.sin(angle)
-        kind = state["phase"] % 4
+        kind = int(state["phase"]) % 4
         if kind in (0, 2):  # smooth pan, bounce at the slide edge
             rect = view.visible_level0_rect()
             centre = rect.center()
@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         window.slide_view.wait_until_idle(60)
         results["first_paint_ms"] = round((time.perf_counter() - start) * 1000, 1)
         slide = window.slide_view.current_slide
+        if slide is None:
+            raise SystemExit(f"{slide_path}: the slide did not open")
         results["slide_px"] = list(slide.dimensions)
         results["slide_levels"] = slide.level_count
 
@@ -367,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         window.slide_view.close_slide()
         start = time.perf_counter()
         window.open_paths([str(slide_path)], raise_errors=True)
-        sw, sh = window.slide_view.current_slide.dimensions
+        slide = window.slide_view.current_slide
+        if slide is None:
+            raise SystemExit(f"{slide_path}: the slide did not open")
+        sw, sh = slide.dimensions
         window.slide_view.center_on(sw / 2, sh / 2, 20.0)
         window.slide_view.wait_until_idle(60)
         results["first_paint_20x_ms"] = round((time.perf_counter() - start) * 1000, 1)
@@ -381,8 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         results["cache_bytes_mb"] = round(window.slide_view.cache.bytes_used / 2**20, 1)
         results["rss_before_viewer_mb"] = round(rss_before, 1)
-        results["peak_rss_mb"] = round(max(heartbeat.peak_rss, current_rss_mb()), 1)
-        results["viewer_rss_growth_mb"] = round(results["peak_rss_mb"] - rss_before, 1)
+        peak_rss = round(max(heartbeat.peak_rss, current_rss_mb()), 1)
+        results["peak_rss_mb"] = peak_rss
+        results["viewer_rss_growth_mb"] = round(peak_rss - rss_before, 1)
         window.close()
         app.processEvents()
 

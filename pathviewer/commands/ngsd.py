@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pathviewer.cli import CommandGroups
+
+if TYPE_CHECKING:
+    from pathviewer.ml.ngsd import NGSDConfig
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +41,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _config(args: argparse.Namespace, method: str):  # type: ignore[no-untyped-def]
+def _config(args: argparse.Namespace, method: str) -> NGSDConfig:
     from pathviewer.core.errors import TrainingError
     from pathviewer.ml.ngsd import NGSDConfig, demo_config
 

@@ -161,11 +161,14 @@ def render_screenshot(
         image = window.grab().toImage()
         out = Path(out)
         from PySide6.QtCore import QBuffer, QByteArray, QIODevice
+        from PySide6.QtGui import QImageWriter
 
         data = QByteArray()
         buffer = QBuffer(data)
         buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-        if not image.save(buffer, "PNG"):
+        # QImage.save(buffer, "PNG") does the same, but PySide6's stubs want a bytes format
+        # there and its runtime only takes a str one.
+        if not QImageWriter(buffer, QByteArray(b"PNG")).write(image):
             raise PathViewerError(f"{out}: cannot encode the screenshot as PNG")
         buffer.close()
         with atomic_write(out, "wb") as handle:

@@ -91,7 +91,7 @@ def path_from_rings(coords: np.ndarray, ring_index: np.ndarray) -> QPainterPath:
     # cStart 0 and Qt.WindingFill (1): overlapping regions stay filled, holes are oriented.
     buffer[4 + n * 20 :] = np.frombuffer(np.array([0, 1], dtype=">i4").tobytes(), np.uint8)
     stream = QDataStream(QByteArray(buffer.tobytes()))
-    stream >> path  # type: ignore[operator]
+    stream >> path
     return path
 
 
@@ -288,7 +288,7 @@ class AnnotationLayer(QGraphicsItem):
         widget: QWidget | None = None,
     ) -> None:
         self.paint_count += 1
-        exposed = option.exposedRect  # type: ignore[attr-defined]
+        exposed = option.exposedRect
         downsample = self.downsample()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, downsample < 8)
         use_raster = downsample >= RASTER_DOWNSAMPLE

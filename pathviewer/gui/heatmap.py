@@ -37,8 +37,9 @@ import csv
 import html
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -848,16 +849,17 @@ class HeatmapDock(QWidget):
     def _sync(self) -> None:
         """Reflect the controller's settings (changed from code or the H key) in the widgets."""
         c = self.controller
-        for widget, setter, value in (
-            (self.show_check, self.show_check.setChecked, c.visible),
-            (self.outlines_check, self.outlines_check.setChecked, c.outlines_visible),
-            (self.colormap_combo, self.colormap_combo.setCurrentText, c.colormap_name),
-            (self.display_combo, self.display_combo.setCurrentIndex, int(c.smooth)),
-            (self.opacity_slider, self.opacity_slider.setValue, c.opacity),
-            (self.threshold_slider, self.threshold_slider.setValue, c.threshold),
-        ):
+        updates: tuple[tuple[QWidget, Callable[[], object]], ...] = (
+            (self.show_check, partial(self.show_check.setChecked, c.visible)),
+            (self.outlines_check, partial(self.outlines_check.setChecked, c.outlines_visible)),
+            (self.colormap_combo, partial(self.colormap_combo.setCurrentText, c.colormap_name)),
+            (self.display_combo, partial(self.display_combo.setCurrentIndex, int(c.smooth))),
+            (self.opacity_slider, partial(self.opacity_slider.setValue, c.opacity)),
+            (self.threshold_slider, partial(self.threshold_slider.setValue, c.threshold)),
+        )
+        for widget, update in updates:
             widget.blockSignals(True)
-            setter(value)  # type: ignore[operator]
+            update()
             widget.blockSignals(False)
         self.colorbar.setColorMap(colormap(c.colormap_name))
 
@@ -916,10 +918,9 @@ class _HeatmapKeyFilter(QObject):
         self._controller = controller
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
-        if event.type() == QEvent.Type.KeyPress:
-            key_event: QKeyEvent = event  # type: ignore[assignment]
-            if key_event.key() == Qt.Key.Key_H and not (
-                key_event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+        if event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent):
+            if event.key() == Qt.Key.Key_H and not (
+                event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
             ):
                 self._controller.toggle_visible()
                 return True

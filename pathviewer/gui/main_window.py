@@ -16,7 +16,7 @@ Extending it (heatmaps, training, annotations, review queue)
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt
@@ -272,7 +272,11 @@ class MainWindow(QMainWindow):
         value = self.settings.value(RECENT_SETTING, [])
         if isinstance(value, str):
             return [value]
-        return [str(v) for v in (value or [])]
+        if not value:
+            return []
+        if not isinstance(value, Iterable):
+            return [str(value)]
+        return [str(v) for v in value]
 
     def _add_recent(self, path: str) -> None:
         path = str(Path(path).resolve())

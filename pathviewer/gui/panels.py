@@ -69,7 +69,8 @@ class PropertiesPanel(QWidget):
         """Show ``slide`` (a :class:`SlideSource`) or clear the panel (anything else)."""
         self.table.setRowCount(0)
         while self._images_layout.count():
-            child = self._images_layout.takeAt(0).widget()
+            item = self._images_layout.takeAt(0)
+            child = item.widget() if item is not None else None
             if child is not None:
                 child.deleteLater()
         # No isinstance(slide, SlideSource): a protocol check would call every property, and a

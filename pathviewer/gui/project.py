@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox
 
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.store import DB_NAME, Project
@@ -91,14 +91,21 @@ def install(window: MainWindow) -> None:
         if slides:
             window.open_paths([slides[0].path])
 
-    file_menu = window.menuBar().actions()[0].menu() if window.menuBar().actions() else None
+    menu_actions = window.menuBar().actions()
+    file_menu = menu_actions[0].menu() if menu_actions else None
     new_action = QAction("New Project…", window)
     new_action.triggered.connect(lambda: choose(True))
     open_action = QAction("Open Project…", window)
     open_action.triggered.connect(lambda: choose(False))
-    if file_menu is not None:
-        first = file_menu.actions()[0] if file_menu.actions() else None
-        file_menu.insertAction(first, new_action)
-        file_menu.insertAction(first, open_action)
-        file_menu.insertSeparator(first)
+    if isinstance(file_menu, QMenu):
+        existing = file_menu.actions()
+        if existing:
+            first = existing[0]
+            file_menu.insertAction(first, new_action)
+            file_menu.insertAction(first, open_action)
+            file_menu.insertSeparator(first)
+        else:  # what insertAction(None, ...) does: append
+            file_menu.addAction(new_action)
+            file_menu.addAction(open_action)
+            file_menu.addSeparator()
     window.project_actions = (new_action, open_action)  # type: ignore[attr-defined]

@@ -565,7 +565,7 @@ class ReviewGallery(QListView):
     decisionRequested = Signal(int, str, object)
     showRequested = Signal(int)
 
-    LETTERS = {Qt.Key.Key_A: "accept", Qt.Key.Key_K: "keep", Qt.Key.Key_U: "unsure"}
+    LETTERS: dict[int, str] = {Qt.Key.Key_A: "accept", Qt.Key.Key_K: "keep", Qt.Key.Key_U: "unsure"}
     DIGITS = {getattr(Qt.Key, f"Key_{n}"): n for n in range(1, 10)}
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -785,13 +785,14 @@ class ReviewPanel(QWidget):
         new = []
         for line, row in enumerate(rows, start=2):
             try:
-                box = tuple(int(float(row[k])) for k in ("x", "y", "width", "height"))
+                x, y, width, height = (int(float(row[k])) for k in ("x", "y", "width", "height"))
             except ValueError as error:
                 raise PathViewerError(f"{labels_csv} row {line}: {error}") from None
             slide = names.stored(row["slide"], labels_csv.parent)
-            if (slide, *box) not in have and row["label"]:
-                have.add((slide, *box))
-                new.append((slide, *box, row["label"]))
+            key = (slide, x, y, width, height)
+            if key not in have and row["label"]:
+                have.add(key)
+                new.append((*key, row["label"]))
         if new:
             project.add_patch_labels(new, source="imported")
         return len(new)
@@ -1007,8 +1008,12 @@ def install(window: MainWindow) -> None:
         dock.raise_()
         panel.gallery.setFocus()
 
+    def import_flags() -> None:
+        show_dock()
+        panel.choose_flags()
+
     import_action = QAction("Import review flags (flags.csv)…", window)
-    import_action.triggered.connect(lambda: (show_dock(), panel.choose_flags()))
+    import_action.triggered.connect(import_flags)
     review_action = QAction("Review queue", window)
     review_action.triggered.connect(show_dock)
     window.tools_menu.addAction(review_action)

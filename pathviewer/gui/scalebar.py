@@ -51,11 +51,11 @@ class ScaleBar(QWidget):
             return
         self._um_per_px = value
         visible = value is not None and value > 0
-        if visible:
-            length_um, text = nice_length(value)  # type: ignore[arg-type]
+        if visible and value is not None:
+            length_um, text = nice_length(value)
             width = max(
                 int(length_um / value) + 20, self.fontMetrics().horizontalAdvance(text) + 30
-            )  # type: ignore[operator]
+            )
             if width != self.width():
                 self.setFixedWidth(width)
         self.setVisible(visible)

@@ -108,10 +108,10 @@ class SettingsForm(QWidget):
             return spin
         edit = QLineEdit(_fmt(value) if isinstance(value, float) else str(value))
         if isinstance(value, float):
-            low, high = meta.get("min"), meta.get("max")
+            minimum, maximum = meta.get("min"), meta.get("max")
             edit.setPlaceholderText(
-                f"{_fmt(low) if low is not None else '-inf'} .. "
-                f"{_fmt(high) if high is not None else 'inf'}"
+                f"{_fmt(minimum) if minimum is not None else '-inf'} .. "
+                f"{_fmt(maximum) if maximum is not None else 'inf'}"
             )
         edit.textChanged.connect(self.revalidate)
         return edit

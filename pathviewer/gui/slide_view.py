@@ -135,7 +135,7 @@ class SlideItem(QGraphicsItem):
         grids = pipeline.grids
         if not grids:
             return
-        exposed = option.exposedRect.intersected(self._rect)  # type: ignore[attr-defined]
+        exposed = option.exposedRect.intersected(self._rect)
         if exposed.isEmpty():
             return
         scale = view.scale_factor()

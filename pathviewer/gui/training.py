@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QKeySequence, QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -179,7 +179,7 @@ class TrainingPanel(QWidget):
         from pathviewer.ml.ngsd import demo_config as ngsd_demo
         from pathviewer.ml.refine import demo_config as refine_demo
 
-        self.window = window
+        self.main_window = window
         self.runner: JobRunner | None = None
         self.analysis_runner: JobRunner | None = None
         self.run_dir: Path | None = None
@@ -233,8 +233,11 @@ class TrainingPanel(QWidget):
         for value, text, enabled in device_choices():
             self.device_combo.addItem(text, value)
             if not enabled:
-                item = self.device_combo.model().item(self.device_combo.count() - 1)  # type: ignore[attr-defined]
-                item.setEnabled(False)
+                model = self.device_combo.model()
+                if isinstance(model, QStandardItemModel):  # a plain QComboBox's model
+                    item = model.item(self.device_combo.count() - 1)
+                    if item is not None:
+                        item.setEnabled(False)
         top.addRow("Device", self.device_combo)
         outer.addLayout(top)
 
@@ -369,13 +372,15 @@ class TrainingPanel(QWidget):
         text = self.cohort_edit.text().strip()
         if text:
             return Path(text)
-        if self.window is not None and self.window.cohort_path is not None:
-            return Path(self.window.cohort_path)
+        if self.main_window is not None and self.main_window.cohort_path is not None:
+            return Path(self.main_window.cohort_path)
         return None
 
     def project_dir(self) -> Path | None:
         """The open project's folder, when the window has a project open."""
-        controller = getattr(self.window, "project_controller", None) if self.window else None
+        controller = (
+            getattr(self.main_window, "project_controller", None) if self.main_window else None
+        )
         project = getattr(controller, "project", None)
         path = getattr(project, "folder", None)
         return Path(path) if path else None
@@ -449,11 +454,13 @@ class TrainingPanel(QWidget):
             self.pause_button.setText("Pause")
         self.show_message(problem)
         run = self.selected_run()
-        slide_open = self.window is not None and self.window.slide_view.current_slide is not None
+        slide_open = (
+            self.main_window is not None and self.main_window.slide_view.current_slide is not None
+        )
         self.analyse_button.setEnabled(
             self.analysis_runner is None and run is not None and run.can_score_slides and slide_open
         )
-        action = getattr(self.window, "analyse_action", None) if self.window else None
+        action = getattr(self.main_window, "analyse_action", None) if self.main_window else None
         if action is not None:
             action.setEnabled(self.analyse_button.isEnabled())
 
@@ -478,9 +485,9 @@ class TrainingPanel(QWidget):
                 self.runs_tree.setCurrentItem(item)
         if self.runs_tree.currentItem() is None:
             for i in range(self.runs_tree.topLevelItemCount()):
-                item = self.runs_tree.topLevelItem(i)
-                if item.data(0, Qt.ItemDataRole.UserRole).can_score_slides:
-                    self.runs_tree.setCurrentItem(item)
+                top = self.runs_tree.topLevelItem(i)
+                if top is not None and top.data(0, Qt.ItemDataRole.UserRole).can_score_slides:
+                    self.runs_tree.setCurrentItem(top)
                     break
         for column in range(3):
             self.runs_tree.resizeColumnToContents(column)
@@ -733,7 +740,7 @@ class TrainingPanel(QWidget):
 
     def analyse_current_slide(self, run: RunInfo | None = None) -> JobRunner | None:
         """Score the open slide with ``run``'s model (default: the selected run)."""
-        window = self.window
+        window = self.main_window
         run = run or self.selected_run()
         if window is None or window.slide_view.current_slide is None:
             self.show_message("Open a slide to analyse.")
@@ -765,7 +772,7 @@ class TrainingPanel(QWidget):
         return runner
 
     def _on_analysis_progress(self, event: Progress) -> None:
-        controller = getattr(self.window, "heatmap_controller", None)
+        controller = getattr(self.main_window, "heatmap_controller", None)
         if event.stage == "heatmap" and controller is not None:
             controller.set_heatmap(event.payload, source="analysis (in progress)")
         elif event.stage == "inference" and controller is not None and event.payload:
@@ -778,13 +785,13 @@ class TrainingPanel(QWidget):
             self.step_bar.setValue(event.done)
 
     def _on_analysis_finished(self, result: SlideAnalysis) -> None:
-        controller = getattr(self.window, "heatmap_controller", None)
+        controller = getattr(self.main_window, "heatmap_controller", None)
         if controller is not None:
             # The final values replace the progressive ones (identical for patch classifiers;
             # ABMIL's attention scores only exist at the end).
             controller.set_heatmap(result.heatmap, source=f"{result.out_dir.parent.parent.name}")
-        if self.window is not None:
-            self.window.cohort_panel.model.set_predictions(
+        if self.main_window is not None:
+            self.main_window.cohort_panel.model.set_predictions(
                 {result.heatmap.slide: (result.score, int(result.score >= 0.5))}
             )
         self.append_log(f"slide score {result.score:.3f}; predictions in {result.out_dir}")
