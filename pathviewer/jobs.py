@@ -159,15 +159,36 @@ def train_slide_model(
     RunResult
         Of :func:`pathviewer.ml.ngsd.train` or :func:`pathviewer.ml.baselines.train_abmil`.
     """
-    if config.method == "abmil":
-        if resume or dist is not None:
-            raise TrainingError("attention MIL trains in one process and cannot resume")
-        from pathviewer.ml.baselines import train_abmil
+    # An unknown method goes to the NGSD trainer, whose settings check names it.
+    trainer = SLIDE_TRAINERS.get(config.method, _train_ngsd)
+    return (yield from trainer(cohort_csv, run_dir, config, resume, dist))
 
-        return (yield from train_abmil(cohort_csv, run_dir, config))
+
+def _train_ngsd(
+    cohort_csv: str | Path, run_dir: str | Path, config: Any, resume: bool, dist: Any
+) -> Generator[Progress, None, Any]:
     from pathviewer.ml.ngsd import train
 
-    return (yield from train(cohort_csv, run_dir, config, resume=resume, dist=dist))
+    return train(cohort_csv, run_dir, config, resume=resume, dist=dist)
+
+
+def _train_abmil(
+    cohort_csv: str | Path, run_dir: str | Path, config: Any, resume: bool, dist: Any
+) -> Generator[Progress, None, Any]:
+    if resume or dist is not None:
+        raise TrainingError("attention MIL trains in one process and cannot resume")
+    from pathviewer.ml.baselines import train_abmil
+
+    return train_abmil(cohort_csv, run_dir, config)
+
+
+#: The trainer of each slide-model method (how a model file is scored:
+#: :data:`pathviewer.ml.model_file.SCORERS`).
+SLIDE_TRAINERS: dict[str, Callable[..., Generator[Progress, None, Any]]] = {
+    "ngsd": _train_ngsd,
+    "naive": _train_ngsd,
+    "abmil": _train_abmil,
+}
 
 
 def predict_cohort(
@@ -240,20 +261,16 @@ def analyse_slide(
         SlidePrediction,
         describe_model,
         model_normalizer,
-        pool_scores,
-        score_patches,
+        run_scorer,
         slide_checks,
         write_predictions,
     )
-    from pathviewer.ml.ngsd import NGSDConfig, load_model
+    from pathviewer.ml.model_file import ModelFile
 
-    device = pick_device(device_name)
-    model, data = load_model(model_path, device)
-    cfg = NGSDConfig.from_dict(data["config"])
-    method = str(data["method"])
-    patch_size = int(data["patch_size"])
+    model = ModelFile.load(model_path, pick_device(device_name))
+    cfg, data, method = model.config, model.data, model.method
     tiled = yield from tile_cohort(
-        [entry], patch_size, float(data["read_downsample"]), cfg.threshold, cache_dir_for(out_dir)
+        [entry], model.patch_size, model.read_downsample, cfg.threshold, cache_dir_for(out_dir)
     )
     index = tiled[0].index
     warnings = slide_checks(data, tiled)[0]
@@ -270,32 +287,22 @@ def analyse_slide(
     # Same cells as Heatmap.from_patches (origin 0, square patches).
     cols_all = coords[:, 0] // index.patch_size
     rows_all = coords[:, 1] // index.patch_size
+    scorer = model.scorer()
     store = PatchStore(tiled, model_normalizer(data))
     try:
-        job = score_patches(model, store, cfg.input_size, device, batch_size, 0, cfg.amp, method)
-        while True:
-            try:
-                event = next(job)
-            except StopIteration as stop:
-                values = stop.value
-                break
+        for event in run_scorer(scorer, store, batch_size, 0):
             payload = None
-            if method != "abmil" and isinstance(event.payload, tuple):
+            if event.payload is not None:  # probabilities final now (not attention MIL's)
                 start, batch = event.payload
                 part = slice(start, start + len(batch))
                 payload = {"rows": rows_all[part], "cols": cols_all[part], "probs": batch}
             yield Progress("inference", event.done, event.total, entry.slide, {}, payload)
     finally:
         store.close()
-    if method == "abmil":
-        probs, score = model.scores_from_features(values)  # type: ignore[operator]
-    else:
-        probs = values
-        score = pool_scores(probs, cfg.pooling, cfg.top_k, cfg.prob_threshold)
-    probs = np.asarray(probs, np.float32)
+    probs, score = scorer.finish()
     write_predictions(
         out_dir,
-        [SlidePrediction(tiled[0], probs, float(score), warnings)],
+        [SlidePrediction(tiled[0], probs, score, warnings)],
         method,
         model_path,
         cfg.pooling,

@@ -19,7 +19,8 @@ from pathviewer.cli import main
 from pathviewer.core.errors import CheckpointError, CohortError, TrainingError
 from pathviewer.core.progress import run_job
 from pathviewer.ml.checkpoint import load_checkpoint, load_model_file
-from pathviewer.ml.ngsd import NGSDConfig, demo_config, load_model, train
+from pathviewer.ml.model_file import ModelFile
+from pathviewer.ml.ngsd import NGSDConfig, demo_config, train
 
 
 def _write_slide(path: Path, tumour: bool, seed: int, blank: bool = False) -> None:
@@ -123,7 +124,7 @@ def test_train_writes_run_files_and_metrics(straight_run: tuple) -> None:
     raw = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert raw["method"] == "ngsd" and "student" in raw and raw["step"] == 6
     assert "teacher" in load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    model, _ = load_model(tmp_path / "run" / "model.pt")
+    model = ModelFile.load(tmp_path / "run" / "model.pt").network
     with torch.no_grad():
         assert model(torch.rand(2, 3, 32, 32)).shape == (2, 2)
 
@@ -182,13 +183,13 @@ def test_foreign_and_corrupt_model_files(tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(CheckpointError, match="foreign.pt"):
-        load_model(foreign)
+        ModelFile.load(foreign)
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x80\x02 not a zip")
     with pytest.raises(CheckpointError, match="corrupt.pt"):
-        load_model(corrupt)
+        ModelFile.load(corrupt)
     with pytest.raises(CheckpointError, match="missing.pt"):
-        load_model(tmp_path / "missing.pt")
+        ModelFile.load(tmp_path / "missing.pt")
 
 
 def _cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

@@ -19,7 +19,8 @@ from pathviewer.core.progress import run_job
 from pathviewer.gui import training
 from pathviewer.gui.heatmap import quantise
 from pathviewer.ml.checkpoint import load_checkpoint
-from pathviewer.ml.ngsd import NGSDConfig, demo_config, load_model, train
+from pathviewer.ml.model_file import ModelFile
+from pathviewer.ml.ngsd import NGSDConfig, demo_config, train
 
 
 def tiny_config(**overrides: object) -> NGSDConfig:
@@ -88,7 +89,7 @@ def test_tiny_training_emits_progress_and_finishes(qtbot, window) -> None:
     # The plot items hold the same points (the redraw timer flushed them).
     assert list(panel._curves["loss"][0].getData()[1]) == pytest.approx(ys)
     assert run_info(run_dir)["status"] == "completed"
-    model, data = load_model(run_dir / "model.pt")
+    data = ModelFile.load(run_dir / "model.pt").data
     assert data["step"] == 6 and data["method"] == "ngsd"
     listed = {r.path: r for r in runs.scan_runs()}
     assert listed[run_dir].status == "completed" and listed[run_dir].can_score_slides
@@ -121,7 +122,7 @@ def test_pause_stops_progress_resume_continues_cancel_keeps_checkpoint(qtbot, wi
     assert last < 400
     assert run_info(run_dir)["status"] == "cancelled"
     # The engine saved on close: model.pt and the checkpoint load and hold the last step.
-    _model, data = load_model(run_dir / "model.pt")
+    data = ModelFile.load(run_dir / "model.pt").data
     assert data["step"] >= last
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == data["step"]
     assert not list(run_dir.rglob("*.tmp"))

@@ -7,7 +7,8 @@
   on the same ResNet encoder; the bag classifier is trained on bags of patches sampled from one
   slide with the slide label.  The instance score of a patch is its attention weight, rescaled
   per slide to [0, 1] and multiplied by the bag probability (so patches of a slide called negative
-  score low); the slide score is the bag probability over all its patches.
+  score low); the slide score is the bag probability over all its patches.  The network is
+  :class:`pathviewer.ml.models.AttentionMIL`; :mod:`pathviewer.ml.model_file` loads and scores it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathviewer.core.progress import Progress
 from pathviewer.ml import checkpoint as ckpt
 from pathviewer.ml.data import TwoViewDataset
 from pathviewer.ml.device import autocast, pick_device, seed_everything
-from pathviewer.ml.models import PatchClassifier, build_classifier
+from pathviewer.ml.models import AttentionMIL, build_classifier
 from pathviewer.ml.ngsd import NGSDConfig, RunResult, prepare_training_data, train
 
 
@@ -43,52 +44,6 @@ def train_naive(
     cfg = copy.deepcopy(config) if config is not None else NGSDConfig()
     cfg.method = "naive"
     return (yield from train(cohort_csv, out_dir, cfg, resume))
-
-
-class AttentionMIL(torch.nn.Module):
-    """Gated attention MIL head on a :class:`PatchClassifier`'s encoder (Ilse et al. 2018).
-
-    The wrapped classifier's ``head`` is unused; its encoder embeds patches.
-    """
-
-    def __init__(self, backbone: PatchClassifier, hidden: int = 128) -> None:
-        super().__init__()
-        self.backbone = backbone
-        dim = backbone.feature_dim
-        self.embed = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU())
-        self.att_v = torch.nn.Linear(hidden, hidden)
-        self.att_u = torch.nn.Linear(hidden, hidden)
-        self.att_w = torch.nn.Linear(hidden, 1)
-        self.classifier = torch.nn.Linear(hidden, 1)
-
-    def instance_features(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, hidden + 1)``: embedded features and the attention logit of each patch."""
-        h = self.embed(self.backbone.features(images))
-        a = self.att_w(torch.tanh(self.att_v(h)) * torch.sigmoid(self.att_u(h)))
-        return torch.cat([h, a], dim=1)
-
-    def pool(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bag logit and attention weights of one bag's ``instance_features``."""
-        h, a = feats[:, :-1], feats[:, -1]
-        weights = torch.softmax(a, dim=0)
-        return self.classifier((weights[:, None] * h).sum(0)).squeeze(-1), weights
-
-    def forward(self, bags: torch.Tensor) -> torch.Tensor:
-        """Bag logits of ``(n_bags, bag_size, 3, H, W)`` images."""
-        n, m = bags.shape[:2]
-        feats = self.instance_features(bags.flatten(0, 1)).view(n, m, -1)
-        return torch.stack([self.pool(f)[0] for f in feats])
-
-    def scores_from_features(self, feats: np.ndarray) -> tuple[np.ndarray, float]:
-        """Instance scores and bag probability of a whole slide from its instance features."""
-        with torch.no_grad():
-            logit, weights = self.pool(
-                torch.from_numpy(np.asarray(feats, np.float32)).to(next(self.parameters()).device)
-            )
-        bag = float(torch.sigmoid(logit))
-        w = weights.cpu().numpy().astype(np.float64)
-        inst = w / w.max() * bag if w.size and w.max() > 0 else w
-        return inst.astype(np.float32), bag
 
 
 def train_abmil(

@@ -33,34 +33,10 @@ from pathviewer.core.heatmap import Heatmap, save_heatmap
 from pathviewer.core.progress import Progress
 from pathviewer.core.stain import StainNormalizer
 from pathviewer.ml.data import PatchStore, TiledSlide, cache_dir_for, tile_cohort, to_input
-from pathviewer.ml.device import autocast, pick_device
+from pathviewer.ml.device import pick_device
 from pathviewer.ml.metrics import PATCH_COLUMNS, SLIDE_COLUMNS
-
-
-def pool_scores(
-    probs: np.ndarray, pooling: str = "topk", top_k: int = 5, threshold: float = 0.5
-) -> float:
-    """Slide score from patch probabilities.
-
-    Parameters
-    ----------
-    probs
-        Patch probabilities of one slide.
-    pooling
-        ``max``; ``topk`` (mean of the ``top_k`` highest); ``fraction`` (share of patches above
-        ``threshold``).
-    """
-    probs = np.asarray(probs, np.float64)
-    if probs.size == 0:
-        return 0.0
-    if pooling == "max":
-        return float(probs.max())
-    if pooling == "topk":
-        k = max(1, min(top_k, probs.size))
-        return float(np.sort(probs)[-k:].mean())
-    if pooling == "fraction":
-        return float((probs > threshold).mean())
-    raise ValueError(f"unknown pooling {pooling!r} (use max, topk or fraction)")
+from pathviewer.ml.model_file import ModelFile, PatchScorer, Scorer
+from pathviewer.ml.model_file import pool_scores as pool_scores  # re-exported: slide pooling
 
 
 def _prefetched_batches(
@@ -171,26 +147,12 @@ def slide_checks(data: dict[str, Any], tiled: Sequence[TiledSlide]) -> list[tupl
     return out
 
 
-def score_patches(
-    model: torch.nn.Module,
-    store: PatchStore,
-    input_size: int,
-    device: torch.device,
-    batch_size: int = 128,
-    workers: int = 0,
-    amp: bool = True,
-    method: str = "ngsd",
-) -> Generator[Progress, None, np.ndarray]:
-    """Positive-class probability (or attention score for ``abmil``) of every patch of a store.
-
-    For ``abmil`` the returned values are the encoder features' attention logits and bag logits
-    are computed by the caller; for the other methods, softmax probabilities.
-
-    Every event's ``payload`` is ``(start, values)``: the values of patches ``start`` to
-    ``start + len(values) - 1`` of this batch, so a viewer can fill a heatmap progressively.
-    """
+def _batches(
+    store: PatchStore, input_size: int, device: torch.device, batch_size: int, workers: int
+) -> Iterator[torch.Tensor]:
+    """The store's patches in order, in uint8 batches at ``input_size``."""
     if workers > 0:
-        batches: Iterator[torch.Tensor] = iter(
+        return iter(
             torch.utils.data.DataLoader(
                 _PatchDataset(store, input_size),
                 batch_size=batch_size,
@@ -199,27 +161,46 @@ def score_patches(
                 pin_memory=device.type == "cuda",
             )
         )
-    else:
-        batches = _prefetched_batches(store, input_size, batch_size)
-    outputs: list[np.ndarray] = []
+    return _prefetched_batches(store, input_size, batch_size)
+
+
+def run_scorer(
+    scorer: Scorer, store: PatchStore, batch_size: int = 128, workers: int = 0
+) -> Generator[Progress, None, None]:
+    """Feed every patch of a store to ``scorer``, batch by batch (then call ``scorer.finish``).
+
+    Every event's ``payload`` is ``(start, probs)`` when the scorer has probabilities to show
+    now: those of patches ``start`` to ``start + len(probs) - 1``, so a viewer can fill a heatmap
+    progressively; it is None when they only exist at the end (attention MIL).
+    """
     done = 0
-    model.eval()
-    with torch.inference_mode():
-        for batch in batches:
-            x = batch.to(device, non_blocking=True).float().div_(255)
-            with autocast(device, amp):
-                if method == "abmil":
-                    out = model.instance_features(x)  # type: ignore[operator]
-                else:
-                    out = torch.softmax(model(x).float(), dim=1)[:, 1]
-            outputs.append(out.float().cpu().numpy())
-            start = done
-            done += len(batch)
-            # The batch's values let the viewer fill a heatmap progressively (GUI training panel).
-            yield Progress("inference", done, len(store), payload=(start, outputs[-1]))
-    if not outputs:
-        return np.zeros(0, np.float32)
-    return np.concatenate(outputs)
+    for batch in _batches(store, scorer.input_size, scorer.device, batch_size, workers):
+        live = scorer.batch(batch)
+        start = done
+        done += len(batch)
+        yield Progress(
+            "inference", done, len(store), payload=(start, live) if live is not None else None
+        )
+
+
+def score_patches(
+    model: torch.nn.Module,
+    store: PatchStore,
+    input_size: int,
+    device: torch.device,
+    batch_size: int = 128,
+    workers: int = 0,
+    amp: bool = True,
+) -> Generator[Progress, None, np.ndarray]:
+    """Positive-class probability of every patch of a store, by a two-class patch classifier.
+
+    What validation during training and the benchmarks run; a model file is scored with its own
+    scorer (:meth:`~pathviewer.ml.model_file.ModelFile.scorer`, :func:`run_scorer`).  Events as
+    :func:`run_scorer`'s.
+    """
+    scorer = PatchScorer(model, device, input_size, amp)
+    yield from run_scorer(scorer, store, batch_size, workers)
+    return scorer.finish()[0]
 
 
 def predict(
@@ -248,12 +229,9 @@ def predict(
     TrainingError
         A slide with no tissue (named).
     """
-    from pathviewer.ml.ngsd import NGSDConfig, load_model
-
     device = pick_device(device_name)
-    model, data = load_model(model_path, device)
-    cfg = NGSDConfig.from_dict(data["config"])
-    method = str(data["method"])
+    model = ModelFile.load(model_path, device)
+    cfg, data, method = model.config, model.data, model.method
     entries: Sequence[CohortEntry] = select(read_cohort(cohort_csv), split)
     if not entries:
         raise CohortError(f"{cohort_csv}: no slides with split {split!r}")
@@ -261,38 +239,24 @@ def predict(
         entries = list(entries)[shard[0] :: shard[1]]
     out = Path(out_dir)
     tiled = yield from tile_cohort(
-        entries,
-        int(data["patch_size"]),
-        float(data["read_downsample"]),
-        cfg.threshold,
-        cache_dir_for(out),
+        entries, model.patch_size, model.read_downsample, cfg.threshold, cache_dir_for(out)
     )
     checks = slide_checks(data, tiled)
     for warnings in checks:
         for warning in warnings:
             yield Progress("warning", 0, None, warning)
     use_pool = pooling or cfg.pooling
+    scorer = model.scorer(use_pool)
     # One stream of batches over every slide, so reading overlaps the forward pass throughout.
     store = PatchStore(tiled, model_normalizer(data))
     try:
-        values = yield from score_patches(
-            model, store, cfg.input_size, device, batch_size, workers, cfg.amp, method
-        )
+        yield from run_scorer(scorer, store, batch_size, workers)
     finally:
         store.close()
     results: list[SlidePrediction] = []
     for number, tiled_slide in enumerate(tiled):
-        part = values[int(store.offsets[number]) : int(store.offsets[number + 1])]
-        if method == "abmil":
-            probs, score = model.scores_from_features(part)  # type: ignore[operator]
-        else:
-            probs = part
-            score = pool_scores(probs, use_pool, cfg.top_k, cfg.prob_threshold)
-        results.append(
-            SlidePrediction(
-                tiled_slide, np.asarray(probs, np.float32), float(score), checks[number]
-            )
-        )
+        probs, score = scorer.finish(int(store.offsets[number + 1] - store.offsets[number]))
+        results.append(SlidePrediction(tiled_slide, probs, score, checks[number]))
     write_predictions(out, results, method, model_path, use_pool, describe_model(model_path, data))
     return results
 

@@ -3,6 +3,9 @@
 The network takes float images in [0, 1] (``(B, 3, H, W)``) and normalises them itself with the
 ImageNet statistics, so that user-supplied ImageNet encoder weights work and callers never have to
 remember the normalisation.  No weights are ever downloaded.
+
+:class:`AttentionMIL` (the ``abmil`` baseline's network) lives here too, next to the encoder it
+wraps, so that loading a model file needs no trainer module.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -151,3 +155,49 @@ def build_classifier(
     if weights_path:
         load_encoder_weights(encoder, weights_path)
     return PatchClassifier(encoder, feature_dim, num_classes, input_size, arch)
+
+
+class AttentionMIL(torch.nn.Module):
+    """Gated attention MIL head on a :class:`PatchClassifier`'s encoder (Ilse et al. 2018).
+
+    The wrapped classifier's ``head`` is unused; its encoder embeds patches.
+    """
+
+    def __init__(self, backbone: PatchClassifier, hidden: int = 128) -> None:
+        super().__init__()
+        self.backbone = backbone
+        dim = backbone.feature_dim
+        self.embed = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU())
+        self.att_v = torch.nn.Linear(hidden, hidden)
+        self.att_u = torch.nn.Linear(hidden, hidden)
+        self.att_w = torch.nn.Linear(hidden, 1)
+        self.classifier = torch.nn.Linear(hidden, 1)
+
+    def instance_features(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, hidden + 1)``: embedded features and the attention logit of each patch."""
+        h = self.embed(self.backbone.features(images))
+        a = self.att_w(torch.tanh(self.att_v(h)) * torch.sigmoid(self.att_u(h)))
+        return torch.cat([h, a], dim=1)
+
+    def pool(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bag logit and attention weights of one bag's ``instance_features``."""
+        h, a = feats[:, :-1], feats[:, -1]
+        weights = torch.softmax(a, dim=0)
+        return self.classifier((weights[:, None] * h).sum(0)).squeeze(-1), weights
+
+    def forward(self, bags: torch.Tensor) -> torch.Tensor:
+        """Bag logits of ``(n_bags, bag_size, 3, H, W)`` images."""
+        n, m = bags.shape[:2]
+        feats = self.instance_features(bags.flatten(0, 1)).view(n, m, -1)
+        return torch.stack([self.pool(f)[0] for f in feats])
+
+    def scores_from_features(self, feats: np.ndarray) -> tuple[np.ndarray, float]:
+        """Instance scores and bag probability of a whole slide from its instance features."""
+        with torch.no_grad():
+            logit, weights = self.pool(
+                torch.from_numpy(np.asarray(feats, np.float32)).to(next(self.parameters()).device)
+            )
+        bag = float(torch.sigmoid(logit))
+        w = weights.cpu().numpy().astype(np.float64)
+        inst = w / w.max() * bag if w.size and w.max() > 0 else w
+        return inst.astype(np.float32), bag

@@ -912,36 +912,3 @@ def train(
         bool(final_report is not None and final_report.degenerate),
         (final_report.reasons + final_report.warnings) if final_report is not None else [],
     )
-
-
-def load_model(
-    path: str | Path, device: torch.device | None = None
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Load ``model.pt`` -> (network in eval mode, file dict); any method (ngsd, naive, abmil).
-
-    Raises
-    ------
-    CheckpointError
-        Missing, corrupt, foreign file, or state dicts that do not fit the recorded architecture.
-    """
-    data = ckpt.load_model_file(path)
-    cfg = NGSDConfig.from_dict(data["config"])
-    method = data["method"]
-    try:
-        if method == "abmil":
-            from pathviewer.ml.baselines import AttentionMIL
-
-            model: torch.nn.Module = AttentionMIL(
-                build_classifier(2, cfg.arch, None, cfg.input_size)
-            )
-        else:
-            model = build_classifier(2, cfg.arch, None, cfg.input_size)
-        model.load_state_dict(data["student"])
-    except (RuntimeError, KeyError, CheckpointError) as error:
-        raise CheckpointError(
-            f"{path}: weights do not fit a {cfg.arch} {method} model ({error})"
-        ) from None
-    model.eval()
-    if device is not None:
-        model.to(device)
-    return model, data
