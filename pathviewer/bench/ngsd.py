@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from pathviewer.ml.ngsd import demo_config
+    from pathviewer.ml.config import demo_config
 
     only = set(args.only or ("bank", "train", "inference"))
     results: dict[str, Any] = {

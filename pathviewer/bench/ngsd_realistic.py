@@ -39,9 +39,9 @@ def run_method(
     """Train one method on the train split, score the test split, evaluate."""
     from pathviewer.core.progress import run_job
     from pathviewer.jobs import train_slide_model
+    from pathviewer.ml.config import demo_config
     from pathviewer.ml.inference import predict
     from pathviewer.ml.metrics import evaluate_predictions
-    from pathviewer.ml.ngsd import demo_config
 
     cfg = demo_config(**overrides)
     cfg.method = method
@@ -68,9 +68,9 @@ def _tumour_share(cohort_csv: Path) -> float:
     """Share of tumour patches among the patches of the train split's positive slides."""
     from pathviewer.core.cohort import read_cohort, select
     from pathviewer.core.progress import run_job
+    from pathviewer.ml.config import demo_config
     from pathviewer.ml.data import cache_dir_for, tile_cohort
     from pathviewer.ml.metrics import instance_labels
-    from pathviewer.ml.ngsd import demo_config
 
     cfg = demo_config()
     entries = [e for e in select(read_cohort(cohort_csv), "train") if e.label == 1]

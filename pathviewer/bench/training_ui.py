@@ -52,7 +52,7 @@ def stall_summary(gaps_s: list[float], interval_s: float) -> dict[str, float]:
 
 
 def _bench_config(steps: int, input_size: int) -> Any:
-    from pathviewer.ml.ngsd import demo_config
+    from pathviewer.ml.config import demo_config
 
     return demo_config(
         input_size=input_size,

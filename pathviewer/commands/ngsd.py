@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from pathviewer.cli import CommandGroups
 
 if TYPE_CHECKING:
-    from pathviewer.ml.ngsd import NGSDConfig
+    from pathviewer.ml.config import NGSDConfig
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace, method: str) -> NGSDConfig:
     from pathviewer.core.errors import TrainingError
-    from pathviewer.ml.ngsd import NGSDConfig, demo_config
+    from pathviewer.ml.config import NGSDConfig, demo_config
 
     cfg = demo_config() if args.demo else NGSDConfig()
     cfg.method = method

@@ -32,7 +32,7 @@ from pathviewer.runs import RunInfo, new_run_dir, scan_runs, write_run_info
 
 if TYPE_CHECKING:
     from pathviewer.gui.main_window import MainWindow
-    from pathviewer.ml.ngsd import NGSDConfig
+    from pathviewer.ml.config import NGSDConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def demo_training_config(**overrides: Any) -> NGSDConfig:
     cohort generation, tiling and inference the first heatmap appears within the demo's
     5-minute budget.
     """
-    from pathviewer.ml.ngsd import demo_config
+    from pathviewer.ml.config import demo_config
 
     base: dict[str, Any] = {"device": "auto"}
     base.update(overrides)

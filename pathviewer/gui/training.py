@@ -176,7 +176,7 @@ class TrainingPanel(QWidget):
 
     def __init__(self, window: MainWindow | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from pathviewer.ml.ngsd import demo_config as ngsd_demo
+        from pathviewer.ml.config import demo_config as ngsd_demo
         from pathviewer.ml.refine import demo_config as refine_demo
 
         self.main_window = window
@@ -402,7 +402,7 @@ class TrainingPanel(QWidget):
         self._update_buttons()
 
     def _on_preset_changed(self, index: int) -> None:
-        from pathviewer.ml.ngsd import NGSDConfig
+        from pathviewer.ml.config import NGSDConfig
         from pathviewer.ml.refine import RefineConfig
 
         if index == 0:

@@ -18,18 +18,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from pathviewer.core.errors import CheckpointError
 from pathviewer.ml import checkpoint as ckpt
+from pathviewer.ml.config import NGSDConfig
 from pathviewer.ml.device import autocast
 from pathviewer.ml.models import AttentionMIL, build_classifier
-
-if TYPE_CHECKING:
-    from pathviewer.ml.ngsd import NGSDConfig
 
 
 def pool_scores(
@@ -346,11 +344,6 @@ class ModelFile:
             Missing, corrupt or foreign file, an unknown method, or weights that do not fit
             the recorded architecture -- always one short line naming the file.
         """
-        # NGSDConfig is still defined in the NGSD trainer module; imported on use, so importing
-        # inference loads no trainer.  The import graph keeps the cycle ngsd -> inference ->
-        # model_file -> ngsd until the config has a module of its own.
-        from pathviewer.ml.ngsd import NGSDConfig
-
         path = Path(path)
         data = ckpt.load_model_file(path)
         method = str(data["method"])
