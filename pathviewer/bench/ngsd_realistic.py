@@ -81,6 +81,51 @@ def _tumour_share(cohort_csv: Path) -> float:
     return float(labels.mean())
 
 
+def parse_variants(specs: list[str]) -> dict[str, dict[str, Any]]:
+    """``["name:key=json,key=json", ...]`` -> ``{name: {key: value}}``, settings checked.
+
+    Raises
+    ------
+    SystemExit
+        A spec without a name, a value that is not JSON, or a key NGSDConfig does not have.
+    """
+    import dataclasses
+
+    from pathviewer.ml.config import NGSDConfig
+
+    known = {f.name for f in dataclasses.fields(NGSDConfig)}
+    variants: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        name, _, settings = spec.partition(":")
+        if not name:
+            raise SystemExit(f"--variant {spec!r}: give NAME:KEY=JSON")
+        variants[name] = {}
+        for item in filter(None, settings.split(",")):
+            key, _, value = item.partition("=")
+            if key not in known:
+                raise SystemExit(f"--variant {spec!r}: {key!r} is not an NGSD setting")
+            try:
+                variants[name][key] = json.loads(value)
+            except ValueError:
+                raise SystemExit(f"--variant {spec!r}: {value!r} is not JSON") from None
+    return variants
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over seeds and the per-seed figures of one method's (or variant's) runs."""
+    return {
+        "instance_auc": _mean([r["instance_auc"] for r in results]),
+        "within_slide_auc": _mean([r["within_slide_auc"] for r in results]),
+        "bag_auc": _mean([r["bag_auc"] for r in results]),
+        "bag_accuracy": _mean([r["bag_accuracy"] for r in results]),
+        "training_minutes": _mean([r["training_minutes"] for r in results]),
+        "degenerate_runs": sum(r["degenerate"] for r in results),
+        "instance_auc_per_seed": [r["instance_auc"] for r in results],
+        "bag_auc_per_seed": [r["bag_auc"] for r in results],
+        "runs": results,
+    }
+
+
 def _mean(values: list[Any]) -> float | None:
     kept = [float(v) for v in values if v is not None]
     return statistics.fmean(kept) if kept else None
@@ -107,8 +152,17 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated K values: NGSD once per K (e.g. 0.05,0.1,0.2,0.3), reported under"
         " k_sweep",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=JSON[,KEY=JSON...]",
+        help="NGSD once more per seed with these settings, reported under variants.NAME (an"
+        ' ablation in the same run), e.g. cohort:bank_marginal="cohort"',
+    )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
+    variants = parse_variants(args.variant)
     sweep = [float(k) for k in args.k_sweep.split(",") if k]
     from pathviewer.core.progress import run_job
     from pathviewer.core.realistic import generate_realistic_cohort
@@ -123,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides["steps"] = args.steps
     per_seed: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     k_runs: dict[str, list[dict[str, Any]]] = {}
+    variant_runs: dict[str, list[dict[str, Any]]] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep) if args.keep else Path(tmp)
@@ -149,6 +204,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 per_seed[method].append(result)
                 print(json.dumps({"seed": seed, "method": method, **result}), file=sys.stderr)
+            for name, settings in variants.items():
+                result = run_method(
+                    "ngsd",
+                    cohort / "cohort.csv",
+                    root / f"seed{seed}",
+                    {**overrides, "seed": seed, **settings},
+                    f"{args.tag}{name}",
+                )
+                variant_runs.setdefault(name, []).append(result)
+                print(json.dumps({"seed": seed, "variant": name, **result}), file=sys.stderr)
             for k in sweep:
                 result = run_method(
                     "ngsd",
@@ -171,15 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {"ngsd_instance_auc": 0.90, "ngsd_bag_auc": 0.95},
     }
     for method, results in per_seed.items():
-        report["methods"][method] = {
-            "instance_auc": _mean([r["instance_auc"] for r in results]),
-            "within_slide_auc": _mean([r["within_slide_auc"] for r in results]),
-            "bag_auc": _mean([r["bag_auc"] for r in results]),
-            "bag_accuracy": _mean([r["bag_accuracy"] for r in results]),
-            "training_minutes": _mean([r["training_minutes"] for r in results]),
-            "instance_auc_per_seed": [r["instance_auc"] for r in results],
-            "bag_auc_per_seed": [r["bag_auc"] for r in results],
-            "runs": results,
+        report["methods"][method] = _summary(results)
+    if variant_runs:
+        report["variants"] = {
+            name: {"settings": variants[name], **_summary(rs)} for name, rs in variant_runs.items()
         }
     if k_runs:
         report["k_sweep"] = {
