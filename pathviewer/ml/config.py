@@ -156,8 +156,9 @@ def demo_config(**overrides: Any) -> NGSDConfig:
     256 px level-0 patches read at downsample 2 (128 px, 10x) into a 64 px network input, 400
     steps of 32 (about 2.5 minutes on two idle cores).  Chosen on realistic cohorts (see
     docs/ngsd.md): K 0.1 (tumour is a small share of positive slides), softer pseudo-labels
-    (Sinkhorn-Knopp lambda 2), a slower teacher (EMA 0.99), strong H&E stain jitter (0.25) and
-    half of the positive-slide patches of a batch mined from the bank.
+    (Sinkhorn-Knopp lambda 2), a slower teacher (EMA 0.99), strong H&E stain jitter (0.25),
+    half of the positive-slide patches of a batch mined from the bank, K enforced within each
+    positive slide, and the bank filled from unaugmented teacher views.
     """
     base = dict(
         patch_size=256,
@@ -172,6 +173,8 @@ def demo_config(**overrides: Any) -> NGSDConfig:
         sk_lambda=2.0,
         stain_augment=0.25,
         mining=0.5,
+        bank_marginal="slide",
+        teacher_view="plain",
         log_every=5,
         checkpoint_every=25,
         top_k=3,
