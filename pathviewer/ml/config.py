@@ -79,7 +79,9 @@ class NGSDConfig:
     )
     stain_norm: str = _f(
         "none",
-        "stain normalisation fitted on the training slides, applied in training and inference",
+        "Macenko stain normalisation fitted on the training slides, applied in training and"
+        " inference: per patch (macenko) or with each slide's own stains (macenko-slide, which"
+        " keeps darker nuclei darker within a slide)",
         choices=("none", "macenko", "macenko-slide"),
     )
     mining: float = _f(
