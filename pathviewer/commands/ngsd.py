@@ -160,12 +160,13 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from pathviewer.core.predictions import EVALUATION_JSON
     from pathviewer.ml.metrics import evaluate_predictions, format_table, write_json
 
     split = None if args.split == "all" else args.split
     main = evaluate_predictions(args.cohort, args.pred, split)
     results = [main] + [evaluate_predictions(args.cohort, d, split) for d in args.compare or []]
-    out = Path(args.json) if args.json else Path(args.pred) / "evaluation.json"
+    out = Path(args.json) if args.json else Path(args.pred) / EVALUATION_JSON
     data = main if len(results) == 1 else {"methods": results}
     write_json(out, data)
     print(format_table(results))

@@ -36,6 +36,11 @@ _SWEPT: dict[str, dict[str, list[str]]] = {}
 _SWEPT_LOCK = threading.Lock()
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file name of :func:`atomic_write` (``.<target>.<8>.tmp``)."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: object) -> Iterator[IO]:
     """Open a temporary file next to ``path``; on success rename it over ``path``, else delete it.
@@ -79,7 +84,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: object
     finally:
         if lock is not None:
             os.close(lock)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def _lock(fd: int) -> int | None:
@@ -97,7 +102,7 @@ def _lock(fd: int) -> int | None:
     return lock
 
 
-def _fsync_directory(folder: Path) -> None:
+def fsync_directory(folder: Path) -> None:
     """Make a rename in ``folder`` durable (POSIX); silently skipped where folders cannot be."""
     flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
     try:

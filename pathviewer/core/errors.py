@@ -37,6 +37,14 @@ class CohortError(PathViewerError):
     """A cohort CSV (or another table) is malformed; the message names the row."""
 
 
+class PredictionsError(CohortError):
+    """A predictions folder (``pathviewer infer``) is malformed, or cannot be written where asked.
+
+    A :class:`CohortError`, so that code catching table errors keeps catching it; the message
+    names the file and the row.
+    """
+
+
 class AnnotationError(PathViewerError):
     """An annotation file is malformed; the message names the feature."""
 

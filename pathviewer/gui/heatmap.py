@@ -33,7 +33,6 @@ re-read or re-quantised.  Smooth display is bilinear upsampling by the painter
 
 from __future__ import annotations
 
-import csv
 import html
 import logging
 import math
@@ -76,8 +75,9 @@ from PySide6.QtWidgets import (
 )
 from shiboken6 import isValid
 
-from pathviewer.core.errors import PathViewerError
+from pathviewer.core.errors import PathViewerError, PredictionsError
 from pathviewer.core.heatmap import Heatmap, HeatmapError, load_heatmap
+from pathviewer.core.predictions import HEATMAPS, SLIDES_CSV, find_heatmap, read_predictions
 
 if TYPE_CHECKING:
     import pyqtgraph as pg
@@ -254,44 +254,15 @@ def read_slide_predictions(pred_dir: str | Path) -> dict[str, tuple[float, int |
     Raises
     ------
     HeatmapError
-        The file exists but lacks the ``slide`` and ``score`` columns or holds a bad number.
+        The folder is malformed (:func:`~pathviewer.core.predictions.read_predictions`'s line).
     """
-    path = Path(pred_dir) / "slides.csv"
-    if not path.is_file():
+    if not (Path(pred_dir) / SLIDES_CSV).is_file():
         return {}
-    out: dict[str, tuple[float, int | None]] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not {"slide", "score"} <= set(reader.fieldnames or ()):
-            raise HeatmapError(f"{path}: needs columns slide,score[,pred]")
-        for line, row in enumerate(reader, start=2):
-            try:
-                score = float(row["score"])
-                pred_text = (row.get("pred") or "").strip()
-                pred = int(float(pred_text)) if pred_text else None
-            except ValueError:
-                raise HeatmapError(f"{path} row {line}: score/pred is not a number") from None
-            out[row["slide"]] = (score, pred)
-    return out
-
-
-def heatmap_file_for(pred_dir: str | Path, slide_key: str | None, slide_path: str) -> Path | None:
-    """The ``.npz`` of a slide in a predictions folder, or None.
-
-    ``pathviewer infer`` names it after the stem of the slide as written in the cohort CSV (or,
-    when two slides share a stem, the slide name with ``/`` replaced by ``__``); without a cohort
-    the stem of the slide file is tried.
-    """
-    folder = Path(pred_dir) / "heatmaps"
-    candidates = []
-    if slide_key:
-        candidates += [Path(slide_key).stem, slide_key.replace("/", "__").replace("\\", "__")]
-    candidates.append(Path(slide_path).stem)
-    for stem in candidates:
-        path = folder / f"{stem}.npz"
-        if path.is_file():
-            return path
-    return None
+    try:
+        found = read_predictions(pred_dir, patches=False)
+    except PredictionsError as error:
+        raise HeatmapError(str(error)) from None
+    return {row.slide: (row.score, row.pred) for row in found.slides}
 
 
 class HeatmapOverlay(QGraphicsItem):
@@ -443,7 +414,7 @@ class HeatmapController(QObject):
             path = path.parent
         if not path.is_dir():
             raise HeatmapError(f"{path}: no such heatmap file or predictions folder")
-        if not (path / "heatmaps").is_dir() and not (path / "slides.csv").is_file():
+        if not (path / HEATMAPS).is_dir() and not (path / SLIDES_CSV).is_file():
             raise HeatmapError(f"{path}: not a predictions folder (no heatmaps/ or slides.csv)")
         self._predictions = read_slide_predictions(path)
         self.pred_dir = path
@@ -668,7 +639,9 @@ class HeatmapController(QObject):
         if slide is None or self.pred_dir is None:
             return
         entry = self.cohort_entry(slide)
-        path = heatmap_file_for(self.pred_dir, entry.slide if entry else None, slide.path)
+        path = find_heatmap(
+            self.pred_dir, entry.slide if entry else None, slide.path, list(self._predictions)
+        )
         if path is None:
             self.set_heatmap(None)
             self.source = f"no heatmap for {Path(slide.path).name} in {self.pred_dir.name}"
@@ -682,7 +655,7 @@ class HeatmapController(QObject):
             self.source = str(error)
             self.heatmapChanged.emit(None)
             return
-        self.set_heatmap(heatmap, source=f"{self.pred_dir.name}/heatmaps/{path.name}")
+        self.set_heatmap(heatmap, source=f"{self.pred_dir.name}/{HEATMAPS}/{path.name}")
 
     def _apply_predictions(self) -> None:
         if self._predictions:

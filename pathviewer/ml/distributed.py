@@ -30,6 +30,14 @@ import torch
 import torch.distributed as tdist
 
 from pathviewer.core.errors import PathViewerError, TrainingError
+from pathviewer.core.predictions import (
+    SHARD_JSON,
+    PredictionInfo,
+    Predictions,
+    SlideOutput,
+    read_predictions,
+    write_predictions,
+)
 
 T = TypeVar("T")
 
@@ -253,8 +261,7 @@ def shard_items(items: Sequence[T], index: int, count: int) -> list[T]:
 # --- Sharded inference: manifest and merge --------------------------------------------------
 
 #: File that ``pathviewer infer --shard i/N`` adds to its predictions folder.
-SHARD_MANIFEST = "shard.json"
-_TABLES = ("patches.csv", "slides.csv")
+SHARD_MANIFEST = SHARD_JSON
 
 
 def write_shard_manifest(
@@ -277,31 +284,21 @@ def write_shard_manifest(
 
 @dataclass
 class _Shard:
-    folder: Path
     index: int
     count: int
-    prediction: dict[str, object]
-    headers: dict[str, list[str]]
-    slide_rows: list[list[str]]
-    patch_rows: dict[str, list[list[str]]]
-    heatmaps: dict[str, Path]
+    predictions: Predictions
 
+    @property
+    def folder(self) -> Path:
+        return self.predictions.folder
 
-def _heatmap_stems(names: Sequence[str]) -> list[str]:
-    """Heatmap file stems as :func:`pathviewer.ml.inference.write_predictions` names them."""
-    stems: list[str] = []
-    used: set[str] = set()
-    for name in names:
-        stem = Path(name).stem
-        if stem in used:  # two slides with one stem in different folders
-            stem = name.replace("/", "__").replace("\\", "__")
-        used.add(stem)
-        stems.append(stem)
-    return stems
+    @property
+    def info(self) -> PredictionInfo:
+        assert self.predictions.info is not None  # read with complete=True
+        return self.predictions.info
 
 
 def _read_shard(folder: Path) -> _Shard:
-    import csv
     import json
 
     from pathviewer.core.errors import CohortError
@@ -317,51 +314,10 @@ def _read_shard(folder: Path) -> _Shard:
     try:
         info = json.loads(manifest.read_text(encoding="utf-8"))
         index, count = int(info["shard"]), int(info["count"])
-        prediction = json.loads((folder / "prediction.json").read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise CohortError(f"{folder}: {Path(str(error.filename)).name} missing") from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise CohortError(
-            f"{folder}: unreadable {SHARD_MANIFEST} or prediction.json ({error})"
-        ) from None
-    headers: dict[str, list[str]] = {}
-    tables: dict[str, list[list[str]]] = {}
-    for name in _TABLES:
-        path = folder / name
-        if not path.is_file():
-            raise CohortError(f"{folder}: {name} missing (did this shard's job finish?)")
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-        if not rows:
-            raise CohortError(f"{path}: empty file (no header)")
-        headers[name], tables[name] = rows[0], rows[1:]
-        if "slide" not in rows[0]:
-            raise CohortError(f"{path}: no 'slide' column")
-    slide_col = headers["slides.csv"].index("slide")
-    names = [row[slide_col] for row in tables["slides.csv"]]
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise CohortError(f"{folder / 'slides.csv'}: slide {name!r} listed twice")
-        seen.add(name)
-    patch_col = headers["patches.csv"].index("slide")
-    patch_rows: dict[str, list[list[str]]] = {name: [] for name in names}
-    for number, row in enumerate(tables["patches.csv"], start=2):
-        rows_of = patch_rows.get(row[patch_col]) if len(row) > patch_col else None
-        if rows_of is None:
-            raise CohortError(
-                f"{folder / 'patches.csv'} row {number}: slide not listed in slides.csv"
-            )
-        rows_of.append(row)
-    heatmaps = {}
-    for name, stem in zip(names, _heatmap_stems(names), strict=True):
-        path = folder / "heatmaps" / f"{stem}.npz"
-        if not path.is_file():
-            raise CohortError(f"{folder}: heatmap of {name!r} missing ({path.name})")
-        heatmaps[name] = path
-    return _Shard(
-        folder, index, count, prediction, headers, tables["slides.csv"], patch_rows, heatmaps
-    )
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
+        raise CohortError(f"{manifest}: unreadable ({type(error).__name__}: {error})") from None
+    # Everything the merge copies, checked: both tables, prediction.json, every heatmap.
+    return _Shard(index, count, read_predictions(folder, complete=True))
 
 
 def merge_predictions(
@@ -371,27 +327,21 @@ def merge_predictions(
 
     Slides come out in the order a single ``pathviewer infer`` would write them (shard ``i``
     holds positions ``i, i + N, ...`` of the split), so the merged ``patches.csv`` and
-    ``slides.csv`` equal the single-process ones.  Heatmaps are copied; every file is written
-    atomically, the tables last.
+    ``slides.csv`` equal the single-process ones.  Heatmaps are copied; the folder is written
+    as a whole (:func:`pathviewer.core.predictions.write_predictions`).
 
     Raises
     ------
     CohortError
-        A folder is missing or incomplete, shards disagree (columns, count, method, pooling),
-        a shard is missing or given twice, or a slide appears in two shards; the message names
-        the folder.
+        A folder is missing, incomplete or malformed (:class:`PredictionsError`, naming the
+        file and row), shards disagree (count, method, pooling), a shard is missing or given
+        twice, or a slide appears in two shards; the message names the folder.
 
     Returns
     -------
     dict
         ``{"shards": N, "slides": ..., "patches": ...}``.
     """
-    import csv
-    import io
-    import json
-    import shutil
-
-    from pathviewer.core.atomic import atomic_write
     from pathviewer.core.errors import CohortError
 
     if not shard_dirs:
@@ -405,17 +355,11 @@ def merge_predictions(
                 f"{shard.folder}: shard of {shard.count}, but {first.folder} is a shard of "
                 f"{first.count}"
             )
-        for name in _TABLES:
-            if shard.headers[name] != first.headers[name]:
-                raise CohortError(
-                    f"{shard.folder / name}: columns {','.join(shard.headers[name])} differ from "
-                    f"{first.folder / name} ({','.join(first.headers[name])})"
-                )
         for key in ("method", "pooling"):
-            if shard.prediction.get(key) != first.prediction.get(key):
+            if getattr(shard.info, key) != getattr(first.info, key):
                 raise CohortError(
-                    f"{shard.folder}: {key} {shard.prediction.get(key)!r} differs from "
-                    f"{first.folder} ({first.prediction.get(key)!r})"
+                    f"{shard.folder}: {key} {getattr(shard.info, key)!r} differs from "
+                    f"{first.folder} ({getattr(first.info, key)!r})"
                 )
     by_index: dict[int, _Shard] = {}
     for shard in shards:
@@ -435,43 +379,36 @@ def merge_predictions(
         raise CohortError(f"{out}: the merged folder must not be one of the shard folders")
     owner: dict[str, Path] = {}
     for shard in shards:
-        for name in shard.patch_rows:
-            if name in owner:
+        for row in shard.predictions.slides:
+            if row.slide in owner:
                 raise CohortError(
-                    f"{shard.folder}: slide {name!r} is also in {owner[name]} (duplicate slide)"
+                    f"{shard.folder}: slide {row.slide!r} is also in {owner[row.slide]} "
+                    "(duplicate slide)"
                 )
-            owner[name] = shard.folder
+            owner[row.slide] = shard.folder
     # Interleave: position p of the split is row p // N of shard p % N.
-    ordered: list[tuple[_Shard, list[str]]] = []
-    longest = max(len(s.slide_rows) for s in shards)
+    slides: list[SlideOutput] = []
+    warnings: dict[str, list[str]] = {}
+    longest = max(len(s.predictions.slides) for s in shards)
     for position in range(longest):
         for index in range(first.count):
             shard = by_index[index]
-            if position < len(shard.slide_rows):
-                ordered.append((shard, shard.slide_rows[position]))
-    slide_col = first.headers["slides.csv"].index("slide")
-    names = [row[slide_col] for _, row in ordered]
-    for (shard, row), stem in zip(ordered, _heatmap_stems(names), strict=True):
-        with atomic_write(out / "heatmaps" / f"{stem}.npz", "wb") as handle:
-            with open(shard.heatmaps[row[slide_col]], "rb") as source:
-                shutil.copyfileobj(source, handle)
-    patch_buf, slide_buf = io.StringIO(), io.StringIO()
-    patches = csv.writer(patch_buf, lineterminator="\n")
-    slides = csv.writer(slide_buf, lineterminator="\n")
-    patches.writerow(first.headers["patches.csv"])
-    slides.writerow(first.headers["slides.csv"])
-    n_patches = 0
-    for shard, row in ordered:
-        rows = shard.patch_rows[row[slide_col]]
-        patches.writerows(rows)
-        n_patches += len(rows)
-        slides.writerow(row)
-    with atomic_write(out / "patches.csv") as handle:
-        handle.write(patch_buf.getvalue())
-    with atomic_write(out / "slides.csv") as handle:
-        handle.write(slide_buf.getvalue())
-    with atomic_write(out / "prediction.json") as handle:
-        json.dump(
-            {**first.prediction, "merged_from": [str(s.folder) for s in shards]}, handle, indent=2
-        )
-    return {"shards": first.count, "slides": len(ordered), "patches": n_patches}
+            if position < len(shard.predictions.slides):
+                row = shard.predictions.slides[position]
+                patches = shard.predictions.patches[row.slide]
+                heatmap = shard.predictions.heatmaps[row.slide]
+                slides.append(
+                    SlideOutput(
+                        row.slide, row.score, patches.boxes, patches.probs, heatmap, row.pred
+                    )
+                )
+                if row.slide in shard.info.warnings:
+                    warnings[row.slide] = list(shard.info.warnings[row.slide])
+    record = {
+        **first.info.record,
+        "warnings": warnings,
+        "merged_from": [str(s.folder) for s in shards],
+    }
+    write_predictions(out, slides, record)
+    n_patches = sum(len(s.probs) for s in slides)
+    return {"shards": first.count, "slides": len(slides), "patches": n_patches}

@@ -1,21 +1,13 @@
 """Inference (NGSD step 8): the student scores every kept patch; heatmaps; slide pooling.
 
-``pathviewer infer`` writes, in the predictions folder:
-
-* ``patches.csv`` -- ``slide,x,y,width,height,prob`` (level-0 px; ``slide`` as in the cohort CSV);
-* ``slides.csv`` -- ``slide,score,pred`` (``pred`` = score >= 0.5);
-* ``heatmaps/<slide stem>.npz`` -- one :class:`~pathviewer.core.heatmap.Heatmap` per slide;
-* ``prediction.json`` -- method, model file, settings.
-
-Every file is written atomically, and only after all slides are scored, so a cancelled or failed
-run never leaves a half-written table.
+``pathviewer infer`` writes a predictions folder (patch and slide tables, one heatmap per
+slide, ``prediction.json``; layout, writer and reader in :mod:`pathviewer.core.predictions`).
+It is written only after all slides are scored, and replaces an existing folder as a whole, so a
+cancelled, failed or killed run leaves the old folder or the new one, never a mix.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,15 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from pathviewer.core.atomic import atomic_write
 from pathviewer.core.cohort import CohortEntry, read_cohort, select
 from pathviewer.core.errors import CohortError
-from pathviewer.core.heatmap import Heatmap, save_heatmap
+from pathviewer.core.heatmap import Heatmap
+from pathviewer.core.predictions import SlideOutput, check_output_folder
+from pathviewer.core.predictions import write_predictions as write_folder
 from pathviewer.core.progress import Progress
 from pathviewer.core.stain import StainNormalizer
 from pathviewer.ml.data import PatchStore, TiledSlide, cache_dir_for, tile_cohort, to_input
 from pathviewer.ml.device import pick_device
-from pathviewer.ml.metrics import PATCH_COLUMNS, SLIDE_COLUMNS
 from pathviewer.ml.model_file import ModelFile, PatchScorer, Scorer
 from pathviewer.ml.model_file import pool_scores as pool_scores  # re-exported: slide pooling
 
@@ -228,7 +220,10 @@ def predict(
         Bad cohort, or no slide in the split.
     TrainingError
         A slide with no tissue (named).
+    PredictionsError
+        ``out_dir`` is a file or a folder holding other files (refused before any work).
     """
+    check_output_folder(out_dir)
     device = pick_device(device_name)
     model = ModelFile.load(model_path, device)
     cfg, data, method = model.config, model.data, model.method
@@ -269,48 +264,50 @@ def write_predictions(
     pooling: str,
     model_info: str = "",
 ) -> None:
-    """Write patches.csv, slides.csv, heatmaps and prediction.json (each atomically).
+    """Write the predictions folder of scored slides, replacing any folder at ``out`` as a whole.
 
-    ``model_info`` (:func:`describe_model`) and each slide's warnings go into its heatmap and
+    The folder's layout and its all-or-nothing replacement are
+    :func:`pathviewer.core.predictions.write_predictions`'s.  ``model_info``
+    (:func:`describe_model`) and each slide's warnings go into its heatmap and
     ``prediction.json``, so whoever looks at a heatmap can see which model made it and why it
     might not be trusted on that slide.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    patch_buf = io.StringIO()
-    writer = csv.writer(patch_buf, lineterminator="\n")
-    writer.writerow(PATCH_COLUMNS)
-    slide_buf = io.StringIO()
-    slide_writer = csv.writer(slide_buf, lineterminator="\n")
-    slide_writer.writerow(SLIDE_COLUMNS)
-    stems: set[str] = set()
+    slides = []
     for r in results:
         index = r.tiled.index
-        name = r.tiled.entry.slide
-        for (x, y), p in zip(index.coords, r.probs, strict=True):
-            writer.writerow([name, int(x), int(y), index.patch_size, index.patch_size, f"{p:.6f}"])
-        slide_writer.writerow([name, f"{r.score:.6f}", int(r.score >= 0.5)])
-        stem = Path(name).stem
-        if stem in stems:  # two slides with one stem in different folders
-            stem = name.replace("/", "__").replace("\\", "__")
-        stems.add(stem)
-        heatmap = Heatmap.from_patches(
-            name, index.dimensions, index.patch_size, index.coords, r.probs, method=method
+        coords = np.asarray(index.coords, np.int64).reshape(-1, 2)
+        sizes = np.full((len(coords), 2), index.patch_size, np.int64)
+
+        def heatmap(r: SlidePrediction = r, coords: np.ndarray = coords) -> Heatmap:
+            index = r.tiled.index
+            built = Heatmap.from_patches(
+                r.tiled.entry.slide,
+                index.dimensions,
+                index.patch_size,
+                coords,
+                r.probs,
+                method=method,
+            )
+            built.model, built.warnings = model_info, tuple(r.warnings)
+            return built
+
+        slides.append(
+            SlideOutput(
+                r.tiled.entry.slide,
+                float(r.score),
+                np.hstack([coords, sizes]),
+                np.asarray(r.probs, np.float64),
+                heatmap,
+            )
         )
-        heatmap.model, heatmap.warnings = model_info, tuple(r.warnings)
-        save_heatmap(heatmap, out / "heatmaps" / f"{stem}.npz")
-    with atomic_write(out / "patches.csv") as handle:
-        handle.write(patch_buf.getvalue())
-    with atomic_write(out / "slides.csv") as handle:
-        handle.write(slide_buf.getvalue())
-    with atomic_write(out / "prediction.json") as handle:
-        json.dump(
-            {
-                "method": method,
-                "model": str(model_path),
-                "model_info": model_info,
-                "pooling": pooling,
-                "warnings": {r.tiled.entry.slide: list(r.warnings) for r in results if r.warnings},
-            },
-            handle,
-            indent=2,
-        )
+    write_folder(
+        out,
+        slides,
+        {
+            "method": method,
+            "model": str(model_path),
+            "model_info": model_info,
+            "pooling": pooling,
+            "warnings": {r.tiled.entry.slide: list(r.warnings) for r in results if r.warnings},
+        },
+    )

@@ -7,7 +7,6 @@ are ignored); a positive slide without an annotation file contributes no instanc
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,13 @@ import numpy as np
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.cohort import CohortEntry, read_cohort
 from pathviewer.core.errors import CohortError
+from pathviewer.core.predictions import SLIDES_CSV, read_predictions
 
 #: Minimum tumour-covered share of a patch for it to count as positive.
 INSTANCE_OVERLAP = 0.25
 
 #: Annotation classes counted as tumour (case-insensitive); unclassified regions count too.
 TUMOUR_CLASSES = ("tumor", "tumour", "positive", "cancer", "metastasis")
-
-PATCH_COLUMNS = ("slide", "x", "y", "width", "height", "prob")
-SLIDE_COLUMNS = ("slide", "score", "pred")
 
 
 def tumour_geometry(entry: CohortEntry) -> Any:
@@ -64,24 +61,6 @@ def instance_labels(entry: CohortEntry, boxes: np.ndarray) -> np.ndarray:
     return (tumour_overlap_fractions(geometry, boxes) >= INSTANCE_OVERLAP).astype(np.int64)
 
 
-def read_table(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    """Read a predictions CSV, checking its header.
-
-    Raises
-    ------
-    CohortError
-        Missing file or columns (message names the file).
-    """
-    if not path.is_file():
-        raise CohortError(f"{path}: predictions file not found")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise CohortError(f"{path}: missing column(s) {', '.join(missing)}")
-        return list(reader)
-
-
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     if len(labels) == 0 or len(np.unique(labels)) < 2:
         return None
@@ -113,60 +92,47 @@ def evaluate_predictions(
     Raises
     ------
     CohortError
-        Bad cohort or predictions files; a predicted slide missing from the cohort (named).
+        Bad cohort; a predicted slide missing from the cohort (named).
+    PredictionsError
+        A missing or malformed predictions file (:func:`~pathviewer.core.predictions.read_predictions`).
     """
     pred_dir = Path(pred_dir)
     entries = {e.slide: e for e in read_cohort(cohort_csv, check_files=False)}
-    slides = read_table(pred_dir / "slides.csv", SLIDE_COLUMNS)
-    patches = read_table(pred_dir / "patches.csv", PATCH_COLUMNS)
+    predictions = read_predictions(pred_dir)
     bag_labels, bag_scores, bag_preds = [], [], []
-    used: set[str] = set()
-    for number, row in enumerate(slides, start=2):
-        entry = entries.get(row["slide"])
+    used: list[str] = []
+    for row in predictions.slides:
+        entry = entries.get(row.slide)
         if entry is None:
             raise CohortError(
-                f"{pred_dir / 'slides.csv'} row {number}: slide {row['slide']!r} is not in {cohort_csv}"
+                f"{pred_dir / SLIDES_CSV} row {row.line}: slide {row.slide!r} is not in {cohort_csv}"
             )
         if entry.label is None or (split and entry.split != split):
             continue
-        used.add(entry.slide)
+        used.append(entry.slide)
         bag_labels.append(entry.label)
-        bag_scores.append(float(row["score"]))
-        bag_preds.append(int(float(row["pred"])))
-    by_slide: dict[str, list[tuple[int, int, int, int, float]]] = {}
-    for row in patches:
-        if row["slide"] in used:
-            by_slide.setdefault(row["slide"], []).append(
-                (
-                    int(row["x"]),
-                    int(row["y"]),
-                    int(row["width"]),
-                    int(row["height"]),
-                    float(row["prob"]),
-                )
-            )
+        bag_scores.append(row.score)
+        bag_preds.append(row.pred)
     inst_labels: list[np.ndarray] = []
     inst_scores: list[np.ndarray] = []
     skipped = []
-    for name, rows in by_slide.items():
-        array = np.asarray(rows, np.float64)
+    for name in used:
+        patches = predictions.patches[name]
+        if not len(patches.probs):
+            continue
         try:
-            labels = instance_labels(entries[name], array[:, :4].astype(np.int64))
+            labels = instance_labels(entries[name], patches.boxes)
         except ValueError:
             skipped.append(name)
             continue
         inst_labels.append(labels)
-        inst_scores.append(array[:, 4])
+        inst_scores.append(patches.probs)
     per_slide = [a for a in map(_auc, inst_labels, inst_scores) if a is not None]
     all_labels = np.concatenate(inst_labels) if inst_labels else np.zeros(0, np.int64)
     all_scores = np.concatenate(inst_scores) if inst_scores else np.zeros(0)
     y = np.asarray(bag_labels)
-    method = ""
-    info = pred_dir / "prediction.json"
-    if info.is_file():
-        method = str(json.loads(info.read_text(encoding="utf-8")).get("method", ""))
     return {
-        "method": method,
+        "method": predictions.info.method if predictions.info is not None else "",
         "pred_dir": str(pred_dir),
         "instance_auc": _auc(all_labels, all_scores),
         # Localisation within a slide, free of offsets between slides: the mean AUC over the
