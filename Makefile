@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/python -m pathviewer.system_deps --install
 	$(BIN)/pathviewer demo
 
 lint: $(STAMP)
