@@ -399,3 +399,36 @@ def test_sigkill_mid_edit_loses_no_committed_edit(tmp_path: Path) -> None:
 def test_module_has_no_qt_import() -> None:
     source = Path(store_module.__file__).read_text()
     assert "PySide6" not in source and "pyqtgraph" not in source
+
+
+def test_a_locked_project_gives_one_line_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Project, "busy_timeout", 0.1)
+    project = Project.create(tmp_path / "p")
+    slide = project.add_slide(tmp_path / "a.tif")
+    other = sqlite3.connect(project.db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(ProjectError, match="locked by another program.*nothing was saved"):
+            project.add_slide(tmp_path / "b.tif")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert [s.id for s in project.slides()] == [slide]
+    project.add_slide(tmp_path / "b.tif")  # the lock is gone: edits work again
+    assert len(project.slides()) == 2
+    project.close()
+
+
+def test_a_full_disk_gives_one_line_and_rolls_back(tmp_path: Path) -> None:
+    project = Project.create(tmp_path / "p")
+    slide = project.add_slide(tmp_path / "a.tif")
+    pages = project.connection.execute("PRAGMA page_count").fetchone()[0]
+    project.connection.execute(f"PRAGMA max_page_count = {pages + 1}")  # the disk is now full
+    # Many vertices: each annotation's geometry takes several pages.
+    ring = Point(0, 0).buffer(100, quad_segs=4000)
+    with pytest.raises(ProjectError, match="disk is full; nothing was saved"):
+        project.add_annotations(slide, [Annotation(ring, "Tumor") for _ in range(20)])
+    assert project.annotations(slide) == []
+    project.close()

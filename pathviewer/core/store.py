@@ -234,6 +234,18 @@ class RunRecord:
 # --------------------------------------------------------------------------- helpers
 
 
+def _edit_failure(error: sqlite3.OperationalError) -> str:
+    """Why an edit could not be written, in words."""
+    text = str(error)
+    if "locked" in text or "busy" in text:
+        return "the project is locked by another program (another PathViewer?)"
+    if "full" in text:
+        return "the disk is full"
+    if "readonly" in text or "read-only" in text:
+        return "the project folder is read-only"
+    return f"could not write ({text})"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -317,6 +329,9 @@ class Project:
         The project folder (holding ``project.sqlite``).
     """
 
+    #: Seconds an edit waits for another process's write lock before it gives up.
+    busy_timeout = 5.0
+
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
         self.db_path = self.folder / DB_NAME
@@ -389,7 +404,10 @@ class Project:
             # transaction.  check_same_thread=False only so that close() can close connections
             # of other threads; each thread still uses only its own.
             connection = sqlite3.connect(
-                self.db_path, isolation_level=None, timeout=5.0, check_same_thread=False
+                self.db_path,
+                isolation_level=None,
+                timeout=self.busy_timeout,
+                check_same_thread=False,
             )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
@@ -422,16 +440,26 @@ class Project:
             finally:
                 self._local.depth -= 1
             return
-        connection.execute("BEGIN IMMEDIATE")
         self._local.depth = 1
         try:
-            yield connection
-        except BaseException:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            else:
+                connection.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            # A lock held by another process, a full disk, a read-only folder: the edit was
+            # rolled back as a whole, and the user gets one line that says so.
             if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-        else:
-            connection.execute("COMMIT")
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+            raise ProjectError(
+                f"{self.db_path}: {_edit_failure(error)}; nothing was saved"
+            ) from None
         finally:
             self._local.depth = 0
 
