@@ -188,6 +188,25 @@ def test_minimap_click_moves_view(window, qtbot) -> None:
     assert expected[0] > 1400  # really moved from 200
 
 
+def test_minimap_hides_in_fit_view_and_stays_small_in_a_small_view(window, qtbot) -> None:
+    from pathviewer.gui.minimap import MINIMAP_SHARE
+
+    view = window.slide_view
+    view.set_slide(_array_slide())
+    view.fit_to_window()
+    assert not view.minimap.isVisible()  # the whole slide is on screen: it would only cover it
+    view.set_scale(1.0)
+    view.center_on(200, 200)
+    assert view.minimap.isVisible()
+    window.resize(700, 500)  # a small window: the minimap shrinks with the view
+    qtbot.waitUntil(lambda: view.viewport().width() < 600)
+    viewport = view.viewport()
+    side = max(view.minimap.width(), view.minimap.height()) - 4
+    assert side <= max(60, MINIMAP_SHARE * min(viewport.width(), viewport.height())) + 1
+    view.fit_to_window()
+    assert not view.minimap.isVisible()
+
+
 def test_open_error_shows_dialog_and_app_keeps_running(
     window, monkeypatch, tmp_path, openslide_fixtures
 ) -> None:

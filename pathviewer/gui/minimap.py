@@ -19,8 +19,15 @@ from PySide6.QtWidgets import QWidget
 if TYPE_CHECKING:
     from pathviewer.gui.slide_view import SlideView
 
-#: Longest side of the minimap in screen pixels.
+#: Longest side of the minimap in screen pixels (at most; see :func:`minimap_side`).
 MINIMAP_SIZE = 200
+#: Share of the view's shorter side the minimap may take, so it never covers a small view.
+MINIMAP_SHARE = 0.25
+
+
+def minimap_side(view_width: int, view_height: int) -> int:
+    """Longest side of the minimap for a view of this size (never under 60 px)."""
+    return max(60, min(MINIMAP_SIZE, round(MINIMAP_SHARE * min(view_width, view_height))))
 
 
 class Minimap(QWidget):
@@ -36,32 +43,57 @@ class Minimap(QWidget):
         super().__init__(parent or view)
         self._view = view
         self._image: QImage | None = None
+        self._thumbnail: QImage | None = None
+        self._side = 0
         self._dragging = False
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self.setToolTip("Minimap: click or drag to move the view")
-        view.viewChanged.connect(self.update)
+        view.viewChanged.connect(self.sync)
         view.slideChanged.connect(self._on_slide)
         self.hide()
 
     def _on_slide(self, _slide: object) -> None:
-        self._image = self._view.thumbnail_image
-        if self._image is None or self._image.isNull():
+        thumbnail = self._view.thumbnail_image
+        self._thumbnail = None if thumbnail is None or thumbnail.isNull() else thumbnail
+        self._side = 0  # rescale for the new slide
+        self.sync()
+
+    def wanted(self) -> bool:
+        """Whether the minimap adds anything: a slide is open and part of it is out of view."""
+        slide = self._view.current_slide
+        if self._thumbnail is None or slide is None:
+            return False
+        sw, sh = slide.dimensions
+        # In fit view the whole slide is on screen already, and the minimap would only cover it.
+        return not self._view.visible_level0_rect().contains(QRectF(0, 0, sw, sh))
+
+    def sync(self) -> None:
+        """Follow the view: hide when not wanted, else size to the view, place and repaint."""
+        if not self.wanted():
             self.hide()
             return
-        w, h = self._image.width(), self._image.height()
-        scale = MINIMAP_SIZE / max(w, h)
-        self.setFixedSize(max(20, round(w * scale)) + 4, max(20, round(h * scale)) + 4)
-        # Scale once: the minimap repaints with every view change, smooth scaling each time is slow.
-        self._image = self._image.scaled(
-            self.width() - 4,
-            self.height() - 4,
-            Qt.AspectRatioMode.IgnoreAspectRatio,
-            Qt.TransformationMode.SmoothTransformation,
-        )
-        self.show()
-        self.raise_()
-        self._view.place_overlays()
+        assert self._thumbnail is not None
+        viewport = self._view.viewport()
+        side = minimap_side(viewport.width(), viewport.height())
+        if side != self._side:
+            self._side = side
+            w, h = self._thumbnail.width(), self._thumbnail.height()
+            scale = side / max(w, h)
+            self.setFixedSize(max(20, round(w * scale)) + 4, max(20, round(h * scale)) + 4)
+            # Scale once per size: the minimap repaints with every view change, and smooth
+            # scaling each time is slow.
+            self._image = self._thumbnail.scaled(
+                self.width() - 4,
+                self.height() - 4,
+                Qt.AspectRatioMode.IgnoreAspectRatio,
+                Qt.TransformationMode.SmoothTransformation,
+            )
+            self._view.place_overlays()
+        if not self.isVisible():
+            self.show()
+            self.raise_()
+            self._view.place_overlays()
         self.update()
 
     def _image_rect(self) -> QRectF:
