@@ -244,11 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     if k_runs:
         report["k_sweep"] = {
             k: {
-                "instance_auc": _mean([r["instance_auc"] for r in rs]),
-                "bag_auc": _mean([r["bag_auc"] for r in rs]),
-                "degenerate_runs": sum(r["degenerate"] for r in rs),
+                **_summary(rs),
                 "true_positive_share": _mean([r["true_positive_share"] for r in rs]),
-                "instance_auc_per_seed": [r["instance_auc"] for r in rs],
             }
             for k, rs in k_runs.items()
         }
