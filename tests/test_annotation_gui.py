@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 from pathviewer.core.slide import ArraySlide  # noqa: E402
 from pathviewer.core.store import Project  # noqa: E402
 from pathviewer.gui import annotation_layer, annotation_tools  # noqa: E402
-from pathviewer.gui import project as project_module  # noqa: E402
+from pathviewer.gui.context import build_features  # noqa: E402
 from pathviewer.gui.main_window import MainWindow  # noqa: E402
 
 LEFT = Qt.MouseButton.LeftButton
@@ -33,8 +33,7 @@ def window(qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PATHVIEWER_DATA_DIR", str(tmp_path / "data"))
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     win = MainWindow(settings=settings, threads=1)
-    project_module.install(win)
-    annotation_tools.install(win)
+    build_features(win)
     qtbot.addWidget(win)
     win.resize(1100, 760)
     win.show()
@@ -51,7 +50,7 @@ def window(qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def project(window, tmp_path: Path) -> Project:
-    return window.project_controller.open(tmp_path / "project", create=True)
+    return window.context.project.open(tmp_path / "project", create=True)
 
 
 def _pos(window, x: float, y: float) -> QPoint:
@@ -71,7 +70,7 @@ def _drag(window, points: list[tuple[float, float]]) -> None:
 
 
 def _stored(window) -> list:
-    controller = window.annotation_controller
+    controller = window.context.annotations
     session = controller.session
     assert session is not None
     return [r.annotation for r in session.project.annotations(session.slide_id)]
@@ -82,7 +81,7 @@ def _key(window, key: Qt.Key) -> None:
 
 
 def test_each_tool_creates_its_geometry(window, project) -> None:
-    controller = window.annotation_controller
+    controller = window.context.annotations
     _key(window, Qt.Key.Key_R)
     assert controller.tool == "rectangle"
     _drag(window, [(400, 400), (600, 500), (800, 600)])
@@ -123,7 +122,7 @@ def test_each_tool_creates_its_geometry(window, project) -> None:
 
 
 def test_select_move_vertex_delete_with_undo_redo(window, project) -> None:
-    controller = window.annotation_controller
+    controller = window.context.annotations
     controller.set_tool("rectangle")
     _drag(window, [(400, 400), (800, 800)])
     controller.set_tool("select")
@@ -170,7 +169,7 @@ def test_select_move_vertex_delete_with_undo_redo(window, project) -> None:
 
 
 def test_brush_adds_and_erases_area(window, project) -> None:
-    controller = window.annotation_controller
+    controller = window.context.annotations
     controller.brush_px = 20  # screen px: 40 level-0 px at scale 0.5
     _key(window, Qt.Key.Key_B)
     _drag(window, [(400, 1000), (800, 1000)])
@@ -200,7 +199,7 @@ def test_brush_adds_and_erases_area(window, project) -> None:
 
 
 def test_class_shortcuts_only_with_view_focus(window, project) -> None:
-    controller = window.annotation_controller
+    controller = window.context.annotations
     controller.set_tool("rectangle")
     _drag(window, [(400, 400), (800, 800)])
     assert controller.selected is not None
@@ -229,7 +228,7 @@ def test_user_class_from_plus_button(window, project, monkeypatch) -> None:
     monkeypatch.setattr(
         annotation_tools.QColorDialog, "getColor", lambda *a, **k: QColor(10, 20, 30)
     )
-    controller = window.annotation_controller
+    controller = window.context.annotations
     controller.panel.add_class_button.click()
     assert project.classes()["Necrosis"] == (10, 20, 30)
     assert controller.current_class == "Necrosis"
@@ -240,8 +239,8 @@ def test_user_class_from_plus_button(window, project, monkeypatch) -> None:
 
 
 def test_default_project_and_persistence(window, tmp_path) -> None:
-    controller = window.annotation_controller
-    assert window.project_controller.project is None
+    controller = window.context.annotations
+    assert window.context.project.project is None
     controller.set_tool("rectangle")
     _drag(window, [(400, 400), (800, 800)])
     controller.set_tool("polygon")
@@ -249,7 +248,7 @@ def test_default_project_and_persistence(window, tmp_path) -> None:
         _click(window, x, y)
     _key(window, Qt.Key.Key_Enter)
     folder = tmp_path / "data" / "default-project"
-    assert window.project_controller.project.folder == folder
+    assert window.context.project.project.folder == folder
     assert "default project" in controller.panel.project_label.text()
     controller.stack.undo()
     controller.stack.redo()
@@ -271,7 +270,7 @@ def test_default_project_and_persistence(window, tmp_path) -> None:
 
 
 def test_import_export_round_trip_through_actions(window, project, tmp_path, monkeypatch) -> None:
-    controller = window.annotation_controller
+    controller = window.context.annotations
     controller.set_tool("rectangle")
     _drag(window, [(400, 400), (800, 800)])
     _key(window, Qt.Key.Key_Escape)  # deselect, so the class key only sets the next class
@@ -324,7 +323,7 @@ def test_malformed_import_shows_dialog_and_imports_nothing(window, project, tmp_
         "critical",
         lambda parent, title, text, *a: shown.append(text) or QMessageBox.StandardButton.Ok,
     )
-    controller = window.annotation_controller
+    controller = window.context.annotations
     controller.import_action.trigger()
     assert len(shown) == 1 and "feature 1" in shown[0] and "bad.geojson" in shown[0]
     assert controller.layer.annotations == {}
@@ -332,7 +331,7 @@ def test_malformed_import_shows_dialog_and_imports_nothing(window, project, tmp_
 
 
 def test_list_shows_measurements_and_click_centres(window, project) -> None:
-    controller = window.annotation_controller
+    controller = window.context.annotations
     controller.set_tool("rectangle")
     _drag(window, [(200, 200), (400, 300)])
     controller.set_tool("line")
@@ -358,7 +357,7 @@ def test_list_shows_measurements_and_click_centres(window, project) -> None:
 
 
 def test_layer_switches_to_raster_overview(window, project, monkeypatch) -> None:
-    controller = window.annotation_controller
+    controller = window.context.annotations
     rng = np.random.default_rng(0)
     boxes = [shapely.box(x, y, x + 20, y + 20) for x, y in rng.uniform(0, 2000, (400, 2))]
     controller.add(boxes, "many")

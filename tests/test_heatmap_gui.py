@@ -65,15 +65,14 @@ def slide_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def window(qtbot, tmp_path: Path, slide_path: Path):
-    from pathviewer.gui import heatmap
     from pathviewer.gui.app import ensure_application
+    from pathviewer.gui.context import build_features
     from pathviewer.gui.main_window import MainWindow
 
-    # Only this feature is installed, so that the test checks the heatmap alone.
     ensure_application()
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     win = MainWindow(settings=settings, threads=1)
-    heatmap.install(win)
+    build_features(win)
     win.open_paths([str(slide_path)], raise_errors=True)
     qtbot.addWidget(win)
     win.resize(900, 700)
@@ -91,7 +90,7 @@ def show_heatmap(window, probs: np.ndarray | None = None) -> Heatmap:
         (PATCH, PATCH),
         pattern_probs() if probs is None else probs,
     )
-    controller = window.heatmap_controller
+    controller = window.context.heatmap
     controller.set_heatmap(heatmap)
     controller.set_opacity(1.0)
     return heatmap
@@ -151,7 +150,7 @@ def test_controls_only_swap_the_colour_table(window, monkeypatch):
 
     probs = pattern_probs()
     show_heatmap(window, probs)
-    controller = window.heatmap_controller
+    controller = window.context.heatmap
     image_before = controller.image
     pixels_before = bytes(controller._pixels(controller.image))
     table_before = list(controller.image.colorTable())
@@ -169,8 +168,8 @@ def test_controls_only_swap_the_colour_table(window, monkeypatch):
     controller.set_opacity(1.0)
     controller.set_smooth(True)
     controller.set_smooth(False)
-    window.heatmap_panel.colormap_combo.setCurrentText("magma")
-    window.heatmap_panel.threshold_slider.setValue(0.3)
+    window.context.heatmap_panel.colormap_combo.setCurrentText("magma")
+    window.context.heatmap_panel.threshold_slider.setValue(0.3)
     assert calls == []
     assert controller.image is image_before
     assert bytes(controller._pixels(controller.image)) == pixels_before
@@ -194,19 +193,19 @@ def test_defined_colormaps_go_from_blue_to_red(name):
 def test_threshold_makes_low_probabilities_transparent(window):
     probs = pattern_probs()
     show_heatmap(window, probs)
-    window.heatmap_controller.set_threshold(0.5)
+    window.context.heatmap.set_threshold(0.5)
     image = render(window)
     assert probs[0, 1] < 0.5 and probs[0, 8] > 0.5
     assert close(probe_cell(window, image, 0, 1), SLIDE_RGB)
     assert close(probe_cell(window, image, 0, 8), expected_rgb("viridis", probs[0, 8]))
-    regions = window.heatmap_controller.top_regions()
+    regions = window.context.heatmap.top_regions()
     assert regions and all(r.max_prob >= 0.5 for r in regions)
     assert min(r.mean_prob for r in regions) >= 0.5
     # Regions never go below 0.5, whatever the display threshold; above it they follow it.
-    window.heatmap_controller.set_threshold(0.0)
-    assert min(r.mean_prob for r in window.heatmap_controller.top_regions()) >= 0.5
-    window.heatmap_controller.set_threshold(0.8)
-    assert min(r.mean_prob for r in window.heatmap_controller.top_regions()) >= 0.8
+    window.context.heatmap.set_threshold(0.0)
+    assert min(r.mean_prob for r in window.context.heatmap.top_regions()) >= 0.5
+    window.context.heatmap.set_threshold(0.8)
+    assert min(r.mean_prob for r in window.context.heatmap.top_regions()) >= 0.8
 
 
 def test_key_h_hides_and_shows_the_heatmap(window, qtbot):
@@ -216,12 +215,12 @@ def test_key_h_hides_and_shows_the_heatmap(window, qtbot):
     colour = expected_rgb("viridis", probs[4, 7])
     assert close(probe_cell(window, render(window), 4, 7), colour)
     qtbot.keyClick(view, Qt.Key.Key_H)
-    assert not window.heatmap_controller.item.isVisible()
-    assert not window.heatmap_show_action.isChecked()
-    assert not window.heatmap_panel.show_check.isChecked()
+    assert not window.context.heatmap.item.isVisible()
+    assert not window.context.heatmap.show_action.isChecked()
+    assert not window.context.heatmap_panel.show_check.isChecked()
     assert close(probe_cell(window, render(window), 4, 7), SLIDE_RGB)
     qtbot.keyClick(view, Qt.Key.Key_H)
-    assert window.heatmap_controller.item.isVisible()
+    assert window.context.heatmap.item.isVisible()
     assert close(probe_cell(window, render(window), 4, 7), colour)
 
 
@@ -232,12 +231,12 @@ def test_hover_shows_patch_probability_in_status_bar(window, qtbot):
     render(window)
     point = view.mapFromScene(QPointF(ORIGIN[0] + 7.5 * PATCH, ORIGIN[1] + 4.5 * PATCH))
     qtbot.mouseMove(view.viewport(), point)
-    qtbot.waitUntil(lambda: "p =" in window.heatmap_controller.status_label.text(), timeout=3000)
-    assert window.heatmap_controller.status_label.text() == f"heatmap: p = {probs[4, 7]:.3f}"
+    qtbot.waitUntil(lambda: "p =" in window.context.heatmap.status_label.text(), timeout=3000)
+    assert window.context.heatmap.status_label.text() == f"heatmap: p = {probs[4, 7]:.3f}"
     point = view.mapFromScene(QPointF(ORIGIN[0] + 0.5 * PATCH, ORIGIN[1] + 0.5 * PATCH))
     qtbot.mouseMove(view.viewport(), point)
     qtbot.waitUntil(
-        lambda: window.heatmap_controller.status_label.text() == "heatmap: not scored",
+        lambda: window.context.heatmap.status_label.text() == "heatmap: not scored",
         timeout=3000,
     )
 
@@ -248,17 +247,19 @@ def test_top_region_click_centres_the_view(window, qtbot):
     probs[7:9, 11:13] = 0.8
     probs[8, 12] = 0.97
     show_heatmap(window, probs)
-    controller = window.heatmap_controller
+    controller = window.context.heatmap
     controller.set_threshold(0.5)
-    qtbot.waitUntil(lambda: window.heatmap_panel.regions.topLevelItemCount() == 2, timeout=3000)
+    qtbot.waitUntil(
+        lambda: window.context.heatmap_panel.regions.topLevelItemCount() == 2, timeout=3000
+    )
     regions = controller.top_regions()
     assert [r.cells for r in regions] == [4, 6]
     assert regions[0].peak == (8, 12) and regions[0].max_prob == pytest.approx(0.97)
     controller.set_sort("area")
     assert [r.cells for r in controller.top_regions()] == [6, 4]
     controller.set_sort("max")
-    window.heatmap_panel.fill_regions()
-    tree = window.heatmap_panel.regions
+    window.context.heatmap_panel.fill_regions()
+    tree = window.context.heatmap_panel.regions
     item = tree.topLevelItem(0)
     qtbot.mouseClick(
         tree.viewport(), Qt.MouseButton.LeftButton, pos=tree.visualItemRect(item).center()
@@ -273,7 +274,7 @@ def test_update_patches_fills_in_place(window, monkeypatch):
     import pathviewer.gui.heatmap as module
 
     show_heatmap(window, np.full((ROWS, COLS), np.nan, np.float32))
-    controller = window.heatmap_controller
+    controller = window.context.heatmap
     image_before = controller.image
     sizes: list[int] = []
     real_quantise = module.quantise
@@ -339,7 +340,7 @@ def write_cohort(tmp_path: Path) -> tuple[Path, Path]:
 def test_predictions_folder_follows_slides_fills_cohort_and_outlines(window, tmp_path):
     cohort, pred = write_cohort(tmp_path)
     assert window.open_cohort(str(cohort), raise_errors=True)
-    controller = window.heatmap_controller
+    controller = window.context.heatmap
     controller.load_path(pred)
     model = window.cohort_panel.model
     row = model.row_of("pos.tif")
@@ -348,7 +349,7 @@ def test_predictions_folder_follows_slides_fills_cohort_and_outlines(window, tmp
     assert model.item(row, model.LABEL).text() == "1"
     assert model.item(model.row_of("neg.tif"), model.SCORE).text() == "0.120"
     assert controller.heatmap is not None and controller.heatmap.slide == "neg.tif"
-    assert window.heatmap_dock.isVisible()
+    assert window.docks["heatmap"].isVisible()
 
     assert window.open_slide(str(tmp_path / "pos.tif"), raise_errors=True)
     assert controller.heatmap.slide == "pos.tif"
@@ -380,7 +381,7 @@ def test_predictions_folder_follows_slides_fills_cohort_and_outlines(window, tmp
 def test_bad_heatmap_files_raise_clear_errors(window, tmp_path):
     from pathviewer.core.heatmap import HeatmapError
 
-    controller = window.heatmap_controller
+    controller = window.context.heatmap
     with pytest.raises(HeatmapError, match="not a predictions folder"):
         controller.load_path(tmp_path)
     bad = tmp_path / "bad.npz"

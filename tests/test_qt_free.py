@@ -1,4 +1,4 @@
-"""core/ and ml/ must import with PySide6 (and every Qt binding) made unimportable."""
+"""core/, ml/, session/, jobs and runs must import with PySide6 (and every Qt binding) made unimportable."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ class BlockQt(importlib.abc.MetaPathFinder):
             raise ImportError(f'blocked Qt import: {name}')
         return None
 sys.meta_path.insert(0, BlockQt())
-import pathviewer.core, pathviewer.ml
+import pathviewer.core, pathviewer.ml, pathviewer.session, pathviewer.jobs, pathviewer.runs
 names = []
-for package in (pathviewer.core, pathviewer.ml):
+for package in (pathviewer.core, pathviewer.ml, pathviewer.session):
     for info in pkgutil.iter_modules(package.__path__, package.__name__ + '.'):
         importlib.import_module(info.name)
         names.append(info.name)

@@ -17,11 +17,11 @@ from PySide6.QtGui import QAction, QKeySequence, QStandardItemModel  # noqa: E40
 from PySide6.QtTest import QTest  # noqa: E402
 
 from pathviewer.core.store import Project  # noqa: E402
+from pathviewer.gui.context import build_features  # noqa: E402
 from pathviewer.gui.review import (  # noqa: E402
     ReviewGallery,
     ReviewPanel,
     ThumbnailLoader,
-    install,
 )
 
 # (x, y, given, suggested, confidence); file order = rank, but rows are written shuffled with
@@ -227,11 +227,11 @@ def test_click_opens_and_centres_slide_with_box(qtbot, review_setup, tmp_path):
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     window = MainWindow(settings=settings, threads=1)
     qtbot.addWidget(window)
-    install(window)
-    panel = window.review_panel
+    build_features(window)
+    panel = window.context.review
     panel.set_project(project)
     panel.import_flags(flags)
-    window.review_dock.show()
+    window.docks["review"].show()
     window.show()
     qtbot.waitExposed(window)
     gallery = panel.gallery

@@ -48,8 +48,8 @@ def window(qtbot, small_cohort: Path, tmp_path: Path):
     win = create_main_window([str(small_cohort)], settings=settings, raise_errors=True)
     qtbot.addWidget(win)
     yield win
-    win.training_panel.shutdown()
-    demo = getattr(win, "demo_controller", None)
+    win.context.training.shutdown()
+    demo = win.context.demo
     if demo is not None:
         demo.shutdown()
 
@@ -72,7 +72,7 @@ def run_info(run_dir: Path) -> dict[str, object]:
 
 
 def test_tiny_training_emits_progress_and_finishes(qtbot, window) -> None:
-    panel = window.training_panel
+    panel = window.context.training
     assert window.cohort_path is not None and panel.cohort_csv() == window.cohort_path
     events = start_tiny(panel, tiny_config())
     run_dir = panel.run_dir
@@ -99,7 +99,7 @@ def test_tiny_training_emits_progress_and_finishes(qtbot, window) -> None:
 
 
 def test_pause_stops_progress_resume_continues_cancel_keeps_checkpoint(qtbot, window) -> None:
-    panel = window.training_panel
+    panel = window.context.training
     events = start_tiny(panel, tiny_config(steps=400, checkpoint_every=2))
     run_dir = panel.run_dir
     assert run_dir is not None
@@ -156,7 +156,7 @@ def test_worker_exception_reaches_the_dialog(qtbot, window, small_cohort, tmp_pa
         for entry in read_cohort(small_cohort):
             if entry.label == 0:
                 writer.writerow([str(entry.path), 0, "train"])
-    panel = window.training_panel
+    panel = window.context.training
     panel.cohort_edit.setText(str(bad))
     start_tiny(panel, tiny_config())
     with qtbot.waitSignal(panel.jobStopped, timeout=60_000):
@@ -171,7 +171,7 @@ def test_worker_exception_reaches_the_dialog(qtbot, window, small_cohort, tmp_pa
 
 
 def test_invalid_settings_disable_start_with_a_message(window) -> None:
-    panel = window.training_panel
+    panel = window.context.training
     panel.set_method("ngsd")
     lr = panel.ngsd_form.widgets["lr"]
     lr.setText("fast")
@@ -201,12 +201,12 @@ def test_analyse_this_slide_fills_the_heatmap_with_the_inference_values(
 ) -> None:
     from pathviewer.ml.inference import predict
 
-    panel = window.training_panel
+    panel = window.context.training
     entry = next(e for e in read_cohort(small_cohort) if e.label == 1)
     window.open_slide(str(entry.path), raise_errors=True)
     panel.select_run(trained_run)
-    assert panel.analyse_button.isEnabled() and window.analyse_action.isEnabled()
-    controller = window.heatmap_controller
+    assert panel.analyse_button.isEnabled() and window.context.training.analyse_action.isEnabled()
+    controller = window.context.heatmap
     seen: list[tuple[int, int]] = []  # (finite cells when set, ...) per update
     controller.heatmapChanged.connect(
         lambda h: seen.append((-1, int(np.isfinite(h.probs).sum()))) if h is not None else None
@@ -223,7 +223,7 @@ def test_analyse_this_slide_fills_the_heatmap_with_the_inference_values(
     panel.analysis_batch_size = 16
     try:
         with qtbot.waitSignal(panel.analysisFinished, timeout=60_000) as blocker:
-            window.analyse_action.trigger()
+            window.context.training.analyse_action.trigger()
     finally:
         monkeypatch_update.undo()
     result = blocker.args[0]
@@ -241,6 +241,16 @@ def test_analyse_this_slide_fills_the_heatmap_with_the_inference_values(
     np.testing.assert_array_equal(pixels, quantise(expected.probs))
     assert result.out_dir == trained_run / "analyses" / Path(entry.slide).stem
     assert (result.out_dir / "slides.csv").is_file()
+    # The cohort list shows the analysis' score, and still does after the cohort is re-opened
+    # (the table is rebuilt; the score used to live only in the old table).
+    model = window.cohort_panel.model
+    row = model.row_of(entry.slide)
+    assert row is not None
+    assert model.item(row, model.SCORE).text() == f"{result.score:.3f}"
+    window.open_cohort(str(small_cohort))
+    row = model.row_of(entry.slide)
+    assert row is not None
+    assert model.item(row, model.SCORE).text() == f"{result.score:.3f}"
 
 
 def test_event_loop_keeps_running_while_training(qtbot, window) -> None:
@@ -250,8 +260,8 @@ def test_event_loop_keeps_running_while_training(qtbot, window) -> None:
     not a timed assertion here: on a shared 2-core machine any wall-clock bound is about load.
     """
     window.show()
-    window.training_dock.show()
-    panel = window.training_panel
+    window.docks["training"].show()
+    panel = window.context.training
     beats_at_event: list[int] = []
     beats = [0]
     threads: set[object] = set()
@@ -305,11 +315,11 @@ def test_demo_second_launch_loads_the_saved_demo_run_without_training(
     controller = demo.start_demo(window, small_cohort)
     with qtbot.waitSignal(controller.completed, timeout=20_000):
         pass
-    assert window.training_panel.runner is None  # nothing trains
+    assert window.context.training.runner is None  # nothing trains
     entry = demo.demo_slide(read_cohort(small_cohort))
     assert entry.label == 1
     assert Path(window.slide_view.current_slide.path).resolve() == entry.path.resolve()
-    heatmaps = window.heatmap_controller
+    heatmaps = window.context.heatmap
     assert heatmaps.pred_dir == demo_run / demo.PREDICTIONS
     assert heatmaps.heatmap is not None and heatmaps.heatmap.slide == entry.slide
     assert np.isfinite(heatmaps.heatmap.probs).any()
@@ -318,7 +328,7 @@ def test_demo_second_launch_loads_the_saved_demo_run_without_training(
 def test_a_collapsed_refinement_run_is_marked_and_explained(qtbot, window, tmp_path) -> None:
     from types import SimpleNamespace
 
-    panel = window.training_panel
+    panel = window.context.training
     run_dir = tmp_path / "runs" / "noisy-1"
     run_dir.mkdir(parents=True)
     panel.run_dir = run_dir

@@ -290,10 +290,17 @@ def test_cohort_csv_fills_panel_and_predictions(window, openslide_fixtures, cmu_
     assert [model.item(r, 1).text() for r in range(2)] == ["0", "1"]
     assert Path(window.slide_view.current_slide.path).name == "boxes.tiff"
     keys = model.slide_keys()
-    model.set_predictions({keys[1]: (0.875, 1), "unknown": (0.1, 0)})
+    window.scores.update({keys[1]: (0.875, 1), "unknown": (0.1, 0)}, source="test")
     assert model.item(1, model.SCORE).text() == "0.875"
     assert model.item(1, model.PRED).text() == "1"
     assert model.item(0, model.SCORE).text() == ""
+    # The same cohort opened again keeps its scores; another cohort starts without any.
+    assert window.open_paths([str(csv)])
+    assert model.item(1, model.SCORE).text() == "0.875"
+    other = tmp_path / "other.csv"
+    other.write_text(csv.read_text())
+    assert window.open_paths([str(other)])
+    assert model.item(1, model.SCORE).text() == ""
     # Clicking the second row opens that slide.
     panel = window.cohort_panel
     index = panel.proxy.mapFromSource(model.index(1, 0))

@@ -80,7 +80,7 @@ def _heatmap_hook(pred_dir: str, outlines: bool) -> Callable[[MainWindow], None]
     def hook(window: MainWindow) -> None:
         if not os.path.exists(pred_dir):
             raise PathViewerError(f"{pred_dir}: heatmap folder or file not found")
-        controller = window.heatmap_controller  # type: ignore[attr-defined]
+        controller = window.context.heatmap
         controller.load_path(pred_dir)
         if controller.heatmap is None:
             raise PathViewerError(f"{pred_dir}: {controller.source or 'no heatmap for this slide'}")

@@ -1,7 +1,7 @@
 """Drawing and editing annotations: tools, class palette, annotation list, undo/redo, import/export.
 
-``install(window)`` adds ``window.annotation_controller`` (an :class:`AnnotationController`), the
-**Annotations** dock (class palette with a "+" button, the list of the slide's annotations with
+``install(window, project)`` builds ``window.context.annotations`` (an
+:class:`AnnotationController`), the **Annotations** dock (class palette with a "+" button, the list of the slide's annotations with
 their measurements), the **Annotate** toolbar, an **Edit** menu with Undo/Redo/Delete, and
 *Import annotations…* / *Export annotations…* in the Tools menu.
 
@@ -107,6 +107,7 @@ from pathviewer.gui.annotation_layer import AnnotationLayer
 if TYPE_CHECKING:
     from pathviewer.core.store import Project
     from pathviewer.gui.main_window import MainWindow
+    from pathviewer.gui.project import ProjectController
 
 log = logging.getLogger(__name__)
 
@@ -319,9 +320,10 @@ class AnnotationController(QObject):
     selectionChanged = Signal(object)
     annotationsChanged = Signal()
 
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, window: MainWindow, project: ProjectController) -> None:
         super().__init__(window)
         self.window = window
+        self.project_controller = project
         self.view = window.slide_view
         self.layer: AnnotationLayer | None = None
         self.session: AnnotationSession | None = None
@@ -331,6 +333,15 @@ class AnnotationController(QObject):
         self.brush_px = DEFAULT_BRUSH_PX
         self.undo_group = QUndoGroup(self)
         self.stacks: dict[str, QUndoStack] = {}
+        # Set by install(): the toolbar, its tool actions, class keys and menu actions.
+        self.toolbar: QToolBar | None = None
+        self.tool_actions: dict[str, QAction] = {}
+        self.class_shortcuts: list[QShortcut] = []
+        self.undo_action: QAction | None = None
+        self.redo_action: QAction | None = None
+        self.delete_action: QAction | None = None
+        self.import_action: QAction | None = None
+        self.export_action: QAction | None = None
         # Interaction state.
         self._points: list[tuple[float, float]] = []
         self._drag: str | None = None  # "move", "vertex", "rect", "brush", "pan", "view"
@@ -350,8 +361,8 @@ class AnnotationController(QObject):
 
     @property
     def project(self) -> Project | None:
-        controller = getattr(self.window, "project_controller", None)
-        return None if controller is None else controller.project
+        """The open project (None until one is opened or the first edit opens the default)."""
+        return self.project_controller.project
 
     def ensure_project(self) -> Project:
         """The open project, or the default project opened now (the user is told)."""
@@ -361,8 +372,7 @@ class AnnotationController(QObject):
         from pathviewer.paths import user_data_dir
 
         folder = user_data_dir() / DEFAULT_PROJECT_NAME
-        controller = self.window.project_controller  # type: ignore[attr-defined]
-        project = controller.open(folder, create=True)
+        project = self.project_controller.open(folder, create=True)
         self.window.statusBar().showMessage(
             f"No project was open: annotations are saved in the default project {folder}", 15000
         )
@@ -591,7 +601,7 @@ class AnnotationController(QObject):
             raise ValueError(f"unknown annotation tool {tool!r}")
         self._cancel()
         self.tool = tool
-        action = self.tool_actions.get(tool) if hasattr(self, "tool_actions") else None
+        action = self.tool_actions.get(tool)
         if action is not None and not action.isChecked():
             action.setChecked(True)
         if tool == "select":
@@ -966,22 +976,10 @@ class AnnotationController(QObject):
         self.window.statusBar().showMessage(f"Exported {count} annotations to {path}", 8000)
 
 
-def _edit_menu(window: MainWindow) -> Any:
-    """The window's Edit menu (created after File when absent; other features may share it)."""
-    menu = getattr(window, "edit_menu", None)
-    if menu is None:
-        from PySide6.QtWidgets import QMenu
-
-        menu = QMenu("&Edit", window)
-        window.menuBar().insertMenu(window.views_menu.menuAction(), menu)
-        window.edit_menu = menu  # type: ignore[attr-defined]
-    return menu
-
-
-def install(window: MainWindow) -> None:
-    """Add annotation editing to the main window (see the module docstring)."""
-    controller = AnnotationController(window)
-    window.annotation_controller = controller  # type: ignore[attr-defined]
+def install(window: MainWindow, project: ProjectController) -> AnnotationController:
+    """Add annotation editing to the main window (see the module docstring); return its
+    controller, which saves in ``project``'s open project."""
+    controller = AnnotationController(window, project)
     view = window.slide_view
     shortcut_context = Qt.ShortcutContext.WidgetWithChildrenShortcut
 
@@ -990,7 +988,6 @@ def install(window: MainWindow) -> None:
     toolbar.setObjectName("toolbar-annotate")
     group = QActionGroup(window)
     group.setExclusive(True)
-    controller.tool_actions = {}  # type: ignore[attr-defined]
     for name, (label, key, hint) in TOOLS.items():
         action = QAction(label, window, checkable=True)
         action.setShortcut(QKeySequence(key))
@@ -1001,20 +998,19 @@ def install(window: MainWindow) -> None:
         group.addAction(action)
         toolbar.addAction(action)
         view.addAction(action)
-        controller.tool_actions[name] = action  # type: ignore[attr-defined]
+        controller.tool_actions[name] = action
     window.addToolBar(Qt.ToolBarArea.TopToolBarArea, toolbar)
-    window.annotation_toolbar = toolbar  # type: ignore[attr-defined]
+    controller.toolbar = toolbar
 
     # Class shortcuts 1-9, also bound to the view only (the review dock uses number keys too).
-    controller.class_shortcuts = []  # type: ignore[attr-defined]
     for number in range(1, 10):
         shortcut = QShortcut(QKeySequence(str(number)), view)
         shortcut.setContext(shortcut_context)
         shortcut.activated.connect(lambda n=number: controller.class_by_number(n))
-        controller.class_shortcuts.append(shortcut)  # type: ignore[attr-defined]
+        controller.class_shortcuts.append(shortcut)
 
     # Edit menu: undo/redo of the current slide's stack, delete.
-    menu = _edit_menu(window)
+    menu = window.menu("edit")
     undo = controller.undo_group.createUndoAction(window, "&Undo")
     undo.setShortcuts([QKeySequence("Ctrl+Z")])
     redo = controller.undo_group.createRedoAction(window, "&Redo")
@@ -1027,29 +1023,27 @@ def install(window: MainWindow) -> None:
     menu.addActions([undo, redo])
     menu.addSeparator()
     menu.addAction(delete)
-    controller.undo_action = undo  # type: ignore[attr-defined]
-    controller.redo_action = redo  # type: ignore[attr-defined]
-    controller.delete_action = delete  # type: ignore[attr-defined]
+    controller.undo_action = undo
+    controller.redo_action = redo
+    controller.delete_action = delete
 
     # Tools menu: import / export.
-    window.tools_menu.addSeparator()
+    window.menu("tools").addSeparator()
     import_action = QAction("&Import annotations…", window)
     import_action.triggered.connect(controller.import_interactively)
     export_action = QAction("&Export annotations…", window)
     export_action.triggered.connect(controller.export_interactively)
-    window.tools_menu.addActions([import_action, export_action])
-    controller.import_action = import_action  # type: ignore[attr-defined]
-    controller.export_action = export_action  # type: ignore[attr-defined]
+    window.menu("tools").addActions([import_action, export_action])
+    controller.import_action = import_action
+    controller.export_action = export_action
 
     dock = QDockWidget("Annotations", window)
     dock.setObjectName("dock-annotations")
     dock.setWidget(controller.panel)
-    window.add_dock(dock, Qt.DockWidgetArea.RightDockWidgetArea)
-    window.annotation_dock = dock  # type: ignore[attr-defined]
+    window.add_dock(dock, Qt.DockWidgetArea.RightDockWidgetArea, "annotations")
 
-    project_controller = getattr(window, "project_controller", None)
-    if project_controller is not None:
-        project_controller.projectChanged.connect(controller.on_project_changed)
+    project.projectChanged.connect(controller.on_project_changed)
     controller.on_project_changed(controller.project)
     if view.current_slide is not None:
         controller._on_slide_changed(view.current_slide)
+    return controller

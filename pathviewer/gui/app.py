@@ -96,9 +96,9 @@ def create_main_window(
     """
     ensure_application()
     window = MainWindow(settings=settings, threads=threads)
-    from pathviewer.gui.extensions import install_extensions
+    from pathviewer.gui.context import build_features
 
-    install_extensions(window)
+    build_features(window)
     if paths:
         window.open_paths(list(paths), raise_errors=raise_errors)
     return window

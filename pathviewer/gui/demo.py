@@ -119,7 +119,8 @@ class DemoController(QObject):
         super().__init__(window)
         self.window = window
         self.cohort_csv = Path(cohort_csv)
-        self.panel = window.training_panel  # type: ignore[attr-defined]
+        self.panel = window.context.training
+        self.heatmap = window.context.heatmap
         self.run: RunInfo | None = None
         self.predict_runner: JobRunner | None = None
         self.started = 0.0
@@ -141,7 +142,7 @@ class DemoController(QObject):
         ):
             self.window.open_cohort(str(self.cohort_csv))
         self.window.open_slide(str(entry.path))
-        controller = self.window.heatmap_controller  # type: ignore[attr-defined]
+        controller = self.heatmap
         controller.heatmapChanged.connect(self._on_heatmap)
         self.run = find_demo_run(self.cohort_csv)
         if self.run is not None and has_predictions(self.run):
@@ -162,7 +163,7 @@ class DemoController(QObject):
             self.heatmapShown.emit(self.elapsed())
 
     def _train(self) -> None:
-        dock = getattr(self.window, "training_dock", None)
+        dock = self.window.docks.get("training")
         if dock is not None:
             dock.show()
             dock.raise_()
@@ -216,7 +217,7 @@ class DemoController(QObject):
     def _on_predicted(self, out: Path) -> None:
         assert self.run is not None
         write_run_info(self.run.path, predictions=str(out))
-        self.window.heatmap_controller.load_path(out)  # type: ignore[attr-defined]
+        self.heatmap.load_path(out)
         self.panel.append_log(f"Demo: test-split predictions in {out}")
         self._show_test_scores(out)
         self.completed.emit(self.elapsed())
@@ -250,7 +251,7 @@ class DemoController(QObject):
 def start_demo(window: MainWindow, cohort_csv: str | Path) -> DemoController:
     """Start the demo in ``window`` once the event loop runs (returns the controller at once)."""
     demo = DemoController(window, cohort_csv)
-    window.demo_controller = demo  # type: ignore[attr-defined]
+    window.context.demo = demo
     demo.started = time.perf_counter()
     # Started from the event loop: the window paints first, and callers can connect the
     # signals after this returns.

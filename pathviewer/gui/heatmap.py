@@ -2,7 +2,7 @@
 
 What the window gains (``install(window)``)
 -------------------------------------------
-* ``window.heatmap_controller`` (:class:`HeatmapController`) owns the heatmap of the slide shown
+* ``window.context.heatmap`` (:class:`HeatmapController`) owns the heatmap of the slide shown
   and its display settings.  API for other features:
 
   - ``set_heatmap(heatmap)`` shows a :class:`~pathviewer.core.heatmap.Heatmap` over the open
@@ -380,6 +380,9 @@ class HeatmapController(QObject):
         self._regions: list[Region] | None = None
         self._predictions: dict[str, tuple[float, int | None]] = {}
         self._annotation_cache: dict[Path, QPainterPath] = {}
+        # Set by install(): the View menu's toggle and the slide view's H-key filter.
+        self.show_action: QAction | None = None
+        self.key_filter: _HeatmapKeyFilter | None = None
         self.status_label = QLabel("")
         window.statusBar().addPermanentWidget(self.status_label)
         self._regions_timer = QTimer(self)
@@ -388,10 +391,6 @@ class HeatmapController(QObject):
         self._regions_timer.timeout.connect(self._refresh_regions)
         self.view.slideChanged.connect(self._on_slide_changed)
         self.view.cursorMoved.connect(self._on_cursor)
-        # Opening a cohort refills the cohort table: put the scores back.
-        window.cohort_panel.model.rowsInserted.connect(
-            lambda *_: QTimer.singleShot(0, self._apply_predictions)
-        )
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -658,8 +657,8 @@ class HeatmapController(QObject):
         self.set_heatmap(heatmap, source=f"{self.pred_dir.name}/{HEATMAPS}/{path.name}")
 
     def _apply_predictions(self) -> None:
-        if self._predictions:
-            self.window.cohort_panel.model.set_predictions(self._predictions)
+        if self._predictions and self.pred_dir is not None:
+            self.window.scores.update(self._predictions, source=str(self.pred_dir))
 
     # -- scene items -------------------------------------------------------------------------
 
@@ -900,7 +899,9 @@ class _HeatmapKeyFilter(QObject):
         return False
 
 
-def choose_and_load(window: MainWindow, folder: bool = False) -> None:
+def choose_and_load(
+    window: MainWindow, controller: HeatmapController, folder: bool = False
+) -> None:
     """Ask for a predictions folder or a heatmap file and load it (errors as a dialog)."""
     if folder:
         path = QFileDialog.getExistingDirectory(window, "Predictions folder (pathviewer infer)")
@@ -914,26 +915,20 @@ def choose_and_load(window: MainWindow, folder: bool = False) -> None:
     if not path:
         return
     try:
-        window.heatmap_controller.load_path(path)  # type: ignore[attr-defined]
+        controller.load_path(path)
     except PathViewerError as error:
         QMessageBox.warning(window, "Cannot load heatmap", str(error))
 
 
-def install(window: MainWindow) -> None:
-    """Add ``window.heatmap_controller``, the Heatmap dock, its menu actions and the H key."""
+def install(window: MainWindow) -> tuple[HeatmapController, HeatmapDock]:
+    """Add the Heatmap dock, its menu actions and the H key; return the controller and panel."""
     controller = HeatmapController(window)
-    window.heatmap_controller = controller  # type: ignore[attr-defined]
     panel = HeatmapDock(controller)
     dock = QDockWidget("Heatmap", window)
     dock.setObjectName("dock-heatmap")
     dock.setWidget(panel)
-    window.add_dock(dock, Qt.DockWidgetArea.RightDockWidgetArea)
-    properties = getattr(window, "properties_dock", None)
-    if properties is not None:
-        window.tabifyDockWidget(properties, dock)
+    window.add_dock(dock, Qt.DockWidgetArea.RightDockWidgetArea, "heatmap", tab_with="properties")
     dock.hide()
-    window.heatmap_dock = dock  # type: ignore[attr-defined]
-    window.heatmap_panel = panel  # type: ignore[attr-defined]
 
     def on_heatmap(heatmap: object) -> None:
         if heatmap is not None and not dock.isVisible():
@@ -944,20 +939,20 @@ def install(window: MainWindow) -> None:
 
     load = QAction("Load &heatmap…", window)
     load.setToolTip("Load a heatmap .npz, or a predictions folder via its slides.csv")
-    load.triggered.connect(lambda: choose_and_load(window))
+    load.triggered.connect(lambda: choose_and_load(window, controller))
     load_folder = QAction("Load predictions &folder…", window)
-    load_folder.triggered.connect(lambda: choose_and_load(window, folder=True))
-    window.tools_menu.addAction(load)
-    window.tools_menu.addAction(load_folder)
-    panel.load_button.clicked.connect(lambda: choose_and_load(window, folder=True))
+    load_folder.triggered.connect(lambda: choose_and_load(window, controller, folder=True))
+    window.menu("tools").addAction(load)
+    window.menu("tools").addAction(load_folder)
+    panel.load_button.clicked.connect(lambda: choose_and_load(window, controller, folder=True))
 
     # The key is handled by an event filter on the slide view (so it works only there); the
     # tab in the text shows it in the menu without making it a window-wide shortcut.
     show = QAction("Show heatmap\tH", window, checkable=True, checked=controller.visible)
     show.toggled.connect(controller.set_visible)
     controller.displayChanged.connect(lambda: show.setChecked(controller.visible))
-    window.views_menu.addAction(show)
-    window.heatmap_show_action = show  # type: ignore[attr-defined]
-    key_filter = _HeatmapKeyFilter(controller)
-    window.slide_view.installEventFilter(key_filter)
-    controller.key_filter = key_filter  # type: ignore[attr-defined]
+    window.menu("view").addAction(show)
+    controller.show_action = show
+    controller.key_filter = _HeatmapKeyFilter(controller)
+    window.slide_view.installEventFilter(controller.key_filter)
+    return controller, panel

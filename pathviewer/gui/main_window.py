@@ -2,13 +2,15 @@
 
 Extending it (heatmaps, training, annotations, review queue)
 ------------------------------------------------------------
+* Features are built by :func:`pathviewer.gui.context.build_features`, which passes each the
+  features it uses; the result is ``window.context``.
 * ``window.slide_view`` is the :class:`~pathviewer.gui.slide_view.SlideView`; add scene items in
   level-0 coordinates and listen to ``slide_view.slideChanged`` to rebuild them for a new slide.
-* Docks: write a small ``create_xxx_dock(window) -> QDockWidget`` function and call
-  :meth:`MainWindow.add_dock`; the dock's toggle action goes into the **View** menu
-  (``window.views_menu``).  Commands go into the **Tools** menu (``window.tools_menu``).
-* ``window.cohort_panel.model.set_predictions({slide: (score, pred)})`` fills the cohort columns;
-  ``window.cohort_entries`` holds the rows of the open cohort CSV.
+* Docks: :meth:`MainWindow.add_dock` registers a dock under a name (``window.docks[name]``)
+  and puts its toggle action into the **View** menu.  Menus are named in ``window.menus``
+  (file, edit, view, tools, help); commands go into **Tools**.
+* ``window.scores.update({slide: (score, pred)}, source)`` records slide scores (the cohort
+  list renders them); ``window.cohort_entries`` holds the rows of the open cohort CSV.
 * ``window.open_paths(paths)`` opens slides or a cohort CSV (errors as dialogs, or raised with
   ``raise_errors=True`` for headless use).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import (
@@ -33,6 +36,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QToolBar,
 )
@@ -42,11 +46,22 @@ from pathviewer.core.errors import PathViewerError, SlideError
 from pathviewer.core.slide import SLIDE_SUFFIXES
 from pathviewer.gui.panels import CohortPanel, PropertiesPanel
 from pathviewer.gui.slide_view import MAGNIFICATIONS, SlideView, open_slide_checked
+from pathviewer.session.scores import CohortScores
+
+if TYPE_CHECKING:
+    from pathviewer.gui.context import AppContext
 
 log = logging.getLogger(__name__)
 
 RECENT_SETTING = "viewer/recent_files"
 MAX_RECENT = 10
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return a == b
 
 
 def create_properties_dock(window: MainWindow) -> QDockWidget:
@@ -62,7 +77,7 @@ def create_properties_dock(window: MainWindow) -> QDockWidget:
 
 def create_cohort_dock(window: MainWindow) -> QDockWidget:
     """The Cohort dock (slides of the open cohort CSV; a click opens one)."""
-    panel = CohortPanel()
+    panel = CohortPanel(window.scores)
     window.cohort_panel = panel
     panel.slideActivated.connect(window.open_slide)
     dock = QDockWidget("Cohort", window)
@@ -93,13 +108,17 @@ class MainWindow(QMainWindow):
         self.cohort_path: Path | None = None
         self.properties_panel: PropertiesPanel
         self.cohort_panel: CohortPanel
+        self.scores = CohortScores()
+        self.docks: dict[str, QDockWidget] = {}
+        self.menus: dict[str, QMenu] = {}
+        self._context: AppContext | None = None
         self._build_menus()
         self._build_toolbar()
         self._build_status_bar()
         self.properties_dock = create_properties_dock(self)
         self.cohort_dock = create_cohort_dock(self)
-        self.add_dock(self.cohort_dock, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.add_dock(self.properties_dock, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.add_dock(self.cohort_dock, Qt.DockWidgetArea.LeftDockWidgetArea, "cohort")
+        self.add_dock(self.properties_dock, Qt.DockWidgetArea.RightDockWidgetArea, "properties")
         self.cohort_dock.hide()
         self.resizeDocks([self.properties_dock], [380], Qt.Orientation.Horizontal)
         self.slide_view.slideChanged.connect(self._on_slide_changed)
@@ -109,12 +128,63 @@ class MainWindow(QMainWindow):
 
     # -- structure ---------------------------------------------------------------------------
 
+    @property
+    def context(self) -> AppContext:
+        """The features built by :func:`~pathviewer.gui.context.build_features`.
+
+        Raises
+        ------
+        RuntimeError
+            No features were built for this window (a bare viewer).
+        """
+        if self._context is None:
+            raise RuntimeError("this window was built without features (build_features)")
+        return self._context
+
+    @context.setter
+    def context(self, context: AppContext) -> None:
+        self._context = context
+
+    @property
+    def has_features(self) -> bool:
+        """Whether :func:`~pathviewer.gui.context.build_features` ran for this window."""
+        return self._context is not None
+
     def add_dock(
-        self, dock: QDockWidget, area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea
+        self,
+        dock: QDockWidget,
+        area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea,
+        name: str = "",
+        tab_with: str = "",
     ) -> None:
-        """Add a dock and its show/hide action to the View menu."""
+        """Add a dock, register it as ``docks[name]`` and put its toggle in the View menu.
+
+        Parameters
+        ----------
+        name
+            Registry key (default: the object name without its ``dock-`` prefix).
+        tab_with
+            Name of a registered dock to share a tab group with.
+
+        Raises
+        ------
+        ValueError
+            A dock of that name is registered already.
+        """
+        name = name or dock.objectName().removeprefix("dock-")
+        if name in self.docks:
+            raise ValueError(f"a dock named {name!r} exists already")
+        self.docks[name] = dock
         self.addDockWidget(area, dock)
+        if tab_with in self.docks:
+            self.tabifyDockWidget(self.docks[tab_with], dock)
         self.views_menu.addAction(dock.toggleViewAction())
+
+    def menu(self, name: str) -> QMenu:
+        """The menu registered as ``name`` (file, edit, view, tools, help), shown once used."""
+        menu = self.menus[name]
+        menu.menuAction().setVisible(True)
+        return menu
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
@@ -138,6 +208,9 @@ class MainWindow(QMainWindow):
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
         self.file_menu = file_menu
+        # Edit holds only what features add (undo, delete), so it stays hidden until used.
+        self.edit_menu = bar.addMenu("&Edit")
+        self.edit_menu.menuAction().setVisible(False)
 
         self.views_menu = bar.addMenu("&View")
         fit = QAction("&Fit to window", self)
@@ -166,6 +239,13 @@ class MainWindow(QMainWindow):
             )
         )
         help_menu.addAction(about)
+        self.menus.update(
+            file=file_menu,
+            edit=self.edit_menu,
+            view=self.views_menu,
+            tools=self.tools_menu,
+            help=help_menu,
+        )
 
     def _toggle_minimap(self, on: bool) -> None:
         self.slide_view.minimap.setVisible(on and self.slide_view.current_slide is not None)
@@ -247,6 +327,8 @@ class MainWindow(QMainWindow):
                 raise
             QMessageBox.critical(self, "Cannot open cohort", str(error))
             return False
+        if self.cohort_path is None or not _same_path(self.cohort_path, Path(csv_path)):
+            self.scores.clear()  # keys of another cohort's slides may coincide
         self.cohort_entries = entries
         self.cohort_path = Path(csv_path)
         self.cohort_panel.set_entries(entries, f"{Path(csv_path).name}: {len(entries)} slides")

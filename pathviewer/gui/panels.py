@@ -1,14 +1,13 @@
 """Dock panels of the main window: slide properties and the cohort list.
 
-:class:`CohortModel` has the columns ``slide, label, split, score, pred``; the AI features fill
-the last two with :meth:`CohortModel.set_predictions` (slide key as written in the CSV ->
-``(score, predicted label)``).  :class:`CohortPanel` emits ``slideActivated(str)`` with the file
+:class:`CohortModel` has the columns ``slide, label, split, score, pred``; the last two render
+the window's :class:`~pathviewer.session.scores.CohortScores`, which the AI features write.  :class:`CohortPanel` emits ``slideActivated(str)`` with the file
 path of the slide the user picks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal
@@ -28,6 +27,7 @@ from PySide6.QtWidgets import (
 from pathviewer.core.cohort import CohortEntry
 from pathviewer.core.slide import SlideSource
 from pathviewer.gui.tiles import rgb_to_qimage
+from pathviewer.session.scores import CohortScores
 
 #: Longest side of associated images in the properties panel.
 ASSOCIATED_SIZE = 240
@@ -129,10 +129,12 @@ class CohortModel(QStandardItemModel):
     COLUMNS = ("slide", "label", "split", "score", "pred")
     SLIDE, LABEL, SPLIT, SCORE, PRED = range(5)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, scores: CohortScores, parent: QWidget | None = None) -> None:
         super().__init__(0, len(self.COLUMNS), parent)
         self.setHorizontalHeaderLabels(list(self.COLUMNS))
         self._rows: dict[str, int] = {}
+        self.scores = scores
+        scores.subscribe(self._render_scores)
 
     def set_entries(self, entries: Sequence[CohortEntry]) -> None:
         """Replace the rows with the entries of a cohort CSV."""
@@ -154,6 +156,7 @@ class CohortModel(QStandardItemModel):
                 item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
             self._rows[entry.slide] = self.rowCount()
             self.appendRow(items)
+        self._render_scores(frozenset(self._rows))
 
     def slide_keys(self) -> list[str]:
         return list(self._rows)
@@ -165,20 +168,24 @@ class CohortModel(QStandardItemModel):
     def row_of(self, slide: str) -> int | None:
         return self._rows.get(slide)
 
-    def set_predictions(self, predictions: Mapping[str, tuple[float, int | None]]) -> None:
-        """Fill the score and pred columns: ``{slide key: (score, predicted label)}``.
-
-        Slides missing from ``predictions`` keep their previous values; unknown keys are ignored.
-        Scores are stored as numbers (``Qt.UserRole``) so that sorting is numeric.
-        """
-        for slide, (score, pred) in predictions.items():
+    def _render_scores(self, keys: frozenset[str]) -> None:
+        """Show the scores of ``keys`` (numbers in ``Qt.UserRole``, so sorting is numeric)."""
+        for slide in keys:
             row = self._rows.get(slide)
             if row is None:
                 continue
+            value = self.scores.get(slide)
             score_item = self.item(row, self.SCORE)
+            pred_item = self.item(row, self.PRED)
+            if value is None:
+                score_item.setText("")
+                score_item.setData(None, Qt.ItemDataRole.UserRole)
+                pred_item.setText("")
+                continue
+            score, pred = value.score, value.pred
             score_item.setText(f"{score:.3f}")
             score_item.setData(float(score), Qt.ItemDataRole.UserRole)
-            pred_item = self.item(row, self.PRED)
+            score_item.setToolTip(value.source)
             pred_item.setText("" if pred is None else str(pred))
             label = self.item(row, self.LABEL).text()
             if pred is not None and label not in ("", str(pred)):
@@ -192,9 +199,9 @@ class CohortPanel(QWidget):
 
     slideActivated = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, scores: CohortScores, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.model = CohortModel(self)
+        self.model = CohortModel(scores, self)
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
         self.proxy.setSortRole(Qt.ItemDataRole.UserRole)

@@ -1,6 +1,6 @@
 """The open project of the main window: File > New/Open project, shared by annotation and review.
 
-``window.project_controller`` (a :class:`ProjectController`) holds the open
+``window.context.project`` (a :class:`ProjectController`) holds the open
 :class:`~pathviewer.core.store.Project`; features listen to ``projectChanged`` and read
 ``controller.project``.  The store itself is the source of truth: every edit is committed by
 the store, so there is no Save action.
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.store import DB_NAME, Project
@@ -41,6 +41,7 @@ class ProjectController(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.project: Project | None = None
+        self.actions: tuple[QAction, ...] = ()
 
     def open(self, folder: str | Path, create: bool = False) -> Project:
         """Open (or create) the project in ``folder`` and make it current.
@@ -71,10 +72,9 @@ class ProjectController(QObject):
             self.projectChanged.emit(None)
 
 
-def install(window: MainWindow) -> None:
-    """Add ``window.project_controller`` and the File menu's project actions."""
+def install(window: MainWindow) -> ProjectController:
+    """Add the File menu's project actions; return the window's project controller."""
     controller = ProjectController(window)
-    window.project_controller = controller  # type: ignore[attr-defined]
 
     def choose(create: bool) -> None:
         title = "New project folder" if create else "Open project folder"
@@ -91,21 +91,20 @@ def install(window: MainWindow) -> None:
         if slides:
             window.open_paths([slides[0].path])
 
-    menu_actions = window.menuBar().actions()
-    file_menu = menu_actions[0].menu() if menu_actions else None
+    file_menu = window.menu("file")
     new_action = QAction("New Project…", window)
     new_action.triggered.connect(lambda: choose(True))
     open_action = QAction("Open Project…", window)
     open_action.triggered.connect(lambda: choose(False))
-    if isinstance(file_menu, QMenu):
-        existing = file_menu.actions()
-        if existing:
-            first = existing[0]
-            file_menu.insertAction(first, new_action)
-            file_menu.insertAction(first, open_action)
-            file_menu.insertSeparator(first)
-        else:  # what insertAction(None, ...) does: append
-            file_menu.addAction(new_action)
-            file_menu.addAction(open_action)
-            file_menu.addSeparator()
-    window.project_actions = (new_action, open_action)  # type: ignore[attr-defined]
+    existing = file_menu.actions()
+    if existing:
+        first = existing[0]
+        file_menu.insertAction(first, new_action)
+        file_menu.insertAction(first, open_action)
+        file_menu.insertSeparator(first)
+    else:  # what insertAction(None, ...) does: append
+        file_menu.addAction(new_action)
+        file_menu.addAction(open_action)
+        file_menu.addSeparator()
+    controller.actions = (new_action, open_action)
+    return controller

@@ -78,6 +78,7 @@ from pathviewer.gui.tiles import rgb_to_qimage
 if TYPE_CHECKING:
     from pathviewer.core.slide import SlideSource
     from pathviewer.gui.main_window import MainWindow
+    from pathviewer.gui.project import ProjectController
 
 log = logging.getLogger(__name__)
 
@@ -624,13 +625,21 @@ class ReviewPanel(QWidget):
         Where the reviewer's name is read (default ``QSettings()``).
     """
 
-    def __init__(self, window: MainWindow | None = None, settings: QSettings | None = None) -> None:
+    def __init__(
+        self,
+        window: MainWindow | None = None,
+        settings: QSettings | None = None,
+        project: ProjectController | None = None,
+    ) -> None:
         super().__init__(window)
         self.window_ = window
+        self.project_controller = project
         self.settings = settings or QSettings()
         self.model = ReviewQueueModel(self)
         self.delegate = ReviewDelegate(self)
         self.highlight: QGraphicsRectItem | None = None
+        # Set by install(): Tools > Review queue and Tools > Import review flags.
+        self.menu_actions: tuple[QAction, ...] = ()
 
         self.counts_label = QLabel("no project")
         self.counts_label.setObjectName("review-counts")
@@ -816,7 +825,7 @@ class ReviewPanel(QWidget):
         log.info("imported %d flags from %s", count, path)
 
     def _ask_for_project(self) -> bool:
-        controller = getattr(self.window_, "project_controller", None)
+        controller = self.project_controller
         answer = QMessageBox.question(
             self,
             "Review queue",
@@ -976,32 +985,18 @@ def _same_file(a: str, b: str) -> bool:
         return a == b
 
 
-def create_review_dock(window: MainWindow) -> QDockWidget:
-    """The Review queue dock (follows ``window.project_controller`` when present)."""
-    panel = ReviewPanel(window, window.settings)
+def install(window: MainWindow, project: ProjectController) -> ReviewPanel:
+    """Add the Review queue dock (``window.docks["review"]``, following ``project``) and its
+    Tools menu entries; return the dock's panel."""
+    panel = ReviewPanel(window, window.settings, project)
     dock = QDockWidget("Review queue", window)
     dock.setObjectName("dock-review")
     dock.setWidget(panel)
-    dock.panel = panel  # type: ignore[attr-defined]
-    controller = getattr(window, "project_controller", None)
-    if controller is not None:
-        controller.projectChanged.connect(panel.set_project)
-        if controller.project is not None:
-            panel.set_project(controller.project)
-    return dock
-
-
-def install(window: MainWindow) -> None:
-    """Add the Review queue dock (``window.review_dock``, ``window.review_panel``) and its
-    Tools menu entries."""
-    dock = create_review_dock(window)
-    window.add_dock(dock, Qt.DockWidgetArea.RightDockWidgetArea)
-    window.review_dock = dock  # type: ignore[attr-defined]
-    window.review_panel = dock.panel  # type: ignore[attr-defined]
-    if hasattr(window, "properties_dock"):
-        window.tabifyDockWidget(window.properties_dock, dock)
+    project.projectChanged.connect(panel.set_project)
+    if project.project is not None:
+        panel.set_project(project.project)
+    window.add_dock(dock, Qt.DockWidgetArea.RightDockWidgetArea, "review", tab_with="properties")
     dock.hide()
-    panel: ReviewPanel = dock.panel  # type: ignore[attr-defined]
 
     def show_dock() -> None:
         dock.show()
@@ -1016,6 +1011,7 @@ def install(window: MainWindow) -> None:
     import_action.triggered.connect(import_flags)
     review_action = QAction("Review queue", window)
     review_action.triggered.connect(show_dock)
-    window.tools_menu.addAction(review_action)
-    window.tools_menu.addAction(import_action)
-    window.review_actions = (review_action, import_action)  # type: ignore[attr-defined]
+    window.menu("tools").addAction(review_action)
+    window.menu("tools").addAction(import_action)
+    panel.menu_actions = (review_action, import_action)
+    return panel

@@ -2,7 +2,7 @@
 
 What the window gains (``install(window)``)
 -------------------------------------------
-* ``window.training_panel`` (:class:`TrainingPanel`) in a **Training** dock: cohort CSV (default:
+* ``window.context.training`` (:class:`TrainingPanel`) in a **Training** dock: cohort CSV (default:
   the open cohort), method (NGSD, naive baseline, label refinement from a labels.csv or from the
   open project), a settings form built from :class:`~pathviewer.ml.ngsd.NGSDConfig` /
   :class:`~pathviewer.ml.refine.RefineConfig`, device choice, Start / Pause / Cancel, progress bars
@@ -64,7 +64,9 @@ from pathviewer.jobs import SlideAnalysis, analyse_slide, refine_run, slide_entr
 from pathviewer.runs import RunInfo, new_run_dir, scan_runs, write_run_info
 
 if TYPE_CHECKING:
+    from pathviewer.gui.heatmap import HeatmapController
     from pathviewer.gui.main_window import MainWindow
+    from pathviewer.gui.project import ProjectController
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +176,22 @@ class TrainingPanel(QWidget):
     analysisFinished = Signal(object)
     jobStopped = Signal()
 
-    def __init__(self, window: MainWindow | None = None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        window: MainWindow | None = None,
+        parent: QWidget | None = None,
+        project: ProjectController | None = None,
+        heatmap: HeatmapController | None = None,
+    ) -> None:
         super().__init__(parent)
         from pathviewer.ml.config import demo_config as ngsd_demo
         from pathviewer.ml.refine import demo_config as refine_demo
 
         self.main_window = window
+        self.project_controller = project
+        self.heatmap_controller = heatmap
+        # Set by install(): Tools > Analyse this slide, enabled with the panel's button.
+        self.analyse_action: QAction | None = None
         self.runner: JobRunner | None = None
         self.analysis_runner: JobRunner | None = None
         self.run_dir: Path | None = None
@@ -378,12 +390,9 @@ class TrainingPanel(QWidget):
 
     def project_dir(self) -> Path | None:
         """The open project's folder, when the window has a project open."""
-        controller = (
-            getattr(self.main_window, "project_controller", None) if self.main_window else None
-        )
-        project = getattr(controller, "project", None)
-        path = getattr(project, "folder", None)
-        return Path(path) if path else None
+        controller = self.project_controller
+        project = controller.project if controller is not None else None
+        return project.folder if project is not None else None
 
     def _choose_cohort(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Cohort CSV", "", "Cohort CSV (*.csv)")
@@ -460,9 +469,8 @@ class TrainingPanel(QWidget):
         self.analyse_button.setEnabled(
             self.analysis_runner is None and run is not None and run.can_score_slides and slide_open
         )
-        action = getattr(self.main_window, "analyse_action", None) if self.main_window else None
-        if action is not None:
-            action.setEnabled(self.analyse_button.isEnabled())
+        if self.analyse_action is not None:
+            self.analyse_action.setEnabled(self.analyse_button.isEnabled())
 
     def show_message(self, text: str) -> None:
         """Show why Start is disabled (or another hint); hidden when empty."""
@@ -751,7 +759,7 @@ class TrainingPanel(QWidget):
         if self.analysis_runner is not None:
             return self.analysis_runner
         slide = window.slide_view.current_slide
-        controller = getattr(window, "heatmap_controller", None)
+        controller = self.heatmap_controller
         cohort_entry = controller.cohort_entry(slide) if controller is not None else None
         entry = slide_entry(slide.path, cohort_entry)
         out_dir = run.path / "analyses" / Path(entry.slide).stem
@@ -772,7 +780,7 @@ class TrainingPanel(QWidget):
         return runner
 
     def _on_analysis_progress(self, event: Progress) -> None:
-        controller = getattr(self.main_window, "heatmap_controller", None)
+        controller = self.heatmap_controller
         if event.stage == "heatmap" and controller is not None:
             controller.set_heatmap(event.payload, source="analysis (in progress)")
         elif event.stage == "inference" and controller is not None and event.payload:
@@ -785,14 +793,15 @@ class TrainingPanel(QWidget):
             self.step_bar.setValue(event.done)
 
     def _on_analysis_finished(self, result: SlideAnalysis) -> None:
-        controller = getattr(self.main_window, "heatmap_controller", None)
+        controller = self.heatmap_controller
         if controller is not None:
             # The final values replace the progressive ones (identical for patch classifiers;
             # ABMIL's attention scores only exist at the end).
             controller.set_heatmap(result.heatmap, source=f"{result.out_dir.parent.parent.name}")
         if self.main_window is not None:
-            self.main_window.cohort_panel.model.set_predictions(
-                {result.heatmap.slide: (result.score, int(result.score >= 0.5))}
+            self.main_window.scores.update(
+                {result.heatmap.slide: (result.score, int(result.score >= 0.5))},
+                source=f"analysis by {result.out_dir.parent.parent.name}",
             )
         self.append_log(f"slide score {result.score:.3f}; predictions in {result.out_dir}")
         self.analysisFinished.emit(result)
@@ -819,17 +828,25 @@ class TrainingPanel(QWidget):
         self._remove_log_handler()
 
 
-def install(window: MainWindow) -> None:
-    """Add ``window.training_panel`` in a Training dock and its Tools menu actions."""
-    panel = TrainingPanel(window)
-    window.training_panel = panel  # type: ignore[attr-defined]
+def install(
+    window: MainWindow, project: ProjectController, heatmap: HeatmapController
+) -> TrainingPanel:
+    """Add the Training dock and its Tools menu actions; return the dock's panel.
+
+    Parameters
+    ----------
+    project
+        Refinement runs read the open project's labels.
+    heatmap
+        Analyses and predictions show their heatmaps there.
+    """
+    panel = TrainingPanel(window, project=project, heatmap=heatmap)
     dock = QDockWidget("Training", window)
     dock.setObjectName("dock-training")
     dock.setWidget(panel)
     # Left, under the cohort list: the right side holds the properties/heatmap/annotation docks.
-    window.add_dock(dock, Qt.DockWidgetArea.LeftDockWidgetArea)
+    window.add_dock(dock, Qt.DockWidgetArea.LeftDockWidgetArea, "training")
     dock.hide()
-    window.training_dock = dock  # type: ignore[attr-defined]
 
     def show_dock() -> None:
         dock.show()
@@ -841,13 +858,15 @@ def install(window: MainWindow) -> None:
     analyse.setShortcut(QKeySequence("Ctrl+Shift+A"))
     analyse.setToolTip("Score the open slide with the selected run's model; the heatmap fills in")
     analyse.triggered.connect(lambda: panel.analyse_current_slide())
-    window.tools_menu.addSeparator()
-    window.tools_menu.addAction(train)
-    window.tools_menu.addAction(analyse)
-    window.analyse_action = analyse  # type: ignore[attr-defined]
+    tools = window.menu("tools")
+    tools.addSeparator()
+    tools.addAction(train)
+    tools.addAction(analyse)
+    panel.analyse_action = analyse
     panel._update_buttons()
     # Closing the window must not leave a worker thread running (Qt aborts on that).
     window.installEventFilter(_CloseFilter(panel, window))
+    return panel
 
 
 class _CloseFilter(QObject):

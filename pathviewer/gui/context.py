@@ -1,0 +1,72 @@
+"""The composition root: builds the main window's features in their dependency order.
+
+Every feature receives the features it uses as constructor or ``install`` arguments; none looks
+another up on the window.  :class:`AppContext` is the typed record of what was built, reached
+as ``window.context``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathviewer.gui.annotation_tools import AnnotationController
+    from pathviewer.gui.demo import DemoController
+    from pathviewer.gui.heatmap import HeatmapController, HeatmapDock
+    from pathviewer.gui.main_window import MainWindow
+    from pathviewer.gui.project import ProjectController
+    from pathviewer.gui.review import ReviewPanel
+    from pathviewer.gui.training import TrainingPanel
+
+
+@dataclass
+class AppContext:
+    """The features of one main window.
+
+    Attributes
+    ----------
+    project
+        The open project (annotation, review and training follow it).
+    heatmap
+        The heatmap overlay's controller; ``heatmap_panel`` is its dock's contents.
+    training
+        The Training dock's panel (it runs jobs and feeds ``heatmap``).
+    annotations
+        Annotation editing on the slide view (saved in ``project``).
+    review
+        The Review queue dock's panel (decisions saved in ``project``).
+    demo
+        The demo's driver while ``pathviewer demo`` runs, else None.
+    """
+
+    project: ProjectController
+    heatmap: HeatmapController
+    heatmap_panel: HeatmapDock
+    training: TrainingPanel
+    annotations: AnnotationController
+    review: ReviewPanel
+    demo: DemoController | None = None
+
+
+def build_features(window: MainWindow) -> AppContext:
+    """Install every feature into ``window`` (the order is their dependency order)."""
+    from pathviewer.gui import annotation_tools, heatmap, project, review, training
+
+    project_controller = project.install(window)
+    heatmap_controller, heatmap_panel = heatmap.install(window)
+    training_panel = training.install(
+        window, project=project_controller, heatmap=heatmap_controller
+    )
+    annotation_controller = annotation_tools.install(window, project=project_controller)
+    review_panel = review.install(window, project=project_controller)
+    context = AppContext(
+        project=project_controller,
+        heatmap=heatmap_controller,
+        heatmap_panel=heatmap_panel,
+        training=training_panel,
+        annotations=annotation_controller,
+        review=review_panel,
+    )
+    window.context = context
+    return context

@@ -1,0 +1,1 @@
+"""Qt-free state of a viewer session that several features read and write (see docs/architecture.md)."""
