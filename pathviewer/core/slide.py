@@ -87,6 +87,43 @@ class SlideSource(Protocol):
     def close(self) -> None: ...
 
 
+def read_box(
+    slide: SlideSource, box: tuple[int, int, int, int], out_size: tuple[int, int] | int
+) -> np.ndarray:
+    """The level-0 ``box`` (``x, y, width, height``) as ``out_size`` pixels, read one way.
+
+    Training, inference and the review queue all read patches here, so the model and the
+    annotator see the same pixels for the same box.  The coarsest pyramid level that still has
+    at least ``out_size`` pixels across the box is read, then resized: an area (box) filter
+    when shrinking, which averages instead of aliasing, and bilinear when enlarging.
+
+    Parameters
+    ----------
+    box
+        Level-0 ``(x, y, width, height)``.
+    out_size
+        ``(width, height)`` of the result, or one side of a square.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(height, width, 3)`` uint8.
+    """
+    x, y, width, height = (int(v) for v in box)
+    out_w, out_h = (out_size, out_size) if isinstance(out_size, int) else out_size
+    out_w, out_h = max(1, int(out_w)), max(1, int(out_h))
+    downsample = max(1.0, min(width / out_w, height / out_h))
+    level = slide.best_level_for_downsample(downsample)
+    level_ds = slide.level_downsamples[level]
+    native = (max(1, math.ceil(width / level_ds)), max(1, math.ceil(height / level_ds)))
+    region = slide.read_region((x, y), level, native)
+    if native == (out_w, out_h):
+        return region
+    shrinking = native[0] >= out_w and native[1] >= out_h
+    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(region).resize((out_w, out_h), resample))
+
+
 def _rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
     """Composite premultiplied-free RGBA on white; OpenSlide marks no-data pixels alpha 0."""
     rgb = rgba[..., :3]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from PIL import Image, ImageFilter
 
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.progress import Progress, run_job
-from pathviewer.core.slide import SlideSource
+from pathviewer.core.slide import SlideSource, read_box
 
 #: Default edge-score threshold (DSMIL tiler, patent paragraph [0050]).
 DEFAULT_THRESHOLD = 15.0
@@ -217,17 +216,11 @@ def read_patch(
 ) -> np.ndarray:
     """Read one patch at ``read_downsample``; returns ``(s, s, 3)`` uint8, s = patch/downsample.
 
-    The pyramid level at or below the downsample is read, then resized (box filter) when the
-    level does not match exactly.
+    The pixels are :func:`~pathviewer.core.slide.read_box`'s for the box (one policy for every
+    reader of patches).
     """
     size = max(1, round(patch_size / read_downsample))
-    level = slide.best_level_for_downsample(read_downsample)
-    level_ds = slide.level_downsamples[level]
-    native = max(1, math.ceil(patch_size / level_ds))
-    region = slide.read_region((int(x), int(y)), level, (native, native))
-    if native != size:
-        region = np.asarray(Image.fromarray(region).resize((size, size), Image.Resampling.BOX))
-    return region
+    return read_box(slide, (int(x), int(y), patch_size, patch_size), size)
 
 
 def _coarse_image(slide: SlideSource, downsample: float) -> tuple[np.ndarray, float]:

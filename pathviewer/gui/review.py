@@ -72,6 +72,7 @@ from PySide6.QtWidgets import (
 from pathviewer.core.cohort import read_table
 from pathviewer.core.errors import CohortError, PathViewerError
 from pathviewer.core.ranking import RANKING_DETAILS, RANKINGS, run_ranking
+from pathviewer.core.slide import read_box
 from pathviewer.core.store import FlagRecord, Project
 from pathviewer.gui.tiles import rgb_to_qimage
 
@@ -172,21 +173,15 @@ class SlideCache:
 
 
 def read_patch(slide: SlideSource, box: tuple[int, int, int, int], size: int) -> QImage:
-    """The patch ``box`` (level-0 ``x, y, width, height``) scaled to fit ``size`` px square."""
-    x, y, width, height = box
-    downsample = max(width, height) / size
-    level = slide.best_level_for_downsample(max(downsample, 1.0))
-    scale = slide.level_downsamples[level]
-    region = slide.read_region(
-        (x, y), level, (max(1, round(width / scale)), max(1, round(height / scale)))
-    )
-    image = rgb_to_qimage(region)
-    return image.scaled(
-        size,
-        size,
-        Qt.AspectRatioMode.KeepAspectRatio,
-        Qt.TransformationMode.SmoothTransformation,
-    )
+    """The patch ``box`` (level-0 ``x, y, width, height``) fitted into ``size`` px square.
+
+    The pixels are :func:`~pathviewer.core.slide.read_box`'s, the ones label refinement trains
+    on for the same box, so the annotator judges what the model saw.
+    """
+    _x, _y, width, height = box
+    scale = size / max(width, height, 1)
+    out = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return rgb_to_qimage(read_box(slide, box, out))
 
 
 class _LoaderSignals(QObject):

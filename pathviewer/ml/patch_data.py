@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.errors import CohortError, SlideError
-from pathviewer.core.slide import SlideSource, open_slide
+from pathviewer.core.slide import SlideSource, open_slide, read_box
 
 LABEL_COLUMNS = ("slide", "x", "y", "width", "height", "label")
 FLAG_COLUMNS = ("slide", "x", "y", "width", "height", "given", "suggested", "confidence", "g")
@@ -314,18 +313,8 @@ def write_refinement_outputs(
 def read_patch_image(
     slide: SlideSource, x: int, y: int, width: int, height: int, size: int
 ) -> np.ndarray:
-    """Read a level-0 box at the coarsest level that still has ``size`` px, resized to ``size``.
-
-    Returns ``(size, size, 3)`` uint8.
-    """
-    downsample = max(1.0, min(width, height) / size)
-    level = slide.best_level_for_downsample(downsample)
-    ds = slide.level_downsamples[level]
-    native = (max(1, round(width / ds)), max(1, round(height / ds)))
-    region = slide.read_region((x, y), level, native)
-    if native != (size, size):
-        region = np.asarray(Image.fromarray(region).resize((size, size), Image.Resampling.BILINEAR))
-    return region
+    """A level-0 box as ``(size, size, 3)`` uint8 (:func:`~pathviewer.core.slide.read_box`)."""
+    return read_box(slide, (x, y, width, height), size)
 
 
 class PatchDataset(Dataset):
