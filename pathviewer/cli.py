@@ -32,6 +32,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "noisy": ("train", "labels"),
     "annotations": ("annotations",),
     "distributed": ("infer", "infer-merge"),
+    "export": ("export",),
 }
 BUILTIN_COMMANDS = ("gui", "train", "labels", "annotations")
 

@@ -325,3 +325,91 @@ def _classifier_factory(
     from pathviewer.ml.models import build_classifier
 
     return lambda: build_classifier(num_classes, "resnet18", weights, input_size)
+
+
+def export_heatmaps(
+    predictions: str | Path,
+    fmt: str,
+    out: str | Path,
+    cohort: str | Path | None = None,
+    slides: list[str] | None = None,
+) -> list[Path]:
+    """Export a predictions folder's heatmaps, one file per slide (``pathviewer export heatmap``).
+
+    Every heatmap is read, and for ``asap`` / ``tiff`` every slide opened, before the first file
+    is written, so a bad slide stops the export with nothing written; each file is written
+    atomically.
+
+    Parameters
+    ----------
+    fmt
+        ``qupath``, ``asap``, ``tiff`` or ``csv`` (see :mod:`pathviewer.core.heatmap_export`).
+    cohort
+        Cohort CSV naming the slides (needed for ``asap`` / ``tiff`` when slides.csv names
+        slides by paths relative to it).
+    slides
+        Only these slides (as slides.csv names them).
+
+    Raises
+    ------
+    PathViewerError
+        One line naming the folder, slide or file.
+    """
+    from pathviewer.core.cohort import read_cohort
+    from pathviewer.core.errors import PathViewerError
+    from pathviewer.core.heatmap import load_heatmap
+    from pathviewer.core.heatmap_export import (
+        export_name,
+        write_probability_tiff,
+        write_qupath_tiles,
+        write_table,
+    )
+    from pathviewer.core.predictions import read_predictions
+    from pathviewer.core.slide import open_slide
+
+    export_name("x", fmt)  # an unknown format fails before anything is read
+    found = read_predictions(predictions, patches=False)
+    wanted = [row.slide for row in found.slides]
+    if slides:
+        unknown = [s for s in slides if s not in wanted]
+        if unknown:
+            raise PathViewerError(f"{predictions}: no slide {unknown[0]!r} in slides.csv")
+        wanted = [s for s in wanted if s in slides]
+    missing = [s for s in wanted if s not in found.heatmaps]
+    if missing:
+        raise PathViewerError(f"{predictions}: no heatmap for slide {missing[0]!r}")
+    heatmaps = {s: load_heatmap(found.heatmaps[s]) for s in wanted}
+    pyramids: dict[str, tuple[Any, Any, float | None]] = {}
+    if fmt in ("asap", "tiff"):
+        paths = {e.slide: e.path for e in read_cohort(cohort)} if cohort else {}
+        for slide in wanted:
+            path = paths.get(slide, Path(slide))
+            if not Path(path).is_file():
+                hint = "" if cohort else " (give --cohort)"
+                raise PathViewerError(f"{slide}: slide file not found{hint}")
+            source = open_slide(path)
+            try:
+                mpp = source.mpp[0] if source.mpp else None
+                pyramids[slide] = (source.level_dimensions, source.level_downsamples, mpp)
+            finally:
+                source.close()
+    target = Path(out)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PathViewerError(f"{target}: cannot create the folder ({error.strerror})") from None
+    written = []
+    for slide, heatmap in heatmaps.items():
+        path = target / export_name(slide, fmt)
+        try:
+            if fmt == "qupath":
+                write_qupath_tiles(heatmap, path)
+            elif fmt == "csv":
+                write_table(heatmap, path)
+            else:
+                dims, downsamples, mpp = pyramids[slide]
+                write_probability_tiff(heatmap, path, dims, downsamples, mpp, kind=fmt)
+        except OSError as error:
+            raise PathViewerError(f"{path}: cannot write ({error.strerror or error})") from None
+        written.append(path)
+    return written

@@ -430,3 +430,28 @@ def test_screenshot_with_heatmap_shows_heatmap_colours(qtbot, tmp_path):
         == 2
     )
     assert not (tmp_path / "x.png").exists()
+
+
+def test_export_heatmap_for_qupath_and_load_it_back_on_the_slide(window, tmp_path, monkeypatch):
+    """Tools > Export heatmap writes QuPath tiles; loading that file paints the same cells."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from pathviewer.gui import heatmap as heatmap_module
+
+    shown = show_heatmap(window)
+    out = tmp_path / "export" / "s.tiles.geojson"
+    out.parent.mkdir()
+    monkeypatch.setattr(
+        QFileDialog,
+        "getSaveFileName",
+        lambda *a, **k: (str(out), next(iter(heatmap_module.EXPORT_FILTERS))),
+    )
+    window.context.heatmap.export_action.trigger()
+    assert out.is_file()
+    window.context.heatmap.set_heatmap(None)
+    window.context.heatmap.load_path(out)
+    loaded = window.context.heatmap.heatmap
+    assert loaded is not None and loaded.origin == shown.origin
+    np.testing.assert_allclose(loaded.probs, shown.probs, atol=1e-6, equal_nan=True)
+    # an ASAP map of the same heatmap, through the same controller
+    assert window.context.heatmap.export(tmp_path / "s_likelihood_map.tif", "asap") > 0

@@ -77,6 +77,14 @@ from shiboken6 import isValid
 
 from pathviewer.core.errors import PathViewerError, PredictionsError
 from pathviewer.core.heatmap import Heatmap, HeatmapError, load_heatmap
+from pathviewer.core.heatmap_export import (
+    EXPORT_FORMATS,
+    export_name,
+    read_heatmap_file,
+    write_probability_tiff,
+    write_qupath_tiles,
+    write_table,
+)
 from pathviewer.core.predictions import HEATMAPS, SLIDES_CSV, find_heatmap, read_predictions
 
 if TYPE_CHECKING:
@@ -382,6 +390,7 @@ class HeatmapController(QObject):
         self._annotation_cache: dict[Path, QPainterPath] = {}
         # Set by install(): the View menu's toggle and the slide view's H-key filter.
         self.show_action: QAction | None = None
+        self.export_action: QAction | None = None
         self.key_filter: _HeatmapKeyFilter | None = None
         self.status_label = QLabel("")
         window.statusBar().addPermanentWidget(self.status_label)
@@ -409,6 +418,9 @@ class HeatmapController(QObject):
             self.pred_dir = None
             self.set_heatmap(load_heatmap(path), source=path.name)
             return
+        if path.is_file() and path.suffix.lower() in (".geojson", ".json", ".csv"):
+            self._load_patch_table(path)
+            return
         if path.is_file():
             path = path.parent
         if not path.is_dir():
@@ -419,6 +431,45 @@ class HeatmapController(QObject):
         self.pred_dir = path
         self._apply_predictions()
         self._load_for_current_slide()
+
+    def _load_patch_table(self, path: Path) -> None:
+        """Another tool's per-patch values (QuPath tiles, x,y,width,height,value CSV) on the
+        open slide."""
+        slide = self.view.current_slide
+        if slide is None:
+            raise HeatmapError(f"{path}: open the slide these patches belong to first")
+        entry = self.cohort_entry(slide)
+        heatmap = read_heatmap_file(path, entry.slide if entry else slide.path, slide.dimensions)
+        self.pred_dir = None
+        self.set_heatmap(heatmap, source=path.name)
+
+    def export(self, path: str | Path, fmt: str) -> int:
+        """Write the shown heatmap for another tool (see :mod:`pathviewer.core.heatmap_export`).
+
+        Returns
+        -------
+        int
+            Cells written (tiles, rows or scored map cells).
+
+        Raises
+        ------
+        PathViewerError
+            No heatmap is shown, or it does not fit the open slide.
+        OSError
+            The file cannot be written (nothing is left behind).
+        """
+        heatmap, slide = self.heatmap, self.view.current_slide
+        if heatmap is None or slide is None:
+            raise HeatmapError("no heatmap is shown")
+        if fmt == "qupath":
+            return write_qupath_tiles(heatmap, path)
+        if fmt == "csv":
+            return write_table(heatmap, path)
+        mpp = slide.mpp[0] if slide.mpp else None
+        write_probability_tiff(
+            heatmap, path, slide.level_dimensions, slide.level_downsamples, mpp, kind=fmt
+        )
+        return int(np.isfinite(heatmap.probs).sum())
 
     def set_heatmap(self, heatmap: Heatmap | None, source: str = "") -> None:
         """Show ``heatmap`` over the open slide (None removes it).
@@ -910,7 +961,8 @@ def choose_and_load(
             window,
             "Load heatmap",
             "",
-            "Heatmap or predictions (*.npz slides.csv patches.csv prediction.json);;All files (*)",
+            "Heatmap or predictions (*.npz slides.csv patches.csv prediction.json);;"
+            "Patch values of other tools (*.geojson *.json *.csv);;All files (*)",
         )
     if not path:
         return
@@ -918,6 +970,41 @@ def choose_and_load(
         controller.load_path(path)
     except PathViewerError as error:
         QMessageBox.warning(window, "Cannot load heatmap", str(error))
+
+
+#: File > Export heatmap: dialog filter -> format.
+EXPORT_FILTERS = {
+    "QuPath tiles with a measurement (*.geojson)": "qupath",
+    "ASAP likelihood map (*.tif)": "asap",
+    "Probability image for QuPath / OpenSlide (*.tif)": "tiff",
+    "Patch table x,y,width,height,value (*.csv)": "csv",
+}
+
+
+def choose_and_export(window: MainWindow, controller: HeatmapController) -> None:
+    """Ask for a format and a file, and export the shown heatmap (errors as a dialog)."""
+    heatmap = controller.heatmap
+    if heatmap is None or window.slide_view.current_slide is None:
+        QMessageBox.information(window, "Export heatmap", "Show a heatmap on a slide first.")
+        return
+    first = next(iter(EXPORT_FILTERS))
+    start = str(
+        Path(window.slide_view.current_slide.path).parent / export_name(heatmap.slide, "qupath")
+    )
+    path, chosen = QFileDialog.getSaveFileName(
+        window, "Export heatmap", start, ";;".join(EXPORT_FILTERS), first
+    )
+    if not path:
+        return
+    fmt = EXPORT_FILTERS.get(chosen, "qupath")
+    if not path.endswith(EXPORT_FORMATS[fmt].rsplit(".", 1)[-1]):
+        path = str(Path(path).with_suffix("")) + EXPORT_FORMATS[fmt]
+    try:
+        count = controller.export(path, fmt)
+    except (PathViewerError, OSError) as error:
+        QMessageBox.warning(window, "Export heatmap", f"{path}: {error}")
+        return
+    window.statusBar().showMessage(f"Exported {count} cells to {path}", 8000)
 
 
 def install(window: MainWindow) -> tuple[HeatmapController, HeatmapDock]:
@@ -942,8 +1029,13 @@ def install(window: MainWindow) -> tuple[HeatmapController, HeatmapDock]:
     load.triggered.connect(lambda: choose_and_load(window, controller))
     load_folder = QAction("Load predictions &folder…", window)
     load_folder.triggered.connect(lambda: choose_and_load(window, controller, folder=True))
+    export = QAction("E&xport heatmap…", window)
+    export.setToolTip("The shown heatmap for QuPath, ASAP, other viewers or a CSV table")
+    export.triggered.connect(lambda: choose_and_export(window, controller))
     window.menu("tools").addAction(load)
     window.menu("tools").addAction(load_folder)
+    window.menu("tools").addAction(export)
+    controller.export_action = export
     panel.load_button.clicked.connect(lambda: choose_and_load(window, controller, folder=True))
 
     # The key is handled by an event filter on the slide view (so it works only there); the

@@ -1,0 +1,292 @@
+"""Heatmaps out to, and in from, other tools: QuPath tiles, ASAP likelihood maps, TIFF, CSV.
+
+A heatmap is a grid of level-0 cells (:class:`~pathviewer.core.heatmap.Heatmap`). QuPath shows
+per-tile measurements as a measurement map, so cells leave as GeoJSON ``tile`` objects. ASAP
+overlays a multiresolution image whose levels have the slide's own downsamples (a map with
+other downsamples is drawn misaligned: computationalpathologygroup/ASAP#94), so the likelihood
+map gets one level per slide level, each the slide level divided by one integer factor.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pathviewer.core.annotations import read_annotations, tiles_to_geojson
+from pathviewer.core.atomic import atomic_write
+from pathviewer.core.errors import PathViewerError
+from pathviewer.core.heatmap import Heatmap
+
+#: Export formats: name -> file-name suffix added to the slide's stem.
+EXPORT_FORMATS = {
+    "qupath": ".tiles.geojson",
+    "asap": "_likelihood_map.tif",
+    "tiff": "_probability.tif",
+    "csv": ".patches.csv",
+}
+#: Measurement name of exported tiles (what QuPath's measurement map lists).
+MEASUREMENT = "Tumor probability"
+#: Map pixels per heatmap cell side in exported images (cells stay crisp when ASAP zooms in).
+PIXELS_PER_CELL = 4
+
+
+class HeatmapExportError(PathViewerError):
+    """A heatmap cannot be exported, or a file cannot be read as a heatmap (one line)."""
+
+
+def cell_rows(heatmap: Heatmap) -> list[tuple[int, int, int, int, float]]:
+    """``(x, y, width, height, probability)`` in level-0 px for every scored cell."""
+    rows, cols = np.nonzero(np.isfinite(heatmap.probs))
+    return [
+        (*heatmap.cell_box(int(r), int(c)), float(heatmap.probs[r, c]))
+        for r, c in zip(rows, cols, strict=True)
+    ]
+
+
+def write_qupath_tiles(heatmap: Heatmap, path: str | os.PathLike[str]) -> int:
+    """Write the scored cells as QuPath tile objects with a ``Tumor probability`` measurement.
+
+    Returns
+    -------
+    int
+        Tiles written (the file is written atomically).
+    """
+    return tiles_to_geojson(cell_rows(heatmap), path, measurement=MEASUREMENT)
+
+
+def map_factor(heatmap: Heatmap, pixels_per_cell: int = PIXELS_PER_CELL) -> int:
+    """Level-0 pixels per map pixel: an integer, so the map is the slide divided by it."""
+    return max(1, min(heatmap.patch_size) // max(1, pixels_per_cell))
+
+
+#: Map levels narrower than this are left out: rounding a few pixels would shift their
+#: downsample away from the slide level's.
+MIN_LEVEL_SIDE = 64
+
+
+def map_level_sizes(
+    level_dimensions: Sequence[tuple[int, int]], factor: int
+) -> list[tuple[int, int]]:
+    """Size of each map level: the slide's level divided by ``factor``, rounded.
+
+    Level 0 is always there; coarser levels under :data:`MIN_LEVEL_SIDE` pixels are left out.
+    """
+    sizes = []
+    for level, (width, height) in enumerate(level_dimensions):
+        size = (max(1, round(width / factor)), max(1, round(height / factor)))
+        if level and min(size) < MIN_LEVEL_SIDE:
+            break
+        sizes.append(size)
+    return sizes
+
+
+def render_map_level(
+    heatmap: Heatmap, size: tuple[int, int], level_downsample: float, factor: int
+) -> np.ndarray:
+    """The heatmap sampled at the centre of each map pixel of one level; NaN where unscored."""
+    width, height = size
+    step = factor * level_downsample
+    xs = (np.arange(width) + 0.5) * step
+    ys = (np.arange(height) + 0.5) * step
+    cols = np.floor((xs - heatmap.origin[0]) / heatmap.patch_size[0]).astype(np.int64)
+    rows = np.floor((ys - heatmap.origin[1]) / heatmap.patch_size[1]).astype(np.int64)
+    grid_rows, grid_cols = heatmap.shape
+    col_ok = (cols >= 0) & (cols < grid_cols)
+    row_ok = (rows >= 0) & (rows < grid_rows)
+    out = np.full((height, width), np.nan, np.float32)
+    if grid_rows and grid_cols and col_ok.any() and row_ok.any():
+        sub = heatmap.probs[np.ix_(rows[row_ok], cols[col_ok])]
+        out[np.ix_(np.nonzero(row_ok)[0], np.nonzero(col_ok)[0])] = sub
+    return out
+
+
+def write_probability_tiff(
+    heatmap: Heatmap,
+    path: str | os.PathLike[str],
+    level_dimensions: Sequence[tuple[int, int]],
+    level_downsamples: Sequence[float],
+    mpp: float | None,
+    kind: str = "asap",
+) -> list[tuple[int, int]]:
+    """Write a tiled multiresolution probability map aligned with the slide.
+
+    Parameters
+    ----------
+    level_dimensions, level_downsamples
+        The slide's pyramid: map level ``k`` is slide level ``k`` divided by
+        :func:`map_factor`, so the map's downsamples are the slide's.
+    mpp
+        Microns per level-0 pixel of the slide (resolution tags), None when unknown.
+    kind
+        ``asap``: float32 probabilities, 0 where unscored (ASAP's likelihood-map LUT applies);
+        ``tiff``: uint8 probability x 255, for viewers of ordinary images (QuPath, OpenSlide).
+
+    Returns
+    -------
+    list of (int, int)
+        The size of each level written.
+    """
+    import tifffile
+
+    if kind not in ("asap", "tiff"):
+        raise HeatmapExportError(f"unknown probability map kind {kind!r}")
+    if tuple(level_dimensions[0]) != tuple(heatmap.dimensions):
+        raise HeatmapExportError(
+            f"{heatmap.slide}: the heatmap is for a {heatmap.dimensions[0]} x "
+            f"{heatmap.dimensions[1]} slide, this slide is {level_dimensions[0][0]} x "
+            f"{level_dimensions[0][1]}"
+        )
+    factor = map_factor(heatmap)
+    sizes = map_level_sizes(level_dimensions, factor)
+    resolution = None
+    if mpp:
+        per_cm = 1e4 / (mpp * factor)
+    # Built in memory (a map is the slide divided by the cell size: megabytes), then written
+    # atomically in one piece, so a failure leaves no partial file.
+    buffer = io.BytesIO()
+    with tifffile.TiffWriter(buffer, bigtiff=True) as tiff:
+        for level, size in enumerate(sizes):
+            values = render_map_level(heatmap, size, float(level_downsamples[level]), factor)
+            values = np.nan_to_num(values, nan=0.0)
+            data = (
+                values.astype(np.float32)
+                if kind == "asap"
+                else np.clip(np.rint(values * 255), 0, 255).astype(np.uint8)
+            )
+            if mpp:
+                scale = float(level_downsamples[level])
+                resolution = (per_cm / scale, per_cm / scale)
+            tiff.write(
+                data,
+                tile=(256, 256),  # every level tiled: OpenSlide and ASAP expect it
+                compression="zlib",
+                photometric="minisblack",
+                resolution=resolution,
+                resolutionunit="CENTIMETER" if mpp else None,
+                subfiletype=0 if level == 0 else 1,
+                description=f"PathViewer probability map of {Path(heatmap.slide).name}"
+                if level == 0
+                else None,
+                metadata=None,
+            )
+    with atomic_write(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
+    return sizes
+
+
+def read_heatmap_file(
+    path: str | os.PathLike[str],
+    slide: str,
+    dimensions: tuple[int, int],
+) -> Heatmap:
+    """Read another tool's per-patch output as a heatmap of ``slide``.
+
+    Reads QuPath GeoJSON tiles or detections with one measurement (``.geojson``, ``.json``) and
+    CSV tables of ``x,y,width,height,value`` (level-0 px). Every patch must have the size of
+    the first, on one grid.
+
+    Raises
+    ------
+    HeatmapExportError
+        The file, row or feature that does not fit, in one line.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".geojson", ".json"):
+        boxes = _geojson_boxes(path)
+    elif suffix == ".csv":
+        boxes = _csv_boxes(path)
+    else:
+        raise HeatmapExportError(f"{path}: not a tiles .geojson or an x,y,width,height,value .csv")
+    if not boxes:
+        raise HeatmapExportError(f"{path}: no patches")
+    width, height = boxes[0][2], boxes[0][3]
+    origin = (boxes[0][0] % width, boxes[0][1] % height)
+    for i, (x, y, w, h, _value) in enumerate(boxes):
+        if (w, h) != (width, height) or (x - origin[0]) % w or (y - origin[1]) % h:
+            raise HeatmapExportError(
+                f"{path}: patch {i + 1} ({x}, {y}, {w} x {h}) is off the grid of the first patch"
+                f" ({width} x {height} from {origin})"
+            )
+        if x + w > dimensions[0] + w or y + h > dimensions[1] + h:
+            raise HeatmapExportError(
+                f"{path}: patch {i + 1} at ({x}, {y}) lies outside the {dimensions[0]} x "
+                f"{dimensions[1]} slide: is it for another slide?"
+            )
+    coords = np.array([(b[0], b[1]) for b in boxes], np.int64)
+    values = np.array([b[4] for b in boxes], np.float32)
+    return Heatmap.from_patches(
+        slide, dimensions, (width, height), coords, values, origin=origin, method=path.name
+    )
+
+
+def _geojson_boxes(path: Path) -> list[tuple[int, int, int, int, float]]:
+    annotations = read_annotations(path)
+    boxes = []
+    for i, annotation in enumerate(annotations):
+        if len(annotation.measurements) != 1 and MEASUREMENT not in annotation.measurements:
+            raise HeatmapExportError(
+                f"{path}: feature {i + 1} has {len(annotation.measurements)} measurements; "
+                f"expected one (or {MEASUREMENT!r})"
+            )
+        value = annotation.measurements.get(
+            MEASUREMENT, next(iter(annotation.measurements.values()))
+        )
+        x0, y0, x1, y1 = annotation.geometry.bounds
+        boxes.append(_box(path, f"feature {i + 1}", x0, y0, x1 - x0, y1 - y0, value))
+    return boxes
+
+
+def _csv_boxes(path: Path) -> list[tuple[int, int, int, int, float]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"x", "y", "width", "height", "value"} - set(reader.fieldnames or ())
+            if missing:
+                raise HeatmapExportError(f"{path}: missing columns {', '.join(sorted(missing))}")
+            boxes = []
+            for line, row in enumerate(reader, start=2):
+                try:
+                    numbers = [float(row[k]) for k in ("x", "y", "width", "height", "value")]
+                except (TypeError, ValueError):
+                    raise HeatmapExportError(f"{path}: row {line}: not numbers") from None
+                boxes.append(_box(path, f"row {line}", *numbers))
+            return boxes
+    except UnicodeDecodeError:
+        raise HeatmapExportError(f"{path}: not UTF-8 text") from None
+
+
+def _box(
+    path: Path, where: str, x: float, y: float, w: float, h: float, value: float
+) -> tuple[int, int, int, int, float]:
+    numbers = (x, y, w, h, value)
+    if not all(math.isfinite(v) for v in numbers) or w <= 0 or h <= 0:
+        raise HeatmapExportError(f"{path}: {where}: invalid box or value {numbers}")
+    if not 0.0 <= value <= 1.0:
+        raise HeatmapExportError(f"{path}: {where}: value {value} is not in [0, 1]")
+    return round(x), round(y), round(w), round(h), float(value)
+
+
+def export_name(slide: str, fmt: str) -> str:
+    """The file a format's tool expects for ``slide`` (``<stem><suffix>``)."""
+    if fmt not in EXPORT_FORMATS:
+        raise HeatmapExportError(
+            f"unknown export format {fmt!r} (one of {', '.join(EXPORT_FORMATS)})"
+        )
+    return Path(slide).stem + EXPORT_FORMATS[fmt]
+
+
+def write_table(heatmap: Heatmap, path: str | os.PathLike[str]) -> int:
+    """Write ``x,y,width,height,value`` rows (what :func:`read_heatmap_file` reads back)."""
+    rows = cell_rows(heatmap)
+    with atomic_write(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["x", "y", "width", "height", "value"])
+        writer.writerows((x, y, w, h, f"{p:.6g}") for x, y, w, h, p in rows)
+    return len(rows)
