@@ -167,7 +167,6 @@ def test_worker_exception_reaches_the_dialog(qtbot, window, small_cohort, tmp_pa
     assert "negatives_only.csv" in box.text and "Traceback" in box.details
     assert run_info(panel.run_dir)["status"] == "failed"
     assert panel.start_button.isEnabled()  # the app keeps going
-    assert window.isVisible() or True
 
 
 def test_invalid_settings_disable_start_with_a_message(window) -> None:

@@ -36,6 +36,21 @@ DEFAULT_CLASSES: dict[str, tuple[int, int, int]] = {
 }
 
 
+#: Annotation classes counted as tumour (case-insensitive); see :func:`is_tumour_class`.
+TUMOUR_CLASSES = ("tumor", "tumour", "positive", "cancer", "metastasis")
+
+
+def is_tumour_class(class_name: str | None) -> bool:
+    """Whether an annotation of this class marks tumour (ground truth, heatmap outlines).
+
+    Unclassified regions count (CAMELYON16-style files outline only tumour), and a QuPath
+    derived class counts by its base (``Tumor: Positive`` is ``Tumor``).
+    """
+    if class_name is None or not class_name.strip():
+        return True
+    return class_name.split(":")[0].strip().lower() in TUMOUR_CLASSES
+
+
 @dataclass
 class Annotation:
     """One region (or point/line) annotation in level-0 pixel coordinates.

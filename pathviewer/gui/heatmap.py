@@ -346,11 +346,6 @@ def _outline_path(annotations: Sequence[object]) -> QPainterPath:
     return path
 
 
-def _is_tumour(annotation: object) -> bool:
-    name = (getattr(annotation, "class_name", None) or "").lower()
-    return name.startswith("tumo")
-
-
 class HeatmapController(QObject):
     """Owns the heatmap of the slide shown, its overlay item and display settings.
 
@@ -740,10 +735,12 @@ class HeatmapController(QObject):
             return
         path = self._annotation_cache.get(entry.annotations)
         if path is None:
-            from pathviewer.core.annotations import read_geojson
+            from pathviewer.core.annotations import is_tumour_class, read_geojson
 
             try:
-                annotations = [a for a in read_geojson(entry.annotations) if _is_tumour(a)]
+                annotations = [
+                    a for a in read_geojson(entry.annotations) if is_tumour_class(a.class_name)
+                ]
             except PathViewerError as error:
                 log.warning("tumour outlines unavailable: %s", error)
                 return

@@ -31,19 +31,7 @@ from pathviewer.ml import checkpoint as ckpt
 from pathviewer.ml.data import TwoViewDataset
 from pathviewer.ml.device import autocast, pick_device, seed_everything
 from pathviewer.ml.models import AttentionMIL, build_classifier
-from pathviewer.ml.ngsd import NGSDConfig, RunResult, prepare_training_data, train
-
-
-def train_naive(
-    cohort_csv: str | Path,
-    out_dir: str | Path,
-    config: NGSDConfig | None = None,
-    resume: bool = False,
-) -> Generator[Progress, None, RunResult]:
-    """Naive instance classifier: each patch inherits its slide's label (same loop as NGSD)."""
-    cfg = copy.deepcopy(config) if config is not None else NGSDConfig()
-    cfg.method = "naive"
-    return (yield from train(cohort_csv, out_dir, cfg, resume))
+from pathviewer.ml.ngsd import NGSDConfig, RunResult, prepare_training_data
 
 
 def train_abmil(

@@ -11,8 +11,9 @@ Training under ``torchrun`` (one process per GPU, or several CPU processes):
 * :meth:`DistContext.average_buffers` averages BatchNorm running statistics so that the EMA
   teacher, which copies the student's buffers, is identical on every rank.
 
-Inference scale-out needs no process group: :func:`parse_shard` and :func:`shard_items` cut a
-cohort into ``N`` deterministic slices (items ``i::N``), one per job of a Slurm array.
+Inference scale-out needs no process group: :func:`parse_shard` reads ``--shard i/N``, and
+inference scores the cohort's slides ``i::N`` (deterministic slices, one per job of a Slurm
+array).
 """
 
 from __future__ import annotations
@@ -251,11 +252,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise PathViewerError(f"--shard {text!r}: need 0 <= INDEX < COUNT and COUNT >= 1")
     return index, count
-
-
-def shard_items(items: Sequence[T], index: int, count: int) -> list[T]:
-    """Items ``index::count`` of a sequence (the cohort's order, so every job agrees)."""
-    return list(items)[index::count]
 
 
 # --- Sharded inference: manifest and merge --------------------------------------------------

@@ -21,9 +21,6 @@ from pathviewer.core.predictions import SLIDES_CSV, read_predictions
 #: Minimum tumour-covered share of a patch for it to count as positive.
 INSTANCE_OVERLAP = 0.25
 
-#: Annotation classes counted as tumour (case-insensitive); unclassified regions count too.
-TUMOUR_CLASSES = ("tumor", "tumour", "positive", "cancer", "metastasis")
-
 
 def tumour_geometry(entry: CohortEntry) -> Any:
     """Union of the tumour annotations of a slide (None when it has no annotation file)."""
@@ -31,13 +28,12 @@ def tumour_geometry(entry: CohortEntry) -> Any:
         return None
     import shapely
 
-    from pathviewer.core.annotations import read_geojson, valid_geometry
+    from pathviewer.core.annotations import is_tumour_class, read_geojson, valid_geometry
 
     regions = [
         valid_geometry(a.geometry)
         for a in read_geojson(entry.annotations)
-        if (a.class_name is None or a.class_name.lower() in TUMOUR_CLASSES)
-        and a.geometry.geom_type in ("Polygon", "MultiPolygon")
+        if is_tumour_class(a.class_name) and a.geometry.geom_type in ("Polygon", "MultiPolygon")
     ]
     return shapely.union_all(regions) if regions else shapely.Polygon()
 
