@@ -1,5 +1,3 @@
-
-
 def test_one_tumour_class_rule_for_ground_truth_and_outlines() -> None:
     from pathviewer.core.annotations import is_tumour_class
 

@@ -63,12 +63,16 @@ def test_camelyon16_converts_to_geojson_and_back(tmp_path: Path) -> None:
         main(["annotations", "convert", str(tmp_path / "t.geojson"), str(tmp_path / "t.xml")]) == 0
     )
     again = read_asap(tmp_path / "t.xml")
-    assert len(again) == len(original)
+    assert len(again) == len(original) == 50
+    # 50 annotations in, 50 <Annotation> elements out: none is split by a repair
+    assert (tmp_path / "t.xml").read_bytes().count(b"<Annotation ") == 50
+    crossing = 0
     for a, b in zip(original, again, strict=True):
-        # Self-intersecting outlines (2 in this file) are made valid on export.
-        assert a.class_name == b.class_name
-        assert b.geometry.area == pytest.approx(valid_geometry(a.geometry).area, rel=1e-9)
-        assert b.geometry.is_valid
+        # Shapes as drawn, vertex for vertex, the self-intersecting ones too (2 in this file).
+        assert a.class_name == b.class_name and a.name == b.name
+        assert b.geometry.equals_exact(a.geometry, tolerance=0)
+        crossing += not a.geometry.is_valid
+    assert crossing == 2
 
 
 # --------------------------------------------------------------------------- parsing details
@@ -314,18 +318,18 @@ def test_asap_export_refuses_polylines_and_writes_nothing(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------- GeoJSON polish
 
 
-def test_bow_tie_is_made_valid_on_geojson_export(tmp_path: Path) -> None:
+def test_bow_tie_is_kept_as_drawn_and_repaired_only_for_areas(tmp_path: Path) -> None:
     bow_tie = Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
     assert not bow_tie.is_valid
     write_geojson(tmp_path / "b.geojson", [Annotation(bow_tie, "Tumor")])
     (back,) = read_geojson(tmp_path / "b.geojson")
-    assert back.geometry.is_valid
-    assert back.geometry.geom_type == "MultiPolygon" and len(back.geometry.geoms) == 2
-    assert back.geometry.area == pytest.approx(50.0)
-    # ASAP export too: two triangles, read back as one two-part region.
+    assert back.geometry.equals_exact(bow_tie, tolerance=0)
     write_asap(tmp_path / "b.xml", [Annotation(bow_tie, "Tumor")])
     (asap,) = read_asap(tmp_path / "b.xml")
-    assert asap.geometry.is_valid and asap.geometry.area == pytest.approx(50.0)
+    assert asap.geometry.equals_exact(bow_tie, tolerance=0)
+    # where an area is needed, a repaired copy: two triangles of 25
+    repaired = valid_geometry(asap.geometry)
+    assert repaired.is_valid and repaired.area == pytest.approx(50.0)
 
 
 def test_geojson_malformed_feature_named_and_nothing_imported(tmp_path: Path) -> None:
@@ -413,3 +417,12 @@ def test_convert_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     )
     assert "1 annotations" in capsys.readouterr().out
     assert len(read_asap(tmp_path / "o.xml")) == 1
+
+
+def test_a_crossing_outline_measures_the_area_it_encloses() -> None:
+    from pathviewer.core.geometry import measure
+
+    bow_tie = Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
+    assert bow_tie.area == 0.0  # shapely's signed halves cancel
+    assert measure(bow_tie, None)["Area px^2"] == pytest.approx(50.0)
+    assert measure(bow_tie, 0.5)["Area µm^2"] == pytest.approx(12.5)

@@ -222,7 +222,11 @@ def valid_geometry(geometry: BaseGeometry) -> BaseGeometry:
 
 
 def feature_from_annotation(annotation: Annotation) -> dict[str, Any]:
-    """GeoJSON feature in QuPath's layout for one annotation (geometry made valid)."""
+    """GeoJSON feature in QuPath's layout for one annotation.
+
+    The geometry is written as drawn, even when it self-intersects: a conversion must not
+    change shapes. Areas, unions and masks repair a copy (:func:`valid_geometry`).
+    """
     properties: dict[str, Any] = {"objectType": annotation.object_type}
     if annotation.name:
         properties["name"] = annotation.name
@@ -233,7 +237,7 @@ def feature_from_annotation(annotation: Annotation) -> dict[str, Any]:
         properties["measurements"] = dict(annotation.measurements)
     return {
         "type": "Feature",
-        "geometry": mapping(valid_geometry(annotation.geometry)),
+        "geometry": mapping(annotation.geometry),
         "properties": properties,
     }
 

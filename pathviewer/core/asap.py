@@ -19,7 +19,8 @@ colour (the annotation's own ``Color`` when it has no group).
 ASAP has no holes and no multi-part regions.  On export every ring becomes its own annotation
 (ASAP draws outlines, so it looks right there) and the extra rings carry ``PathViewerObject``,
 ``PathViewerPart`` and ``PathViewerHole`` attributes, which PathViewer reads back into one
-geometry; ASAP ignores them.
+geometry; ASAP ignores them.  Shapes are written as drawn: a self-intersecting outline stays
+one ring, and only areas and masks use a repaired copy.
 
 Import is all-or-nothing: malformed XML, a non-numeric coordinate or a polygon with fewer than
 three points raises :class:`~pathviewer.core.errors.AnnotationError` naming the annotation.
@@ -50,7 +51,6 @@ from pathviewer.core.annotations import (
     DEFAULT_CLASSES,
     Annotation,
     rgb_from_hex,
-    valid_geometry,
 )
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.errors import AnnotationError
@@ -263,11 +263,11 @@ def asap_xml(annotations: Iterable[Annotation]) -> bytes:
         geometry = annotation.geometry
         gtype = geometry.geom_type
         if gtype in ("Polygon", "MultiPolygon"):
-            geometry = valid_geometry(geometry)
+            # Rings as drawn (a self-intersecting outline stays one ring): see write_geojson.
             polygons = list(getattr(geometry, "geoms", [geometry]))
             polygons = [p for p in polygons if isinstance(p, Polygon) and not p.is_empty]
             if not polygons:
-                raise AnnotationError(f"{where}: polygon is empty once made valid")
+                raise AnnotationError(f"{where}: polygon is empty")
             compound = len(polygons) > 1 or bool(polygons[0].interiors)
             for part, polygon in enumerate(polygons):
                 rings = [polygon.exterior, *polygon.interiors]

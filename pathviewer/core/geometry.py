@@ -56,7 +56,7 @@ def area_um2(geometry: BaseGeometry, mpp: float | tuple[float, float]) -> float:
         Microns per level-0 pixel, one number or ``(mpp_x, mpp_y)``.
     """
     mpp_x, mpp_y = _mpp_xy(mpp)
-    return float(geometry.area) * mpp_x * mpp_y
+    return float(valid_geometry(geometry).area) * mpp_x * mpp_y
 
 
 def perimeter_um(geometry: BaseGeometry, mpp: float | tuple[float, float]) -> float:
@@ -78,6 +78,10 @@ def measure(geometry: BaseGeometry, mpp: float | tuple[float, float] | None) -> 
     Without ``mpp`` (unknown resolution) the values are in pixels (``Area px^2``...).
     """
     gtype = geometry.geom_type
+    if gtype in _REGION_TYPES:
+        # A self-intersecting outline is kept as drawn; its area is the repaired copy's (a bow
+        # tie's signed halves would otherwise cancel to 0).
+        geometry = valid_geometry(geometry)
     if mpp is None:
         if gtype in _REGION_TYPES:
             return {"Area px^2": float(geometry.area), "Perimeter px": float(geometry.length)}
