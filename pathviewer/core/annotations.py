@@ -11,6 +11,7 @@ Import is all-or-nothing: a malformed feature raises
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -69,6 +70,13 @@ class Annotation:
         QuPath object type: ``annotation``, ``detection`` or ``tile``.
     measurements
         Numbers attached to the object (e.g. ``{"prob": 0.93}`` for exported predictions).
+    uid
+        The object's identifier (QuPath writes a UUID as the feature ``id``), kept through
+        import and export; None when the file had none.
+    locked
+        QuPath's ``isLocked``: the annotator froze the shape.
+    metadata
+        QuPath's key-value ``metadata`` of the object.
     """
 
     geometry: BaseGeometry
@@ -77,6 +85,9 @@ class Annotation:
     name: str | None = None
     object_type: str = "annotation"
     measurements: dict[str, float] = field(default_factory=dict)
+    uid: str | None = None
+    locked: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def valid_rgb(value: Any) -> tuple[int, int, int] | None:
@@ -153,6 +164,10 @@ def annotation_from_feature(feature: Any, where: str) -> Annotation:
     color = None
     if isinstance(classification, dict):
         class_name = classification.get("name")
+        names = classification.get("names")
+        if class_name is None and isinstance(names, list) and names:
+            # QuPath's derived classes: ["Tumor", "Positive"] is "Tumor: Positive"
+            class_name = ": ".join(str(n) for n in names)
         color = _parse_color(classification.get("color", classification.get("colorRGB")), where)
     elif isinstance(classification, str):
         class_name = classification
@@ -171,13 +186,22 @@ def annotation_from_feature(feature: Any, where: str) -> Annotation:
     if class_name is not None and not isinstance(class_name, str):
         raise AnnotationError(f"{where}: classification name {class_name!r} is not text")
     name = properties.get("name")
+    uid = feature.get("id")
+    metadata_raw = properties.get("metadata") or {}
+    if not isinstance(metadata_raw, dict):
+        raise AnnotationError(f"{where}: metadata is not an object")
+    # TIAToolbox writes objectType on the feature, QuPath inside properties.
+    object_type = properties.get("objectType", feature.get("objectType", "annotation"))
     return Annotation(
         geometry=geometry,
         class_name=class_name,
         color=color,
         name=None if name is None else str(name),
-        object_type=str(properties.get("objectType", "annotation")),
+        object_type=str(object_type),
         measurements=measurements,
+        uid=None if uid is None else str(uid),
+        locked=bool(properties.get("isLocked", False)),
+        metadata={str(k): str(v) for k, v in metadata_raw.items()},
     )
 
 
@@ -191,10 +215,13 @@ def read_geojson(path: str | os.PathLike[str]) -> list[Annotation]:
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        if path.suffix.lower() == ".gz":
+            raw = gzip.decompress(raw)
+        data = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, gzip.BadGzipFile, EOFError) as error:
         raise AnnotationError(f"{path}: not a JSON file ({error})") from None
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
         features = data.get("features")
@@ -230,23 +257,33 @@ def feature_from_annotation(annotation: Annotation) -> dict[str, Any]:
     properties: dict[str, Any] = {"objectType": annotation.object_type}
     if annotation.name:
         properties["name"] = annotation.name
+    if annotation.locked:
+        properties["isLocked"] = True
+    if annotation.metadata:
+        properties["metadata"] = dict(annotation.metadata)
     if annotation.class_name:
         color = annotation.color or DEFAULT_CLASSES.get(annotation.class_name, (128, 128, 128))
         properties["classification"] = {"name": annotation.class_name, "color": list(color)}
     if annotation.measurements:
         properties["measurements"] = dict(annotation.measurements)
-    return {
-        "type": "Feature",
-        "geometry": mapping(annotation.geometry),
-        "properties": properties,
-    }
+    feature: dict[str, Any] = {"type": "Feature"}
+    if annotation.uid:
+        feature["id"] = annotation.uid
+    feature["geometry"] = mapping(annotation.geometry)
+    feature["properties"] = properties
+    return feature
 
 
 def write_geojson(path: str | os.PathLike[str], annotations: Iterable[Annotation]) -> None:
     """Write annotations as a QuPath-compatible FeatureCollection, atomically."""
     features = [feature_from_annotation(a) for a in annotations]
-    with atomic_write(path) as handle:
-        json.dump({"type": "FeatureCollection", "features": features}, handle)
+    text = json.dumps({"type": "FeatureCollection", "features": features})
+    if Path(path).suffix.lower() == ".gz":  # QuPath reads and writes .geojson.gz
+        with atomic_write(path, "wb") as handle:
+            handle.write(gzip.compress(text.encode("utf-8")))
+    else:
+        with atomic_write(path) as handle:
+            handle.write(text)
 
 
 def union_of_class(
@@ -277,14 +314,15 @@ def annotation_format(path: str | os.PathLike[str]) -> str:
     AnnotationError
         Any other extension.
     """
+    name = Path(path).name.lower()
     suffix = Path(path).suffix.lower()
-    if suffix in GEOJSON_SUFFIXES:
+    if suffix in GEOJSON_SUFFIXES or name.endswith((".geojson.gz", ".json.gz")):
         return "geojson"
     if suffix in ASAP_SUFFIXES:
         return "asap"
     raise AnnotationError(
         f"{path}: unknown annotation format {suffix or '(no extension)'!r}; "
-        "use .geojson/.json (QuPath GeoJSON) or .xml (ASAP XML)"
+        "use .geojson/.json/.geojson.gz (QuPath GeoJSON) or .xml (ASAP XML)"
     )
 
 
