@@ -379,3 +379,31 @@ def test_layer_switches_to_raster_overview(window, project, monkeypatch) -> None
     centre = window.slide_view.mapFromScene(QPointF(target.x, target.y))
     pixel = image.pixelColor(centre)
     assert pixel.red() > pixel.green() + 20  # Tumor is red over a grey slide
+
+
+def test_geojson_uses_qupath_coordinates_on_a_slide_with_bounds(window, project, tmp_path) -> None:
+    """QuPath crops a slide to openslide.bounds-x/y: its GeoJSON is shifted by them, ASAP's not."""
+    import shapely
+
+    from pathviewer.core.annotations import Annotation, read_annotations, write_annotations
+
+    rgb = np.full((2048, 2048, 3), 230, np.uint8)
+    bounds = {"openslide.bounds-x": "300", "openslide.bounds-y": "120"}
+    slide = ArraySlide(rgb, mpp=0.5, levels=3, name=str(tmp_path / "b.mrxs"), properties=bounds)
+    window.slide_view.set_slide(slide)
+    controller = window.context.annotations
+    qupath_file = tmp_path / "from-qupath.geojson"
+    write_annotations(qupath_file, [Annotation(shapely.box(0, 0, 100, 50), "Tumor")])
+    assert controller.import_file(str(qupath_file)) == 1
+    (stored,) = _stored(window)
+    assert stored.geometry.bounds == (300.0, 120.0, 400.0, 170.0)  # on the tissue QuPath showed
+    controller.export_file(str(tmp_path / "back.geojson"))
+    controller.export_file(str(tmp_path / "back.xml"))
+    (qupath_back,) = read_annotations(tmp_path / "back.geojson")
+    (asap_back,) = read_annotations(tmp_path / "back.xml")
+    assert qupath_back.geometry.bounds == (0.0, 0.0, 100.0, 50.0)
+    assert asap_back.geometry.bounds == (300.0, 120.0, 400.0, 170.0)  # ASAP: full coordinates
+    controller.set_qupath_coordinates(False)
+    controller.export_file(str(tmp_path / "raw.geojson"))
+    (raw,) = read_annotations(tmp_path / "raw.geojson")
+    assert raw.geometry.bounds == (300.0, 120.0, 400.0, 170.0)

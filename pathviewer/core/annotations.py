@@ -11,16 +11,18 @@ Import is all-or-nothing: a malformed feature raises
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import shapely
+from shapely import affinity
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import make_valid
@@ -304,6 +306,33 @@ def union_of_class(
 #: File extensions of the annotation formats, by format name.
 GEOJSON_SUFFIXES = (".geojson", ".json")
 ASAP_SUFFIXES = (".xml",)
+
+
+def qupath_offset(properties: Mapping[str, str]) -> tuple[float, float]:
+    """Where QuPath's origin lies in OpenSlide's level-0 pixels: ``openslide.bounds-x/y``.
+
+    QuPath opens a slide with bounds (typical of MRXS) cropped to them, so its coordinates are
+    OpenSlide's minus this offset; ``(0, 0)`` for a slide without bounds.
+    """
+
+    def number(key: str) -> float:
+        try:
+            value = float(properties.get(key, 0) or 0)
+        except ValueError:
+            return 0.0
+        return value if math.isfinite(value) else 0.0
+
+    return number("openslide.bounds-x"), number("openslide.bounds-y")
+
+
+def shift_annotations(annotations: Iterable[Annotation], dx: float, dy: float) -> list[Annotation]:
+    """The annotations moved by ``(dx, dy)`` level-0 pixels (everything else kept)."""
+    if not dx and not dy:
+        return list(annotations)
+    return [
+        dataclasses.replace(a, geometry=affinity.translate(a.geometry, xoff=dx, yoff=dy))
+        for a in annotations
+    ]
 
 
 def annotation_format(path: str | os.PathLike[str]) -> str:

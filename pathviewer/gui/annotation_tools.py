@@ -89,7 +89,10 @@ from shapely.geometry.base import BaseGeometry
 from pathviewer.core.annotations import (
     DEFAULT_CLASSES,
     Annotation,
+    annotation_format,
+    qupath_offset,
     read_annotations,
+    shift_annotations,
     valid_geometry,
     write_annotations,
 )
@@ -333,6 +336,9 @@ class AnnotationController(QObject):
         self.brush_px = DEFAULT_BRUSH_PX
         self.undo_group = QUndoGroup(self)
         self.stacks: dict[str, QUndoStack] = {}
+        # GeoJSON in QuPath's coordinates, which are cropped to a slide's bounds (MRXS):
+        # the same file then lands on the same tissue in both apps. ASAP uses full coordinates.
+        self.qupath_coordinates = True
         # Set by install(): the toolbar, its tool actions, class keys and menu actions.
         self.toolbar: QToolBar | None = None
         self.tool_actions: dict[str, QAction] = {}
@@ -921,16 +927,28 @@ class AnnotationController(QObject):
             The file is malformed (the message names the feature); nothing was imported.
         """
         annotations = read_annotations(path)
-        if self.view.current_slide is None:
+        slide = self.view.current_slide
+        if slide is None:
             raise PathViewerError("open a slide before importing annotations")
+        if self.qupath_coordinates and annotation_format(path) == "geojson":
+            dx, dy = qupath_offset(slide.properties)
+            annotations = shift_annotations(annotations, dx, dy)
         command = self.push(
             lambda s: AddAnnotationsCommand(s, annotations, f"Import {Path(path).name}")
         )
         return 0 if command is None else len(annotations)
 
+    def set_qupath_coordinates(self, on: bool) -> None:
+        """Read and write GeoJSON in QuPath's (bounds-cropped) coordinates, or in OpenSlide's."""
+        self.qupath_coordinates = bool(on)
+
     def export_file(self, path: str) -> int:
         """Write the current slide's annotations (format by extension); returns the count."""
         annotations = list(self.layer.annotations.values()) if self.layer is not None else []
+        slide = self.view.current_slide
+        if slide is not None and self.qupath_coordinates and annotation_format(path) == "geojson":
+            dx, dy = qupath_offset(slide.properties)
+            annotations = shift_annotations(annotations, -dx, -dy)
         write_annotations(path, annotations)
         return len(annotations)
 
@@ -1033,7 +1051,13 @@ def install(window: MainWindow, project: ProjectController) -> AnnotationControl
     import_action.triggered.connect(controller.import_interactively)
     export_action = QAction("&Export annotations…", window)
     export_action.triggered.connect(controller.export_interactively)
-    window.menu("tools").addActions([import_action, export_action])
+    qupath = QAction("GeoJSON in &QuPath coordinates", window, checkable=True, checked=True)
+    qupath.setToolTip(
+        "QuPath crops a slide to its bounds (openslide.bounds-x/y, typical of MRXS): shift"
+        " GeoJSON by them on import and export so a file lands on the same tissue in both apps"
+    )
+    qupath.toggled.connect(controller.set_qupath_coordinates)
+    window.menu("tools").addActions([import_action, export_action, qupath])
     controller.import_action = import_action
     controller.export_action = export_action
 
