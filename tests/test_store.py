@@ -432,3 +432,61 @@ def test_a_full_disk_gives_one_line_and_rolls_back(tmp_path: Path) -> None:
         project.add_annotations(slide, [Annotation(ring, "Tumor") for _ in range(20)])
     assert project.annotations(slide) == []
     project.close()
+
+
+def test_annotations_keep_their_uuid_lock_and_metadata_through_the_project(tmp_path) -> None:
+    """A QuPath object imported into a project and exported again loses nothing."""
+    import dataclasses
+    import json
+
+    import shapely
+
+    from pathviewer.core.annotations import Annotation, read_annotations
+
+    project = Project.create(tmp_path / "p")
+    slide = project.add_slide("s.svs")
+    qupath = Annotation(
+        shapely.box(0, 0, 10, 10),
+        "Tumor: Positive",
+        uid="5b8e8c4e-4f4b-4d3e-9b8f-1d2c3b4a5f60",
+        locked=True,
+        metadata={"reviewer": "AB"},
+        measurements={"Num Detections": 12.0},
+    )
+    drawn = Annotation(shapely.box(20, 20, 30, 30), "Normal")
+    qupath_id, drawn_id = project.add_annotations(slide, [qupath, drawn])
+    stored = project.annotation(qupath_id).annotation
+    assert dataclasses.replace(stored, color=None) == qupath  # the store gives it a colour
+    uid = project.annotation(drawn_id).annotation.uid
+    assert uid and len(uid) == 36  # a drawn annotation gets a UUID when stored ...
+    moved = Annotation(shapely.box(25, 25, 35, 35), "Normal")
+    project.update_annotation(drawn_id, moved)
+    assert project.annotation(drawn_id).annotation.uid == uid  # ... kept through an edit
+    out = tmp_path / "out.geojson"
+    project.export_annotations(slide, out)
+    features = json.loads(out.read_text())["features"]
+    assert features[0]["id"] == qupath.uid and features[1]["id"] == uid
+    assert dataclasses.replace(read_annotations(out)[0], color=None) == qupath
+
+
+def test_annotations_of_a_version_2_database_read_with_stable_uuids(tmp_path: Path) -> None:
+    import shapely
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    conn = sqlite3.connect(folder / DB_NAME, isolation_level=None)
+    assert migrate(conn, target=2) == 2
+    conn.execute("INSERT INTO slides(path, name, added) VALUES ('/s/one.svs', 'one', '2024-01-01')")
+    conn.execute(
+        "INSERT INTO annotations(slide_id, geometry, min_x, min_y, max_x, max_y, class_name, "
+        "created, modified) VALUES (1, ?, 0, 0, 5, 5, 'Tumor', '2024-01-01', '2024-01-01')",
+        (shapely.to_wkb(shapely.box(0, 0, 5, 5)),),
+    )
+    conn.close()
+    with Project.open(folder) as project:
+        assert schema_version(project.connection) == SCHEMA_VERSION == 3
+        (record,) = project.annotations(1)
+        uid = record.annotation.uid
+        assert uid and len(uid) == 36 and not record.annotation.locked
+    with Project.open(folder) as project:
+        assert project.annotations(1)[0].annotation.uid == uid  # the same on every read

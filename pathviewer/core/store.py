@@ -32,6 +32,7 @@ import json
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -129,6 +130,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX flags_rank ON flags(rank);
     CREATE INDEX flags_label ON flags(patch_label_id);
+    """,
+    # v3: what QuPath writes of an object and a stable identifier: the UUID written as the
+    # GeoJSON feature id, the lock, and metadata + measurements (JSON). Annotations stored
+    # before it read with a UUID derived from their row (the same on every read).
+    """
+    ALTER TABLE annotations ADD COLUMN uid TEXT;
+    ALTER TABLE annotations ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE annotations ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';
     """,
 ]
 
@@ -590,8 +599,9 @@ class Project:
                 wkb, *bounds = _geometry_columns(annotation.geometry)
                 cursor = conn.execute(
                     "INSERT INTO annotations(slide_id, geometry, min_x, min_y, max_x, max_y, "
-                    "class_name, color, name, object_type, author, created, modified) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "class_name, color, name, object_type, author, created, modified, "
+                    "uid, locked, extra) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         slide_id,
                         wkb,
@@ -603,6 +613,9 @@ class Project:
                         author,
                         now,
                         now,
+                        annotation.uid or str(uuid.uuid4()),
+                        int(annotation.locked),
+                        _extra(annotation),
                     ),
                 )
                 ids.append(int(cursor.lastrowid or 0))
@@ -623,7 +636,8 @@ class Project:
             cursor = conn.execute(
                 "UPDATE annotations SET geometry = ?, min_x = ?, min_y = ?, max_x = ?, max_y = ?, "
                 "class_name = ?, color = ?, name = ?, object_type = ?, "
-                "author = COALESCE(?, author), modified = ? WHERE id = ?",
+                "author = COALESCE(?, author), modified = ?, uid = COALESCE(?, uid), "
+                "locked = ?, extra = ? WHERE id = ?",
                 (
                     wkb,
                     *bounds,
@@ -633,6 +647,9 @@ class Project:
                     annotation.object_type,
                     author,
                     _now(),
+                    annotation.uid,
+                    int(annotation.locked),
+                    _extra(annotation),
                     annotation_id,
                 ),
             )
@@ -1011,7 +1028,8 @@ class Project:
 
 
 _ANNOTATION_COLUMNS = (
-    "id, slide_id, geometry, class_name, color, name, object_type, author, created, modified"
+    "id, slide_id, geometry, class_name, color, name, object_type, author, created, modified, "
+    "uid, locked, extra"
 )
 _PATCH_COLUMNS = (
     "p.id, p.slide_id, s.path, p.x, p.y, p.width, p.height, p.label, p.source, p.trusted, "
@@ -1019,16 +1037,37 @@ _PATCH_COLUMNS = (
 )
 
 
+def _extra(annotation: Annotation) -> str:
+    """The ``extra`` column: what QuPath writes that has no column of its own."""
+    return json.dumps(
+        {"metadata": dict(annotation.metadata), "measurements": dict(annotation.measurements)}
+    )
+
+
 def _annotation_record(row: Sequence[Any]) -> AnnotationRecord:
-    id_, slide_id, wkb, class_name, color, name, object_type, author, created, modified = row
+    (id_, slide_id, wkb, class_name, color, name, object_type, author, created, modified) = row[:10]
+    uid, locked, extra_text = row[10:13]
+    try:
+        extra = json.loads(extra_text or "{}")
+    except ValueError:
+        extra = {}
     annotation = Annotation(
         geometry=shapely.from_wkb(wkb),
         class_name=class_name,
         color=_rgb(color),
         name=name,
         object_type=object_type,
+        measurements={str(k): float(v) for k, v in (extra.get("measurements") or {}).items()},
+        uid=uid or _legacy_uid(slide_id, id_),
+        locked=bool(locked),
+        metadata={str(k): str(v) for k, v in (extra.get("metadata") or {}).items()},
     )
     return AnnotationRecord(id_, slide_id, annotation, author, created, modified)
+
+
+def _legacy_uid(slide_id: int, annotation_id: int) -> str:
+    """A stable UUID for an annotation stored before v3 (the same every time it is read)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"pathviewer:annotation:{slide_id}:{annotation_id}"))
 
 
 def _patch_record(row: Sequence[Any]) -> PatchLabelRecord:
