@@ -407,3 +407,27 @@ def test_geojson_uses_qupath_coordinates_on_a_slide_with_bounds(window, project,
     controller.export_file(str(tmp_path / "raw.geojson"))
     (raw,) = read_annotations(tmp_path / "raw.geojson")
     assert raw.geometry.bounds == (300.0, 120.0, 400.0, 170.0)
+
+
+def test_a_locked_annotation_cannot_be_moved_edited_or_deleted(window, project) -> None:
+    controller = window.context.annotations
+    controller.set_tool("rectangle")
+    _drag(window, [(400, 400), (800, 800)])
+    controller.set_tool("select")
+    _click(window, 600, 600)
+    assert controller.selected is not None
+    controller.lock_action.trigger()
+    (locked,) = _stored(window)
+    assert locked.locked  # saved in the project, so it is exported as isLocked
+    _drag(window, [(600, 600), (650, 620), (700, 700)])  # a move, refused
+    _key(window, Qt.Key.Key_Delete)  # a delete, refused
+    (after,) = _stored(window)
+    assert after.geometry.equals(locked.geometry)
+    assert "locked" in window.statusBar().currentMessage()
+    controller.lock_action.trigger()  # unlock: now it can go
+    assert not _stored(window)[0].locked
+    _key(window, Qt.Key.Key_Delete)
+    assert _stored(window) == []
+    controller.stack.undo()  # undo the delete, then the unlock: locked again
+    controller.stack.undo()
+    assert _stored(window)[0].locked

@@ -346,6 +346,7 @@ class AnnotationController(QObject):
         self.undo_action: QAction | None = None
         self.redo_action: QAction | None = None
         self.delete_action: QAction | None = None
+        self.lock_action: QAction | None = None
         self.import_action: QAction | None = None
         self.export_action: QAction | None = None
         # Interaction state.
@@ -503,9 +504,33 @@ class AnnotationController(QObject):
         command = self.push(lambda s: AddAnnotationsCommand(s, annotations, text))
         return [] if command is None else command.store_ids()
 
+    def _locked(self, annotation_id: int, tell: bool = True) -> bool:
+        """Whether the annotation is locked (QuPath's isLocked); says so in the status bar."""
+        annotation = self.layer.annotations.get(annotation_id) if self.layer else None
+        if annotation is None or not annotation.locked:
+            return False
+        if tell:
+            self.window.statusBar().showMessage(
+                "This annotation is locked: Edit > Lock / unlock annotation to change it", 6000
+            )
+        return True
+
+    def toggle_lock_selected(self) -> None:
+        """Lock or unlock the selected annotation (undoable, like any edit)."""
+        selected = self.selected
+        if selected is None or self.layer is None or selected not in self.layer.annotations:
+            return
+        annotation = self.layer.annotations[selected]
+        text = "Unlock annotation" if annotation.locked else "Lock annotation"
+        before = annotation
+        after = replace(annotation, locked=not annotation.locked)
+        self.push(lambda s: ModifyAnnotationCommand(s, selected, before, after, text))
+
     def modify(self, annotation_id: int, after: Annotation, text: str) -> None:
-        """Replace an annotation (undoable)."""
+        """Replace an annotation (undoable); a locked one is left as it is."""
         if self.layer is None or annotation_id not in self.layer.annotations:
+            return
+        if self._locked(annotation_id):
             return
         before = self.layer.annotations[annotation_id]
         self.push(lambda s: ModifyAnnotationCommand(s, annotation_id, before, after, text))
@@ -513,7 +538,7 @@ class AnnotationController(QObject):
     def delete_selected(self) -> None:
         """Delete the selected annotation (undoable)."""
         selected = self.selected
-        if selected is None:
+        if selected is None or self._locked(selected):
             return
         self.push(lambda s: DeleteAnnotationsCommand(s, [selected], "Delete annotation"))
 
@@ -715,6 +740,8 @@ class AnnotationController(QObject):
         self._drag_start = (x, y)
         if self.tool == "select":
             vertex = self.layer.vertex_at(x, y, tolerance)
+            if vertex is not None and self.selected is not None and self._locked(self.selected):
+                return True
             if vertex is not None:
                 self._drag = "vertex"
                 self._drag_vertex = vertex
@@ -723,6 +750,8 @@ class AnnotationController(QObject):
             if hit is not None:
                 if hit != self.selected:
                     self.select(hit)
+                if self._locked(hit):
+                    return True  # selected, so it can be inspected or unlocked, but not moved
                 self._drag = "move"
                 return True
             if self.selected is not None:
@@ -908,6 +937,8 @@ class AnnotationController(QObject):
         try:
             for annotation_id in targets:
                 annotation = self.layer.annotations[annotation_id]
+                if annotation.locked:
+                    continue  # the eraser passes over locked annotations
                 rest = _polygonal(annotation.geometry.difference(stroke))
                 if rest.is_empty:
                     self.push(lambda s, i=annotation_id: DeleteAnnotationsCommand(s, [i], "Erase"))
@@ -1038,12 +1069,19 @@ def install(window: MainWindow, project: ProjectController) -> AnnotationControl
     delete.setShortcutContext(shortcut_context)
     delete.triggered.connect(controller.delete_selected)
     view.addAction(delete)
+    lock = QAction("&Lock / unlock annotation", window)
+    lock.setShortcut(QKeySequence("Ctrl+L"))
+    lock.setShortcutContext(shortcut_context)
+    lock.setToolTip("A locked annotation (QuPath's isLocked) cannot be moved, edited or deleted")
+    lock.triggered.connect(controller.toggle_lock_selected)
+    view.addAction(lock)
     menu.addActions([undo, redo])
     menu.addSeparator()
-    menu.addAction(delete)
+    menu.addActions([delete, lock])
     controller.undo_action = undo
     controller.redo_action = redo
     controller.delete_action = delete
+    controller.lock_action = lock
 
     # Tools menu: import / export.
     window.menu("tools").addSeparator()
