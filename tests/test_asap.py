@@ -426,3 +426,26 @@ def test_a_crossing_outline_measures_the_area_it_encloses() -> None:
     assert bow_tie.area == 0.0  # shapely's signed halves cancel
     assert measure(bow_tie, None)["Area px^2"] == pytest.approx(50.0)
     assert measure(bow_tie, 0.5)["Area µm^2"] == pytest.approx(12.5)
+
+
+def test_convert_with_a_slide_that_has_bounds_uses_qupath_coordinates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ASAP XML (full coordinates) -> GeoJSON for QuPath, which crops the slide to its bounds."""
+    import numpy as np
+
+    from pathviewer.core import slide as slide_module
+    from pathviewer.core.slide import ArraySlide
+
+    bounds = {"openslide.bounds-x": "1000", "openslide.bounds-y": "500"}
+    fake = ArraySlide(np.zeros((64, 64, 3), np.uint8), properties=bounds, name="b.mrxs")
+    monkeypatch.setattr(slide_module, "open_slide", lambda path: fake)
+    xml = tmp_path / "a.xml"
+    write_asap(xml, [Annotation(box(1000, 500, 1100, 600), "Tumor")])
+    out = tmp_path / "a.geojson"
+    assert main(["annotations", "convert", str(xml), str(out), "--slide", "b.mrxs"]) == 0
+    (qupath,) = read_geojson(out)
+    assert qupath.geometry.bounds == (0.0, 0.0, 100.0, 100.0)
+    back = tmp_path / "back.xml"
+    assert main(["annotations", "convert", str(out), str(back), "--slide", "b.mrxs"]) == 0
+    assert read_asap(back)[0].geometry.bounds == (1000.0, 500.0, 1100.0, 600.0)

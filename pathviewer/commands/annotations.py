@@ -23,16 +23,43 @@ def register(groups: Any) -> None:
     )
     convert.add_argument("input", help="annotation file to read (.geojson, .json or .xml)")
     convert.add_argument("output", help="annotation file to write (.geojson, .json or .xml)")
+    convert.add_argument(
+        "--slide",
+        help="the slide the annotations belong to: when it has bounds (openslide.bounds-x/y,"
+        " typical of MRXS), GeoJSON is read and written in QuPath's cropped coordinates and XML"
+        " in full ones, so both files land on the same tissue",
+    )
     convert.set_defaults(func=_convert)
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from pathviewer.core.annotations import annotation_format, read_annotations, write_annotations
+    from pathviewer.core.annotations import (
+        annotation_format,
+        read_annotations,
+        shift_annotations,
+        write_annotations,
+    )
 
     annotation_format(args.output)  # refuse an unknown output type before reading anything
+    dx = dy = 0.0
+    if args.slide:
+        from pathviewer.core.annotations import qupath_offset
+        from pathviewer.core.slide import open_slide
+
+        source = open_slide(args.slide)
+        try:
+            dx, dy = qupath_offset(source.properties)
+        finally:
+            source.close()
     annotations = read_annotations(args.input)
+    if annotation_format(args.input) == "geojson":  # QuPath's coordinates -> full ones
+        annotations = shift_annotations(annotations, dx, dy)
+    if annotation_format(args.output) == "geojson":  # full coordinates -> QuPath's
+        annotations = shift_annotations(annotations, -dx, -dy)
     write_annotations(args.output, annotations)
     print(f"{len(annotations)} annotations: {args.input} -> {args.output}")
+    if dx or dy:
+        print(f"GeoJSON in QuPath's coordinates: shifted by the slide's bounds ({dx:g}, {dy:g})")
     invalid = [
         a.name or f"#{i + 1}"
         for i, a in enumerate(annotations)
