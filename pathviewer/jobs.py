@@ -358,12 +358,7 @@ def export_heatmaps(
     from pathviewer.core.cohort import read_cohort
     from pathviewer.core.errors import PathViewerError
     from pathviewer.core.heatmap import load_heatmap
-    from pathviewer.core.heatmap_export import (
-        export_name,
-        write_probability_tiff,
-        write_qupath_tiles,
-        write_table,
-    )
+    from pathviewer.core.heatmap_export import export_name, write_heatmap
     from pathviewer.core.predictions import read_predictions
     from pathviewer.core.slide import open_slide
 
@@ -379,37 +374,34 @@ def export_heatmaps(
     if missing:
         raise PathViewerError(f"{predictions}: no heatmap for slide {missing[0]!r}")
     heatmaps = {s: load_heatmap(found.heatmaps[s]) for s in wanted}
-    pyramids: dict[str, tuple[Any, Any, float | None]] = {}
-    if fmt in ("asap", "tiff"):
-        paths = {e.slide: e.path for e in read_cohort(cohort)} if cohort else {}
-        for slide in wanted:
-            path = paths.get(slide, Path(slide))
-            if not Path(path).is_file():
-                hint = "" if cohort else " (give --cohort)"
-                raise PathViewerError(f"{slide}: slide file not found{hint}")
-            source = open_slide(path)
-            try:
-                mpp = source.mpp[0] if source.mpp else None
-                pyramids[slide] = (source.level_dimensions, source.level_downsamples, mpp)
-            finally:
-                source.close()
+    slides_open: dict[str, Any] = {}
     target = Path(out)
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PathViewerError(f"{target}: cannot create the folder ({error.strerror})") from None
     written = []
-    for slide, heatmap in heatmaps.items():
-        path = target / export_name(slide, fmt)
+    try:
+        if fmt in ("asap", "tiff"):  # every slide opened before the first file is written
+            paths = {e.slide: e.path for e in read_cohort(cohort)} if cohort else {}
+            for slide in wanted:
+                path = paths.get(slide, Path(slide))
+                if not Path(path).is_file():
+                    hint = "" if cohort else " (give --cohort)"
+                    raise PathViewerError(f"{slide}: slide file not found{hint}")
+                slides_open[slide] = open_slide(path)
         try:
-            if fmt == "qupath":
-                write_qupath_tiles(heatmap, path)
-            elif fmt == "csv":
-                write_table(heatmap, path)
-            else:
-                dims, downsamples, mpp = pyramids[slide]
-                write_probability_tiff(heatmap, path, dims, downsamples, mpp, kind=fmt)
+            target.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise PathViewerError(f"{path}: cannot write ({error.strerror or error})") from None
-        written.append(path)
+            raise PathViewerError(
+                f"{target}: cannot create the folder ({error.strerror})"
+            ) from None
+        for slide, heatmap in heatmaps.items():
+            out_path = target / export_name(slide, fmt)
+            try:
+                write_heatmap(heatmap, out_path, fmt, slides_open.get(slide))
+            except OSError as error:
+                raise PathViewerError(
+                    f"{out_path}: cannot write ({error.strerror or error})"
+                ) from None
+            written.append(out_path)
+    finally:
+        for source in slides_open.values():
+            source.close()
     return written

@@ -22,6 +22,7 @@ from pathviewer.core.annotations import read_annotations, tiles_to_geojson
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.heatmap import Heatmap
+from pathviewer.core.slide import SlideSource
 
 #: Export formats: name -> file-name suffix added to the slide's stem.
 EXPORT_FORMATS = {
@@ -144,9 +145,8 @@ def write_probability_tiff(
         )
     factor = map_factor(heatmap)
     sizes = map_level_sizes(level_dimensions, factor)
-    resolution = None
-    if mpp:
-        per_cm = 1e4 / (mpp * factor)
+    # map pixels per centimetre at level 0 (None: the slide's resolution is unknown)
+    per_cm = 1e4 / (mpp * factor) if mpp else None
     # Built in memory (a map is the slide divided by the cell size: megabytes), then written
     # atomically in one piece, so a failure leaves no partial file.
     buffer = io.BytesIO()
@@ -159,9 +159,8 @@ def write_probability_tiff(
                 if kind == "asap"
                 else np.clip(np.rint(values * 255), 0, 255).astype(np.uint8)
             )
-            if mpp:
-                scale = float(level_downsamples[level])
-                resolution = (per_cm / scale, per_cm / scale)
+            scale = float(level_downsamples[level])
+            resolution = None if per_cm is None else (per_cm / scale, per_cm / scale)
             tiff.write(
                 data,
                 tile=(256, 256),  # every level tiled: OpenSlide and ASAP expect it
@@ -214,7 +213,7 @@ def read_heatmap_file(
                 f"{path}: patch {i + 1} ({x}, {y}, {w} x {h}) is off the grid of the first patch"
                 f" ({width} x {height} from {origin})"
             )
-        if x + w > dimensions[0] + w or y + h > dimensions[1] + h:
+        if x >= dimensions[0] or y >= dimensions[1]:
             raise HeatmapExportError(
                 f"{path}: patch {i + 1} at ({x}, {y}) lies outside the {dimensions[0]} x "
                 f"{dimensions[1]} slide: is it for another slide?"
@@ -271,6 +270,38 @@ def _box(
     if not 0.0 <= value <= 1.0:
         raise HeatmapExportError(f"{path}: {where}: value {value} is not in [0, 1]")
     return round(x), round(y), round(w), round(h), float(value)
+
+
+def write_heatmap(
+    heatmap: Heatmap,
+    path: str | os.PathLike[str],
+    fmt: str,
+    slide: SlideSource | None = None,
+) -> int:
+    """Write ``heatmap`` in export format ``fmt`` (see :data:`EXPORT_FORMATS`).
+
+    Parameters
+    ----------
+    slide
+        The slide (its pyramid and resolution): needed for ``asap`` and ``tiff``.
+
+    Returns
+    -------
+    int
+        Scored cells written.
+    """
+    export_name(heatmap.slide, fmt)  # an unknown format is refused here
+    if fmt == "qupath":
+        return write_qupath_tiles(heatmap, path)
+    if fmt == "csv":
+        return write_table(heatmap, path)
+    if slide is None:
+        raise HeatmapExportError(f"{heatmap.slide}: a {fmt} map needs the slide's pyramid")
+    mpp = slide.mpp[0] if slide.mpp else None
+    write_probability_tiff(
+        heatmap, path, slide.level_dimensions, slide.level_downsamples, mpp, kind=fmt
+    )
+    return int(np.isfinite(heatmap.probs).sum())
 
 
 def export_name(slide: str, fmt: str) -> str:

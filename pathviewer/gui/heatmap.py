@@ -81,9 +81,7 @@ from pathviewer.core.heatmap_export import (
     EXPORT_FORMATS,
     export_name,
     read_heatmap_file,
-    write_probability_tiff,
-    write_qupath_tiles,
-    write_table,
+    write_heatmap,
 )
 from pathviewer.core.predictions import HEATMAPS, SLIDES_CSV, find_heatmap, read_predictions
 
@@ -456,15 +454,7 @@ class HeatmapController(QObject):
         heatmap, slide = self.heatmap, self.view.current_slide
         if heatmap is None or slide is None:
             raise HeatmapError("no heatmap is shown")
-        if fmt == "qupath":
-            return write_qupath_tiles(heatmap, path)
-        if fmt == "csv":
-            return write_table(heatmap, path)
-        mpp = slide.mpp[0] if slide.mpp else None
-        write_probability_tiff(
-            heatmap, path, slide.level_dimensions, slide.level_downsamples, mpp, kind=fmt
-        )
-        return int(np.isfinite(heatmap.probs).sum())
+        return write_heatmap(heatmap, path, fmt, slide)
 
     def set_heatmap(self, heatmap: Heatmap | None, source: str = "") -> None:
         """Show ``heatmap`` over the open slide (None removes it).
