@@ -28,9 +28,9 @@ from pathviewer.bench import emit_report
 METHOD_NAMES = ("ngsd", "naive", "abmil")
 
 
-def cohort_settings(quick: bool) -> dict[str, Any]:
-    """Realistic cohort of the benchmark: 20 slides of 6144 px (10 test), 12 px per um."""
-    return {"n_slides": 20, "size": 6144, "test_fraction": 0.4}
+def cohort_settings(n_slides: int = 20) -> dict[str, Any]:
+    """Realistic cohort of the benchmark: ``n_slides`` of 6144 px, 40 % of them for testing."""
+    return {"n_slides": n_slides, "size": 6144, "test_fraction": 0.4}
 
 
 def run_method(
@@ -144,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the old stylised 8-slide cohort instead (a check that plumbing-level results hold)",
     )
+    parser.add_argument(
+        "--n-slides",
+        type=int,
+        default=20,
+        help="slides per realistic cohort (20; half positive, 40 %% of them test)",
+    )
     parser.add_argument("--keep", help="keep cohorts and runs in this folder")
     parser.add_argument("--tag", default="", help="suffix of the run folders (with --keep)")
     parser.add_argument(
@@ -191,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             elif not (cohort / "cohort.csv").is_file():
                 run_job(
                     generate_realistic_cohort(
-                        cohort, seed=100 + seed, **cohort_settings(args.quick)
+                        cohort, seed=100 + seed, **cohort_settings(args.n_slides)
                     )
                 )
             for method in methods:
@@ -228,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "ngsd-realistic",
         "seeds": seeds,
-        "cohort": "stylised, 8 slides of 3072 px" if args.stylised else cohort_settings(args.quick),
+        "cohort": "stylised, 8 slides of 3072 px"
+        if args.stylised
+        else cohort_settings(args.n_slides),
         "overrides": overrides,
         "methods": {},
         "degenerate_runs": sum(r["degenerate"] for rs in per_seed.values() for r in rs),

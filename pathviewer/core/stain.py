@@ -98,6 +98,25 @@ def combine_stains(
     return od_to_rgb(od, background)
 
 
+def stain_image(
+    rgb: np.ndarray,
+    matrix: np.ndarray,
+    stains: Iterable[int],
+    background: float | np.ndarray = 255.0,
+) -> np.ndarray:
+    """uint8 RGB of ``rgb`` as if only ``stains`` (rows of ``matrix``) had stained it.
+
+    Deconvolves, sets the concentrations of the other stains to 0 and clips negative ones
+    (noise and light that no stain explains), then recombines.  The viewer's deconvolution
+    display computes the same image through lookup tables.
+    """
+    concentrations = separate_stains(_as_rgb(rgb), matrix, background)
+    kept = np.zeros_like(concentrations)
+    for stain in stains:
+        kept[..., stain] = np.maximum(concentrations[..., stain], 0.0)
+    return combine_stains(kept, matrix, background)
+
+
 # ----------------------------------------------------------------------------------------------
 # Macenko stain estimation and normalisation
 # ----------------------------------------------------------------------------------------------

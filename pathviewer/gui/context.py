@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathviewer.gui.annotation_tools import AnnotationController
     from pathviewer.gui.demo import DemoController
+    from pathviewer.gui.display import DisplayController, DisplayPanel
     from pathviewer.gui.heatmap import HeatmapController, HeatmapDock
     from pathviewer.gui.main_window import MainWindow
     from pathviewer.gui.project import ProjectController
@@ -36,6 +37,9 @@ class AppContext:
         Annotation editing on the slide view (saved in ``project``).
     review
         The Review queue dock's panel (decisions saved in ``project``).
+    display
+        Brightness, contrast, gamma and stain channels of the slide shown; ``display_panel``
+        is its dock's contents.
     demo
         The demo's driver while ``pathviewer demo`` runs, else None.
     """
@@ -46,12 +50,14 @@ class AppContext:
     training: TrainingPanel
     annotations: AnnotationController
     review: ReviewPanel
+    display: DisplayController
+    display_panel: DisplayPanel
     demo: DemoController | None = None
 
 
 def build_features(window: MainWindow) -> AppContext:
     """Install every feature into ``window`` (the order is their dependency order)."""
-    from pathviewer.gui import annotation_tools, heatmap, project, review, training
+    from pathviewer.gui import annotation_tools, display, heatmap, project, review, training
 
     project_controller = project.install(window)
     heatmap_controller, heatmap_panel = heatmap.install(window)
@@ -60,6 +66,7 @@ def build_features(window: MainWindow) -> AppContext:
     )
     annotation_controller = annotation_tools.install(window, project=project_controller)
     review_panel = review.install(window, project=project_controller)
+    display_controller, display_panel = display.install(window)
     context = AppContext(
         project=project_controller,
         heatmap=heatmap_controller,
@@ -67,6 +74,8 @@ def build_features(window: MainWindow) -> AppContext:
         training=training_panel,
         annotations=annotation_controller,
         review=review_panel,
+        display=display_controller,
+        display_panel=display_panel,
     )
     window.context = context
     return context

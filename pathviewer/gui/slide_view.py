@@ -29,7 +29,8 @@ import logging
 import math
 import time
 
-from PySide6.QtCore import QPointF, QRectF, QSettings, Qt, QTimer, Signal
+import numpy as np
+from PySide6.QtCore import QPointF, QRect, QRectF, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QColor,
     QImage,
@@ -62,6 +63,7 @@ from pathviewer.gui.tiles import (
     rgb_to_qimage,
     threads_setting,
 )
+from pathviewer.session.display import DisplayRenderer, DisplaySettings
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +133,7 @@ class SlideItem(QGraphicsItem):
 
     def _paint(self, painter: QPainter, option: QStyleOptionGraphicsItem) -> None:
         view = self._view
-        pipeline = view.pipeline
-        grids = pipeline.grids
-        if not grids:
+        if not view.pipeline.grids:
             return
         exposed = option.exposedRect.intersected(self._rect)
         if exposed.isEmpty():
@@ -142,6 +142,59 @@ class SlideItem(QGraphicsItem):
         view.painted_px += exposed.width() * exposed.height() * scale * scale
         # Nearest-neighbour while the view moves (cheap), smooth once it settles.
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, not view.is_moving())
+        if view.display.settings.is_identity:
+            self._paint_scan(painter, exposed)
+        else:
+            self._paint_adjusted(painter, exposed)
+
+    def _paint_adjusted(self, painter: QPainter, exposed: QRectF) -> None:
+        """The scan painted into a screen-sized buffer, then through the display lookups.
+
+        Adjusting what is on screen, not the cached tiles, keeps a change of the settings from
+        touching any tile, and costs one pass over the exposed screen pixels whatever the zoom.
+        """
+        started = time.perf_counter()
+        transform = painter.worldTransform()
+        target = painter.device()
+        device = transform.mapRect(exposed).toAlignedRect()
+        if target is not None:
+            device = device.intersected(QRect(0, 0, target.width(), target.height()))
+        if device.isEmpty():
+            return
+        ratio = target.devicePixelRatioF() if target is not None else 1.0
+        buffer = QImage(
+            max(1, round(device.width() * ratio)),
+            max(1, round(device.height() * ratio)),
+            QImage.Format.Format_RGB32,
+        )
+        buffer.setDevicePixelRatio(ratio)
+        buffer.fill(BACKGROUND)
+        inner = QPainter(buffer)
+        inner.setRenderHints(painter.renderHints())
+        inner.setTransform(transform * QTransform.fromTranslate(-device.x(), -device.y()))
+        inverse, _ok = transform.inverted()
+        self._paint_scan(inner, inverse.mapRect(QRectF(device)).intersected(self._rect))
+        inner.end()
+        height, stride = buffer.height(), buffer.bytesPerLine()
+        pixels = np.frombuffer(buffer.constBits(), np.uint8, count=stride * height)
+        pixels = pixels.reshape(height, stride)[:, : buffer.width() * 4]
+        adjusted = self._view.display.render_bgrx(pixels.reshape(height, buffer.width(), 4))
+        shown = QImage(
+            adjusted.data, buffer.width(), height, adjusted.strides[0], QImage.Format.Format_RGB32
+        )
+        shown.setDevicePixelRatio(ratio)
+        painter.save()
+        painter.resetTransform()
+        painter.drawImage(device.topLeft(), shown)
+        painter.restore()
+        del shown  # it borrows ``adjusted``'s memory
+        self._view.last_display_ms = (time.perf_counter() - started) * 1000
+
+    def _paint_scan(self, painter: QPainter, exposed: QRectF) -> None:
+        """The scan over ``exposed`` (level-0 rect): tiles, coarser tiles, thumbnail."""
+        view = self._view
+        pipeline = view.pipeline
+        grids = pipeline.grids
         thumb = view.thumbnail_image
         if thumb is not None and view.thumbnail_suffices():
             self._paint_thumbnail(painter, exposed)
@@ -252,6 +305,10 @@ class SlideView(QGraphicsView):
         self.painted_px = 0.0
         #: Longest paint of the slide item in ms (benchmarks).
         self.max_paint_ms = 0.0
+        #: Brightness, contrast, gamma and stain channel of the display (see set_display).
+        self.display = DisplayRenderer()
+        #: Milliseconds the last adjusted paint took (benchmarks).
+        self.last_display_ms = 0.0
         self.setScene(QGraphicsScene(self))
         self.setBackgroundBrush(BACKGROUND)
         self.setFrameShape(QGraphicsView.Shape.NoFrame)
@@ -291,6 +348,12 @@ class SlideView(QGraphicsView):
         self._max_scale = 4.0
         # Until the user zooms or pans, a resize re-fits the slide (the first show included).
         self._auto_fit = False
+
+    def set_display(self, settings: DisplaySettings) -> None:
+        """Show the slide with ``settings``; the cached tiles are reused, none is read again."""
+        if settings != self.display.settings:
+            self.display.settings = settings
+            self.viewport().update()
 
     # -- slide -------------------------------------------------------------------------------
 
