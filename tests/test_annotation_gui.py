@@ -431,3 +431,64 @@ def test_a_locked_annotation_cannot_be_moved_edited_or_deleted(window, project) 
     controller.stack.undo()  # undo the delete, then the unlock: locked again
     controller.stack.undo()
     assert _stored(window)[0].locked
+
+
+def _tint(window, x: float, y: float) -> tuple[int, int, int]:
+    """The view's colour at level-0 ``(x, y)`` after a repaint."""
+    window.slide_view.viewport().repaint()
+    image = window.slide_view.viewport().grab().toImage()
+    pixel = image.pixelColor(window.slide_view.mapFromScene(QPointF(x, y)))
+    return pixel.red(), pixel.green(), pixel.blue()
+
+
+def _is_grey(rgb: tuple[int, int, int]) -> bool:
+    return max(rgb) - min(rgb) < 8
+
+
+def test_annotation_visibility_all_per_class_and_fill(window, project, monkeypatch) -> None:
+    controller = window.context.annotations
+    controller.set_current_class("Tumor")
+    controller.add([shapely.box(700, 700, 900, 900)], "tumour")
+    controller.set_current_class("Normal")
+    controller.add([shapely.box(1100, 1100, 1300, 1300)], "normal")
+    controller.select(None)
+    tumour, normal = (800, 805), (1200, 1205)
+    assert not _is_grey(_tint(window, *tumour)) and not _is_grey(_tint(window, *normal))
+
+    _key(window, Qt.Key.Key_A)  # all off
+    assert _is_grey(_tint(window, *tumour)) and _is_grey(_tint(window, *normal))
+    assert not controller.show_action.isChecked()
+    _click(window, *tumour)
+    assert controller.selected is None  # a hidden annotation cannot be picked
+    _key(window, Qt.Key.Key_A)
+    assert not _is_grey(_tint(window, *tumour))
+
+    # One class off in the palette: its regions vanish, cannot be selected or erased.
+    controller.panel.class_checks["Tumor"].setChecked(False)
+    assert _is_grey(_tint(window, *tumour)) and not _is_grey(_tint(window, *normal))
+    _click(window, *tumour)
+    assert controller.selected is None
+    controller.select(None)
+    controller.set_tool("erase")
+    _drag(window, [(750, 800), (850, 800)])
+    controller.set_tool("select")
+    assert sorted(a.geometry.area for a in _stored(window)) == [40000.0, 40000.0]
+    # The raster overview (many annotations or far out) hides it too.
+    monkeypatch.setattr(annotation_layer, "RASTER_MAX_VISIBLE", 0)
+    controller.layer.invalidate_paths()
+    assert _is_grey(_tint(window, *tumour)) and not _is_grey(_tint(window, *normal))
+    assert controller.layer.last_mode == "raster"
+    monkeypatch.setattr(annotation_layer, "RASTER_MAX_VISIBLE", 1500)
+    controller.panel.class_checks["Tumor"].setChecked(True)
+    assert not _is_grey(_tint(window, *tumour))
+
+    # Outlines only (Shift+F): the inside is untinted, the border is still drawn.
+    QTest.keyClick(window.slide_view, Qt.Key.Key_F, Qt.KeyboardModifier.ShiftModifier)
+    assert not controller.display.filled
+    assert _is_grey(_tint(window, *tumour))
+    assert not _is_grey(_tint(window, 700, 800))
+    # The choice holds on the next slide too.
+    rgb = np.full((1024, 1024, 3), 230, np.uint8)
+    window.slide_view.set_slide(ArraySlide(rgb, mpp=0.5, levels=2, name="second.png"))
+    assert controller.layer.display == controller.display
+    assert not controller.layer.display.filled

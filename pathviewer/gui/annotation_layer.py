@@ -30,6 +30,7 @@ from shapely.geometry.base import BaseGeometry
 
 from pathviewer.core.annotations import Annotation
 from pathviewer.core.geometry import AnnotationIndex
+from pathviewer.session.display import AnnotationDisplay
 
 #: z-value of the annotation layer (above the slide at 0 and heatmaps at ~1-5).
 ANNOTATION_Z = 10.0
@@ -192,6 +193,8 @@ class AnnotationLayer(QGraphicsItem):
         self.index = AnnotationIndex()
         self.annotations: dict[int, Annotation] = {}
         self.palette: dict[str, tuple[int, int, int]] = {}
+        #: What is drawn: all, filled, which classes (see :meth:`set_display`).
+        self.display = AnnotationDisplay()
         self.selected: int | None = None
         #: Geometry drawn instead of the selected annotation while it is dragged.
         self.override: BaseGeometry | None = None
@@ -260,6 +263,23 @@ class AnnotationLayer(QGraphicsItem):
         self._raster = None
         self.update()
 
+    def set_display(self, display: AnnotationDisplay) -> None:
+        """Show all, some classes or no annotations, filled or as outlines."""
+        if display == self.display:
+            return
+        self.display = display
+        if self.selected is not None and not self.shows(self.selected):
+            self.selected = None
+        self._paths.clear()
+        self._paths_rect = QRectF()
+        self._raster = None
+        self.update()
+
+    def shows(self, annotation_id: Hashable) -> bool:
+        """Whether the annotation ``annotation_id`` is drawn (hidden ones cannot be picked)."""
+        annotation = self.annotations.get(annotation_id)  # type: ignore[call-overload]
+        return annotation is not None and self.display.shows(annotation.class_name)
+
     def color_of(self, annotation: Annotation) -> tuple[int, int, int]:
         """Display colour: the class's palette colour, else the annotation's own, else yellow."""
         if annotation.class_name in self.palette:
@@ -289,6 +309,10 @@ class AnnotationLayer(QGraphicsItem):
     ) -> None:
         self.paint_count += 1
         exposed = option.exposedRect
+        if not self.display.visible:
+            self.last_mode = "hidden"
+            self._paint_preview(painter)  # a shape being drawn stays visible
+            return
         downsample = self.downsample()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, downsample < 8)
         use_raster = downsample >= RASTER_DOWNSAMPLE
@@ -325,7 +349,7 @@ class AnnotationLayer(QGraphicsItem):
         visible = [
             (k, g)
             for k, g in self.index.visible(bbox, downsample)
-            if not (k == self.selected and self.override is not None)
+            if not (k == self.selected and self.override is not None) and self.shows(k)
         ]
         missing = [(k, g) for k, g in visible if (k, level) not in self._geom_paths]
         if len(self._geom_paths) + len(missing) > 50_000:  # bound memory over long sessions
@@ -372,11 +396,12 @@ class AnnotationLayer(QGraphicsItem):
             # Fill each region on its own without antialiasing (Qt fills one big path of
             # overlapping subpaths far more slowly), then outline with a hairline pen: a
             # 0-width cosmetic pen takes Qt's fast stroker, wider pens a slow general one.
-            painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
-            painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(QColor(r, g, b, FILL_ALPHA))
-            for regions, _, _ in entries:
-                painter.drawPath(regions)
+            if self.display.filled:
+                painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+                painter.setPen(Qt.PenStyle.NoPen)
+                painter.setBrush(QColor(r, g, b, FILL_ALPHA))
+                for regions, _, _ in entries:
+                    painter.drawPath(regions)
             painter.setRenderHint(QPainter.RenderHint.Antialiasing, count < 1500)
             pen = QPen(QColor(r, g, b), 0.0)
             pen.setCosmetic(True)
@@ -466,6 +491,8 @@ class AnnotationLayer(QGraphicsItem):
         groups: dict[str, list[BaseGeometry]] = {}
         bbox = (rect.left(), rect.top(), rect.right(), rect.bottom())
         for key, geometry in self.index.visible(bbox, 1.0 / s):
+            if not self.shows(key):
+                continue
             groups.setdefault(self._class_key(self.annotations[key]), []).append(geometry)  # type: ignore[index]
         for key, geoms in groups.items():
             r, g, b = (int(c) for c in key.split(","))
@@ -473,7 +500,10 @@ class AnnotationLayer(QGraphicsItem):
             pen = QPen(QColor(r, g, b), 0.0)  # hairline: Qt's fast stroker
             pen.setCosmetic(True)
             painter.setPen(pen)
-            painter.setBrush(QColor(r, g, b, FILL_ALPHA + 40))
+            if self.display.filled:
+                painter.setBrush(QColor(r, g, b, FILL_ALPHA + 40))
+            else:
+                painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.drawPath(regions)
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.drawPath(lines)
@@ -560,7 +590,7 @@ class AnnotationLayer(QGraphicsItem):
     def annotation_at(self, x: float, y: float, tolerance: float) -> int | None:
         """The annotation under ``(x, y)``: the smallest region containing it, or a nearby
         point or line."""
-        hits: list[Hashable] = self.index.at(x, y, tolerance)
+        hits: list[Hashable] = [k for k in self.index.at(x, y, tolerance) if self.shows(k)]
         if not hits:
             return None
         # Prefer the selected one so a click on it starts a move rather than switching.

@@ -70,10 +70,12 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
+    QCheckBox,
     QColorDialog,
     QDockWidget,
     QFileDialog,
     QGraphicsView,
+    QHBoxLayout,
     QHeaderView,
     QInputDialog,
     QLabel,
@@ -106,6 +108,7 @@ from pathviewer.gui.annotation_commands import (
     with_class,
 )
 from pathviewer.gui.annotation_layer import AnnotationLayer
+from pathviewer.session.display import AnnotationDisplay
 
 if TYPE_CHECKING:
     from pathviewer.core.store import Project
@@ -234,13 +237,15 @@ class AnnotationPanel(QWidget):
         self.project_label = QLabel("No project: the first edit opens the default project")
         self.project_label.setWordWrap(True)
         layout.addWidget(self.project_label)
-        layout.addWidget(QLabel("Classes (keys 1-9)"))
+        layout.addWidget(QLabel("Classes (keys 1-9; tick to show)"))
         self.palette_box = QWidget()
         self.palette_layout = QVBoxLayout(self.palette_box)
         self.palette_layout.setContentsMargins(0, 0, 0, 0)
         self.palette_layout.setSpacing(2)
         layout.addWidget(self.palette_box)
         self.class_buttons: dict[str, QToolButton] = {}
+        self.class_checks: dict[str, QCheckBox] = {}
+        self.class_rows: list[QWidget] = []
         self.button_group = QButtonGroup(self)
         self.button_group.setExclusive(True)
         self.add_class_button = QToolButton()
@@ -263,13 +268,16 @@ class AnnotationPanel(QWidget):
         layout.addWidget(self.measurement_label)
 
     def set_classes(self, classes: dict[str, tuple[int, int, int]], current: str) -> None:
-        """Rebuild the palette buttons."""
+        """Rebuild the palette: a button per class and a check box that shows or hides it."""
         for button in self.class_buttons.values():
             self.button_group.removeButton(button)
-            self.palette_layout.removeWidget(button)
-            button.hide()  # deleteLater only runs on a later event-loop pass
-            button.deleteLater()
+        for row in self.class_rows:
+            self.palette_layout.removeWidget(row)
+            row.hide()  # deleteLater only runs on a later event-loop pass
+            row.deleteLater()
         self.class_buttons.clear()
+        self.class_checks.clear()
+        self.class_rows.clear()
         for number, (name, rgb) in enumerate(classes.items(), start=1):
             button = QToolButton()
             button.setCheckable(True)
@@ -285,8 +293,27 @@ class AnnotationPanel(QWidget):
                 lambda _checked=False, n=name: self.controller.set_current_class(n)
             )
             self.button_group.addButton(button)
-            self.palette_layout.addWidget(button)
+            shown = QCheckBox()
+            shown.setToolTip(f"Show {name} annotations")
+            shown.setChecked(name not in self.controller.display.hidden_classes)
+            shown.toggled.connect(lambda on, n=name: self.controller.set_class_visible(n, on))
+            row = QWidget()
+            row_layout = QHBoxLayout(row)
+            row_layout.setContentsMargins(0, 0, 0, 0)
+            row_layout.addWidget(shown)
+            row_layout.addWidget(button)
+            row_layout.addStretch(1)
+            self.palette_layout.addWidget(row)
             self.class_buttons[name] = button
+            self.class_checks[name] = shown
+            self.class_rows.append(row)
+
+    def show_visibility(self, display: AnnotationDisplay) -> None:
+        """Tick the classes that are shown (a hidden class stays unticked while all are off)."""
+        for name, check in self.class_checks.items():
+            check.blockSignals(True)
+            check.setChecked(name not in display.hidden_classes)
+            check.blockSignals(False)
 
     def check_class(self, name: str) -> None:
         button = self.class_buttons.get(name)
@@ -349,6 +376,10 @@ class AnnotationController(QObject):
         self.lock_action: QAction | None = None
         self.import_action: QAction | None = None
         self.export_action: QAction | None = None
+        self.show_action: QAction | None = None
+        self.fill_action: QAction | None = None
+        #: Which annotations are drawn (all, filled, per class); kept across slides.
+        self.display = AnnotationDisplay()
         # Interaction state.
         self._points: list[tuple[float, float]] = []
         self._drag: str | None = None  # "move", "vertex", "rect", "brush", "pan", "view"
@@ -429,6 +460,7 @@ class AnnotationController(QObject):
         if slide is not None:
             self.layer = AnnotationLayer(self.view, self.view.current_slide.dimensions)  # type: ignore[union-attr]
             self.layer.set_palette(self.classes)
+            self.layer.set_display(self.display)
             self.view.scene().addItem(self.layer)
         self._load_slide()
 
@@ -554,6 +586,12 @@ class AnnotationController(QObject):
             return
         if annotation_id is not None and annotation_id not in self.layer.annotations:
             annotation_id = None
+        if annotation_id is not None and not self.layer.shows(annotation_id):
+            self.window.statusBar().showMessage(
+                "That annotation is hidden: show its class (or all annotations, key A) first",
+                8000,
+            )
+            annotation_id = None
         self.layer.selected = annotation_id
         self.layer.override = None
         self.layer.invalidate_paths()
@@ -580,6 +618,44 @@ class AnnotationController(QObject):
         for name, value in self.measurements(annotation).items():
             parts.append(f"{name.split()[0].lower()} {value:,.1f} {name.split()[-1]}")
         return " · ".join(parts)
+
+    # -- visibility --------------------------------------------------------------------------
+
+    def set_display(self, display: AnnotationDisplay) -> None:
+        """Show all, some classes or no annotations, filled or outlined (all slides)."""
+        if display == self.display:
+            return
+        self.display = display
+        if self.layer is not None:
+            if self.selected is not None and not display.shows(
+                self.layer.annotations[self.selected].class_name
+            ):
+                self.select(None)
+            self.layer.set_display(display)
+        self.panel.show_visibility(display)
+        for action, checked in (
+            (self.show_action, display.visible),
+            (self.fill_action, display.filled),
+        ):
+            if action is not None and action.isChecked() != checked:
+                action.blockSignals(True)
+                action.setChecked(checked)
+                action.blockSignals(False)
+
+    def set_annotations_visible(self, visible: bool) -> None:
+        """All annotations on or off (key A)."""
+        self.set_display(replace(self.display, visible=visible))
+
+    def toggle_annotations_visible(self) -> None:
+        self.set_annotations_visible(not self.display.visible)
+
+    def set_filled(self, filled: bool) -> None:
+        """Regions filled and outlined, or outlined only (Shift+F)."""
+        self.set_display(replace(self.display, filled=filled))
+
+    def set_class_visible(self, class_name: str, visible: bool) -> None:
+        """Show or hide one class's annotations (the class palette's check boxes)."""
+        self.set_display(self.display.with_class(class_name, visible))
 
     # -- classes -----------------------------------------------------------------------------
 
@@ -927,7 +1003,8 @@ class AnnotationController(QObject):
             targets = [
                 int(k)  # type: ignore[call-overload]
                 for k in candidates
-                if self.layer.annotations[k].geometry.geom_type  # type: ignore[index]
+                if self.layer.shows(k)  # an eraser must not cut what the user cannot see
+                and self.layer.annotations[k].geometry.geom_type  # type: ignore[index]
                 in ("Polygon", "MultiPolygon")
                 and self.layer.annotations[k].geometry.intersects(stroke)  # type: ignore[index]
             ]
@@ -1098,6 +1175,22 @@ def install(window: MainWindow, project: ProjectController) -> AnnotationControl
     window.menu("tools").addActions([import_action, export_action, qupath])
     controller.import_action = import_action
     controller.export_action = export_action
+
+    # View menu: annotation visibility. A and Shift+F act on the slide view only, so text
+    # fields keep their letters (QuPath's keys for the same toggles).
+    show = QAction("Show &annotations", window, checkable=True, checked=True)
+    show.setShortcut(QKeySequence("A"))
+    show.setShortcutContext(shortcut_context)
+    show.toggled.connect(controller.set_annotations_visible)
+    fill = QAction("F&ill annotations", window, checkable=True, checked=True)
+    fill.setShortcut(QKeySequence("Shift+F"))
+    fill.setShortcutContext(shortcut_context)
+    fill.toggled.connect(controller.set_filled)
+    view.addAction(show)
+    view.addAction(fill)
+    window.menu("view").addActions([show, fill])
+    controller.show_action = show
+    controller.fill_action = fill
 
     dock = QDockWidget("Annotations", window)
     dock.setObjectName("dock-annotations")

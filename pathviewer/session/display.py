@@ -285,3 +285,35 @@ class DisplayRenderer:
         if has_x:
             out[..., 3] = 255
         return out
+
+
+@dataclass(frozen=True)
+class AnnotationDisplay:
+    """Which annotations are drawn, and how; hidden ones can be neither seen nor picked.
+
+    Attributes
+    ----------
+    visible
+        All annotations at once (key A).
+    filled
+        Regions filled as well as outlined.
+    hidden_classes
+        Classes switched off in the class palette.
+    """
+
+    visible: bool = True
+    filled: bool = True
+    hidden_classes: frozenset[str] = frozenset()
+
+    def shows(self, class_name: str | None) -> bool:
+        """Whether annotations of ``class_name`` (None: unclassified) are drawn and pickable."""
+        return self.visible and class_name not in self.hidden_classes
+
+    def with_class(self, class_name: str, shown: bool) -> AnnotationDisplay:
+        """A copy with ``class_name`` shown or hidden."""
+        hidden = set(self.hidden_classes)
+        if shown:
+            hidden.discard(class_name)
+        else:
+            hidden.add(class_name)
+        return dataclasses.replace(self, hidden_classes=frozenset(hidden))
