@@ -14,6 +14,7 @@ a message naming the file and the cause for a missing, foreign, unsupported or b
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -25,6 +26,8 @@ import numpy as np
 from PIL import Image
 
 from pathviewer.core.errors import SlideError
+
+log = logging.getLogger(__name__)
 
 #: Objective power assumed for a given MPP when the scanner wrote none (10 um / mpp: 0.25 um -> 40x).
 MPP_AT_10X = 1.0
@@ -73,6 +76,11 @@ class SlideSource(Protocol):
 
     @property
     def associated_image_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def icc_profile(self) -> bytes | None:
+        """The scan's ICC colour profile (bytes of an ``.icc`` file), or None."""
+        ...
 
     def associated_image(self, name: str) -> np.ndarray: ...
 
@@ -192,6 +200,10 @@ class _SlideBase:
     def _raw_objective_power(self) -> float | None:
         return None
 
+    @property
+    def icc_profile(self) -> bytes | None:
+        return None
+
     def read_region(
         self, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
@@ -294,6 +306,15 @@ class OpenSlideSource(_SlideBase):
     def associated_image_names(self) -> tuple[str, ...]:
         return tuple(self._slide.associated_images.keys())
 
+    @property
+    def icc_profile(self) -> bytes | None:
+        try:
+            profile = self._slide.color_profile
+        except Exception as error:  # a damaged profile must not keep the slide from opening
+            log.warning("%s: colour profile unreadable: %s", self._path, error)
+            return None
+        return None if profile is None else bytes(profile.tobytes())
+
     def associated_image(self, name: str) -> np.ndarray:
         """An associated image (``label``, ``macro``, ``thumbnail``...) as RGB."""
         try:
@@ -358,6 +379,10 @@ class ArraySlide(_SlideBase):
         What :attr:`path` reports (for messages).
     properties
         Extra properties.
+    associated
+        Associated images by name.
+    icc_profile
+        An ICC colour profile to report (tests of colour management).
     """
 
     def __init__(
@@ -368,10 +393,12 @@ class ArraySlide(_SlideBase):
         name: str = "<memory>",
         properties: Mapping[str, str] | None = None,
         associated: Mapping[str, np.ndarray] | None = None,
+        icc_profile: bytes | None = None,
     ) -> None:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise SlideError(name, "in-memory slide must be an (H, W, 3) uint8 array")
         self._path = name
+        self._icc_profile = icc_profile
         self._levels = [np.ascontiguousarray(image)]
         for _ in range(1, levels):
             previous = self._levels[-1]
@@ -414,6 +441,10 @@ class ArraySlide(_SlideBase):
     @property
     def properties(self) -> Mapping[str, str]:
         return self._properties
+
+    @property
+    def icc_profile(self) -> bytes | None:
+        return self._icc_profile
 
     @property
     def associated_image_names(self) -> tuple[str, ...]:

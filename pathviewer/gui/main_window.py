@@ -227,6 +227,16 @@ class MainWindow(QMainWindow):
         minimap.toggled.connect(self._toggle_minimap)
         self.views_menu.addAction(minimap)
         self.minimap_action = minimap
+        color = QAction(
+            "Use the slide's &colour profile",
+            self,
+            checkable=True,
+            checked=self.slide_view.use_color_profile,
+        )
+        color.setEnabled(False)
+        color.toggled.connect(self.slide_view.set_use_color_profile)
+        self.views_menu.addAction(color)
+        self.color_profile_action = color
         self.views_menu.addSeparator()
         self.fit_action = fit
 
@@ -393,6 +403,13 @@ class MainWindow(QMainWindow):
         power = view.current_slide.objective_power if view.current_slide is not None else None
         for magnification, action in self.magnification_actions.items():
             action.setEnabled(bool(power) and magnification <= 2 * (power or 0))
+        color = view.color
+        self.color_profile_action.setEnabled(color is not None)
+        self.color_profile_action.setToolTip(
+            f"Convert the scanner's colours ({color.description}) to sRGB for display"
+            if color is not None
+            else "This slide has no ICC colour profile"
+        )
         if view.current_slide is not None:
             self.setWindowTitle(f"{Path(view.current_slide.path).name} — PathViewer")
             self.slide_view.minimap.setVisible(self.minimap_action.isChecked())

@@ -50,6 +50,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pathviewer.core.color import ColorTransform
 from pathviewer.core.errors import SlideError
 from pathviewer.core.slide import SlideSource
 from pathviewer.gui.minimap import Minimap
@@ -81,12 +82,26 @@ MAX_THUMBNAIL_SOURCE_PX = 64_000_000
 
 BACKGROUND = QColor(34, 36, 40)
 
+#: QSettings key: show slides through their ICC profile (default on, as OpenSlide 4 reads it).
+COLOR_PROFILE_SETTING = "viewer/use_color_profile"
+
+
+def _as_bool(value: object) -> bool:
+    """A QSettings boolean (INI files give back the strings "true"/"false")."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no", "off", "")
+    return bool(value)
+
+
 #: Milliseconds after the last pan/zoom step before tiles are redrawn smoothly.
 SETTLE_MS = 150
 
 
-def make_thumbnail(slide: SlideSource, size: int = THUMBNAIL_SIZE) -> QImage | None:
-    """A thumbnail QImage of ``slide``, or None when it would be too costly or cannot be read."""
+def make_thumbnail(
+    slide: SlideSource, size: int = THUMBNAIL_SIZE, color: ColorTransform | None = None
+) -> QImage | None:
+    """A thumbnail QImage of ``slide`` (through ``color`` when given), or None when it would
+    be too costly or cannot be read."""
     width, height = slide.dimensions
     scale = max(width / size, height / size, 1.0)
     level = slide.best_level_for_downsample(scale)
@@ -95,7 +110,8 @@ def make_thumbnail(slide: SlideSource, size: int = THUMBNAIL_SIZE) -> QImage | N
         log.info("no thumbnail for %s: coarsest usable level is %dx%d", slide.path, lw, lh)
         return None
     try:
-        return rgb_to_qimage(slide.thumbnail((size, size)))
+        rgb = slide.thumbnail((size, size))
+        return rgb_to_qimage(color.apply(rgb) if color is not None else rgb)
     except Exception as error:  # a broken slide still opens; its tiles show the error
         log.warning("thumbnail of %s failed: %s", slide.path, error)
         return None
@@ -291,6 +307,10 @@ class SlideView(QGraphicsView):
     ) -> None:
         super().__init__(parent)
         settings = settings or QSettings()
+        self._settings = settings
+        #: The open slide's ICC profile to sRGB (None without one), and whether it is used.
+        self.color: ColorTransform | None = None
+        self.use_color_profile = _as_bool(settings.value(COLOR_PROFILE_SETTING, True))
         self.cache = TileCache(cache_cap_bytes(settings))
         self.pipeline = TilePipeline(self.cache, threads or threads_setting(settings), parent=self)
         self.pipeline.tilesLoaded.connect(self._on_tiles_loaded)
@@ -349,6 +369,27 @@ class SlideView(QGraphicsView):
         # Until the user zooms or pans, a resize re-fits the slide (the first show included).
         self._auto_fit = False
 
+    @property
+    def shown_color(self) -> ColorTransform | None:
+        """The colour transform tiles go through: the slide's profile when it is used."""
+        return self.color if self.use_color_profile else None
+
+    def set_use_color_profile(self, on: bool) -> None:
+        """Show the slide through its ICC profile (on) or as stored; remembered for all slides.
+
+        The tiles are read again in the new colours (the cache held the old ones).
+        """
+        if on == self.use_color_profile:
+            return
+        self.use_color_profile = on
+        self._settings.setValue(COLOR_PROFILE_SETTING, on)
+        if self._slide is None or self.color is None:
+            return
+        self.pipeline.set_color(self.shown_color)
+        self.thumbnail_image = make_thumbnail(self._slide, self.thumbnail_size, self.shown_color)
+        self.viewport().update()
+        self._request_timer.start()
+
     def set_display(self, settings: DisplaySettings) -> None:
         """Show the slide with ``settings``; the cached tiles are reused, none is read again."""
         if settings != self.display.settings:
@@ -368,12 +409,15 @@ class SlideView(QGraphicsView):
         Pending tile reads are cancelled, the cache is cleared and the scene emptied (overlays
         listen to ``slideChanged`` to add themselves again).
         """
-        self.pipeline.set_slide(slide)
+        self.color = ColorTransform.for_slide(slide) if slide is not None else None
+        self.pipeline.set_slide(slide, self.shown_color)
         self.scene().clear()
         self._item = None
         self._slide = slide
         self.thumbnail_image = (
-            make_thumbnail(slide, self.thumbnail_size) if slide is not None else None
+            make_thumbnail(slide, self.thumbnail_size, self.shown_color)
+            if slide is not None
+            else None
         )
         if slide is not None:
             width, height = slide.dimensions

@@ -34,6 +34,7 @@ import numpy as np
 from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QSettings, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPen
 
+from pathviewer.core.color import ColorTransform
 from pathviewer.core.slide import SlideSource
 
 log = logging.getLogger(__name__)
@@ -270,6 +271,8 @@ class _Session:
     slide: SlideSource
     generation: int
     grids: list[TileGrid]
+    #: The slide's ICC profile to sRGB, applied to every tile read (None: pixels as stored).
+    color: ColorTransform | None = None
     inflight: int = 0
     retired: bool = False
     closed: bool = False
@@ -359,10 +362,15 @@ class TilePipeline(QObject):
     def grids(self) -> list[TileGrid]:
         return self._session.grids if self._session else []
 
-    def set_slide(self, slide: SlideSource | None) -> int:
+    def set_slide(self, slide: SlideSource | None, color: ColorTransform | None = None) -> int:
         """Switch to ``slide`` (or none): drop pending work, clear the cache, close the old slide.
 
         The old slide is closed as soon as no worker reads it (now, or when its last read ends).
+
+        Parameters
+        ----------
+        color
+            Applied to every tile read (the slide's ICC profile to sRGB), or None.
 
         Returns
         -------
@@ -375,7 +383,7 @@ class TilePipeline(QObject):
             self._pending.clear()
             self._generation += 1
             self._session = (
-                _Session(slide, self._generation, level_grids(slide, self.tile_size))
+                _Session(slide, self._generation, level_grids(slide, self.tile_size), color)
                 if slide is not None
                 else None
             )
@@ -384,6 +392,28 @@ class TilePipeline(QObject):
                 old.retired = True
                 if old.inflight == 0:
                     self._close_session(old)
+        self.cache.clear()
+        return self._generation
+
+    def set_color(self, color: ColorTransform | None) -> int:
+        """Read the same slide's tiles again through ``color``; the slide stays open.
+
+        Returns
+        -------
+        int
+            The new generation (every cached tile was of the old colours).
+        """
+        with self._cond:
+            old = self._session
+            if old is None:
+                return self._generation
+            self.stats.dropped += len(self._pending)
+            self._pending.clear()
+            self._generation += 1
+            self._session = _Session(old.slide, self._generation, old.grids, color)
+            self._done = [r for r in self._done if r.key[0] == self._generation]
+            old.retired = True
+            old.closed = True  # the slide lives on in the new session: nothing to close
         self.cache.clear()
         return self._generation
 
@@ -504,6 +534,8 @@ class TilePipeline(QObject):
         location = (int(round(x * grid.downsample)), int(round(y * grid.downsample)))
         try:
             rgb = session.slide.read_region(location, level, (w, h))
+            if session.color is not None:
+                rgb = session.color.apply(rgb)
             return _Result(key, rgb_to_qimage(rgb), worker=ident)
         except Exception as error:  # any decode failure becomes an error tile, never a crash
             log.warning("tile %s of %s failed: %s", key[1:], session.slide.path, error)
