@@ -492,3 +492,64 @@ def test_annotation_visibility_all_per_class_and_fill(window, project, monkeypat
     window.slide_view.set_slide(ArraySlide(rgb, mpp=0.5, levels=2, name="second.png"))
     assert controller.layer.display == controller.display
     assert not controller.layer.display.filled
+
+
+def test_ellipse_tool_and_space_held_pan(window, project) -> None:
+    controller = window.context.annotations
+    _key(window, Qt.Key.Key_C)
+    assert controller.tool == "ellipse"
+    _drag(window, [(400, 400), (600, 500), (800, 600)])
+    (shape,) = [a.geometry for a in _stored(window)]
+    assert shape.area == pytest.approx(np.pi * 200 * 100, rel=0.03)
+    assert shape.bounds == pytest.approx((400, 400, 800, 600), abs=4)
+    # Space held: the left button pans, also with a drawing tool, and draws nothing.
+    controller.set_tool("rectangle")
+    view = window.slide_view
+    before = view.visible_level0_rect().center()
+    QTest.keyPress(view, Qt.Key.Key_Space)
+    _drag(window, [(1000, 1000), (1100, 1050), (1200, 1100)])
+    QTest.keyRelease(view, Qt.Key.Key_Space)
+    after = view.visible_level0_rect().center()
+    assert after.x() < before.x() - 100 and after.y() < before.y() - 50
+    assert len(_stored(window)) == 1
+    _drag(window, [(1300, 1300), (1400, 1400), (1500, 1500)])  # released: draws again
+    assert len(_stored(window)) == 2
+
+
+def test_shift_arrows_zoom_and_keyboard_shortcuts_list(window) -> None:
+    view = window.slide_view
+    scale = view.scale_factor()
+    QTest.keyClick(view, Qt.Key.Key_Up, Qt.KeyboardModifier.ShiftModifier)
+    assert view.scale_factor() == pytest.approx(scale * 1.25)
+    QTest.keyClick(view, Qt.Key.Key_Down, Qt.KeyboardModifier.ShiftModifier)
+    assert view.scale_factor() == pytest.approx(scale)
+    rows = dict((command, key) for key, command in window.keyboard_shortcuts())
+    assert rows["Select"] == "V" and rows["Ellipse"] == "C" and rows["Show heatmap"] == "H"
+    assert rows["Adjust display"] == "Shift+C" and rows["Fit to window"] == "F"
+    assert rows["Pan, whatever the tool"].startswith("Space")
+
+
+def test_qupath_key_preset_is_applied_and_remembered(window, project, tmp_path) -> None:
+    from pathviewer.gui.preferences import apply_key_preset
+
+    controller = window.context.annotations
+    apply_key_preset(window, controller, "QuPath")
+    _key(window, Qt.Key.Key_O)
+    assert controller.tool == "ellipse"
+    _key(window, Qt.Key.Key_Period)
+    assert controller.tool == "point"
+    _key(window, Qt.Key.Key_M)
+    assert controller.tool == "select"
+    _key(window, Qt.Key.Key_F)  # QuPath: F fills, it does not fit
+    assert not controller.display.filled
+    window.slide_view.set_scale(2.0)
+    QTest.keyClick(window.slide_view, Qt.Key.Key_F, Qt.KeyboardModifier.ShiftModifier)
+    assert window.slide_view.scale_factor() < 1.0  # fitted
+    rows = dict((command, key) for key, command in window.keyboard_shortcuts())
+    assert rows["Select"] == "M" and rows["Fill annotations"] == "F"
+    # A new window with the same settings starts with the QuPath keys.
+    second = MainWindow(settings=window.settings, threads=1)
+    build_features(second)
+    assert second.context.annotations.tool_actions["ellipse"].shortcut().toString() == "O"
+    assert second.fit_action.shortcut().toString() == "Shift+F"
+    second.close()

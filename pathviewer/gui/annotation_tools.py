@@ -41,6 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import shapely
 from PySide6.QtCore import (
     QAbstractTableModel,
@@ -117,20 +118,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Tools: name -> (label, shortcut, status-bar hint).
-TOOLS: dict[str, tuple[str, str, str]] = {
-    "select": ("Select", "V", "Select: click to select, drag to move, drag a handle to edit"),
-    "rectangle": ("Rectangle", "R", "Rectangle: drag to draw"),
+#: Tools: name -> (label, status-bar hint); their keys come from the key preset
+#: (:mod:`pathviewer.session.keys`).
+TOOLS: dict[str, tuple[str, str]] = {
+    "select": ("Select", "Select: click to select, drag to move, drag a handle to edit"),
+    "rectangle": ("Rectangle", "Rectangle: drag to draw"),
+    "ellipse": ("Ellipse", "Ellipse: drag its bounding box"),
     "polygon": (
         "Polygon",
-        "P",
         "Polygon: click vertices; double-click or Enter closes, Backspace undoes a vertex",
     ),
-    "line": ("Line", "L", "Line: click vertices; double-click or Enter finishes"),
-    "brush": ("Brush", "B", "Brush: paint to add to the selected or a new region ([ ] size)"),
-    "erase": ("Erase", "E", "Erase: paint to remove from the selected or touched regions"),
-    "point": ("Point", "O", "Point: click to place"),
+    "line": ("Line", "Line: click vertices; double-click or Enter finishes"),
+    "brush": ("Brush", "Brush: paint to add to the selected or a new region ([ ] size)"),
+    "erase": ("Erase", "Erase: paint to remove from the selected or touched regions"),
+    "point": ("Point", "Point: click to place"),
 }
+
+#: Vertices of a drawn ellipse (enough for a smooth outline at any zoom it was drawn at).
+ELLIPSE_VERTICES = 64
 
 #: Name of the automatic project used when the user draws with no project open.
 DEFAULT_PROJECT_NAME = "default-project"
@@ -224,6 +229,12 @@ class AnnotationTableModel(QAbstractTableModel):
             return "" if area is None else f"{area:,.0f}"
         length = next((v for k, v in values.items() if k.startswith(("Perimeter", "Length"))), None)
         return "" if length is None else f"{length:,.1f}"
+
+
+def ellipse(cx: float, cy: float, rx: float, ry: float) -> shapely.Polygon:
+    """The ellipse of centre ``(cx, cy)`` and radii ``rx``, ``ry`` as a polygon (level-0 px)."""
+    angles = np.linspace(0.0, 2.0 * np.pi, ELLIPSE_VERTICES, endpoint=False)
+    return shapely.Polygon(np.column_stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)]))
 
 
 class AnnotationPanel(QWidget):
@@ -386,6 +397,9 @@ class AnnotationController(QObject):
         self._drag_start: tuple[float, float] = (0.0, 0.0)
         self._drag_vertex: tuple[float, float] = (0.0, 0.0)
         self._pan_last = QPointF()
+        self._pan_button = Qt.MouseButton.MiddleButton
+        # Space held: the left button pans whatever the tool (QuPath, napari).
+        self._space_held = False
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.setInterval(0)
@@ -619,6 +633,16 @@ class AnnotationController(QObject):
             parts.append(f"{name.split()[0].lower()} {value:,.1f} {name.split()[-1]}")
         return " · ".join(parts)
 
+    def apply_keys(self, keys: dict[str, str]) -> None:
+        """Give the tools (and the fill toggle) the keys of a preset (see session.keys)."""
+        for name, action in self.tool_actions.items():
+            key = keys.get(name, "")
+            action.setShortcut(QKeySequence(key))
+            hint = TOOLS[name][1]
+            action.setToolTip(f"{hint} ({key})" if key else hint)
+        if self.fill_action is not None:
+            self.fill_action.setShortcut(QKeySequence(keys.get("fill", "")))
+
     # -- visibility --------------------------------------------------------------------------
 
     def set_display(self, display: AnnotationDisplay) -> None:
@@ -717,7 +741,7 @@ class AnnotationController(QObject):
         else:
             self.view.setDragMode(QGraphicsView.DragMode.NoDrag)
             self.view.viewport().setCursor(Qt.CursorShape.CrossCursor)
-        self.window.statusBar().showMessage(TOOLS[tool][2], 6000)
+        self.window.statusBar().showMessage(TOOLS[tool][1], 6000)
 
     def _cancel(self) -> None:
         """Drop an unfinished shape or drag."""
@@ -756,8 +780,16 @@ class AnnotationController(QObject):
         if self.layer is None or self.view.current_slide is None:
             return False
         kind = event.type()
-        if watched is self.view and kind == QEvent.Type.KeyPress:
-            return self._key(event)  # type: ignore[arg-type]
+        if watched is self.view and kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease):
+            assert isinstance(event, QKeyEvent)
+            if event.key() == Qt.Key.Key_Space:
+                if not event.isAutoRepeat():
+                    self._set_space_held(kind == QEvent.Type.KeyPress)
+                return True
+            return self._key(event) if kind == QEvent.Type.KeyPress else False
+        if watched is self.view and kind == QEvent.Type.FocusOut:
+            self._set_space_held(False)  # the release would go elsewhere
+            return False
         if watched is not self.view.viewport():
             return False
         if kind == QEvent.Type.MouseButtonPress:
@@ -772,6 +804,18 @@ class AnnotationController(QObject):
                 return True
             return self.tool != "select"
         return False
+
+    def _set_space_held(self, held: bool) -> None:
+        if held == self._space_held:
+            return
+        self._space_held = held
+        viewport = self.view.viewport()
+        if held:
+            viewport.setCursor(Qt.CursorShape.OpenHandCursor)
+        elif self.tool == "select":
+            viewport.unsetCursor()
+        else:
+            viewport.setCursor(Qt.CursorShape.CrossCursor)
 
     def _key(self, event: QKeyEvent) -> bool:
         key = event.key()
@@ -804,8 +848,11 @@ class AnnotationController(QObject):
     def _press(self, event: QMouseEvent) -> bool:
         assert self.layer is not None
         button = event.button()
-        if button == Qt.MouseButton.MiddleButton:
+        if button == Qt.MouseButton.MiddleButton or (
+            button == Qt.MouseButton.LeftButton and self._space_held
+        ):
             self._drag = "pan"
+            self._pan_button = button
             self._pan_last = event.position()
             return True
         if button != Qt.MouseButton.LeftButton:
@@ -834,7 +881,7 @@ class AnnotationController(QObject):
                 self.select(None)
             self._drag = "view"  # the view pans (ScrollHandDrag)
             return False
-        if self.tool == "rectangle":
+        if self.tool in ("rectangle", "ellipse"):
             self._drag = "rect"
             return True
         if self.tool in ("polygon", "line"):
@@ -874,7 +921,10 @@ class AnnotationController(QObject):
             self.layer.update()
         elif self._drag == "rect":
             path = QPainterPath()
-            path.addRect(min(x0, x), min(y0, y), abs(x - x0), abs(y - y0))
+            if self.tool == "ellipse":
+                path.addEllipse(min(x0, x), min(y0, y), abs(x - x0), abs(y - y0))
+            else:
+                path.addRect(min(x0, x), min(y0, y), abs(x - x0), abs(y - y0))
             self.layer.preview = path
             self.layer.update()
         elif self._drag == "brush":
@@ -885,7 +935,7 @@ class AnnotationController(QObject):
     def _release(self, event: QMouseEvent) -> bool:
         assert self.layer is not None
         drag = self._drag
-        if event.button() == Qt.MouseButton.MiddleButton and drag == "pan":
+        if drag == "pan" and event.button() == self._pan_button:
             self._drag = None
             return True
         if event.button() != Qt.MouseButton.LeftButton:
@@ -916,8 +966,12 @@ class AnnotationController(QObject):
         if drag == "rect":
             self._cancel()
             if min(abs(x - x0), abs(y - y0)) / downsample >= MIN_DRAG_PX:
-                box = shapely.box(min(x0, x), min(y0, y), max(x0, x), max(y0, y))
-                self._select_new(self.add([box], "Draw rectangle"))
+                if self.tool == "ellipse":
+                    shape = ellipse((x0 + x) / 2, (y0 + y) / 2, abs(x - x0) / 2, abs(y - y0) / 2)
+                    self._select_new(self.add([shape], "Draw ellipse"))
+                else:
+                    box = shapely.box(min(x0, x), min(y0, y), max(x0, x), max(y0, y))
+                    self._select_new(self.add([box], "Draw rectangle"))
             return True
         if drag == "brush":
             self._points.append((x, y))
@@ -1114,11 +1168,9 @@ def install(window: MainWindow, project: ProjectController) -> AnnotationControl
     toolbar.setObjectName("toolbar-annotate")
     group = QActionGroup(window)
     group.setExclusive(True)
-    for name, (label, key, hint) in TOOLS.items():
+    for name, (label, _hint) in TOOLS.items():
         action = QAction(label, window, checkable=True)
-        action.setShortcut(QKeySequence(key))
         action.setShortcutContext(shortcut_context)
-        action.setToolTip(f"{hint} ({key})")
         action.setChecked(name == "select")
         action.triggered.connect(lambda _checked=False, n=name: controller.set_tool(n))
         group.addAction(action)
@@ -1183,7 +1235,6 @@ def install(window: MainWindow, project: ProjectController) -> AnnotationControl
     show.setShortcutContext(shortcut_context)
     show.toggled.connect(controller.set_annotations_visible)
     fill = QAction("F&ill annotations", window, checkable=True, checked=True)
-    fill.setShortcut(QKeySequence("Shift+F"))
     fill.setShortcutContext(shortcut_context)
     fill.toggled.connect(controller.set_filled)
     view.addAction(show)
@@ -1196,6 +1247,17 @@ def install(window: MainWindow, project: ProjectController) -> AnnotationControl
     dock.setObjectName("dock-annotations")
     dock.setWidget(controller.panel)
     window.add_dock(dock, Qt.DockWidgetArea.RightDockWidgetArea, "annotations")
+
+    window.describe_keys(
+        [
+            ("Space + drag, middle drag", "Pan, whatever the tool"),
+            ("1-9", "Class of new (and the selected) annotation"),
+            ("[ ]", "Brush size"),
+            ("Enter, double-click", "Finish a polygon or line"),
+            ("Backspace", "Undo the last vertex"),
+            ("Esc", "Cancel drawing, or clear the selection"),
+        ]
+    )
 
     project.projectChanged.connect(controller.on_project_changed)
     controller.on_project_changed(controller.project)

@@ -57,7 +57,15 @@ class AppContext:
 
 def build_features(window: MainWindow) -> AppContext:
     """Install every feature into ``window`` (the order is their dependency order)."""
-    from pathviewer.gui import annotation_tools, display, heatmap, project, review, training
+    from pathviewer.gui import (
+        annotation_tools,
+        display,
+        heatmap,
+        preferences,
+        project,
+        review,
+        training,
+    )
 
     project_controller = project.install(window)
     heatmap_controller, heatmap_panel = heatmap.install(window)
@@ -67,6 +75,7 @@ def build_features(window: MainWindow) -> AppContext:
     annotation_controller = annotation_tools.install(window, project=project_controller)
     review_panel = review.install(window, project=project_controller)
     display_controller, display_panel = display.install(window)
+    preferences.install(window, annotations=annotation_controller)
     context = AppContext(
         project=project_controller,
         heatmap=heatmap_controller,

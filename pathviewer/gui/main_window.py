@@ -45,7 +45,7 @@ from pathviewer.core.cohort import CohortEntry, read_cohort
 from pathviewer.core.errors import PathViewerError, SlideError
 from pathviewer.core.slide import SLIDE_SUFFIXES
 from pathviewer.gui.panels import CohortPanel, PropertiesPanel
-from pathviewer.gui.slide_view import MAGNIFICATIONS, SlideView, open_slide_checked
+from pathviewer.gui.slide_view import MAGNIFICATIONS, VIEW_KEYS, SlideView, open_slide_checked
 from pathviewer.session.scores import CohortScores
 
 if TYPE_CHECKING:
@@ -111,6 +111,8 @@ class MainWindow(QMainWindow):
         self.scores = CohortScores()
         self.docks: dict[str, QDockWidget] = {}
         self.menus: dict[str, QMenu] = {}
+        #: Keys handled outside menu actions (key, what it does); see describe_keys.
+        self.key_descriptions: list[tuple[str, str]] = list(VIEW_KEYS)
         self._context: AppContext | None = None
         self._build_menus()
         self._build_toolbar()
@@ -180,6 +182,32 @@ class MainWindow(QMainWindow):
             self.tabifyDockWidget(self.docks[tab_with], dock)
         self.views_menu.addAction(dock.toggleViewAction())
 
+    def describe_keys(self, entries: Sequence[tuple[str, str]]) -> None:
+        """Add keys that are not menu shortcuts to Help > Keyboard shortcuts."""
+        self.key_descriptions.extend(entries)
+
+    def keyboard_shortcuts(self) -> list[tuple[str, str]]:
+        """Every key of the window: menu and toolbar actions, then the described keys."""
+        rows: list[tuple[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for action in self.findChildren(QAction):
+            keys = ", ".join(
+                s.toString(QKeySequence.SequenceFormat.NativeText) for s in action.shortcuts()
+            )
+            name = action.text().split("\t")[0].replace("&", "").rstrip("…")
+            if "\t" in action.text() and not keys:
+                keys = action.text().split("\t")[1]  # a key the slide view handles itself
+            if keys and name and (keys, name) not in seen:
+                seen.add((keys, name))
+                rows.append((keys, name))
+        return sorted(rows, key=lambda row: row[1].lower()) + list(self.key_descriptions)
+
+    def show_keyboard_shortcuts(self) -> None:
+        """Help > Keyboard shortcuts: the list of :meth:`keyboard_shortcuts`."""
+        from pathviewer.gui.preferences import KeyboardShortcutsDialog
+
+        KeyboardShortcutsDialog(self.keyboard_shortcuts(), self).exec()
+
     def menu(self, name: str) -> QMenu:
         """The menu registered as ``name`` (file, edit, view, tools, help), shown once used."""
         menu = self.menus[name]
@@ -242,6 +270,10 @@ class MainWindow(QMainWindow):
 
         self.tools_menu = bar.addMenu("&Tools")
         help_menu = bar.addMenu("&Help")
+        keys = QAction("&Keyboard shortcuts…", self)
+        keys.setShortcut(QKeySequence("F1"))
+        keys.triggered.connect(self.show_keyboard_shortcuts)
+        help_menu.addAction(keys)
         about = QAction("&About PathViewer", self)
         about.triggered.connect(
             lambda: QMessageBox.about(

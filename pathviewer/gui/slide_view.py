@@ -71,6 +71,13 @@ log = logging.getLogger(__name__)
 #: z-value of the slide item; overlays go above.
 SLIDE_Z = 0.0
 
+#: Keys the slide view handles itself (the keyboard-shortcuts list shows them).
+VIEW_KEYS = (
+    ("Arrows", "Pan"),
+    ("Shift+Up / Shift+Down, + / -, wheel", "Zoom in / out (the wheel zooms to the cursor)"),
+    ("0", "Fit the slide to the window"),
+)
+
 #: Standard objective magnifications offered as buttons.
 MAGNIFICATIONS = (1.25, 2.5, 5.0, 10.0, 20.0, 40.0)
 
@@ -679,7 +686,10 @@ class SlideView(QGraphicsView):
         key = event.key()
         step_x = self.viewport().width() / 8
         step_y = self.viewport().height() / 8
-        if key == Qt.Key.Key_Left:
+        shift = event.modifiers() & Qt.KeyboardModifier.ShiftModifier
+        if shift and key in (Qt.Key.Key_Up, Qt.Key.Key_Down):
+            self.zoom_by(1.25 if key == Qt.Key.Key_Up else 0.8)
+        elif key == Qt.Key.Key_Left:
             self.pan_by(-step_x, 0)
         elif key == Qt.Key.Key_Right:
             self.pan_by(step_x, 0)
@@ -691,7 +701,7 @@ class SlideView(QGraphicsView):
             self.zoom_by(1.25)
         elif key in (Qt.Key.Key_Minus, Qt.Key.Key_Underscore):
             self.zoom_by(0.8)
-        elif key in (Qt.Key.Key_0, Qt.Key.Key_F):
+        elif key == Qt.Key.Key_0 or (key == Qt.Key.Key_F and not event.modifiers()):
             self.fit_to_window()
         else:
             super().keyPressEvent(event)

@@ -1,0 +1,127 @@
+"""Edit > Preferences (the key preset) and Help > Keyboard shortcuts.
+
+What the window gains (``install(window, annotations)``)
+--------------------------------------------------------
+* **Edit > Preferences…**: the key preset, PathViewer's own keys or QuPath's
+  (:mod:`pathviewer.session.keys`), applied at once and remembered.
+* The keys of the preset saved in the settings are applied when the window is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pathviewer.session.keys import DEFAULT_PRESET, KEY_PRESETS, PRESET_SETTING, preset_keys
+
+if TYPE_CHECKING:
+    from pathviewer.gui.annotation_tools import AnnotationController
+    from pathviewer.gui.main_window import MainWindow
+
+
+class KeyboardShortcutsDialog(QDialog):
+    """A searchable table of keys and what they do."""
+
+    def __init__(self, rows: Sequence[tuple[str, str]], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Keyboard shortcuts")
+        self.resize(560, 620)
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter (a key or a command)")
+        self.table = QTableWidget(len(rows), 2)
+        self.table.setHorizontalHeaderLabels(["Key", "Command"])
+        self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        for row, (key, command) in enumerate(rows):
+            self.table.setItem(row, 0, QTableWidgetItem(key))
+            self.table.setItem(row, 1, QTableWidgetItem(command))
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.filter)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(
+            QLabel(
+                "Tool keys follow the preset chosen in Edit > Preferences (PathViewer or QuPath)."
+            )
+        )
+        layout.addWidget(buttons)
+        self.filter.textChanged.connect(self._filter)
+
+    def _filter(self, text: str) -> None:
+        needle = text.strip().lower()
+        for row in range(self.table.rowCount()):
+            cells = (self.table.item(row, column) for column in (0, 1))
+            shown = not needle or any(needle in cell.text().lower() for cell in cells if cell)
+            self.table.setRowHidden(row, not shown)
+
+
+class PreferencesDialog(QDialog):
+    """Edit > Preferences: the key preset (applied when accepted)."""
+
+    def __init__(self, current: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Preferences")
+        self.preset = QComboBox()
+        self.preset.addItems(list(KEY_PRESETS))
+        self.preset.setCurrentText(current if current in KEY_PRESETS else DEFAULT_PRESET)
+        self.preset.setToolTip(
+            "QuPath: M move, R rectangle, O ellipse, P polygon, V polyline, B brush, . points,"
+            " F fill annotations"
+        )
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form = QFormLayout(self)
+        form.addRow("Keys", self.preset)
+        form.addRow(buttons)
+
+
+def apply_key_preset(window: MainWindow, annotations: AnnotationController, name: str) -> None:
+    """Give the window the keys of preset ``name`` and remember the choice."""
+    keys = preset_keys(name)
+    window.fit_action.setShortcut(QKeySequence(keys["fit"]))
+    annotations.apply_keys(keys)
+    window.settings.setValue(PRESET_SETTING, name if name in KEY_PRESETS else DEFAULT_PRESET)
+
+
+def current_preset(window: MainWindow) -> str:
+    """The key preset saved in the window's settings."""
+    return str(window.settings.value(PRESET_SETTING, DEFAULT_PRESET))
+
+
+def install(window: MainWindow, annotations: AnnotationController) -> QAction:
+    """Add Edit > Preferences… and apply the saved key preset; return the menu action."""
+    apply_key_preset(window, annotations, current_preset(window))
+
+    def edit() -> None:
+        dialog = PreferencesDialog(current_preset(window), window)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            apply_key_preset(window, annotations, dialog.preset.currentText())
+
+    action = QAction("&Preferences…", window)
+    action.triggered.connect(edit)
+    menu = window.menu("edit")
+    menu.addSeparator()
+    menu.addAction(action)
+    return action
