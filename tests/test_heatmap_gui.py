@@ -455,3 +455,38 @@ def test_export_heatmap_for_qupath_and_load_it_back_on_the_slide(window, tmp_pat
     np.testing.assert_allclose(loaded.probs, shown.probs, atol=1e-6, equal_nan=True)
     # an ASAP map of the same heatmap, through the same controller
     assert window.context.heatmap.export(tmp_path / "s_likelihood_map.tif", "asap") > 0
+
+
+def test_colour_bar_on_the_slide_follows_the_heatmap(window, qtbot):
+    legend = window.context.heatmap.legend
+    view = window.slide_view
+    assert legend is not None and not legend.isVisible()  # no heatmap yet
+    show_heatmap(window)
+    assert legend.isVisible()
+    # Along the bottom, right of the scale bar (in its place: this slide has no MPP).
+    bar = view.scale_bar
+    assert not bar.isVisible() and legend.x() == 12
+    assert legend.geometry().bottom() < view.viewport().height()
+    image = render(window)
+    low = pixel(image, legend.x() + 12, legend.y() + 25)
+    high = pixel(image, legend.x() + legend.width() - 12, legend.y() + 25)
+    assert close(low, expected_rgb("viridis", 0.0), 12) and close(
+        high, expected_rgb("viridis", 1.0), 12
+    )
+    # The threshold greys out the part of the bar that is not drawn on the slide.
+    window.context.heatmap.set_threshold(0.5)
+    image = render(window)
+    assert sum(pixel(image, legend.x() + 20, legend.y() + 25)) < sum(low) - 30
+    assert close(pixel(image, legend.x() + legend.width() - 12, legend.y() + 25), high, 12)
+    qtbot.keyClick(view, Qt.Key.Key_H)
+    assert not legend.isVisible()
+    qtbot.keyClick(view, Qt.Key.Key_H)
+    assert legend.isVisible()
+    toggle = next(
+        a for a in window.menu("view").actions() if a.text() == "&Colour bar on the slide"
+    )
+    toggle.setChecked(False)
+    assert not legend.isVisible()
+    window.context.heatmap.set_heatmap(None)
+    toggle.setChecked(True)
+    assert not legend.isVisible()

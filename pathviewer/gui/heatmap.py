@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QColor,
@@ -51,6 +51,7 @@ from PySide6.QtGui import (
     QKeyEvent,
     QPainter,
     QPainterPath,
+    QPaintEvent,
     QPen,
     QTransform,
 )
@@ -385,6 +386,7 @@ class HeatmapController(QObject):
         self.show_action: QAction | None = None
         self.export_action: QAction | None = None
         self.key_filter: _HeatmapKeyFilter | None = None
+        self.legend: ColorLegend | None = None
         self.status_label = QLabel("")
         window.statusBar().addPermanentWidget(self.status_label)
         self._regions_timer = QTimer(self)
@@ -758,6 +760,70 @@ class HeatmapController(QObject):
         )
 
 
+class ColorLegend(QWidget):
+    """The heatmap's colour bar drawn on the slide, with the threshold marked.
+
+    It is a child of the slide view's viewport, so screenshots of the view include it.
+    """
+
+    WIDTH = 220
+    HEIGHT = 52
+
+    def __init__(self, controller: HeatmapController, parent: QWidget) -> None:
+        super().__init__(parent)
+        self._controller = controller
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.setFixedSize(self.WIDTH, self.HEIGHT)
+        #: Shown whenever a heatmap is (the View menu's "Colour bar on the slide").
+        self.wanted = True
+        self.hide()
+
+    def refresh(self) -> None:
+        """Follow the controller: shown with a visible heatmap, in its colormap and threshold."""
+        c = self._controller
+        shown = self.wanted and c.visible and c.heatmap is not None
+        if shown != self.isVisible():
+            self.setVisible(shown)
+            c.view.place_overlays()
+        self.update()
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt override
+        c = self._controller
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(20, 22, 26, 215))
+        painter.drawRoundedRect(QRectF(self.rect()), 6, 6)
+        font = painter.font()
+        font.setPixelSize(11)
+        painter.setFont(font)
+        text = QColor(235, 238, 242)
+        left, right, top, height = 10.0, self.width() - 10.0, 20.0, 10.0
+        lut = colormap(c.colormap_name).getLookupTable(0.0, 1.0, 256, alpha=False)
+        gradient = QImage(256, 1, QImage.Format.Format_RGB32)
+        for i, (r, g, b) in enumerate(np.asarray(lut, int)[:, :3]):
+            gradient.setPixelColor(i, 0, QColor(int(r), int(g), int(b)))
+        bar = QRectF(left, top, right - left, height)
+        painter.drawImage(bar, gradient)
+        if c.threshold > 0:
+            # Below the threshold nothing is drawn on the slide: grey that part out.
+            cut = left + (right - left) * c.threshold
+            painter.fillRect(QRectF(left, top, cut - left, height), QColor(20, 22, 26, 170))
+            painter.setPen(QPen(QColor(255, 255, 255), 2))
+            painter.drawLine(QPointF(cut, top - 3), QPointF(cut, top + height + 3))
+        painter.setPen(text)
+        title = "Tumour probability"
+        if c.threshold > 0:
+            title += f" (shown ≥ {c.threshold:.2f})"
+        painter.drawText(QRectF(left, 3, right - left, 15), Qt.AlignmentFlag.AlignLeft, title)
+        below = top + height + 2
+        mid = (left + right) / 2
+        painter.drawText(QRectF(left, below, 40, 15), Qt.AlignmentFlag.AlignLeft, "0")
+        painter.drawText(QRectF(mid - 20, below, 40, 15), Qt.AlignmentFlag.AlignHCenter, "0.5")
+        painter.drawText(QRectF(right - 40, below, 40, 15), Qt.AlignmentFlag.AlignRight, "1")
+        painter.end()
+
+
 class HeatmapDock(QWidget):
     """The controls of the heatmap: source, colormap and colour bar, opacity, threshold,
     blocky/smooth, tumour outlines, top regions."""
@@ -1034,4 +1100,19 @@ def install(window: MainWindow) -> tuple[HeatmapController, HeatmapDock]:
     controller.show_action = show
     controller.key_filter = _HeatmapKeyFilter(controller)
     window.slide_view.installEventFilter(controller.key_filter)
+
+    legend = ColorLegend(controller, window.slide_view.viewport())
+    window.slide_view.add_bottom_overlay(legend)
+    controller.legend = legend
+    controller.heatmapChanged.connect(lambda _heatmap: legend.refresh())
+    controller.displayChanged.connect(legend.refresh)
+    on_slide = QAction("&Colour bar on the slide", window, checkable=True, checked=True)
+    on_slide.setToolTip("The heatmap's colour bar and threshold over the slide (and screenshots)")
+
+    def want_legend(on: bool) -> None:
+        legend.wanted = on
+        legend.refresh()
+
+    on_slide.toggled.connect(want_legend)
+    window.menu("view").addAction(on_slide)
     return controller, panel

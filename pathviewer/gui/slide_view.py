@@ -371,6 +371,7 @@ class SlideView(QGraphicsView):
         self.scale_bar = ScaleBar(self.viewport())
         self.scale_bar.hide()
         self.minimap = Minimap(self, self.viewport())
+        self.bottom_overlays: list[QWidget] = []
         self._min_scale = 1e-3
         self._max_scale = 4.0
         # Until the user zooms or pans, a resize re-fits the slide (the first show included).
@@ -647,6 +648,8 @@ class SlideView(QGraphicsView):
         self._last_move = time.monotonic()
         self._settle_timer.start()
         self.scale_bar.set_um_per_px(self.um_per_screen_px() if self._slide is not None else None)
+        if self.bottom_overlays:
+            self.place_overlays()  # the scale bar's width follows the zoom
         self._request_timer.start()
         self.viewChanged.emit()
 
@@ -656,6 +659,17 @@ class SlideView(QGraphicsView):
         viewport = self.viewport()
         self.minimap.move(viewport.width() - self.minimap.width() - margin, margin)
         self.scale_bar.move(margin, viewport.height() - self.scale_bar.height() - margin)
+        # Further legends (the heatmap's colour bar) follow the scale bar along the bottom.
+        x = margin + (self.scale_bar.width() + margin if self.scale_bar.isVisible() else 0)
+        for overlay in self.bottom_overlays:
+            overlay.move(x, viewport.height() - overlay.height() - margin)
+            if overlay.isVisible():
+                x += overlay.width() + margin
+
+    def add_bottom_overlay(self, overlay: QWidget) -> None:
+        """Lay ``overlay`` (a child of the viewport) along the bottom, after the scale bar."""
+        self.bottom_overlays.append(overlay)
+        self.place_overlays()
 
     def scrollContentsBy(self, dx: int, dy: int) -> None:  # noqa: N802 - Qt override
         # Scrolling blits the viewport and moves its children with it: put the overlays back.
