@@ -27,7 +27,7 @@ from pathviewer.core.errors import USER_ERRORS, PathViewerError, user_message
 #: seconds); ``--help`` imports them all.
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "synth": ("synth", "demo"),
-    "view": ("screenshot",),
+    "view": ("screenshot", "compare"),
     "ngsd": ("train", "infer", "evaluate"),
     "noisy": ("train", "labels"),
     "annotations": ("annotations",),

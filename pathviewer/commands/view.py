@@ -42,7 +42,7 @@ def _parse_center(text: str) -> tuple[float, float]:
 
 
 def register(groups: CommandGroups) -> None:
-    """Add ``screenshot`` to the CLI."""
+    """Add ``screenshot`` and ``compare`` to the CLI."""
     parser = groups.root.add_parser(
         "screenshot",
         help="render the viewer window on a slide (or cohort CSV) to a PNG, offscreen",
@@ -72,6 +72,64 @@ def register(groups: CommandGroups) -> None:
         help="with --heatmap: draw the tumour annotations of the cohort CSV as outlines",
     )
     parser.set_defaults(func=_run)
+    register_compare(groups)
+
+
+def register_compare(groups: CommandGroups) -> None:
+    """Add ``compare`` to the CLI."""
+    parser = groups.root.add_parser(
+        "compare",
+        help="two runs' heatmaps of one slide side by side (and B - A), in the viewer or a PNG",
+        description="Open the viewer with run A's heatmap of SLIDE beside run B's, linked, and"
+        " their difference B - A (red where B scores higher).",
+    )
+    parser.add_argument("slide", help="the slide file (or a cohort CSV: its first slide)")
+    parser.add_argument("run_a", help="predictions folder (pathviewer infer) or .npz of run A")
+    parser.add_argument("run_b", help="predictions folder or .npz of run B")
+    parser.add_argument(
+        "--no-difference", action="store_true", help="two views only, without B - A"
+    )
+    parser.add_argument("--screenshot", metavar="OUT.png", help="render to a PNG, offscreen")
+    parser.add_argument(
+        "--size", type=_parse_size, default=(1600, 800), help="window size WxH (1600x800)"
+    )
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for tiles")
+    parser.set_defaults(func=_run_compare)
+
+
+def _compare_hook(args: argparse.Namespace, timeout: float) -> Callable[[MainWindow], None]:
+    def hook(window: MainWindow) -> None:
+        for run in (args.run_a, args.run_b):
+            if not os.path.exists(run):
+                raise PathViewerError(f"{run}: predictions folder or heatmap file not found")
+        compare = window.context.compare
+        compare.compare_runs(args.run_a, args.run_b, difference=not args.no_difference)
+        for pane in compare.panes if timeout > 0 else ():
+            if not pane.view.wait_until_idle(timeout):
+                raise SlideError(args.slide, f"tiles did not load within {timeout:g} s")
+
+    return hook
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    if not os.path.exists(args.slide):
+        raise SlideError(args.slide, "file not found")
+    if args.screenshot:
+        render_screenshot(
+            [args.slide],
+            args.screenshot,
+            size=args.size,
+            before_grab=_compare_hook(args, args.timeout),
+            timeout=args.timeout,
+        )
+        print(args.screenshot)
+        return 0
+    from pathviewer.gui.app import run_app
+
+    for run in (args.run_a, args.run_b):
+        if not os.path.exists(run):
+            raise PathViewerError(f"{run}: predictions folder or heatmap file not found")
+    return run_app([args.slide], after_open=_compare_hook(args, 0.0))
 
 
 def _heatmap_hook(pred_dir: str, outlines: bool) -> Callable[[MainWindow], None]:

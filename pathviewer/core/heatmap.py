@@ -183,3 +183,46 @@ def load_heatmap(path: str | os.PathLike[str]) -> Heatmap:
     if min(patch) <= 0:
         raise HeatmapError(f"{path}: patch size must be positive")
     return Heatmap(slide, dims, origin, patch, probs, method, model, warnings)
+
+
+#: Change of probability that saturates a difference heatmap's colours (see
+#: :func:`difference_heatmap`): two runs of one method seldom differ by more.
+DIFFERENCE_SPAN = 0.5
+
+
+def difference_heatmap(before: Heatmap, after: Heatmap, span: float = DIFFERENCE_SPAN) -> Heatmap:
+    """``after - before`` on one grid, mapped to 0-1 so that 0.5 means "no change".
+
+    ``-span`` maps to 0 and ``+span`` to 1 (larger changes are clipped there), so a diverging
+    colormap shows cells that ``after`` scores higher on one side, lower on the other.  Cells
+    either heatmap did not score stay unscored (NaN).
+
+    Raises
+    ------
+    HeatmapError
+        The two are not on the same patch grid (origin, patch size and shape).
+    """
+    if (before.origin, before.patch_size, before.probs.shape) != (
+        after.origin,
+        after.patch_size,
+        after.probs.shape,
+    ):
+        raise HeatmapError(
+            "the two heatmaps are on different patch grids (origin "
+            f"{before.origin} / {after.origin}, patch {before.patch_size} / {after.patch_size}, "
+            f"shape {before.probs.shape} / {after.probs.shape}): run both models with the same"
+            " patch size and resolution"
+        )
+    if not 0 < span <= 1:
+        raise HeatmapError(f"the span of a difference heatmap must be in (0, 1], not {span}")
+    delta = np.asarray(after.probs, np.float32) - np.asarray(before.probs, np.float32)
+    change = np.clip(delta / span, -1.0, 1.0) / 2 + 0.5
+    return Heatmap(
+        after.slide,
+        after.dimensions,
+        after.origin,
+        after.patch_size,
+        change.astype(np.float32),
+        method="difference",
+        model=f"{after.model or 'B'} minus {before.model or 'A'}",
+    )

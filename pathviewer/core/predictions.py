@@ -839,3 +839,41 @@ def _sweep_siblings(target: Path) -> None:
     if target.is_dir():
         for path in _siblings(target, "old"):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def load_slide_heatmap(
+    source: str | os.PathLike[str], slide_path: str | os.PathLike[str], slide: str | None = None
+) -> Heatmap:
+    """The heatmap of one slide from a heatmap ``.npz`` or a predictions folder.
+
+    Parameters
+    ----------
+    source
+        A ``.npz`` heatmap, or the folder ``pathviewer infer`` wrote.
+    slide_path
+        The slide file (its stem finds the heatmap without a cohort name).
+    slide
+        The slide as the cohort names it, when known.
+
+    Raises
+    ------
+    HeatmapError
+        No such file or folder, a malformed folder, or no heatmap of this slide in it.
+    """
+    from pathviewer.core.heatmap import HeatmapError, load_heatmap
+
+    path = Path(source)
+    if path.is_file():
+        return load_heatmap(path)
+    if not path.is_dir():
+        raise HeatmapError(f"{path}: no such heatmap file or predictions folder")
+    listed: list[str] = []
+    if (path / SLIDES_CSV).is_file():
+        try:
+            listed = [row.slide for row in read_predictions(path, patches=False).slides]
+        except PredictionsError as error:
+            raise HeatmapError(str(error)) from None
+    found = find_heatmap(path, slide, slide_path, listed)
+    if found is None:
+        raise HeatmapError(f"{path}: no heatmap of {PurePath(slide_path).name} in this folder")
+    return load_heatmap(found)

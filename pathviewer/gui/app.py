@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, QSettings
@@ -104,8 +104,10 @@ def create_main_window(
     return window
 
 
-def run_app(paths: list[str]) -> int:
+def run_app(paths: list[str], after_open: Callable[[MainWindow], None] | None = None) -> int:
     """Run the viewer on ``paths`` (slides or a cohort CSV) until the window closes.
+
+    ``after_open`` is called with the window once ``paths`` are open (e.g. to compare runs).
 
     Returns
     -------
@@ -137,6 +139,8 @@ def run_app(paths: list[str]) -> int:
     except PathViewerError:
         pass  # an icon-less window is better than no window
     window = create_main_window(paths)
+    if after_open is not None:
+        after_open(window)
     # An uncaught exception shows a dialog with the log path instead of closing the app.
     install_excepthook(lambda: window)
     window.show()

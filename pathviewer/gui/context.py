@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pathviewer.gui.annotation_tools import AnnotationController
+    from pathviewer.gui.compare import CompareController
     from pathviewer.gui.demo import DemoController
     from pathviewer.gui.display import DisplayController, DisplayPanel
     from pathviewer.gui.heatmap import HeatmapController, HeatmapDock
@@ -37,6 +38,8 @@ class AppContext:
         Annotation editing on the slide view (saved in ``project``).
     review
         The Review queue dock's panel (decisions saved in ``project``).
+    compare
+        The grid of side-by-side views with linked navigation (compare runs, H&E vs IHC).
     display
         Brightness, contrast, gamma and stain channels of the slide shown; ``display_panel``
         is its dock's contents.
@@ -50,6 +53,7 @@ class AppContext:
     training: TrainingPanel
     annotations: AnnotationController
     review: ReviewPanel
+    compare: CompareController
     display: DisplayController
     display_panel: DisplayPanel
     demo: DemoController | None = None
@@ -59,6 +63,7 @@ def build_features(window: MainWindow) -> AppContext:
     """Install every feature into ``window`` (the order is their dependency order)."""
     from pathviewer.gui import (
         annotation_tools,
+        compare,
         display,
         heatmap,
         preferences,
@@ -69,6 +74,7 @@ def build_features(window: MainWindow) -> AppContext:
 
     project_controller = project.install(window)
     heatmap_controller, heatmap_panel = heatmap.install(window)
+    compare_controller = compare.install(window, heatmap=heatmap_controller)
     training_panel = training.install(
         window, project=project_controller, heatmap=heatmap_controller
     )
@@ -83,6 +89,7 @@ def build_features(window: MainWindow) -> AppContext:
         training=training_panel,
         annotations=annotation_controller,
         review=review_panel,
+        compare=compare_controller,
         display=display_controller,
         display_panel=display_panel,
     )

@@ -92,6 +92,7 @@ if TYPE_CHECKING:
     from pathviewer.core.cohort import CohortEntry
     from pathviewer.core.slide import SlideSource
     from pathviewer.gui.main_window import MainWindow
+    from pathviewer.gui.slide_view import SlideView
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,20 @@ def color_table(name: str, opacity: float, threshold: float) -> list[int]:
     return [0, *(int(v) for v in argb)]
 
 
+def difference_color_table(name: str, opacity: float) -> list[int]:
+    """Colour table of a difference heatmap (0.5 = no change): the more change, the more opaque.
+
+    Unchanged cells leave the slide as it is instead of tinting it with the colormap's middle.
+    """
+    levels = level_probabilities()
+    rgba = np.asarray(colormap(name).map(levels, mode="byte"), np.uint32)
+    # The square root lifts small changes (0.1 reads as 0.32) where the eye would miss them.
+    strength = np.sqrt(np.clip(np.abs(levels - 0.5) * 2.0, 0.0, 1.0))
+    alpha = np.rint(strength * np.clip(opacity, 0.0, 1.0) * 255).astype(np.uint32)
+    argb = (alpha << 24) | (rgba[:, 0] << 16) | (rgba[:, 1] << 8) | rgba[:, 2]
+    return [0, *(int(v) for v in argb)]
+
+
 @dataclass(frozen=True)
 class Region:
     """A connected region of patches at or above the threshold.
@@ -270,6 +285,18 @@ def read_slide_predictions(pred_dir: str | Path) -> dict[str, tuple[float, int |
     except PredictionsError as error:
         raise HeatmapError(str(error)) from None
     return {row.slide: (row.score, row.pred) for row in found.slides}
+
+
+def heatmap_image(heatmap: Heatmap, table: list[int]) -> QImage:
+    """The 8-bit indexed image of ``heatmap`` (one pixel per patch) with colour ``table``."""
+    rows, cols = heatmap.shape
+    image = QImage(max(cols, 1), max(rows, 1), QImage.Format.Format_Indexed8)
+    image.setColorTable(table)
+    image.fill(0)
+    if rows and cols:
+        pixels = np.frombuffer(image.bits(), np.uint8).reshape(image.height(), image.bytesPerLine())
+        pixels[:, :cols] = quantise(heatmap.probs)
+    return image
 
 
 class HeatmapOverlay(QGraphicsItem):
@@ -469,13 +496,7 @@ class HeatmapController(QObject):
         self.image = None
         self._regions = None
         if heatmap is not None:
-            rows, cols = heatmap.shape
-            image = QImage(max(cols, 1), max(rows, 1), QImage.Format.Format_Indexed8)
-            image.setColorTable(self._color_table())
-            image.fill(0)
-            if rows and cols:
-                self._pixels(image)[:, :cols] = quantise(heatmap.probs)
-            self.image = image
+            self.image = heatmap_image(heatmap, self._color_table())
         self._add_items()
         self.status_label.setText("")
         self.heatmapChanged.emit(heatmap)
@@ -760,35 +781,67 @@ class HeatmapController(QObject):
         )
 
 
+@dataclass(frozen=True)
+class LegendSpec:
+    """What a colour bar on the slide shows.
+
+    Attributes
+    ----------
+    colormap
+        One of :data:`COLORMAPS`.
+    title
+        The quantity (e.g. "Tumour probability").
+    labels
+        Texts at the left end, the middle and the right end of the bar.
+    threshold
+        Fraction of the bar below which nothing is drawn on the slide (0: none).
+    """
+
+    colormap: str
+    title: str = "Tumour probability"
+    labels: tuple[str, str, str] = ("0", "0.5", "1")
+    threshold: float = 0.0
+
+
 class ColorLegend(QWidget):
-    """The heatmap's colour bar drawn on the slide, with the threshold marked.
+    """A heatmap's colour bar drawn on the slide, with the threshold marked.
 
     It is a child of the slide view's viewport, so screenshots of the view include it.
+
+    Parameters
+    ----------
+    view
+        The slide view it sits on (it lays the legend out beside the scale bar).
+    spec
+        Called for what to show; None hides the legend.
     """
 
     WIDTH = 220
     HEIGHT = 52
 
-    def __init__(self, controller: HeatmapController, parent: QWidget) -> None:
-        super().__init__(parent)
-        self._controller = controller
+    def __init__(self, view: SlideView, spec: Callable[[], LegendSpec | None]) -> None:
+        super().__init__(view.viewport())
+        self._view = view
+        self._spec = spec
         self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         self.setFixedSize(self.WIDTH, self.HEIGHT)
-        #: Shown whenever a heatmap is (the View menu's "Colour bar on the slide").
+        #: Shown whenever there is something to show (the View menu's "Colour bar on the slide").
         self.wanted = True
         self.hide()
+        view.add_bottom_overlay(self)
 
     def refresh(self) -> None:
-        """Follow the controller: shown with a visible heatmap, in its colormap and threshold."""
-        c = self._controller
-        shown = self.wanted and c.visible and c.heatmap is not None
+        """Show the current spec (or hide when there is none)."""
+        shown = self.wanted and self._spec() is not None
         if shown != self.isVisible():
             self.setVisible(shown)
-            c.view.place_overlays()
+            self._view.place_overlays()
         self.update()
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt override
-        c = self._controller
+        spec = self._spec()
+        if spec is None:
+            return
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.setPen(Qt.PenStyle.NoPen)
@@ -797,30 +850,27 @@ class ColorLegend(QWidget):
         font = painter.font()
         font.setPixelSize(11)
         painter.setFont(font)
-        text = QColor(235, 238, 242)
         left, right, top, height = 10.0, self.width() - 10.0, 20.0, 10.0
-        lut = colormap(c.colormap_name).getLookupTable(0.0, 1.0, 256, alpha=False)
+        lut = colormap(spec.colormap).getLookupTable(0.0, 1.0, 256, alpha=False)
         gradient = QImage(256, 1, QImage.Format.Format_RGB32)
         for i, (r, g, b) in enumerate(np.asarray(lut, int)[:, :3]):
             gradient.setPixelColor(i, 0, QColor(int(r), int(g), int(b)))
-        bar = QRectF(left, top, right - left, height)
-        painter.drawImage(bar, gradient)
-        if c.threshold > 0:
+        painter.drawImage(QRectF(left, top, right - left, height), gradient)
+        title = spec.title
+        if spec.threshold > 0:
             # Below the threshold nothing is drawn on the slide: grey that part out.
-            cut = left + (right - left) * c.threshold
+            cut = left + (right - left) * spec.threshold
             painter.fillRect(QRectF(left, top, cut - left, height), QColor(20, 22, 26, 170))
             painter.setPen(QPen(QColor(255, 255, 255), 2))
             painter.drawLine(QPointF(cut, top - 3), QPointF(cut, top + height + 3))
-        painter.setPen(text)
-        title = "Tumour probability"
-        if c.threshold > 0:
-            title += f" (shown ≥ {c.threshold:.2f})"
+            title += f" (shown ≥ {spec.threshold:.2f})"
+        painter.setPen(QColor(235, 238, 242))
         painter.drawText(QRectF(left, 3, right - left, 15), Qt.AlignmentFlag.AlignLeft, title)
-        below = top + height + 2
-        mid = (left + right) / 2
-        painter.drawText(QRectF(left, below, 40, 15), Qt.AlignmentFlag.AlignLeft, "0")
-        painter.drawText(QRectF(mid - 20, below, 40, 15), Qt.AlignmentFlag.AlignHCenter, "0.5")
-        painter.drawText(QRectF(right - 40, below, 40, 15), Qt.AlignmentFlag.AlignRight, "1")
+        below, mid = top + height + 2, (left + right) / 2
+        low, middle, high = spec.labels
+        painter.drawText(QRectF(left, below, 60, 15), Qt.AlignmentFlag.AlignLeft, low)
+        painter.drawText(QRectF(mid - 30, below, 60, 15), Qt.AlignmentFlag.AlignHCenter, middle)
+        painter.drawText(QRectF(right - 60, below, 60, 15), Qt.AlignmentFlag.AlignRight, high)
         painter.end()
 
 
@@ -1101,8 +1151,12 @@ def install(window: MainWindow) -> tuple[HeatmapController, HeatmapDock]:
     controller.key_filter = _HeatmapKeyFilter(controller)
     window.slide_view.installEventFilter(controller.key_filter)
 
-    legend = ColorLegend(controller, window.slide_view.viewport())
-    window.slide_view.add_bottom_overlay(legend)
+    def legend_spec() -> LegendSpec | None:
+        if not controller.visible or controller.heatmap is None:
+            return None
+        return LegendSpec(controller.colormap_name, threshold=controller.threshold)
+
+    legend = ColorLegend(window.slide_view, legend_spec)
     controller.legend = legend
     controller.heatmapChanged.connect(lambda _heatmap: legend.refresh())
     controller.displayChanged.connect(legend.refresh)

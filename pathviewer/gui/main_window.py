@@ -18,7 +18,7 @@ Extending it (heatmaps, training, annotations, review queue)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,6 +111,9 @@ class MainWindow(QMainWindow):
         self.scores = CohortScores()
         self.docks: dict[str, QDockWidget] = {}
         self.menus: dict[str, QMenu] = {}
+        #: Called when the window closes, before the slide view shuts down (features that
+        #: own threads or files stop them here).
+        self.close_hooks: list[Callable[[], None]] = []
         #: Keys handled outside menu actions (key, what it does); see describe_keys.
         self.key_descriptions: list[tuple[str, str]] = list(VIEW_KEYS)
         self._context: AppContext | None = None
@@ -476,5 +479,7 @@ class MainWindow(QMainWindow):
         self.cursor_label.setText(text)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        for hook in self.close_hooks:
+            hook()
         self.slide_view.shutdown()
         super().closeEvent(event)
