@@ -161,7 +161,59 @@ def train_slide_model(
     """
     # An unknown method goes to the NGSD trainer, whose settings check names it.
     trainer = SLIDE_TRAINERS.get(config.method, _train_ngsd)
-    return (yield from trainer(cohort_csv, run_dir, config, resume, dist))
+    result = yield from trainer(cohort_csv, run_dir, config, resume, dist)
+    model_path = getattr(result, "model_path", None)
+    if dist is None and model_path is not None and Path(model_path).is_file():
+        yield from calibrate_model(model_path, cohort_csv)
+    return result
+
+
+#: Subfolder of a run with the predictions its operating point was chosen on.
+CALIBRATION_DIR = "calibration"
+
+
+def calibrate_model(
+    model_path: str | Path, cohort_csv: str | Path
+) -> Generator[Progress, None, Any]:
+    """Choose and write the run's operating point (``operating_point.json`` next to the model).
+
+    The cohort's val split is scored when it has slides of both labels, else the train split
+    (the threshold is then chosen on slides the model has seen, and says so).  The scored
+    slides are kept in ``RUN/calibration``.  A cohort without both labels in either split gets
+    no operating point (slides are then called at 0.5).
+
+    Returns
+    -------
+    OperatingPoint or None
+    """
+    from pathviewer.core.cohort import read_cohort, select
+    from pathviewer.core.operating_point import (
+        OPERATING_POINT_JSON,
+        choose_operating_point,
+        write_operating_point,
+    )
+    from pathviewer.ml.inference import predict
+
+    run_dir = Path(model_path).parent
+    stale = run_dir / OPERATING_POINT_JSON
+    if stale.is_file():
+        stale.unlink()  # a retrained model must not be called at its predecessor's threshold
+    entries = read_cohort(cohort_csv)
+    for split in ("val", "train"):
+        labels = {e.label for e in select(entries, split)}
+        if {0, 1} <= labels:
+            break
+    else:
+        yield Progress("calibration", 1, 1, "no split with both labels: slides called at 0.5")
+        return None
+    results = yield from predict(model_path, cohort_csv, run_dir / CALIBRATION_DIR, split)
+    scored = [
+        (r.tiled.entry.label, float(r.score)) for r in results if r.tiled.entry.label in (0, 1)
+    ]
+    point = choose_operating_point([y for y, _ in scored], [s for _, s in scored], split)
+    write_operating_point(point, run_dir)
+    yield Progress("calibration", 1, 1, f"operating point: {point.describe()}")
+    return point
 
 
 def _train_ngsd(

@@ -25,8 +25,11 @@ def test_all_extensions_install_and_survive_slide_switches(
         "training",
         "annotations",
         "review",
+        "display",
+        "triage",
     }
     assert window.menus["edit"].menuAction().isVisible()
+    window.context.compare.set_layout(2)  # a second, linked view lives through the switches
     for path in (
         cmu_small,
         openslide_fixtures / "boxes.tiff",

@@ -484,9 +484,41 @@ def test_annotations_of_a_version_2_database_read_with_stable_uuids(tmp_path: Pa
     )
     conn.close()
     with Project.open(folder) as project:
-        assert schema_version(project.connection) == SCHEMA_VERSION == 3
+        assert schema_version(project.connection) == SCHEMA_VERSION == 4
         (record,) = project.annotations(1)
         uid = record.annotation.uid
         assert uid and len(uid) == 36 and not record.annotation.locked
     with Project.open(folder) as project:
         assert project.annotations(1)[0].annotation.uid == uid  # the same on every read
+
+
+def test_slide_triage_decisions_keep_history_and_the_newest_wins(tmp_path: Path) -> None:
+    project = Project.create(tmp_path / "p")
+    one, two = project.add_slide("/s/one.svs"), project.add_slide("/s/two.svs")
+    assert project.slide_reviews() == {}
+    project.record_slide_review(one, "reviewed", score=0.8, author="AB")
+    project.record_slide_review(one, "disagree", "focus at the margin is DCIS", 0.8, "AB")
+    project.record_slide_review(two, "agree", author="CD")
+    current = project.slide_reviews()
+    assert current[one].status == "disagree" and current[one].note.startswith("focus")
+    assert current[one].score == pytest.approx(0.8) and current[two].author == "CD"
+    assert [r.status for r in project.slide_review_history(one)] == ["reviewed", "disagree"]
+    with pytest.raises(ProjectError, match="not one of"):
+        project.record_slide_review(one, "maybe")
+    with pytest.raises(ProjectError, match="no slide with id 99"):
+        project.record_slide_review(99, "agree")
+    project.remove_slide(one)
+    assert set(project.slide_reviews()) == {two}
+
+
+def test_a_version_3_project_gains_slide_reviews(tmp_path: Path) -> None:
+    folder = tmp_path / "v3"
+    folder.mkdir()
+    conn = sqlite3.connect(folder / DB_NAME, isolation_level=None)
+    assert migrate(conn, target=3) == 3
+    conn.execute("INSERT INTO slides(path, name, added) VALUES ('/s/one.svs', 'one', '2024-01-01')")
+    conn.close()
+    with Project.open(folder) as project:
+        assert schema_version(project.connection) == 4
+        project.record_slide_review(1, "agree")
+        assert project.slide_reviews()[1].status == "agree"

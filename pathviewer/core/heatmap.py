@@ -226,3 +226,39 @@ def difference_heatmap(before: Heatmap, after: Heatmap, span: float = DIFFERENCE
         method="difference",
         model=f"{after.model or 'B'} minus {before.model or 'A'}",
     )
+
+
+def blend_heatmap(
+    rgb: np.ndarray, heatmap: Heatmap, colors: np.ndarray, opacity: float = 0.6
+) -> np.ndarray:
+    """``rgb``, a picture of the whole slide at any size, with ``heatmap`` blended over it.
+
+    Parameters
+    ----------
+    rgb
+        ``(h, w, 3)`` uint8 thumbnail of the slide (its whole extent).
+    colors
+        ``(256, 3)`` uint8 colormap from probability 0 to 1.
+    opacity
+        Weight of the heatmap's colour where a patch was scored.
+    """
+    height, width = rgb.shape[:2]
+    slide_w, slide_h = heatmap.dimensions
+    rows, cols = heatmap.probs.shape
+    # The cell under each thumbnail pixel (nearest), -1 outside the grid.
+    xs = (np.arange(width) + 0.5) * slide_w / width
+    ys = (np.arange(height) + 0.5) * slide_h / height
+    col = np.floor((xs - heatmap.origin[0]) / heatmap.patch_size[0]).astype(int)
+    row = np.floor((ys - heatmap.origin[1]) / heatmap.patch_size[1]).astype(int)
+    inside = (
+        (row[:, None] >= 0) & (row[:, None] < rows) & (col[None, :] >= 0) & (col[None, :] < cols)
+    )
+    probs = np.full((height, width), np.nan, np.float32)
+    rr, cc = np.broadcast_arrays(row[:, None], col[None, :])
+    probs[inside] = heatmap.probs[rr[inside], cc[inside]]
+    scored = np.isfinite(probs)
+    out = rgb.astype(np.float32)
+    index = np.clip(np.rint(np.nan_to_num(probs) * 255), 0, 255).astype(int)
+    tint = np.asarray(colors, np.float32)[index]
+    out[scored] = (1 - opacity) * out[scored] + opacity * tint[scored]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -55,6 +55,7 @@ import numpy as np
 from pathviewer.core.atomic import ORPHAN_AGE_S, fsync_directory, is_temp_name
 from pathviewer.core.errors import PredictionsError
 from pathviewer.core.heatmap import Heatmap, save_heatmap
+from pathviewer.core.operating_point import OperatingPoint, OperatingPointError
 
 PATCHES_CSV = "patches.csv"
 SLIDES_CSV = "slides.csv"
@@ -206,6 +207,8 @@ class PredictionInfo:
         Per slide, the reasons to distrust the model on it.
     counts
         ``(slides, patches)`` rows the writer wrote (None in folders from before it recorded them).
+    operating_point
+        The threshold ``pred`` was called at, when the run had one (else 0.5).
     record
         The whole JSON object (keys this module does not know, e.g. ``merged_from``).
     """
@@ -217,6 +220,7 @@ class PredictionInfo:
     warnings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     counts: tuple[int, int] | None = None
     record: Mapping[str, Any] = field(default_factory=dict)
+    operating_point: OperatingPoint | None = None
 
 
 @dataclass(frozen=True)
@@ -559,6 +563,12 @@ def parse_info(record: object, where: str = INFO_JSON) -> PredictionInfo:
         ):
             raise PredictionsError(f"{where}: 'counts' must hold whole numbers slides, patches")
         counts = (counts["slides"], counts["patches"])
+    point = None
+    if record.get("operating_point") is not None:
+        try:
+            point = OperatingPoint.from_dict(record["operating_point"], f"{where}: operating_point")
+        except OperatingPointError as error:
+            raise PredictionsError(str(error)) from None
     return PredictionInfo(
         texts["method"],
         texts["model"],
@@ -567,6 +577,7 @@ def parse_info(record: object, where: str = INFO_JSON) -> PredictionInfo:
         {slide: tuple(v) for slide, v in warnings.items()},
         counts,
         dict(record),
+        point,
     )
 
 

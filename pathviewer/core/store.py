@@ -53,6 +53,10 @@ DB_NAME = "project.sqlite"
 #: Where a patch label came from.
 SOURCES = ("annotator", "model", "imported")
 
+#: A pathologist's status of a whole slide in the triage queue: looked at, agrees with the
+#: model's call, disagrees with it.
+SLIDE_STATUSES = ("reviewed", "agree", "disagree")
+
 #: Review decisions: accept the suggestion, keep the given label, assign another, unsure.
 DECISIONS = ("accept", "keep", "assign", "unsure")
 
@@ -139,6 +143,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE annotations ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE annotations ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';
     """,
+    # v4: a pathologist's triage of whole slides (reviewed / agree / disagree with the model,
+    # with a note); every decision is kept, the newest is the slide's status.
+    """
+    CREATE TABLE slide_reviews (
+        id INTEGER PRIMARY KEY,
+        slide_id INTEGER NOT NULL REFERENCES slides(id) ON DELETE CASCADE,
+        status TEXT NOT NULL CHECK (status IN ('reviewed', 'agree', 'disagree')),
+        note TEXT NOT NULL DEFAULT '',
+        score REAL,
+        author TEXT,
+        decided_at TEXT NOT NULL
+    );
+    CREATE INDEX slide_reviews_slide ON slide_reviews(slide_id, id);
+    """,
 ]
 
 #: The schema version this code writes.
@@ -207,6 +225,22 @@ class ReviewRecord:
 
 
 @dataclass(frozen=True)
+class SlideReviewRecord:
+    """One triage decision on a slide (the history keeps all of them).
+
+    ``score`` is the model's slide score the pathologist saw when deciding (None if none).
+    """
+
+    id: int
+    slide_id: int
+    status: str
+    note: str
+    score: float | None
+    author: str | None
+    decided_at: str
+
+
+@dataclass(frozen=True)
 class FlagRecord:
     """One entry of the review queue: a patch whose label a refinement run finds suspect."""
 
@@ -253,6 +287,12 @@ def _edit_failure(error: sqlite3.OperationalError) -> str:
     if "readonly" in text or "read-only" in text:
         return "the project folder is read-only"
     return f"could not write ({text})"
+
+
+def slide_store_key(path: str | os.PathLike[str]) -> str:
+    """The path a slide is stored under in a project (absolute when it is a real file)."""
+    candidate = Path(path)
+    return str(candidate.resolve()) if candidate.exists() else str(path)
 
 
 def _now() -> str:
@@ -848,6 +888,45 @@ class Project:
                     (label, patch_label_id),
                 )
         return int(cursor.lastrowid or 0)
+
+    def record_slide_review(
+        self,
+        slide_id: int,
+        status: str,
+        note: str = "",
+        score: float | None = None,
+        author: str | None = None,
+    ) -> int:
+        """Record a triage decision on a slide (one of :data:`SLIDE_STATUSES`); returns its id."""
+        if status not in SLIDE_STATUSES:
+            raise ProjectError(f"slide status {status!r} is not one of {SLIDE_STATUSES}")
+        with self._edit("slide_reviews", [slide_id]) as conn:
+            if conn.execute("SELECT 1 FROM slides WHERE id = ?", (slide_id,)).fetchone() is None:
+                raise ProjectError(f"{self.db_path}: no slide with id {slide_id}")
+            cursor = conn.execute(
+                "INSERT INTO slide_reviews(slide_id, status, note, score, author, decided_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (slide_id, status, note, score, author, _now()),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def slide_reviews(self) -> dict[int, SlideReviewRecord]:
+        """The newest triage decision of every slide that has one, by slide id."""
+        rows = self.connection.execute(
+            "SELECT r.id, r.slide_id, r.status, r.note, r.score, r.author, r.decided_at "
+            "FROM slide_reviews r JOIN (SELECT slide_id, MAX(id) AS id FROM slide_reviews "
+            "GROUP BY slide_id) newest ON r.id = newest.id"
+        )
+        return {int(row[1]): SlideReviewRecord(*row) for row in rows}
+
+    def slide_review_history(self, slide_id: int) -> list[SlideReviewRecord]:
+        """Every triage decision on a slide, oldest first."""
+        rows = self.connection.execute(
+            "SELECT id, slide_id, status, note, score, author, decided_at FROM slide_reviews "
+            "WHERE slide_id = ? ORDER BY id",
+            (slide_id,),
+        )
+        return [SlideReviewRecord(*row) for row in rows]
 
     def review_history(self, patch_label_id: int) -> list[ReviewRecord]:
         """Every decision on a patch label, oldest first."""

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pathviewer.gui.project import ProjectController
     from pathviewer.gui.review import ReviewPanel
     from pathviewer.gui.training import TrainingPanel
+    from pathviewer.gui.triage import TriagePanel
 
 
 @dataclass
@@ -38,6 +39,8 @@ class AppContext:
         Annotation editing on the slide view (saved in ``project``).
     review
         The Review queue dock's panel (decisions saved in ``project``).
+    triage
+        The Triage dock's panel: the cohort in the order to look at it, and slide decisions.
     compare
         The grid of side-by-side views with linked navigation (compare runs, H&E vs IHC).
     display
@@ -53,6 +56,7 @@ class AppContext:
     training: TrainingPanel
     annotations: AnnotationController
     review: ReviewPanel
+    triage: TriagePanel
     compare: CompareController
     display: DisplayController
     display_panel: DisplayPanel
@@ -70,6 +74,7 @@ def build_features(window: MainWindow) -> AppContext:
         project,
         review,
         training,
+        triage,
     )
 
     project_controller = project.install(window)
@@ -80,6 +85,12 @@ def build_features(window: MainWindow) -> AppContext:
     )
     annotation_controller = annotation_tools.install(window, project=project_controller)
     review_panel = review.install(window, project=project_controller)
+    triage_panel = triage.install(
+        window,
+        project=project_controller,
+        heatmap=heatmap_controller,
+        ensure_project=annotation_controller.ensure_project,
+    )
     display_controller, display_panel = display.install(window)
     preferences.install(window, annotations=annotation_controller)
     context = AppContext(
@@ -89,6 +100,7 @@ def build_features(window: MainWindow) -> AppContext:
         training=training_panel,
         annotations=annotation_controller,
         review=review_panel,
+        triage=triage_panel,
         compare=compare_controller,
         display=display_controller,
         display_panel=display_panel,

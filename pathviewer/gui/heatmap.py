@@ -84,6 +84,7 @@ from pathviewer.core.heatmap_export import (
     read_heatmap_file,
     write_heatmap,
 )
+from pathviewer.core.operating_point import OperatingPoint
 from pathviewer.core.predictions import HEATMAPS, SLIDES_CSV, find_heatmap, read_predictions
 
 if TYPE_CHECKING:
@@ -287,6 +288,23 @@ def read_slide_predictions(pred_dir: str | Path) -> dict[str, tuple[float, int |
     return {row.slide: (row.score, row.pred) for row in found.slides}
 
 
+def read_prediction_operating_point(pred_dir: str | Path) -> OperatingPoint | None:
+    """The operating point a predictions folder called its slides at (None: 0.5).
+
+    Raises
+    ------
+    HeatmapError
+        The folder's prediction.json is malformed.
+    """
+    if not (Path(pred_dir) / SLIDES_CSV).is_file():
+        return None
+    try:
+        info = read_predictions(pred_dir, patches=False).info
+    except PredictionsError as error:
+        raise HeatmapError(str(error)) from None
+    return info.operating_point if info is not None else None
+
+
 def heatmap_image(heatmap: Heatmap, table: list[int]) -> QImage:
     """The 8-bit indexed image of ``heatmap`` (one pixel per patch) with colour ``table``."""
     rows, cols = heatmap.shape
@@ -398,6 +416,8 @@ class HeatmapController(QObject):
         self.item: HeatmapOverlay | None = None
         self.outline_item: QGraphicsPathItem | None = None
         self.pred_dir: Path | None = None
+        #: The run's operating point from the predictions folder shown (None: slides at 0.5).
+        self.operating_point: OperatingPoint | None = None
         self.source = ""
         self.colormap_name = COLORMAPS[0]
         self.opacity = 0.6
@@ -438,6 +458,7 @@ class HeatmapController(QObject):
         path = Path(path)
         if path.is_file() and path.suffix.lower() == ".npz":
             self.pred_dir = None
+            self.operating_point = None
             self.set_heatmap(load_heatmap(path), source=path.name)
             return
         if path.is_file() and path.suffix.lower() in (".geojson", ".json", ".csv"):
@@ -450,6 +471,7 @@ class HeatmapController(QObject):
         if not (path / HEATMAPS).is_dir() and not (path / SLIDES_CSV).is_file():
             raise HeatmapError(f"{path}: not a predictions folder (no heatmaps/ or slides.csv)")
         self._predictions = read_slide_predictions(path)
+        self.operating_point = read_prediction_operating_point(path)
         self.pred_dir = path
         self._apply_predictions()
         self._load_for_current_slide()
@@ -801,6 +823,9 @@ class LegendSpec:
     title: str = "Tumour probability"
     labels: tuple[str, str, str] = ("0", "0.5", "1")
     threshold: float = 0.0
+    #: A value marked under the bar (the run's operating point), and its text.
+    mark: float | None = None
+    mark_label: str = ""
 
 
 class ColorLegend(QWidget):
@@ -868,6 +893,18 @@ class ColorLegend(QWidget):
         painter.drawText(QRectF(left, 3, right - left, 15), Qt.AlignmentFlag.AlignLeft, title)
         below, mid = top + height + 2, (left + right) / 2
         low, middle, high = spec.labels
+        if spec.mark is not None:
+            # The operating point: a notch through the bar, its text in the middle slot.
+            at = left + (right - left) * min(max(spec.mark, 0.0), 1.0)
+            painter.setPen(QPen(QColor(255, 80, 80), 2))
+            painter.drawLine(QPointF(at, top - 3), QPointF(at, top + height + 3))
+            painter.setPen(QColor(255, 140, 140))
+            middle = spec.mark_label
+            painter.drawText(
+                QRectF(mid - 60, below, 120, 15), Qt.AlignmentFlag.AlignHCenter, middle
+            )
+            painter.setPen(QColor(235, 238, 242))
+            middle = ""
         painter.drawText(QRectF(left, below, 60, 15), Qt.AlignmentFlag.AlignLeft, low)
         painter.drawText(QRectF(mid - 30, below, 60, 15), Qt.AlignmentFlag.AlignHCenter, middle)
         painter.drawText(QRectF(right - 60, below, 60, 15), Qt.AlignmentFlag.AlignRight, high)
@@ -998,6 +1035,10 @@ class HeatmapDock(QWidget):
                 f"<b>{c.source}</b><br>{html.escape(heatmap.model or heatmap.method or 'model')}"
                 f"<br>{cols}×{rows} patches of {heatmap.patch_size[0]} px · {scored:,} scored"
             )
+            if c.operating_point is not None:
+                text += f"<br>Operating point: {html.escape(c.operating_point.describe())}"
+            elif c.pred_dir is not None:
+                text += "<br>No operating point for this run: slides are called at 0.50"
             for warning in heatmap.warnings:
                 text += f"<br><span style='color:#ffaa00'>⚠ {html.escape(warning)}</span>"
             slide = c.view.current_slide
@@ -1154,7 +1195,15 @@ def install(window: MainWindow) -> tuple[HeatmapController, HeatmapDock]:
     def legend_spec() -> LegendSpec | None:
         if not controller.visible or controller.heatmap is None:
             return None
-        return LegendSpec(controller.colormap_name, threshold=controller.threshold)
+        point = controller.operating_point
+        if point is None:
+            return LegendSpec(controller.colormap_name, threshold=controller.threshold)
+        return LegendSpec(
+            controller.colormap_name,
+            threshold=controller.threshold,
+            mark=point.threshold,
+            mark_label=f"slide call ≥ {point.threshold:.2f}",
+        )
 
     legend = ColorLegend(window.slide_view, legend_spec)
     controller.legend = legend

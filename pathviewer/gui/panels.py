@@ -198,6 +198,8 @@ class CohortPanel(QWidget):
     """A sortable table of the cohort; a click opens the slide (``slideActivated(path)``)."""
 
     slideActivated = Signal(str)
+    #: The cohort shown changed (a cohort CSV was opened).
+    entriesChanged = Signal()
 
     def __init__(self, scores: CohortScores, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -238,6 +240,7 @@ class CohortPanel(QWidget):
                 item.setData(item.text(), Qt.ItemDataRole.UserRole)
         self.view.setSortingEnabled(True)
         self.title.setText(title or f"{len(entries)} slides")
+        self.entriesChanged.emit()
 
     def select_path(self, path: str) -> None:
         """Highlight the row of ``path`` (when listed), without emitting ``slideActivated``."""

@@ -21,7 +21,8 @@ import torch
 from pathviewer.core.cohort import CohortEntry, read_cohort, select
 from pathviewer.core.errors import CohortError
 from pathviewer.core.heatmap import Heatmap
-from pathviewer.core.predictions import SlideOutput, check_output_folder
+from pathviewer.core.operating_point import OperatingPoint, read_operating_point
+from pathviewer.core.predictions import PRED_THRESHOLD, SlideOutput, check_output_folder
 from pathviewer.core.predictions import write_predictions as write_folder
 from pathviewer.core.progress import Progress
 from pathviewer.core.stain import StainNormalizer
@@ -252,7 +253,10 @@ def predict(
     for number, tiled_slide in enumerate(tiled):
         probs, score = scorer.finish(int(store.offsets[number + 1] - store.offsets[number]))
         results.append(SlidePrediction(tiled_slide, probs, score, checks[number]))
-    write_predictions(out, results, method, model_path, use_pool, describe_model(model_path, data))
+    point = read_operating_point(model_path)
+    write_predictions(
+        out, results, method, model_path, use_pool, describe_model(model_path, data), point
+    )
     return results
 
 
@@ -263,6 +267,7 @@ def write_predictions(
     model_path: Any,
     pooling: str,
     model_info: str = "",
+    operating_point: OperatingPoint | None = None,
 ) -> None:
     """Write the predictions folder of scored slides, replacing any folder at ``out`` as a whole.
 
@@ -270,8 +275,11 @@ def write_predictions(
     :func:`pathviewer.core.predictions.write_predictions`'s.  ``model_info``
     (:func:`describe_model`) and each slide's warnings go into its heatmap and
     ``prediction.json``, so whoever looks at a heatmap can see which model made it and why it
-    might not be trusted on that slide.
+    might not be trusted on that slide.  With the run's ``operating_point`` the slides are
+    called at its threshold (``pred`` of slides.csv) and it is recorded in prediction.json;
+    without one at 0.5.
     """
+    threshold = operating_point.threshold if operating_point is not None else PRED_THRESHOLD
     slides = []
     for r in results:
         index = r.tiled.index
@@ -298,6 +306,7 @@ def write_predictions(
                 np.hstack([coords, sizes]),
                 np.asarray(r.probs, np.float64),
                 heatmap,
+                int(float(r.score) >= threshold),
             )
         )
     write_folder(
@@ -309,5 +318,10 @@ def write_predictions(
             "model_info": model_info,
             "pooling": pooling,
             "warnings": {r.tiled.entry.slide: list(r.warnings) for r in results if r.warnings},
+            **(
+                {"operating_point": operating_point.to_dict()}
+                if operating_point is not None
+                else {}
+            ),
         },
     )
