@@ -303,3 +303,38 @@ def test_panel_says_how_the_queue_is_ordered(qtbot, review_setup, tmp_path):
     assert again.order_label.text() == widget.order_label.text()
     widget.shutdown()
     again.shutdown()
+
+
+def test_blind_review_hides_the_suggestion_and_reports_agreement(
+    panel, qtbot, review_setup, monkeypatch
+):
+    from pathviewer.gui import review as review_module
+
+    project = review_setup[0]
+    gallery, model = panel.gallery, panel.model
+    warnings: list[str] = []
+    monkeypatch.setattr(
+        review_module.QMessageBox, "warning", lambda _parent, _title, text: warnings.append(text)
+    )
+    QTest.keyClick(gallery, Qt.Key.Key_A)  # row 0, suggestion shown: accept
+    panel.blind_check.setChecked(True)
+    assert panel.settings.value(review_module.BLIND_SETTING) in (True, "true")
+    assert model.data(model.index(1), Qt.ItemDataRole.DisplayRole) == "Tumor → ?"
+    assert "hidden (blind review)" in model.data(model.index(1), Qt.ItemDataRole.ToolTipRole)
+    assert model.data(model.index(0), Qt.ItemDataRole.DisplayRole) == "Normal → Tumor"  # decided
+    assert "blind review" in panel.keys_label.text()
+    QTest.keyClick(gallery, Qt.Key.Key_A)  # cannot accept what is hidden
+    assert warnings and "blind review" in warnings[0] and _current(panel) == 1
+    qtbot.wait(30)
+    QTest.keyClick(gallery, Qt.Key.Key_2)  # row 1 (Tumor -> Normal): assign Normal, unseen
+    assert model.data(model.index(1), Qt.ItemDataRole.DisplayRole) == "Tumor → Normal"
+    QTest.keyClick(gallery, Qt.Key.Key_K)  # row 2 (Stroma -> Tumor): keep, unseen
+    shown = project.review_history(model.items[0].flag.patch_label_id)[0]
+    blind = project.review_history(model.items[1].flag.patch_label_id)[0]
+    assert shown.suggestion_shown is True and blind.suggestion_shown is False
+    assert blind.seconds is not None and blind.seconds >= 0.02
+    report = project.suggestion_agreement()
+    assert report["shown"]["decisions"] == 1 and report["shown"]["rate"] == 1.0
+    assert report["blind"]["decisions"] == 2 and report["blind"]["rate"] == 0.5
+    assert "suggestion shown: 100% of 1" in panel.agreement_label.text()
+    assert "blind: 50% of 2" in panel.agreement_label.text()

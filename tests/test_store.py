@@ -484,7 +484,7 @@ def test_annotations_of_a_version_2_database_read_with_stable_uuids(tmp_path: Pa
     )
     conn.close()
     with Project.open(folder) as project:
-        assert schema_version(project.connection) == SCHEMA_VERSION == 4
+        assert schema_version(project.connection) == SCHEMA_VERSION == 5
         (record,) = project.annotations(1)
         uid = record.annotation.uid
         assert uid and len(uid) == 36 and not record.annotation.locked
@@ -519,6 +519,77 @@ def test_a_version_3_project_gains_slide_reviews(tmp_path: Path) -> None:
     conn.execute("INSERT INTO slides(path, name, added) VALUES ('/s/one.svs', 'one', '2024-01-01')")
     conn.close()
     with Project.open(folder) as project:
-        assert schema_version(project.connection) == 4
+        assert schema_version(project.connection) == SCHEMA_VERSION
         project.record_slide_review(1, "agree")
         assert project.slide_reviews()[1].status == "agree"
+
+
+def test_suggestion_agreement_separates_blind_from_shown_review(tmp_path: Path) -> None:
+    project = Project.create(tmp_path / "p")
+    flags = tmp_path / "flags.csv"
+    rows = [f"/s/one.svs,{i * 10},0,10,10,Normal,Tumor,0.9,0.8" for i in range(6)]
+    flags.write_text("slide,x,y,width,height,given,suggested,confidence,g\n" + "\n".join(rows))
+    assert project.import_flags(flags) == 6
+    ids = [flag.patch_label_id for flag in project.review_queue()]
+    # Shown: three of three follow the suggestion.  Blind: one of two lands on it.
+    project.record_review(ids[0], "accept", author="AB", suggestion_shown=True, seconds=2.0)
+    project.record_review(ids[1], "accept", author="AB", suggestion_shown=True, seconds=3.0)
+    project.record_review(ids[2], "assign", "Tumor", "AB", suggestion_shown=True, seconds=4.0)
+    project.record_review(ids[3], "assign", "Tumor", "AB", suggestion_shown=False, seconds=9.0)
+    project.record_review(ids[4], "keep", author="AB", suggestion_shown=False, seconds=7.0)
+    project.record_review(ids[5], "unsure", author="AB", suggestion_shown=False)
+    report = project.suggestion_agreement()
+    assert report["shown"] == {"decisions": 3, "agree": 3, "rate": 1.0, "median_seconds": 3.0}
+    assert report["blind"] == {"decisions": 2, "agree": 1, "rate": 0.5, "median_seconds": 8.0}
+    assert report["unrecorded"]["rate"] is None
+    (first,) = project.review_history(ids[3])
+    assert first.suggestion_shown is False and first.seconds == 9.0
+
+
+def test_audit_trail_lists_every_kind_of_change_in_time_order(tmp_path: Path, capsys) -> None:
+    import json as json_module
+
+    from pathviewer.cli import main
+
+    folder = tmp_path / "p"
+    project = Project.create(folder)
+    slide = project.add_slide("/s/one.svs")
+    annotation = project.add_annotations(slide, [Annotation(box(0, 0, 5, 5), "Tumor")])[0]
+    time.sleep(0.01)
+    project.update_annotation(annotation, Annotation(box(0, 0, 6, 6), "Tumor"))
+    flags = tmp_path / "flags.csv"
+    flags.write_text(
+        "slide,x,y,width,height,given,suggested,confidence,g\n/s/one.svs,0,0,10,10,Normal,Tumor,0.9,0.8\n"
+    )
+    project.import_flags(flags)
+    (flag,) = project.review_queue()
+    project.record_review(
+        flag.patch_label_id, "accept", author="AB", suggestion_shown=False, seconds=4.2
+    )
+    project.record_slide_review(slide, "agree", "clear carcinoma", 0.93, "CD")
+    project.close()
+    out = tmp_path / "audit.csv"
+    assert main(["labels", "audit", "--project", str(folder), "--out", str(out)]) == 0
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    actions = [r["action"] for r in rows]
+    for expected in (
+        "slide added",
+        "annotation created",
+        "annotation changed",
+        "label from imported",
+        "flag imported",
+        "review accept",
+        "slide agree",
+    ):
+        assert expected in actions, expected
+    assert [r["time"] for r in rows] == sorted(r["time"] for r in rows)
+    review = next(r for r in rows if r["action"] == "review accept")
+    assert review["author"] == "AB" and review["detail"] == "Tumor; blind; 4.2 s"
+    triage = next(r for r in rows if r["action"] == "slide agree")
+    assert triage["detail"] == "clear carcinoma (score 0.930)" and triage["author"] == "CD"
+    capsys.readouterr()
+    assert main(["labels", "review-report", "--project", str(folder)]) == 0
+    report = json_module.loads(capsys.readouterr().out)
+    assert report["blind"] == {"decisions": 1, "agree": 1, "rate": 1.0, "median_seconds": 4.2}
+    assert main(["labels", "audit", "--project", str(tmp_path / "none"), "--out", str(out)]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -124,6 +125,43 @@ def register(groups: CommandGroups) -> None:
     )
     labels.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     labels.set_defaults(func=_run_from_annotations)
+
+    audit = groups.labels.add_parser(
+        "audit",
+        help="who changed which label, annotation or slide decision when (CSV)",
+        description="Write a project's history (slides, annotations, patch labels, flags,"
+        " review and triage decisions) as CSV, oldest first.",
+    )
+    audit.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    audit.add_argument("--out", required=True, metavar="CSV", help="audit.csv to write")
+    audit.set_defaults(func=_run_audit)
+
+    report = groups.labels.add_parser(
+        "review-report",
+        help="how often review decisions followed the model's suggestion, seen and blind",
+        description="Automation bias: the share of review decisions that match the suggestion"
+        " when it was shown and in blind review, with the median seconds per decision (JSON).",
+    )
+    report.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    report.set_defaults(func=_run_review_report)
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from pathviewer.core.store import Project
+
+    with Project.open(args.project) as project:
+        count = project.export_audit_csv(args.out)
+    print(f"{count} events -> {args.out}")
+    return 0
+
+
+def _run_review_report(args: argparse.Namespace) -> int:
+    from pathviewer.core.store import Project
+
+    with Project.open(args.project) as project:
+        report = project.suggestion_agreement()
+    print(json.dumps(report, indent=2))
+    return 0
 
 
 def _run_train(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ import csv
 import json
 import os
 import sqlite3
+import statistics
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -157,6 +158,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX slide_reviews_slide ON slide_reviews(slide_id, id);
     """,
+    # v5: accountable review: whether the annotator saw the model's suggestion before deciding
+    # (blind mode hides it) and how long the decision took.  NULL in decisions made before.
+    """
+    ALTER TABLE reviews ADD COLUMN suggestion_shown INTEGER;
+    ALTER TABLE reviews ADD COLUMN seconds REAL;
+    """,
 ]
 
 #: The schema version this code writes.
@@ -222,6 +229,10 @@ class ReviewRecord:
     label: str | None
     author: str | None
     decided_at: str
+    #: Whether the suggestion was on screen when deciding (None: not recorded).
+    suggestion_shown: bool | None = None
+    #: Seconds from the patch being shown to the decision (None: not recorded).
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -845,8 +856,13 @@ class Project:
         decision: str,
         label: str | None = None,
         author: str | None = None,
+        suggestion_shown: bool | None = None,
+        seconds: float | None = None,
     ) -> int:
         """Record a review decision and apply it to the patch label; returns the review id.
+
+        ``suggestion_shown`` (False in blind review) and ``seconds`` are kept for the
+        automation-bias report (:meth:`suggestion_agreement`).
 
         ``accept`` sets the label to the flag's suggestion (or ``label`` when given), ``keep``
         keeps the current label, ``assign`` sets ``label`` (required); these three make the patch
@@ -875,10 +891,11 @@ class Project:
                 label = current[0]
             elif decision == "assign" and not label:
                 raise ProjectError(f"patch label {patch_label_id}: 'assign' needs a label")
+            shown = None if suggestion_shown is None else int(bool(suggestion_shown))
             cursor = conn.execute(
-                "INSERT INTO reviews(patch_label_id, decision, label, author, decided_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (patch_label_id, decision, label, author, _now()),
+                "INSERT INTO reviews(patch_label_id, decision, label, author, decided_at, "
+                "suggestion_shown, seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (patch_label_id, decision, label, author, _now(), shown, seconds),
             )
             if decision == "unsure":
                 conn.execute("UPDATE patch_labels SET trusted = 0 WHERE id = ?", (patch_label_id,))
@@ -931,11 +948,64 @@ class Project:
     def review_history(self, patch_label_id: int) -> list[ReviewRecord]:
         """Every decision on a patch label, oldest first."""
         rows = self.connection.execute(
-            "SELECT id, patch_label_id, decision, label, author, decided_at FROM reviews "
-            "WHERE patch_label_id = ? ORDER BY id",
+            "SELECT id, patch_label_id, decision, label, author, decided_at, suggestion_shown, "
+            "seconds FROM reviews WHERE patch_label_id = ? ORDER BY id",
             (patch_label_id,),
         )
-        return [ReviewRecord(*row) for row in rows]
+        return [
+            ReviewRecord(
+                int(row[0]),
+                int(row[1]),
+                str(row[2]),
+                row[3],
+                row[4],
+                str(row[5]),
+                None if row[6] is None else bool(row[6]),
+                row[7],
+            )
+            for row in rows
+        ]
+
+    def suggestion_agreement(self) -> dict[str, dict[str, float | int | None]]:
+        """How often decisions matched the model's suggestion, with and without seeing it.
+
+        Automation bias shows as a higher agreement when the suggestion was shown than in
+        blind review of comparable patches.  Counted: ``accept``, ``keep`` and ``assign``
+        decisions on flagged patches (``unsure`` is no label).
+
+        Returns
+        -------
+        dict
+            ``{"shown": ..., "blind": ..., "unrecorded": ...}``, each with ``decisions``,
+            ``agree`` (the label decided was the suggestion), ``rate`` (None without
+            decisions) and ``median_seconds`` (None without timings).
+        """
+        rows = self.connection.execute(
+            "SELECT r.suggestion_shown, r.label, r.seconds, "
+            "(SELECT f.suggested FROM flags f WHERE f.patch_label_id = r.patch_label_id "
+            " ORDER BY f.id DESC LIMIT 1) FROM reviews r WHERE r.decision != 'unsure'"
+        ).fetchall()
+        groups: dict[str, list[tuple[bool, float | None]]] = {
+            "shown": [],
+            "blind": [],
+            "unrecorded": [],
+        }
+        for shown, label, seconds, suggested in rows:
+            if suggested is None:
+                continue  # not a flagged patch: there was no suggestion to follow
+            group = "unrecorded" if shown is None else ("shown" if shown else "blind")
+            groups[group].append((label == suggested, seconds))
+        report: dict[str, dict[str, float | int | None]] = {}
+        for group, decisions in groups.items():
+            times = sorted(t for _, t in decisions if t is not None)
+            agree = sum(a for a, _ in decisions)
+            report[group] = {
+                "decisions": len(decisions),
+                "agree": agree,
+                "rate": agree / len(decisions) if decisions else None,
+                "median_seconds": float(statistics.median(times)) if times else None,
+            }
+        return report
 
     # ---- review queue (flags of a label-refinement run)
 
@@ -1047,6 +1117,74 @@ class Project:
                 writer.writerow(
                     [r.slide_path, r.x, r.y, r.width, r.height, r.label, int(r.trusted)]
                 )
+        return len(rows)
+
+    #: Columns of :meth:`export_audit_csv`.
+    AUDIT_COLUMNS = ("time", "author", "action", "slide", "target", "detail")
+
+    def audit_rows(self) -> list[tuple[str, str, str, str, str, str]]:
+        """Who did what to which slide, label or annotation, and when, oldest first.
+
+        From what the store keeps: slides added, annotations created and last modified,
+        patch labels created, flags imported, every review decision (with whether the
+        suggestion was shown and the seconds taken) and every slide triage decision.  An
+        annotation's earlier shapes are not kept, only its creation and its last change.
+        """
+        conn = self.connection
+        rows: list[tuple[str, str, str, str, str, str]] = []
+        for added, path in conn.execute("SELECT added, path FROM slides"):
+            rows.append((added, "", "slide added", path, "", ""))
+        for created, modified, author, path, cls, uid, kind in conn.execute(
+            "SELECT a.created, a.modified, a.author, s.path, a.class_name, a.uid, a.object_type "
+            "FROM annotations a JOIN slides s ON s.id = a.slide_id"
+        ):
+            target = f"annotation {uid or ''}".strip()
+            rows.append((created, author or "", f"{kind} created", path, target, cls or ""))
+            if modified != created:
+                rows.append((modified, author or "", f"{kind} changed", path, target, cls or ""))
+        for created, author, path, x, y, w, h, label, source in conn.execute(
+            "SELECT p.created, p.author, s.path, p.x, p.y, p.width, p.height, p.label, p.source "
+            "FROM patch_labels p JOIN slides s ON s.id = p.slide_id"
+        ):
+            rows.append(
+                (created, author or "", f"label from {source}", path, f"box {x},{y},{w},{h}", label)
+            )
+        for imported, path, x, y, w, h, given, suggested in conn.execute(
+            "SELECT f.imported, s.path, p.x, p.y, p.width, p.height, f.given, f.suggested "
+            "FROM flags f JOIN patch_labels p ON p.id = f.patch_label_id "
+            "JOIN slides s ON s.id = p.slide_id"
+        ):
+            detail = f"{given} -> {suggested}"
+            rows.append((imported, "", "flag imported", path, f"box {x},{y},{w},{h}", detail))
+        for decided, author, path, x, y, w, h, decision, label, shown, seconds in conn.execute(
+            "SELECT r.decided_at, r.author, s.path, p.x, p.y, p.width, p.height, r.decision, "
+            "r.label, r.suggestion_shown, r.seconds FROM reviews r "
+            "JOIN patch_labels p ON p.id = r.patch_label_id JOIN slides s ON s.id = p.slide_id"
+        ):
+            detail = label or ""
+            if shown is not None:
+                detail += "; suggestion shown" if shown else "; blind"
+            if seconds is not None:
+                detail += f"; {seconds:.1f} s"
+            rows.append(
+                (decided, author or "", f"review {decision}", path, f"box {x},{y},{w},{h}", detail)
+            )
+        for decided, author, path, status, note, score in conn.execute(
+            "SELECT r.decided_at, r.author, s.path, r.status, r.note, r.score "
+            "FROM slide_reviews r JOIN slides s ON s.id = r.slide_id"
+        ):
+            detail = note + ("" if score is None else f" (score {score:.3f})")
+            rows.append((decided, author or "", f"slide {status}", path, "slide", detail.strip()))
+        rows.sort(key=lambda row: row[0])
+        return rows
+
+    def export_audit_csv(self, path: str | os.PathLike[str]) -> int:
+        """Write :meth:`audit_rows` as CSV (atomically); returns the number of rows."""
+        rows = self.audit_rows()
+        with atomic_write(path) as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(self.AUDIT_COLUMNS)
+            writer.writerows(rows)
         return len(rows)
 
     # ---- training runs

@@ -91,20 +91,40 @@ def install(window: MainWindow) -> ProjectController:
         if slides:
             window.open_paths([slides[0].path])
 
+    def export_audit() -> None:
+        project = controller.project
+        if project is None:
+            QMessageBox.information(window, "Audit trail", "Open a project first.")
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            window, "Export audit trail", str(project.folder / "audit.csv"), "CSV (*.csv)"
+        )
+        if not path:
+            return
+        try:
+            count = project.export_audit_csv(path)
+        except (PathViewerError, OSError) as error:
+            QMessageBox.warning(window, "Audit trail", f"{path}: {error}")
+            return
+        window.statusBar().showMessage(f"{count} events written to {path}", 8000)
+
     file_menu = window.menu("file")
     new_action = QAction("New Project…", window)
     new_action.triggered.connect(lambda: choose(True))
     open_action = QAction("Open Project…", window)
     open_action.triggered.connect(lambda: choose(False))
+    audit_action = QAction("Export &audit trail…", window)
+    audit_action.setToolTip("Who changed which label, annotation or slide decision when (CSV)")
+    audit_action.triggered.connect(export_audit)
     existing = file_menu.actions()
     if existing:
         first = existing[0]
-        file_menu.insertAction(first, new_action)
-        file_menu.insertAction(first, open_action)
+        for action in (new_action, open_action, audit_action):
+            file_menu.insertAction(first, action)
         file_menu.insertSeparator(first)
     else:  # what insertAction(None, ...) does: append
-        file_menu.addAction(new_action)
-        file_menu.addAction(open_action)
+        for action in (new_action, open_action, audit_action):
+            file_menu.addAction(action)
         file_menu.addSeparator()
-    controller.actions = (new_action, open_action)
+    controller.actions = (new_action, open_action, audit_action)
     return controller

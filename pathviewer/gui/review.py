@@ -29,6 +29,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,11 @@ SLIDE_CACHE_SIZE = 8
 
 FlagRole = Qt.ItemDataRole.UserRole + 1
 DecisionRole = Qt.ItemDataRole.UserRole + 2
+#: Whether the item's suggestion is hidden (blind review, undecided).
+HiddenRole = Qt.ItemDataRole.UserRole + 3
+
+#: QSettings key of blind review (on: suggestions hidden until decided).
+BLIND_SETTING = "review/blind"
 
 #: Text shown for each decision on a decided item.
 DECISION_TEXT = {"accept": "accepted", "keep": "kept", "assign": "assigned", "unsure": "unsure"}
@@ -300,6 +306,10 @@ class ReviewQueueModel(QAbstractListModel):
         self._thumbs: dict[int, QImage | None] = {}
         self._errors: dict[int, str] = {}
         self._rows: dict[int, int] = {}
+        #: Blind review: the suggestion stays hidden until the item is decided.
+        self.blind = False
+        # When each flag was last brought on screen (monotonic s), for the time per decision.
+        self._shown_at: dict[int, float] = {}
 
     # ---- loading
 
@@ -351,28 +361,36 @@ class ReviewQueueModel(QAbstractListModel):
             return None
         item = self.items[index.row()]
         flag = item.flag
+        hidden = self.hides_suggestion(index.row())
         if role == Qt.ItemDataRole.DisplayRole:
-            return f"{flag.given} → {flag.suggested}"
+            return f"{flag.given} → ?" if hidden else f"{flag.given} → {flag.suggested}"
         if role == Qt.ItemDataRole.DecorationRole:
             return self.thumbnail(flag)
         if role == Qt.ItemDataRole.ToolTipRole:
             confidence = "" if flag.confidence is None else f" (confidence {flag.confidence:.2f})"
+            suggestion = "hidden (blind review)" if hidden else f"{flag.suggested}{confidence}"
             text = (
                 f"{Path(flag.slide_path).name}  x {flag.x} y {flag.y}  "
-                f"{flag.width}×{flag.height} px\ngiven {flag.given}, suggested "
-                f"{flag.suggested}{confidence}"
+                f"{flag.width}×{flag.height} px\ngiven {flag.given}, suggested {suggestion}"
             )
             if flag.id in self._errors:
                 text += f"\ncannot read: {self._errors[flag.id]}"
             return text
         if role == FlagRole:
             return flag
+        if role == HiddenRole:
+            return hidden
         if role == DecisionRole:
-            if item.decision is not None:
-                return item.decision, item.label
-            if flag.reviewed or flag.trusted:
-                return "reviewed", flag.current_label
-            return None
+            return self._decision(item)
+        return None
+
+    @staticmethod
+    def _decision(item: QueueItem) -> tuple[str, str | None] | None:
+        """``(decision, label)`` of an item decided now or before, else None."""
+        if item.decision is not None:
+            return item.decision, item.label
+        if item.flag.reviewed or item.flag.trusted:
+            return "reviewed", item.flag.current_label
         return None
 
     def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
@@ -405,6 +423,23 @@ class ReviewQueueModel(QAbstractListModel):
 
     # ---- decisions
 
+    def hides_suggestion(self, row: int) -> bool:
+        """Whether row ``row``'s suggestion is hidden (blind review, not decided yet)."""
+        if not self.blind or not 0 <= row < len(self.items):
+            return False
+        return self._decision(self.items[row]) is None
+
+    def mark_shown(self, row: int) -> None:
+        """The item of ``row`` is now the one the annotator looks at (starts its clock)."""
+        if 0 <= row < len(self.items):
+            self._shown_at[self.items[row].flag.id] = time.monotonic()
+
+    def set_blind(self, blind: bool) -> None:
+        """Hide (or show) the suggestions of undecided items."""
+        self.blind = bool(blind)
+        if self.items:
+            self.dataChanged.emit(self.index(0), self.index(len(self.items) - 1))
+
     def decide(
         self, row: int, decision: str, label: str | None = None, author: str | None = None
     ) -> None:
@@ -418,10 +453,24 @@ class ReviewQueueModel(QAbstractListModel):
         if self.project is None:
             raise PathViewerError("no project is open")
         item = self.items[row]
+        hidden = self.hides_suggestion(row)
+        if decision == "accept" and hidden:
+            raise PathViewerError(
+                "blind review: the suggestion is hidden, so it cannot be accepted; choose a"
+                " class (1-9), keep the given label (K) or mark it unsure (U)"
+            )
         if decision == "accept" and label is None:
             # The suggestion of *this* flag, not of whichever run was imported last.
             label = item.flag.suggested
-        self.project.record_review(item.flag.patch_label_id, decision, label=label, author=author)
+        started = self._shown_at.get(item.flag.id)
+        self.project.record_review(
+            item.flag.patch_label_id,
+            decision,
+            label=label,
+            author=author,
+            suggestion_shown=not hidden,
+            seconds=None if started is None else round(time.monotonic() - started, 3),
+        )
         item.decision = decision
         item.label = label if decision != "keep" else item.flag.current_label
         index = self.index(row)
@@ -512,8 +561,9 @@ class ReviewDelegate(QStyledItemDelegate):
         y = thumb_rect.bottom() + 4
         chip = 9
         x = rect.x() + 5
-        # Line 1: given → suggested, each with its class colour.
-        for name, suffix in ((flag.given, " → "), (flag.suggested, "")):
+        hidden = bool(index.data(HiddenRole))
+        # Line 1: given → suggested, each with its class colour ("?" in blind review).
+        for name, suffix in ((flag.given, " → "), ("?" if hidden else flag.suggested, "")):
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(self._color(name))
             painter.drawRect(QRectF(x, y + (line - chip) / 2, chip, chip))
@@ -535,7 +585,7 @@ class ReviewDelegate(QStyledItemDelegate):
         painter.drawText(
             QRect(rect.x() + 5, y, rect.width() - 10, line),
             Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-            f"confidence {confidence}",
+            "blind review" if hidden else f"confidence {confidence}",
         )
         if option.state & QStyle.StateFlag.State_HasFocus or selected:
             painter.setBrush(Qt.BrushStyle.NoBrush)
@@ -648,6 +698,15 @@ class ReviewPanel(QWidget):
         self.refresh_button.clicked.connect(self.refresh)
         self.show_reviewed = QCheckBox("Show reviewed")
         self.show_reviewed.toggled.connect(self._toggle_reviewed)
+        self.blind_check = QCheckBox("Blind review")
+        self.blind_check.setToolTip(
+            "Hide the model's suggestion until you decide, to measure how often you agree with"
+            " it unprompted (automation bias); the time per decision is stored either way"
+        )
+        self.blind_check.toggled.connect(self.set_blind)
+        self.agreement_label = QLabel()
+        self.agreement_label.setObjectName("review-agreement")
+        self.agreement_label.setWordWrap(True)
         self.order_label = QLabel()
         self.order_label.setObjectName("review-order")
         self.order_label.setWordWrap(True)
@@ -664,6 +723,7 @@ class ReviewPanel(QWidget):
 
         top = QHBoxLayout()
         top.addWidget(self.counts_label, 1)
+        top.addWidget(self.blind_check)
         top.addWidget(self.show_reviewed)
         buttons = QHBoxLayout()
         buttons.addWidget(self.import_button)
@@ -676,9 +736,16 @@ class ReviewPanel(QWidget):
         layout.addWidget(self.order_label)
         layout.addWidget(self.keys_label)
         layout.addWidget(self.gallery, 1)
+        layout.addWidget(self.agreement_label)
 
         self.model.countsChanged.connect(self._update_counts)
+        self.model.countsChanged.connect(lambda *_counts: self._update_agreement())
         self.model.modelReset.connect(self._select_first)
+        self.gallery.selectionModel().currentChanged.connect(
+            lambda current, _previous: self.model.mark_shown(current.row())
+        )
+        blind = str(self.settings.value(BLIND_SETTING, "false")).lower() in ("true", "1")
+        self.blind_check.setChecked(blind)
         if window is not None:
             window.slide_view.slideChanged.connect(self._forget_highlight)
         self._update_keys()
@@ -917,8 +984,39 @@ class ReviewPanel(QWidget):
         )
         self.keys_label.setText(
             (chips + "<br>" if chips else "")
-            + "<b>A</b> accept suggestion · <b>K</b> keep given · <b>U</b> unsure · "
-            "arrows move · click/Space: show in viewer"
+            + (
+                "<b>blind review</b>: choose a class · <b>K</b> keep given · <b>U</b> unsure · "
+                if self.model.blind
+                else "<b>A</b> accept suggestion · <b>K</b> keep given · <b>U</b> unsure · "
+            )
+            + "arrows move · click/Space: show in viewer"
+        )
+
+    def set_blind(self, blind: bool) -> None:
+        """Blind review on or off (remembered)."""
+        self.model.set_blind(blind)
+        self.settings.setValue(BLIND_SETTING, bool(blind))
+        if self.blind_check.isChecked() != blind:
+            self.blind_check.setChecked(blind)
+        self._update_keys()
+
+    def _update_agreement(self) -> None:
+        """How often the decisions followed the suggestion, seen and unseen."""
+        project = self.project
+        if project is None:
+            self.agreement_label.setText("")
+            return
+        report = project.suggestion_agreement()
+        parts = []
+        for group, name in (("shown", "suggestion shown"), ("blind", "blind")):
+            entry = report[group]
+            if entry["decisions"]:
+                rate = float(entry["rate"] or 0.0)
+                seconds = entry["median_seconds"]
+                timing = f", median {seconds:.1f} s" if seconds is not None else ""
+                parts.append(f"{name}: {rate:.0%} of {entry['decisions']}{timing}")
+        self.agreement_label.setText(
+            "Decisions matching the suggestion — " + "; ".join(parts) if parts else ""
         )
 
     def _select_first(self) -> None:
