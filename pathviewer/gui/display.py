@@ -21,8 +21,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QEvent, QObject, QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QKeyEvent
+from PySide6.QtCore import QObject, QSettings, Qt, Signal
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 from pathviewer.core.errors import SlideError
 from pathviewer.core.slide import read_box
 from pathviewer.core.stain import estimate_stain_vectors
+from pathviewer.gui.slide_view import ViewKey
 from pathviewer.session.display import (
     BRIGHTNESS_RANGE,
     CONTRAST_RANGE,
@@ -305,22 +306,6 @@ class DisplayPanel(QWidget):
             self.show_settings(self._controller.settings)
 
 
-class _DisplayKeyFilter(QObject):
-    """Shift+C on the slide view shows the Display dock (only there: text fields keep it)."""
-
-    def __init__(self, dock: QDockWidget) -> None:
-        super().__init__(dock)
-        self._dock = dock
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
-        if event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent):
-            modifiers = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
-            if event.key() == Qt.Key.Key_C and modifiers == Qt.KeyboardModifier.ShiftModifier:
-                show_dock(self._dock)
-                return True
-        return False
-
-
 def show_dock(dock: QDockWidget) -> None:
     """Show and raise ``dock`` (it may be a hidden tab)."""
     dock.show()
@@ -340,6 +325,7 @@ def install(window: MainWindow) -> tuple[DisplayController, DisplayPanel]:
     action.setToolTip("Brightness, contrast, gamma and stain channels of the slide")
     action.triggered.connect(lambda: show_dock(dock))
     window.menu("view").addAction(action)
-    controller.key_filter = _DisplayKeyFilter(dock)
-    window.slide_view.installEventFilter(controller.key_filter)
+    controller.key_filter = ViewKey(
+        window.slide_view, Qt.Key.Key_C, lambda: show_dock(dock), Qt.KeyboardModifier.ShiftModifier
+    )
     return controller, panel

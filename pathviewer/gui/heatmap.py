@@ -43,12 +43,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QColor,
     QImage,
-    QKeyEvent,
     QPainter,
     QPainterPath,
     QPaintEvent,
@@ -86,6 +85,7 @@ from pathviewer.core.heatmap_export import (
 )
 from pathviewer.core.operating_point import OperatingPoint
 from pathviewer.core.predictions import HEATMAPS, SLIDES_CSV, find_heatmap, read_predictions
+from pathviewer.gui.slide_view import ViewKey
 
 if TYPE_CHECKING:
     import pyqtgraph as pg
@@ -432,7 +432,7 @@ class HeatmapController(QObject):
         # Set by install(): the View menu's toggle and the slide view's H-key filter.
         self.show_action: QAction | None = None
         self.export_action: QAction | None = None
-        self.key_filter: _HeatmapKeyFilter | None = None
+        self.key_filter: QObject | None = None
         self.legend: ColorLegend | None = None
         self.status_label = QLabel("")
         window.statusBar().addPermanentWidget(self.status_label)
@@ -1077,23 +1077,6 @@ class HeatmapDock(QWidget):
             self.controller.go_to_region(regions[int(index)])
 
 
-class _HeatmapKeyFilter(QObject):
-    """Key H on the slide view toggles the heatmap (only there, so text fields keep their H)."""
-
-    def __init__(self, controller: HeatmapController) -> None:
-        super().__init__(controller)
-        self._controller = controller
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
-        if event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent):
-            if event.key() == Qt.Key.Key_H and not (
-                event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
-            ):
-                self._controller.toggle_visible()
-                return True
-        return False
-
-
 def choose_and_load(
     window: MainWindow, controller: HeatmapController, folder: bool = False
 ) -> None:
@@ -1189,8 +1172,7 @@ def install(window: MainWindow) -> tuple[HeatmapController, HeatmapDock]:
     controller.displayChanged.connect(lambda: show.setChecked(controller.visible))
     window.menu("view").addAction(show)
     controller.show_action = show
-    controller.key_filter = _HeatmapKeyFilter(controller)
-    window.slide_view.installEventFilter(controller.key_filter)
+    controller.key_filter = ViewKey(window.slide_view, Qt.Key.Key_H, controller.toggle_visible)
 
     def legend_spec() -> LegendSpec | None:
         if not controller.visible or controller.heatmap is None:

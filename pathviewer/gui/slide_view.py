@@ -28,9 +28,20 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRect, QRectF, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import (
+    QEvent,
+    QObject,
+    QPointF,
+    QRect,
+    QRectF,
+    QSettings,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import (
     QColor,
     QImage,
@@ -287,6 +298,33 @@ class SlideItem(QGraphicsItem):
                     painter.drawImage(part, image, source)
             if found:
                 return
+
+
+class ViewKey(QObject):
+    """A plain key (with its modifiers) that acts only while the slide view has focus.
+
+    A window-wide shortcut on a letter would steal it from every text field; an event filter
+    on the view leaves text fields alone.  Installed on ``view`` by the constructor.
+    """
+
+    def __init__(
+        self,
+        view: QWidget,
+        key: Qt.Key,
+        action: Callable[[], object],
+        modifiers: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier,
+    ) -> None:
+        super().__init__(view)
+        self._key, self._modifiers, self._action = key, modifiers, action
+        view.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent):
+            modifiers = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+            if event.key() == self._key and modifiers == self._modifiers:
+                self._action()
+                return True
+        return False
 
 
 class SlideView(QGraphicsView):
