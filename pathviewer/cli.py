@@ -13,11 +13,14 @@ names the file and the cause (:func:`~pathviewer.core.errors.user_message`); no 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from pathviewer._version import __version__
 from pathviewer.core.errors import USER_ERRORS, PathViewerError, user_message
@@ -127,6 +130,19 @@ def _is_gui_invocation(argv: Sequence[str]) -> bool:
     return first not in known_commands()
 
 
+def _mistyped_command(argv: Sequence[str]) -> str | None:
+    """Why ``argv`` is no viewer invocation: a first word that is neither a command nor a file.
+
+    ``pathviewer exprot ...`` would otherwise open the viewer on a slide called "exprot".
+    """
+    first = _first_positional(argv)
+    if first is None or os.path.exists(first) or Path(first).suffix:
+        return None  # a file (or something named like one: the viewer says it is missing)
+    close = difflib.get_close_matches(first, sorted(known_commands()), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{first!r} is not a command or a file{hint}; see 'pathviewer --help'"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pathviewer`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -135,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:2] == ["infer", "merge"]:
         argv = ["infer-merge", *argv[2:]]
     if _is_gui_invocation(argv):
+        mistyped = _mistyped_command(argv)
+        if mistyped is not None:
+            print(f"pathviewer: error: {mistyped}", file=sys.stderr)
+            return 2
         argv = ["gui", *argv]
     first = _first_positional(argv)
     parser = build_parser(first if first in known_commands() else None)

@@ -553,3 +553,28 @@ def test_qupath_key_preset_is_applied_and_remembered(window, project, tmp_path) 
     assert second.context.annotations.tool_actions["ellipse"].shortcut().toString() == "O"
     assert second.fit_action.shortcut().toString() == "Shift+F"
     second.close()
+
+
+def test_the_next_launch_reopens_the_last_project_and_lists_it_as_recent(window, tmp_path) -> None:
+    controller = window.context.annotations
+    controller.set_tool("rectangle")
+    _drag(window, [(400, 400), (800, 800)])  # opens the automatic default project
+    folder = tmp_path / "data" / "default-project"
+    assert window.context.project.project.folder == folder
+    other = window.context.project.open(tmp_path / "second", create=True)
+    assert window.context.project.recent() == [str(other.folder.resolve()), str(folder.resolve())]
+    window.context.project.open(folder)
+    # A new window with the same settings: the project is open, the drawing is there.
+    second = MainWindow(settings=window.settings, threads=1)
+    build_features(second)
+    try:
+        assert second.context.project.project is not None
+        assert second.context.project.project.folder == folder
+        second.slide_view.set_slide(
+            ArraySlide(np.zeros((2048, 2048, 3), np.uint8), name=str(tmp_path / "slide.png"))
+        )
+        assert len(second.context.annotations.layer.annotations) == 1
+        assert "default project" in second.context.annotations.panel.project_label.text()
+    finally:
+        second.context.project.close()
+        second.close()

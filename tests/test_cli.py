@@ -133,3 +133,20 @@ def test_convert_to_or_from_a_directory_is_one_line(
     folder.mkdir()
     line = _one_line_error(capsys, ["annotations", "convert", str(folder), str(tmp_path / "o.xml")])
     assert line.startswith(str(folder)) and not (tmp_path / "o.xml").exists()
+
+
+def test_a_mistyped_command_is_named_not_opened_as_a_slide(capsys, tmp_path, monkeypatch) -> None:
+    from pathviewer import cli
+
+    opened = []
+    monkeypatch.setattr(cli, "_run_gui", lambda args: opened.append(args.paths) or 0)
+    assert cli.main(["exprot", "heatmap", "preds"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'exprot'" in err and "did you mean 'export'" in err
+    assert cli.main(["nosuchword"]) == 2
+    assert "did you mean" not in capsys.readouterr().err
+    slide = tmp_path / "slide"  # an existing file without a suffix still opens
+    slide.write_bytes(b"")
+    assert cli.main([str(slide)]) == 0 and opened == [[str(slide)]]
+    assert opened and not opened.clear()
+    assert cli.main(["missing.svs"]) == 0 and opened == [["missing.svs"]]  # the viewer says why

@@ -335,3 +335,25 @@ def test_a_collapsed_refinement_run_is_marked_and_explained(qtbot, window, tmp_p
     assert run_info(run_dir)["status"] == "collapsed"
     assert "predicts almost no Tumor" in panel.message_label.text()
     assert not panel.message_label.isHidden()
+
+
+def test_quitting_during_training_asks_and_keeps_running_on_no(qtbot, window, monkeypatch) -> None:
+    panel = window.context.training
+    window.show()
+    start_tiny(panel, tiny_config(steps=400))
+    assert panel.busy()
+    asked: list[str] = []
+    answer = training.QMessageBox.StandardButton.No
+
+    def question(_parent, title, text, *_args):
+        asked.append(text)
+        return answer
+
+    monkeypatch.setattr(training.QMessageBox, "question", question)
+    assert not window.close_by_user()  # "No": the window stays, the job goes on
+    assert window.isVisible() and panel.busy()
+    assert asked and "last checkpoint" in asked[0]
+    answer = training.QMessageBox.StandardButton.Yes
+    assert window.close_by_user()
+    assert not panel.busy()  # cancelled and waited for
+    assert len(asked) == 2

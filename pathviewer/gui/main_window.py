@@ -236,7 +236,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(close_action)
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
+        quit_action.triggered.connect(self.close_by_user)
         file_menu.addAction(quit_action)
         self.file_menu = file_menu
         # Edit holds only what features add (undo, delete), so it stays hidden until used.
@@ -477,6 +477,14 @@ class MainWindow(QMainWindow):
         if slide.mpp:
             text += f"   ({x * slide.mpp[0] / 1000:,.3f}, {y * slide.mpp[1] / 1000:,.3f}) mm"
         self.cursor_label.setText(text)
+
+    def close_by_user(self) -> bool:
+        """Close as the user asked (File > Quit): features may ask first (a running job)."""
+        self.setProperty("closing_by_user", True)
+        try:
+            return self.close()
+        finally:
+            self.setProperty("closing_by_user", False)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         for hook in self.close_hooks:

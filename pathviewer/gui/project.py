@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox
 
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.store import DB_NAME, Project
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LAST_PROJECT_SETTING = "project/last"
+#: The projects opened most recently, newest first (File > Recent projects).
+RECENT_PROJECTS_SETTING = "project/recent"
+MAX_RECENT_PROJECTS = 8
 
 
 class ProjectController(QObject):
@@ -38,10 +41,37 @@ class ProjectController(QObject):
 
     projectChanged = Signal(object)
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, parent: QObject | None = None, settings: QSettings | None = None) -> None:
         super().__init__(parent)
         self.project: Project | None = None
         self.actions: tuple[QAction, ...] = ()
+        self.settings = settings or QSettings()
+
+    def recent(self) -> list[str]:
+        """Project folders opened before, newest first, that still hold a project."""
+        value = self.settings.value(RECENT_PROJECTS_SETTING, [])
+        if isinstance(value, str):
+            folders = [value]
+        elif isinstance(value, (list, tuple)):
+            folders = [str(v) for v in value]
+        else:
+            folders = []
+        return [f for f in folders if (Path(f) / DB_NAME).is_file()]
+
+    def reopen_last(self) -> Project | None:
+        """Open the project that was open when the app last closed (None when there is none).
+
+        Annotations drawn in the automatic default project then show again on the next launch
+        instead of looking lost.  A project that no longer opens is skipped with a log line.
+        """
+        last = str(self.settings.value(LAST_PROJECT_SETTING, "") or "")
+        if not last or not (Path(last) / DB_NAME).is_file():
+            return None
+        try:
+            return self.open(last)
+        except PathViewerError as error:
+            log.warning("last project %s not reopened: %s", last, error)
+            return None
 
     def open(self, folder: str | Path, create: bool = False) -> Project:
         """Open (or create) the project in ``folder`` and make it current.
@@ -59,7 +89,10 @@ class ProjectController(QObject):
         )
         self.close()
         self.project = project
-        QSettings().setValue(LAST_PROJECT_SETTING, str(folder))
+        self.settings.setValue(LAST_PROJECT_SETTING, str(folder))
+        resolved = str(folder.resolve())
+        recent = [f for f in self.recent() if f != resolved]
+        self.settings.setValue(RECENT_PROJECTS_SETTING, [resolved, *recent][:MAX_RECENT_PROJECTS])
         log.info("project opened: %s", folder)
         self.projectChanged.emit(project)
         return project
@@ -74,7 +107,7 @@ class ProjectController(QObject):
 
 def install(window: MainWindow) -> ProjectController:
     """Add the File menu's project actions; return the window's project controller."""
-    controller = ProjectController(window)
+    controller = ProjectController(window, window.settings)
 
     def choose(create: bool) -> None:
         title = "New project folder" if create else "Open project folder"
@@ -113,17 +146,36 @@ def install(window: MainWindow) -> ProjectController:
     new_action.triggered.connect(lambda: choose(True))
     open_action = QAction("Open Project…", window)
     open_action.triggered.connect(lambda: choose(False))
+    recent_menu = QMenu("Recent p&rojects", window)
+
+    def fill_recent() -> None:
+        recent_menu.clear()
+        folders = controller.recent()
+        if not folders:
+            recent_menu.addAction("(none)").setEnabled(False)
+        for folder in folders:
+            action = recent_menu.addAction(folder)
+            action.triggered.connect(lambda _checked=False, f=folder: open_folder(f))
+
+    def open_folder(folder: str) -> None:
+        try:
+            controller.open(folder)
+        except PathViewerError as error:
+            QMessageBox.warning(window, "Project", str(error))
+
+    recent_menu.aboutToShow.connect(fill_recent)
     audit_action = QAction("Export &audit trail…", window)
     audit_action.setToolTip("Who changed which label, annotation or slide decision when (CSV)")
     audit_action.triggered.connect(export_audit)
+    recent_action = recent_menu.menuAction()
     existing = file_menu.actions()
     if existing:
         first = existing[0]
-        for action in (new_action, open_action, audit_action):
+        for action in (new_action, open_action, recent_action, audit_action):
             file_menu.insertAction(first, action)
         file_menu.insertSeparator(first)
     else:  # what insertAction(None, ...) does: append
-        for action in (new_action, open_action, audit_action):
+        for action in (new_action, open_action, recent_action, audit_action):
             file_menu.addAction(action)
         file_menu.addSeparator()
     controller.actions = (new_action, open_action, audit_action)

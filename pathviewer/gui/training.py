@@ -819,6 +819,26 @@ class TrainingPanel(QWidget):
         """Add a line to the log view."""
         self.log_view.appendPlainText(text)
 
+    def busy(self) -> bool:
+        """Whether a training run or an analysis is running."""
+        return any(
+            runner is not None and runner.is_running()
+            for runner in (self.runner, self.analysis_runner)
+        )
+
+    def confirm_close(self) -> bool:
+        """Ask whether to cancel the running job and close (True: close)."""
+        answer = QMessageBox.question(
+            self,
+            "A job is running",
+            f"{self._stage or 'A job'} is still running. Cancel it and close PathViewer?\n\n"
+            "A training run keeps its last checkpoint: Train > Resume (or `pathviewer train"
+            " --resume`) continues it later.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
     def shutdown(self, wait_ms: int = 30_000) -> None:
         """Cancel running jobs and wait for their threads (window closing)."""
         for runner in (self.runner, self.analysis_runner):
@@ -870,6 +890,8 @@ def install(
 
 
 class _CloseFilter(QObject):
+    """Asks before a user's close cancels a running job, then stops the job threads."""
+
     def __init__(self, panel: TrainingPanel, parent: QObject) -> None:
         super().__init__(parent)
         self.panel = panel
@@ -878,5 +900,11 @@ class _CloseFilter(QObject):
         from PySide6.QtCore import QEvent
 
         if event.type() == QEvent.Type.Close:
+            # Only a close the user asked for (the title bar, File > Quit) asks; a program
+            # closing its window (tests, a screenshot) does not wait for an answer.
+            by_user = event.spontaneous() or bool(watched.property("closing_by_user"))
+            if by_user and self.panel.busy() and not self.panel.confirm_close():
+                event.ignore()
+                return True
             self.panel.shutdown()
         return False
