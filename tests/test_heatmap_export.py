@@ -163,3 +163,27 @@ def test_cli_names_a_missing_slide_and_writes_nothing(tmp_path: Path) -> None:
         .endswith("gone/slide.svs: slide file not found (give --cohort)")
     )
     assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_tumour_contours_follow_the_cells_and_carry_their_probabilities(tmp_path) -> None:
+    import shapely
+
+    from pathviewer.core.annotations import read_annotations
+    from pathviewer.core.heatmap import Heatmap
+    from pathviewer.core.heatmap_export import tumour_contours, write_heatmap
+
+    probs = np.full((6, 8), 0.1, np.float32)
+    probs[1:3, 1:4] = 0.8  # a 2 x 3 region
+    probs[2, 2] = 0.95
+    probs[4, 6] = 0.6  # a single cell
+    probs[5, 0] = np.nan
+    heatmap = Heatmap("s.svs", (800, 600), (10, 20), (100, 100), probs)
+    big, small = tumour_contours(heatmap)
+    assert big.geometry.equals(shapely.box(110, 120, 410, 320))
+    assert big.class_name == "Tumor" and big.measurements["Patches"] == 6
+    assert big.measurements["Max tumor probability"] == pytest.approx(0.95)
+    assert small.geometry.equals(shapely.box(610, 420, 710, 520))
+    for fmt, name in (("contours", "s.tumour.geojson"), ("contours-asap", "s.tumour.xml")):
+        assert write_heatmap(heatmap, tmp_path / name, fmt) == 2
+        back = read_annotations(tmp_path / name)
+        assert sorted(a.geometry.area for a in back) == [10_000, 60_000]

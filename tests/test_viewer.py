@@ -338,3 +338,22 @@ def _grab_from_image(image: QImage) -> np.ndarray:
     ptr = image.constBits()
     raw = np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine())
     return raw[:, : image.width() * 4].reshape(image.height(), image.width(), 4).copy()
+
+
+def test_figure_export_is_the_view_at_twice_the_resolution(window, cmu_small, tmp_path) -> None:
+    from pathviewer.cli import main
+    from pathviewer.core.errors import PathViewerError
+
+    with pytest.raises(PathViewerError, match="open a slide"):
+        window.export_figure(tmp_path / "none.png")
+    assert window.open_slide(str(cmu_small))
+    assert window.slide_view.wait_until_idle(20)
+    out = window.export_figure(tmp_path / "figure.png")
+    image = QImage(str(out))
+    viewport = window.slide_view.viewport()
+    assert (image.width(), image.height()) == (2 * viewport.width(), 2 * viewport.height())
+    assert _grab_from_image(image).std() > 20
+    cli_out = tmp_path / "cli-figure.png"
+    argv = ["screenshot", str(cmu_small), str(cli_out), "--size", "900x640", "--figure", "2"]
+    assert main(argv) == 0
+    assert QImage(str(cli_out)).width() > 900  # the view alone, doubled

@@ -21,13 +21,19 @@ def register(groups: Any) -> None:
             " measurement maps draws them); asap -> <slide>_likelihood_map.tif (float"
             " probabilities, one level per slide level with the slide's downsamples); tiff ->"
             " <slide>_probability.tif (8-bit, for QuPath or OpenSlide); csv -> <slide>.patches.csv"
-            " (x,y,width,height,value). asap and tiff read the slide's pyramid: give the cohort"
+            " (x,y,width,height,value); contours -> <slide>.tumour.geojson (QuPath annotations of"
+            " the tumour regions: patches at or above 0.5 sharing edges, with their max and mean"
+            " probability); contours-asap -> <slide>.tumour.xml (the same regions in ASAP XML)."
+            " asap and tiff read the slide's pyramid: give the cohort"
             " CSV when slides.csv names slides by relative path."
         ),
     )
     heatmap.add_argument("predictions", help="folder written by `pathviewer infer`")
     heatmap.add_argument(
-        "--format", required=True, choices=("qupath", "asap", "tiff", "csv"), dest="fmt"
+        "--format",
+        required=True,
+        choices=("qupath", "asap", "tiff", "csv", "contours", "contours-asap"),
+        dest="fmt",
     )
     heatmap.add_argument("--out", required=True, help="folder for the exported files")
     heatmap.add_argument("--cohort", help="cohort CSV that names the slides (for asap, tiff)")

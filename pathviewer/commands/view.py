@@ -61,6 +61,13 @@ def register(groups: CommandGroups) -> None:
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for tiles")
     parser.add_argument(
+        "--figure",
+        type=float,
+        metavar="SCALE",
+        help="only the slide view with its scale bar and colour bar, at SCALE x the window's"
+        " resolution (e.g. 2), for a figure",
+    )
+    parser.add_argument(
         "--heatmap",
         metavar="PRED_DIR",
         default=None,
@@ -156,6 +163,7 @@ def _run(args: argparse.Namespace) -> int:
         mag=args.mag,
         before_grab=_heatmap_hook(args.heatmap, args.outlines) if args.heatmap else None,
         timeout=args.timeout,
+        figure_scale=args.figure,
     )
     print(args.out)
     return 0
@@ -169,6 +177,7 @@ def render_screenshot(
     mag: float | None = None,
     before_grab: Callable[[MainWindow], None] | None = None,
     timeout: float = 60.0,
+    figure_scale: float | None = None,
 ) -> Path:
     """Open ``paths`` in a main window of ``size``, position it, wait for the tiles, save a PNG.
 
@@ -186,6 +195,9 @@ def render_screenshot(
         Called with the window after positioning (add overlays here).
     timeout
         Seconds to wait for the visible tiles.
+    figure_scale
+        Write only the slide view (with its scale bar and colour bar) at this many times the
+        screen resolution, for a figure; None writes the whole window.
 
     Raises
     ------
@@ -216,21 +228,13 @@ def render_screenshot(
             before_grab(window)
         if not view.wait_until_idle(timeout):
             raise SlideError(paths[0], f"tiles did not load within {timeout:g} s")
-        image = window.grab().toImage()
-        out = Path(out)
-        from PySide6.QtCore import QBuffer, QByteArray, QIODevice
-        from PySide6.QtGui import QImageWriter
+        from pathviewer.gui.slide_view import png_bytes
 
-        data = QByteArray()
-        buffer = QBuffer(data)
-        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-        # QImage.save(buffer, "PNG") does the same, but PySide6's stubs want a bytes format
-        # there and its runtime only takes a str one.
-        if not QImageWriter(buffer, QByteArray(b"PNG")).write(image):
-            raise PathViewerError(f"{out}: cannot encode the screenshot as PNG")
-        buffer.close()
+        image = view.render_figure(figure_scale) if figure_scale else window.grab().toImage()
+        out = Path(out)
+        data = png_bytes(image)
         with atomic_write(out, "wb") as handle:
-            handle.write(bytes(data.data()))
+            handle.write(data)
         return out
     finally:
         window.close()

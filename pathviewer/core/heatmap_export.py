@@ -18,7 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pathviewer.core.annotations import read_annotations, tiles_to_geojson
+from pathviewer.core.annotations import (
+    Annotation,
+    read_annotations,
+    tiles_to_geojson,
+    write_annotations,
+)
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.heatmap import Heatmap
@@ -30,7 +35,13 @@ EXPORT_FORMATS = {
     "asap": "_likelihood_map.tif",
     "tiff": "_probability.tif",
     "csv": ".patches.csv",
+    "contours": ".tumour.geojson",
+    "contours-asap": ".tumour.xml",
 }
+#: Formats that write tumour regions (outlines of the cells at or above a threshold).
+CONTOUR_FORMATS = ("contours", "contours-asap")
+#: Patch probability from which a cell belongs to a tumour region (the heatmap's top regions).
+CONTOUR_THRESHOLD = 0.5
 #: Measurement name of exported tiles (what QuPath's measurement map lists).
 MEASUREMENT = "Tumor probability"
 #: Map pixels per heatmap cell side in exported images (cells stay crisp when ASAP zooms in).
@@ -59,6 +70,41 @@ def write_qupath_tiles(heatmap: Heatmap, path: str | os.PathLike[str]) -> int:
         Tiles written (the file is written atomically).
     """
     return tiles_to_geojson(cell_rows(heatmap), path, measurement=MEASUREMENT)
+
+
+def tumour_contours(heatmap: Heatmap, threshold: float = CONTOUR_THRESHOLD) -> list[Annotation]:
+    """The heatmap's tumour regions as ``Tumor`` annotations, largest first.
+
+    A region is a set of scored cells at or above ``threshold`` that share edges; its outline
+    follows the cells exactly (a union of their boxes, holes kept).  Each carries the region's
+    highest and mean probability and its number of patches as measurements.
+    """
+    import shapely
+    from scipy import ndimage
+
+    probs = np.nan_to_num(np.asarray(heatmap.probs, np.float32), nan=-1.0)
+    labels, count = ndimage.label(probs >= threshold)
+    regions: list[tuple[int, Annotation]] = []
+    for number in range(1, count + 1):
+        rows, cols = np.nonzero(labels == number)
+        boxes = [
+            shapely.box(*_corners(heatmap, int(r), int(c))) for r, c in zip(rows, cols, strict=True)
+        ]
+        outline = shapely.union_all(boxes)
+        values = probs[rows, cols]
+        measurements = {
+            "Max tumor probability": round(float(values.max()), 6),
+            "Mean tumor probability": round(float(values.mean()), 6),
+            "Patches": float(len(values)),
+        }
+        regions.append((len(values), Annotation(outline, "Tumor", measurements=measurements)))
+    regions.sort(key=lambda item: -item[0])
+    return [annotation for _, annotation in regions]
+
+
+def _corners(heatmap: Heatmap, row: int, col: int) -> tuple[int, int, int, int]:
+    x, y, width, height = heatmap.cell_box(row, col)
+    return x, y, x + width, y + height
 
 
 def map_factor(heatmap: Heatmap, pixels_per_cell: int = PIXELS_PER_CELL) -> int:
@@ -288,13 +334,17 @@ def write_heatmap(
     Returns
     -------
     int
-        Scored cells written.
+        Scored cells written (regions for the contour formats).
     """
     export_name(heatmap.slide, fmt)  # an unknown format is refused here
     if fmt == "qupath":
         return write_qupath_tiles(heatmap, path)
     if fmt == "csv":
         return write_table(heatmap, path)
+    if fmt in CONTOUR_FORMATS:
+        regions = tumour_contours(heatmap)
+        write_annotations(path, regions)
+        return len(regions)
     if slide is None:
         raise HeatmapExportError(f"{heatmap.slide}: a {fmt} map needs the slide's pyramid")
     mpp = slide.mpp[0] if slide.mpp else None

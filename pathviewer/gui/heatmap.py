@@ -78,6 +78,7 @@ from shiboken6 import isValid
 from pathviewer.core.errors import PathViewerError, PredictionsError
 from pathviewer.core.heatmap import Heatmap, HeatmapError, load_heatmap
 from pathviewer.core.heatmap_export import (
+    CONTOUR_FORMATS,
     EXPORT_FORMATS,
     export_name,
     read_heatmap_file,
@@ -1105,6 +1106,8 @@ EXPORT_FILTERS = {
     "ASAP likelihood map (*.tif)": "asap",
     "Probability image for QuPath / OpenSlide (*.tif)": "tiff",
     "Patch table x,y,width,height,value (*.csv)": "csv",
+    "Tumour regions as QuPath annotations (*.geojson)": "contours",
+    "Tumour regions as ASAP annotations (*.xml)": "contours-asap",
 }
 
 
@@ -1131,7 +1134,8 @@ def choose_and_export(window: MainWindow, controller: HeatmapController) -> None
     except (PathViewerError, OSError) as error:
         QMessageBox.warning(window, "Export heatmap", f"{path}: {error}")
         return
-    window.statusBar().showMessage(f"Exported {count} cells to {path}", 8000)
+    what = "tumour regions" if fmt in CONTOUR_FORMATS else "cells"
+    window.statusBar().showMessage(f"Exported {count} {what} to {path}", 8000)
 
 
 def install(window: MainWindow) -> tuple[HeatmapController, HeatmapDock]:

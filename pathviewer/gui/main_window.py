@@ -229,6 +229,13 @@ class MainWindow(QMainWindow):
         file_menu.addAction(cohort_action)
         self.recent_menu = file_menu.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        figure_action = QAction("Export &figure (PNG)…", self)
+        figure_action.setToolTip(
+            "The slide view with its overlays, scale bar and colour bar, at twice the screen's"
+            " resolution"
+        )
+        figure_action.triggered.connect(self.choose_figure_file)
+        file_menu.addAction(figure_action)
         file_menu.addSeparator()
         close_action = QAction("&Close slide", self)
         close_action.setShortcut(QKeySequence.StandardKey.Close)
@@ -389,6 +396,40 @@ class MainWindow(QMainWindow):
         )
         if path:
             self.open_paths([path])
+
+    def export_figure(self, path: str | Path, scale: float = 2.0) -> Path:
+        """Write what the slide view shows as a PNG at ``scale`` x the screen resolution.
+
+        Raises
+        ------
+        PathViewerError
+            No slide is open, or the file cannot be written (OSError is passed on).
+        """
+        from pathviewer.core.atomic import atomic_write
+        from pathviewer.gui.slide_view import png_bytes
+
+        if self.slide_view.current_slide is None:
+            raise PathViewerError("open a slide first")
+        data = png_bytes(self.slide_view.render_figure(scale))
+        with atomic_write(path, "wb") as handle:
+            handle.write(data)
+        return Path(path)
+
+    def choose_figure_file(self) -> None:
+        slide = self.slide_view.current_slide
+        if slide is None:
+            QMessageBox.information(self, "Export figure", "Open a slide first.")
+            return
+        start = str(Path(slide.path).with_suffix("")) + ".figure.png"
+        path, _ = QFileDialog.getSaveFileName(self, "Export figure", start, "PNG (*.png)")
+        if not path:
+            return
+        try:
+            self.export_figure(path)
+        except (PathViewerError, OSError) as error:
+            QMessageBox.warning(self, "Export figure", f"{path}: {error}")
+            return
+        self.statusBar().showMessage(f"Figure written to {path}", 8000)
 
     def choose_cohort(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open cohort", "", "Cohort CSV (*.csv)")

@@ -436,6 +436,20 @@ class SlideView(QGraphicsView):
         self.viewport().update()
         self._request_timer.start()
 
+    def render_figure(self, scale: float = 2.0) -> QImage:
+        """What the view shows (slide, overlays, scale bar and colour bar) at ``scale`` times
+        the screen's resolution, for a figure."""
+        viewport = self.viewport()
+        image = QImage(
+            max(1, round(viewport.width() * scale)),
+            max(1, round(viewport.height() * scale)),
+            QImage.Format.Format_RGB32,
+        )
+        image.setDevicePixelRatio(scale)
+        image.fill(BACKGROUND)
+        viewport.render(image)
+        return image
+
     def set_display(self, settings: DisplaySettings) -> None:
         """Show the slide with ``settings``; the cached tiles are reused, none is read again."""
         if settings != self.display.settings:
@@ -768,6 +782,28 @@ class SlideView(QGraphicsView):
         super().mouseMoveEvent(event)
         if self._slide is not None:
             self.cursorMoved.emit(*self.view_to_level0(event.position()))
+
+
+def png_bytes(image: QImage) -> bytes:
+    """``image`` encoded as PNG.
+
+    Raises
+    ------
+    SlideError
+        The image cannot be encoded (an empty image).
+    """
+    from PySide6.QtCore import QBuffer, QByteArray, QIODevice
+    from PySide6.QtGui import QImageWriter
+
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    # QImage.save(buffer, "PNG") does the same, but PySide6's stubs want a bytes format there
+    # and its runtime only takes a str one.
+    if not QImageWriter(buffer, QByteArray(b"PNG")).write(image):
+        raise SlideError("figure", "cannot encode the image as PNG")
+    buffer.close()
+    return bytes(data.data())
 
 
 def open_slide_checked(path: str) -> SlideSource:
