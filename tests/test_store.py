@@ -484,7 +484,7 @@ def test_annotations_of_a_version_2_database_read_with_stable_uuids(tmp_path: Pa
     )
     conn.close()
     with Project.open(folder) as project:
-        assert schema_version(project.connection) == SCHEMA_VERSION == 5
+        assert schema_version(project.connection) == SCHEMA_VERSION == 6
         (record,) = project.annotations(1)
         uid = record.annotation.uid
         assert uid and len(uid) == 36 and not record.annotation.locked

@@ -145,6 +145,52 @@ def register(groups: CommandGroups) -> None:
     report.add_argument("--project", required=True, metavar="DIR", help="project folder")
     report.set_defaults(func=_run_review_report)
 
+    agreement = groups.labels.add_parser(
+        "agreement",
+        help="agreement between reviewers (Cohen's and Fleiss' kappa) and the disputed patches",
+        description="Kappa between every pair of reviewers over the patches both reviewed, per"
+        " class (one against the rest) and, with three or more, Fleiss' kappa (JSON). Patches"
+        " on which reviewers disagree stay untrusted until adjudicated.",
+    )
+    agreement.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    agreement.add_argument("--disputed", metavar="CSV", help="write the adjudication queue here")
+    agreement.set_defaults(func=_run_agreement)
+
+    adjudicate = groups.labels.add_parser(
+        "adjudicate",
+        help="settle a disputed patch: its label becomes the trusted one",
+    )
+    adjudicate.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    adjudicate.add_argument("--patch", required=True, type=int, help="patch_label_id")
+    adjudicate.add_argument("--label", required=True, help="the label decided")
+    adjudicate.add_argument("--author", help="who adjudicates (default: the user name)")
+    adjudicate.add_argument("--note", default="", help="why")
+    adjudicate.set_defaults(func=_run_adjudicate)
+
+
+def _run_agreement(args: argparse.Namespace) -> int:
+    from pathviewer.core.agreement import reviewer_agreement
+    from pathviewer.core.store import Project
+
+    with Project.open(args.project) as project:
+        report = reviewer_agreement(project.reviewer_labels())
+        if args.disputed:
+            report["disputed_csv"] = str(args.disputed)
+            project.export_disputed_csv(args.disputed)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _run_adjudicate(args: argparse.Namespace) -> int:
+    import getpass
+
+    from pathviewer.core.store import Project
+
+    with Project.open(args.project) as project:
+        project.adjudicate(args.patch, args.label, args.author or getpass.getuser(), args.note)
+    print(f"patch label {args.patch}: {args.label} (adjudicated)")
+    return 0
+
 
 def _run_audit(args: argparse.Namespace) -> int:
     from pathviewer.core.store import Project

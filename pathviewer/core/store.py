@@ -164,6 +164,19 @@ MIGRATIONS: list[str] = [
     ALTER TABLE reviews ADD COLUMN suggestion_shown INTEGER;
     ALTER TABLE reviews ADD COLUMN seconds REAL;
     """,
+    # v6: several reviewers.  When reviewers disagree on a patch, an adjudicator's decision
+    # settles it; the patch stays untrusted until then.
+    """
+    CREATE TABLE adjudications (
+        id INTEGER PRIMARY KEY,
+        patch_label_id INTEGER NOT NULL REFERENCES patch_labels(id) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        author TEXT,
+        note TEXT NOT NULL DEFAULT '',
+        decided_at TEXT NOT NULL
+    );
+    CREATE INDEX adjudications_label ON adjudications(patch_label_id, id);
+    """,
 ]
 
 #: The schema version this code writes.
@@ -888,7 +901,13 @@ class Project:
                     )
                 label = suggestion[0]
             elif decision == "keep":
-                label = current[0]
+                # The label the flag questioned, not whatever an earlier reviewer set it to:
+                # with several reviewers, "keep" by one must not read as agreeing with another.
+                given = conn.execute(
+                    "SELECT given FROM flags WHERE patch_label_id = ? ORDER BY id DESC LIMIT 1",
+                    (patch_label_id,),
+                ).fetchone()
+                label = given[0] if given is not None else current[0]
             elif decision == "assign" and not label:
                 raise ProjectError(f"patch label {patch_label_id}: 'assign' needs a label")
             shown = None if suggestion_shown is None else int(bool(suggestion_shown))
@@ -901,10 +920,93 @@ class Project:
                 conn.execute("UPDATE patch_labels SET trusted = 0 WHERE id = ?", (patch_label_id,))
             else:
                 conn.execute(
-                    "UPDATE patch_labels SET label = ?, trusted = 1 WHERE id = ?",
-                    (label, patch_label_id),
+                    "UPDATE patch_labels SET label = ?, trusted = ? WHERE id = ?",
+                    (label, int(self._settled(conn, patch_label_id)), patch_label_id),
                 )
+                adjudicated = self._adjudicated(conn, patch_label_id)
+                if adjudicated is not None:  # an adjudication stands over later reviews
+                    conn.execute(
+                        "UPDATE patch_labels SET label = ?, trusted = 1 WHERE id = ?",
+                        (adjudicated, patch_label_id),
+                    )
         return int(cursor.lastrowid or 0)
+
+    @staticmethod
+    def _reviewer_labels(conn: sqlite3.Connection, patch_label_id: int) -> dict[str, str]:
+        """Each reviewer's latest label of a patch (``unsure`` gives none)."""
+        rows = conn.execute(
+            "SELECT COALESCE(author, ''), decision, label FROM reviews "
+            "WHERE patch_label_id = ? ORDER BY id",
+            (patch_label_id,),
+        )
+        latest: dict[str, str | None] = {}
+        for author, decision, label in rows:
+            latest[author] = None if decision == "unsure" else label
+        return {author: label for author, label in latest.items() if label is not None}
+
+    def _settled(self, conn: sqlite3.Connection, patch_label_id: int) -> bool:
+        """Whether every reviewer of a patch gave it the same label."""
+        return len(set(self._reviewer_labels(conn, patch_label_id).values())) <= 1
+
+    @staticmethod
+    def _adjudicated(conn: sqlite3.Connection, patch_label_id: int) -> str | None:
+        row = conn.execute(
+            "SELECT label FROM adjudications WHERE patch_label_id = ? ORDER BY id DESC LIMIT 1",
+            (patch_label_id,),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def disputed(self) -> dict[int, dict[str, str]]:
+        """Patches on which reviewers disagree and no adjudication has settled it.
+
+        Returns
+        -------
+        dict
+            ``{patch label id: {reviewer: label}}``, the adjudication queue.
+        """
+        conn = self.connection
+        ids = [
+            int(row[0])
+            for row in conn.execute(
+                "SELECT patch_label_id FROM reviews GROUP BY patch_label_id "
+                "HAVING COUNT(DISTINCT COALESCE(author, '')) > 1"
+            )
+        ]
+        out = {}
+        for patch_label_id in ids:
+            labels = self._reviewer_labels(conn, patch_label_id)
+            if len(set(labels.values())) > 1 and self._adjudicated(conn, patch_label_id) is None:
+                out[patch_label_id] = labels
+        return out
+
+    def adjudicate(
+        self, patch_label_id: int, label: str, author: str | None = None, note: str = ""
+    ) -> int:
+        """Settle a disputed patch: ``label`` becomes its trusted label; returns the id."""
+        if not label:
+            raise ProjectError(f"patch label {patch_label_id}: an adjudication needs a label")
+        with self._edit("adjudications", [patch_label_id]) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM patch_labels WHERE id = ?", (patch_label_id,)
+            ).fetchone()
+            if exists is None:
+                raise ProjectError(f"{self.db_path}: no patch label with id {patch_label_id}")
+            cursor = conn.execute(
+                "INSERT INTO adjudications(patch_label_id, label, author, note, decided_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (patch_label_id, label, author, note, _now()),
+            )
+            conn.execute(
+                "UPDATE patch_labels SET label = ?, trusted = 1 WHERE id = ?",
+                (label, patch_label_id),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def reviewer_labels(self) -> dict[int, dict[str, str]]:
+        """Every reviewed patch's latest label by each reviewer: ``{patch id: {who: label}}``."""
+        conn = self.connection
+        ids = [int(r[0]) for r in conn.execute("SELECT DISTINCT patch_label_id FROM reviews")]
+        return {i: labels for i in ids if (labels := self._reviewer_labels(conn, i))}
 
     def record_slide_review(
         self,
@@ -1169,6 +1271,15 @@ class Project:
             rows.append(
                 (decided, author or "", f"review {decision}", path, f"box {x},{y},{w},{h}", detail)
             )
+        for decided, author, path, x, y, w, h, label, note in conn.execute(
+            "SELECT a.decided_at, a.author, s.path, p.x, p.y, p.width, p.height, a.label, a.note "
+            "FROM adjudications a JOIN patch_labels p ON p.id = a.patch_label_id "
+            "JOIN slides s ON s.id = p.slide_id"
+        ):
+            detail = label + (f"; {note}" if note else "")
+            rows.append(
+                (decided, author or "", "adjudicated", path, f"box {x},{y},{w},{h}", detail)
+            )
         for decided, author, path, status, note, score in conn.execute(
             "SELECT r.decided_at, r.author, s.path, r.status, r.note, r.score "
             "FROM slide_reviews r JOIN slides s ON s.id = r.slide_id"
@@ -1177,6 +1288,25 @@ class Project:
             rows.append((decided, author or "", f"slide {status}", path, "slide", detail.strip()))
         rows.sort(key=lambda row: row[0])
         return rows
+
+    def export_disputed_csv(self, path: str | os.PathLike[str]) -> int:
+        """Write the adjudication queue (:meth:`disputed`) as CSV; returns the row count.
+
+        Columns ``patch_label_id,slide,x,y,width,height,labels`` where ``labels`` lists
+        ``reviewer=label`` pairs separated by ``;``.
+        """
+        disputed = self.disputed()
+        records = {r.id: r for r in self.patch_labels() if r.id in disputed}
+        with atomic_write(path) as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["patch_label_id", "slide", "x", "y", "width", "height", "labels"])
+            for pid, labels in sorted(disputed.items()):
+                r = records[pid]
+                given = ";".join(
+                    f"{who or '(anonymous)'}={label}" for who, label in sorted(labels.items())
+                )
+                writer.writerow([pid, r.slide_path, r.x, r.y, r.width, r.height, given])
+        return len(disputed)
 
     def export_audit_csv(self, path: str | os.PathLike[str]) -> int:
         """Write :meth:`audit_rows` as CSV (atomically); returns the number of rows."""

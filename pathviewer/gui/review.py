@@ -971,7 +971,15 @@ class ReviewPanel(QWidget):
         if self.project is None:
             self.counts_label.setText("no project — open one (File) or import flags")
         else:
-            self.counts_label.setText(f"reviewed {reviewed} · left {left}")
+            disputed = len(self.project.disputed())
+            text = f"reviewed {reviewed} · left {left}"
+            if disputed:
+                text += f" · {disputed} disputed between reviewers"
+                self.counts_label.setToolTip(
+                    "Reviewers gave these patches different labels; they stay untrusted until"
+                    " adjudicated (pathviewer labels agreement / adjudicate)"
+                )
+            self.counts_label.setText(text)
 
     def _update_keys(self) -> None:
         classes = self.project.classes() if self.project is not None else {}
