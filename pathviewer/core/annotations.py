@@ -220,7 +220,8 @@ def read_geojson(path: str | os.PathLike[str]) -> list[Annotation]:
         raw = path.read_bytes()
         if path.suffix.lower() == ".gz":
             raw = gzip.decompress(raw)
-        data = json.loads(raw.decode("utf-8"))
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the JSON.
+        data = json.loads(raw.decode("utf-8-sig"))
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file not found") from None
     except (UnicodeDecodeError, json.JSONDecodeError, gzip.BadGzipFile, EOFError) as error:

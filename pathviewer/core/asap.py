@@ -90,6 +90,11 @@ def _coordinates(element: ET.Element, where: str) -> list[tuple[float, float]]:
             x = float(coordinate.attrib["X"])
             y = float(coordinate.attrib["Y"])
             order = float(coordinate.attrib.get("Order", position))
+            if not math.isfinite(order):
+                raise AnnotationError(
+                    f"{where}: coordinate {position} has Order={coordinate.attrib['Order']!r},"
+                    " not a finite number (the vertex order would be lost)"
+                )
         except KeyError as error:
             raise AnnotationError(
                 f"{where}: coordinate {position} has no {error.args[0]}"

@@ -78,6 +78,7 @@ def read_cohort(csv_path: str | os.PathLike[str], check_files: bool = True) -> l
                     f"{csv_path}: missing column(s) {', '.join(missing)} (need {','.join(COHORT_COLUMNS)})"
                 )
             seen: set[str] = set()
+            rows_of_path: dict[Path, int] = {}
             for line_no, raw in enumerate(reader, start=2):
                 row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
                 slide = row.get("slide", "")
@@ -104,6 +105,14 @@ def read_cohort(csv_path: str | os.PathLike[str], check_files: bool = True) -> l
                 path = (base / slide).resolve()
                 if check_files and not path.is_file():
                     raise CohortError(f"{csv_path} row {line_no}: slide file not found: {path}")
+                if path in rows_of_path:
+                    # ``slide_01.tif`` and ``./slide_01.tif`` are one slide: two labels for it
+                    # would train on a contradiction.
+                    raise CohortError(
+                        f"{csv_path} row {line_no}: slide {slide!r} is the file of row "
+                        f"{rows_of_path[path]} again ({path})"
+                    )
+                rows_of_path[path] = line_no
                 annotations_text = row.get("annotations", "")
                 annotations = (base / annotations_text).resolve() if annotations_text else None
                 if check_files and annotations is not None and not annotations.is_file():
@@ -132,7 +141,7 @@ def read_table(
     """
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             fields = list(reader.fieldnames or [])
             rows = list(reader)

@@ -449,6 +449,13 @@ class Project:
         folder = Path(folder)
         if not (folder / DB_NAME).is_file():
             raise ProjectError(f"{folder}: no {DB_NAME} here (not a PathViewer project)")
+        if (folder / DB_NAME).stat().st_size == 0:
+            # SQLite would open an empty file as a new database: an empty, class-less project
+            # where the user's data was expected.
+            raise ProjectError(
+                f"{folder / DB_NAME}: the file is empty (0 bytes), not a PathViewer project;"
+                " restore it from a backup, or remove it to start a new project here"
+            )
         project = cls(folder)
         project._connect()
         return project
@@ -806,16 +813,20 @@ class Project:
                         f"patch label {i}: expected slide, x, y, width, height, label"
                     )
                 slide, x, y, width, height, label = values
-                slide_id = self.add_slide(slide) if isinstance(slide, str) else int(slide)
+                try:
+                    slide_id = self.add_slide(slide) if isinstance(slide, str) else int(slide)
+                    box = [int(v) for v in (x, y, width, height)]
+                except (TypeError, ValueError, OverflowError):
+                    raise ProjectError(
+                        f"patch label {i}: slide {slide!r} and box {x!r}, {y!r}, {width!r}, "
+                        f"{height!r} must be a slide and whole numbers"
+                    ) from None
                 cursor = conn.execute(
                     "INSERT INTO patch_labels(slide_id, x, y, width, height, label, source, "
                     "trusted, author, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         slide_id,
-                        int(x),
-                        int(y),
-                        int(width),
-                        int(height),
+                        *box,
                         str(label),
                         source,
                         is_trusted,

@@ -1,0 +1,64 @@
+"""Small bad inputs of issue 15 item 11: each is refused in one line or read as meant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pathviewer.core.annotations import AnnotationError, read_annotations
+from pathviewer.core.cohort import read_cohort, read_table
+from pathviewer.core.errors import CohortError
+from pathviewer.core.store import DB_NAME, Project, ProjectError
+
+
+def test_one_slide_twice_under_two_names_is_refused(tmp_path: Path) -> None:
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "slide_01.tif", np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+    csv = tmp_path / "c.csv"
+    csv.write_text("slide,label,split\nslide_01.tif,1,train\n./slide_01.tif,0,train\n")
+    with pytest.raises(CohortError, match="row 3: slide './slide_01.tif' is the file of row 2"):
+        read_cohort(csv)
+
+
+def test_an_empty_project_database_is_not_opened_as_a_new_project(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / DB_NAME).write_bytes(b"")
+    with pytest.raises(ProjectError, match="empty \\(0 bytes\\)"):
+        Project.open(folder)
+
+
+def test_byte_order_marks_are_read_in_geojson_and_tables(tmp_path: Path) -> None:
+    geojson = tmp_path / "b.geojson"
+    geojson.write_bytes(
+        b'\xef\xbb\xbf{"type":"FeatureCollection","features":[{"type":"Feature",'
+        b'"geometry":{"type":"Point","coordinates":[1,2]},"properties":{}}]}'
+    )
+    assert len(read_annotations(geojson)) == 1
+    table = tmp_path / "flags.csv"
+    table.write_bytes(b"\xef\xbb\xbfslide,x\na.svs,1\n")
+    rows, fields = read_table(table, ["slide", "x"])
+    assert fields == ["slide", "x"] and rows[0]["slide"] == "a.svs"
+
+
+def test_a_non_finite_vertex_order_is_refused(tmp_path: Path) -> None:
+    xml = tmp_path / "a.xml"
+    xml.write_text(
+        '<ASAP_Annotations><Annotations><Annotation Name="a" Type="Polygon" PartOfGroup="Tumor">'
+        '<Coordinates><Coordinate Order="0" X="0" Y="0"/><Coordinate Order="nan" X="10" Y="0"/>'
+        '<Coordinate Order="2" X="10" Y="10"/></Coordinates></Annotation></Annotations>'
+        "</ASAP_Annotations>"
+    )
+    with pytest.raises(AnnotationError, match="Order='nan'"):
+        read_annotations(xml)
+
+
+def test_bad_patch_label_boxes_are_a_project_error(tmp_path: Path) -> None:
+    project = Project.create(tmp_path / "p")
+    with pytest.raises(ProjectError, match="patch label 0: .*whole numbers"):
+        project.add_patch_labels([("/x.svs", "a", 0, 10, 10, "Tumor")], source="annotator")
+    assert project.patch_labels() == []
+    project.close()
