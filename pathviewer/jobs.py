@@ -136,6 +136,7 @@ def train_slide_model(
     config: Any,
     resume: bool = False,
     dist: Any = None,
+    calibrate: bool = True,
 ) -> Generator[Progress, None, Any]:
     """Train a slide model (``config.method``: ngsd, naive or abmil) on a cohort's train split.
 
@@ -153,6 +154,9 @@ def train_slide_model(
         Continue from the run folder's last checkpoint (ngsd and naive).
     dist
         A :class:`~pathviewer.ml.distributed.DistContext` under ``torchrun`` (ngsd and naive).
+    calibrate
+        Choose the run's operating point afterwards (:func:`calibrate_model`; not under
+        ``torchrun``, where rank 0 alone would have to score the slides).
 
     Returns
     -------
@@ -163,7 +167,7 @@ def train_slide_model(
     trainer = SLIDE_TRAINERS.get(config.method, _train_ngsd)
     result = yield from trainer(cohort_csv, run_dir, config, resume, dist)
     model_path = getattr(result, "model_path", None)
-    if dist is None and model_path is not None and Path(model_path).is_file():
+    if calibrate and dist is None and model_path is not None and Path(model_path).is_file():
         yield from calibrate_model(model_path, cohort_csv)
     return result
 
