@@ -578,3 +578,38 @@ def test_the_next_launch_reopens_the_last_project_and_lists_it_as_recent(window,
     finally:
         second.context.project.close()
         second.close()
+
+
+def test_import_warns_about_shapes_off_the_slide_and_adds_new_classes(
+    window, project, tmp_path
+) -> None:
+    from tests.conftest import shared_file
+
+    camelyon_xml = shared_file("fixtures", "camelyon16", "tumor_085.xml")
+    controller = window.context.annotations
+    questions: list[str] = []
+    # tumor_085.xml is for a 100k px CAMELYON16 slide: every outline is off this 2048 px one.
+    assert controller.import_file(str(camelyon_xml), lambda q: questions.append(q) or False) == 0
+    assert questions and "outside this slide (2048 × 2048 px)" in questions[0]
+    assert _stored_or_empty(window) == []
+    # A file that fits: its new class joins the palette with its own colour, not Normal's.
+    path = tmp_path / "fits.geojson"
+    path.write_text(
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": {"type":'
+        ' "Polygon", "coordinates": [[[10, 10], [60, 10], [60, 60], [10, 10]]]}, "properties":'
+        ' {"classification": {"name": "metastasis"}}}]}'
+    )
+    assert controller.import_file(str(path), lambda q: questions.append(q) or False) == 1
+    assert len(questions) == 1  # nothing off the slide: no question
+    assert "metastasis" in controller.classes and "metastasis" in controller.panel.class_buttons
+    assert controller.classes["metastasis"] not in (
+        controller.classes[name] for name in controller.classes if name != "metastasis"
+    )
+    assert "metastasis" in project.classes()
+
+
+def _stored_or_empty(window) -> list:
+    session = window.context.annotations.session
+    if session is None:
+        return []
+    return [r.annotation for r in session.project.annotations(session.slide_id)]

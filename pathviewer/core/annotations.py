@@ -424,3 +424,50 @@ def tiles_to_geojson(
         )
     write_geojson(path, annotations)
     return len(annotations)
+
+
+#: Colours given to classes that arrive without one (well apart from each other and from the
+#: default palette's red, green and blue).
+DISTINCT_COLORS: tuple[tuple[int, int, int], ...] = (
+    (255, 127, 14),
+    (148, 103, 189),
+    (23, 190, 207),
+    (227, 119, 194),
+    (188, 189, 34),
+    (140, 86, 75),
+    (255, 215, 0),
+    (0, 128, 128),
+)
+
+
+def new_class_colors(
+    annotations: Iterable[Annotation], palette: Mapping[str, tuple[int, int, int]]
+) -> dict[str, tuple[int, int, int]]:
+    """Colours for the classes of ``annotations`` that ``palette`` lacks.
+
+    An annotation's own colour is kept (QuPath and ASAP write one); otherwise the first
+    :data:`DISTINCT_COLORS` entry the palette does not use yet.
+    """
+    used = set(palette.values())
+    added: dict[str, tuple[int, int, int]] = {}
+    for annotation in annotations:
+        name = annotation.class_name
+        if not name or name in palette or name in added:
+            continue
+        color = annotation.color
+        if color is None or color in used:
+            color = next((c for c in DISTINCT_COLORS if c not in used), DISTINCT_COLORS[0])
+        added[name] = color
+        used.add(color)
+    return added
+
+
+def outside_slide(annotations: Sequence[Annotation], dimensions: tuple[int, int]) -> int:
+    """How many of ``annotations`` lie wholly outside a slide of ``dimensions`` (level-0 px)."""
+    width, height = dimensions
+    count = 0
+    for annotation in annotations:
+        x0, y0, x1, y1 = annotation.geometry.bounds
+        if x1 < 0 or y1 < 0 or x0 > width or y0 > height:
+            count += 1
+    return count

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,6 +94,8 @@ from pathviewer.core.annotations import (
     DEFAULT_CLASSES,
     Annotation,
     annotation_format,
+    new_class_colors,
+    outside_slide,
     qupath_offset,
     read_annotations,
     shift_annotations,
@@ -1075,8 +1078,13 @@ class AnnotationController(QObject):
 
     # -- import / export ---------------------------------------------------------------------
 
-    def import_file(self, path: str) -> int:
+    def import_file(self, path: str, confirm: Callable[[str], bool] | None = None) -> int:
         """Import GeoJSON or ASAP XML into the current slide, all or nothing; returns the count.
+
+        Classes the palette lacks are added to it (each with its own colour).  When some shapes
+        lie wholly outside the slide (a file made for another slide), ``confirm`` is asked
+        with a sentence saying so; False imports nothing (without ``confirm`` the import goes
+        on).
 
         Raises
         ------
@@ -1090,6 +1098,25 @@ class AnnotationController(QObject):
         if self.qupath_coordinates and annotation_format(path) == "geojson":
             dx, dy = qupath_offset(slide.properties)
             annotations = shift_annotations(annotations, dx, dy)
+        outside = outside_slide(annotations, slide.dimensions)
+        if outside and confirm is not None:
+            width, height = slide.dimensions
+            question = (
+                f"{outside} of the {len(annotations)} annotations in {Path(path).name} lie"
+                f" wholly outside this slide ({width} × {height} px): the file may belong to"
+                " another slide. Import them anyway?"
+            )
+            if not confirm(question):
+                return 0
+        new_classes = new_class_colors(annotations, self.classes)
+        if new_classes:
+            project = self.ensure_project()
+            for name, rgb in new_classes.items():
+                project.set_class(name, rgb)
+            self.classes = project.classes()
+            self.panel.set_classes(self.classes, self.current_class)
+            if self.layer is not None:
+                self.layer.set_palette(self.classes)
         command = self.push(
             lambda s: AddAnnotationsCommand(s, annotations, f"Import {Path(path).name}")
         )
@@ -1122,10 +1149,24 @@ class AnnotationController(QObject):
         )
         if not path:
             return
+
+        def confirm(question: str) -> bool:
+            answer = QMessageBox.question(
+                self.window,
+                "Import annotations",
+                question,
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No,
+            )
+            return answer == QMessageBox.StandardButton.Yes
+
         try:
-            count = self.import_file(path)
+            count = self.import_file(path, confirm)
         except PathViewerError as error:
             QMessageBox.critical(self.window, "Import failed", str(error))
+            return
+        if count == 0:
+            self.window.statusBar().showMessage("Nothing imported", 5000)
             return
         self.window.statusBar().showMessage(f"Imported {count} annotations from {path}", 8000)
 
