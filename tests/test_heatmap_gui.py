@@ -490,3 +490,18 @@ def test_colour_bar_on_the_slide_follows_the_heatmap(window, qtbot):
     window.context.heatmap.set_heatmap(None)
     toggle.setChecked(True)
     assert not legend.isVisible()
+
+
+def test_a_heatmap_of_another_slide_with_the_same_name_is_never_drawn(window, tmp_path):
+    from pathviewer.core.errors import PathViewerError
+
+    controller = window.context.heatmap
+    other = Heatmap("s.tif", (4000, 3000), ORIGIN, (PATCH, PATCH), pattern_probs())
+    (tmp_path / "pred" / "heatmaps").mkdir(parents=True)
+    save_heatmap(other, tmp_path / "pred" / "heatmaps" / "s.npz")
+    controller.load_path(tmp_path / "pred")
+    assert controller.heatmap is None and controller.item is None
+    assert "made for a 4000 × 3000 px slide, not this 1000 × 700 px one" in controller.source
+    with pytest.raises(PathViewerError, match="not drawn"):
+        controller.load_path(tmp_path / "pred" / "heatmaps" / "s.npz")
+    assert controller.heatmap is None

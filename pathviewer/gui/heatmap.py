@@ -458,9 +458,13 @@ class HeatmapController(QObject):
         """
         path = Path(path)
         if path.is_file() and path.suffix.lower() == ".npz":
+            heatmap = load_heatmap(path)
+            problem = self.misfit(heatmap)
+            if problem:
+                raise HeatmapError(f"{path}: {problem}")
             self.pred_dir = None
             self.operating_point = None
-            self.set_heatmap(load_heatmap(path), source=path.name)
+            self.set_heatmap(heatmap, source=path.name)
             return
         if path.is_file() and path.suffix.lower() in (".geojson", ".json", ".csv"):
             self._load_patch_table(path)
@@ -736,7 +740,24 @@ class HeatmapController(QObject):
             self.source = str(error)
             self.heatmapChanged.emit(None)
             return
+        problem = self.misfit(heatmap)
+        if problem:
+            # Same file name, another slide (a cohort regenerated, a renamed copy): never draw
+            # one slide's heatmap over another.
+            log.warning("%s: %s", path, problem)
+            self.set_heatmap(None)
+            self.source = f"{path.name}: {problem}"
+            self.heatmapChanged.emit(None)
+            return
         self.set_heatmap(heatmap, source=f"{self.pred_dir.name}/{HEATMAPS}/{path.name}")
+
+    def misfit(self, heatmap: Heatmap) -> str:
+        """Why ``heatmap`` does not belong to the slide shown ("" when it does, or no slide)."""
+        slide = self.view.current_slide
+        if slide is None or tuple(heatmap.dimensions) == tuple(slide.dimensions):
+            return ""
+        (w, h), (sw, sh) = heatmap.dimensions, slide.dimensions
+        return f"made for a {w} × {h} px slide, not this {sw} × {sh} px one: not drawn"
 
     def _apply_predictions(self) -> None:
         if self._predictions and self.pred_dir is not None:
