@@ -237,6 +237,9 @@ def test_unreadable_slide_shows_error_tile(window, openslide_fixtures) -> None:
     pixels = _grab_array(view.viewport())
     b, g, r = pixels[..., 0::4], pixels[..., 1::4], pixels[..., 2::4]
     assert ((r > 150) & (g < 100) & (b < 100)).sum() > 20  # red hatching on screen
+    # ... and the status bar says in words which slide and why.
+    message = window.statusBar().currentMessage()
+    assert message.startswith("unreadable.svs: part of the image cannot be read (")
     assert window.open_slide(str(openslide_fixtures / "boxes.tiff"))
     assert not view.cache.errors
 

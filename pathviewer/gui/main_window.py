@@ -129,6 +129,7 @@ class MainWindow(QMainWindow):
         self.slide_view.slideChanged.connect(self._on_slide_changed)
         self.slide_view.viewChanged.connect(self._update_zoom_label)
         self.slide_view.cursorMoved.connect(self._update_cursor_label)
+        self.slide_view.pipeline.tileFailed.connect(self._on_tile_failed)
         self.resize(1400, 900)
 
     # -- structure ---------------------------------------------------------------------------
@@ -493,6 +494,14 @@ class MainWindow(QMainWindow):
             self.setWindowTitle("PathViewer")
             self.cursor_label.setText("")
         self._update_zoom_label()
+
+    def _on_tile_failed(self, reason: str) -> None:
+        """Say in words which slide cannot be read and why (the red tiles alone are mute)."""
+        slide = self.slide_view.current_slide
+        name = Path(slide.path).name if slide is not None else "the slide"
+        message = f"{name}: part of the image cannot be read ({reason}); red tiles mark it"
+        log.warning("%s", message)
+        self.statusBar().showMessage(message)  # stays until the next message
 
     def _update_zoom_label(self) -> None:
         view = self.slide_view

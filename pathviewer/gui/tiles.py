@@ -318,6 +318,8 @@ class TilePipeline(QObject):
     """
 
     tilesLoaded = Signal(list)
+    #: A tile of the current slide could not be read: the reason (once per slide).
+    tileFailed = Signal(str)
     _wake = Signal()
 
     def __init__(
@@ -338,6 +340,8 @@ class TilePipeline(QObject):
         self._done: list[_Result] = []
         self._session: _Session | None = None
         self._generation = 0
+        # Generations (slides) whose first unreadable tile was announced by tileFailed.
+        self._failed_generations: set[int] = set()
         self._stopping = False
         self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
         self._workers = [
@@ -560,6 +564,9 @@ class TilePipeline(QObject):
                 continue
             if result.image is None:
                 self.stats.failed += 1
+                if result.key[0] not in self._failed_generations:
+                    self._failed_generations.add(result.key[0])
+                    self.tileFailed.emit(result.error)
                 grid = grids[result.key[1]]
                 _, _, w, h = grid.tile_level_rect(result.key[2], result.key[3])
                 self.cache.put(result.key, error_tile_image(w, h, result.error), error=True)
