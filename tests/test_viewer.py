@@ -360,3 +360,14 @@ def test_figure_export_is_the_view_at_twice_the_resolution(window, cmu_small, tm
     argv = ["screenshot", str(cmu_small), str(cli_out), "--size", "900x640", "--figure", "2"]
     assert main(argv) == 0
     assert QImage(str(cli_out)).width() > 900  # the view alone, doubled
+
+
+def test_the_magnification_preset_is_checked_only_at_that_magnification(window, cmu_small):
+    assert window.open_slide(str(cmu_small))
+    actions = window.magnification_actions
+    actions[10.0].trigger()
+    assert actions[10.0].isChecked() and not actions[2.5].isChecked()
+    window.slide_view.zoom_by(1.25)
+    assert not any(action.isChecked() for action in actions.values())
+    actions[2.5].trigger()
+    assert actions[2.5].isChecked() and not actions[10.0].isChecked()

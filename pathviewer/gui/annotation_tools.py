@@ -693,7 +693,13 @@ class AnnotationController(QObject):
             if annotation.class_name != name:
                 self.modify(selected, with_class(annotation, name, self.classes[name]), "Set class")
                 self.panel.show_selection(selected)
-        self.window.statusBar().showMessage(f"Class: {name}", 3000)
+                self.window.statusBar().showMessage(
+                    f"Selected annotation is now {name} (was {annotation.class_name or 'none'};"
+                    " Ctrl+Z undoes)",
+                    6000,
+                )
+                return
+        self.window.statusBar().showMessage(f"Class of new annotations: {name}", 3000)
 
     def add_class(self, name: str, rgb: tuple[int, int, int]) -> None:
         """Add (or recolour) a class in the project's palette and make it current."""

@@ -30,6 +30,7 @@ QMenuBar::item:selected, QMenu::item:selected { background: #3b6fd8; color: whit
 QToolBar { background: #202226; border: none; spacing: 4px; padding: 3px; }
 QToolButton { padding: 3px 9px; border-radius: 4px; border: 1px solid #3a3d43; background: #2e3136; }
 QToolButton:hover { background: #3b6fd8; border-color: #3b6fd8; color: white; }
+QToolButton:checked { background: #2c5bbf; border-color: #8fb0ff; color: white; font-weight: bold; }
 QToolButton:disabled { color: #666a71; background: #26282c; border-color: #2c2f33; }
 QDockWidget::title { background: #1f2124; padding: 5px; font-weight: bold; }
 QTableView, QTableWidget { background: #1d1f22; alternate-background-color: #23262a;

@@ -313,7 +313,7 @@ class MainWindow(QMainWindow):
         group = QActionGroup(self)
         group.setExclusive(False)
         for magnification in MAGNIFICATIONS:
-            action = QAction(f"{magnification:g}×", self)
+            action = QAction(f"{magnification:g}×", self, checkable=True)
             action.setToolTip(f"Zoom to {magnification:g}× objective magnification")
             action.triggered.connect(
                 lambda _checked=False, m=magnification: self.slide_view.set_magnification(m)
@@ -510,6 +510,10 @@ class MainWindow(QMainWindow):
             self.level_label.setText("")
             return
         magnification = view.magnification()
+        for preset, action in self.magnification_actions.items():
+            # Checked only while the view is at that preset (a zoom step leaves it).
+            at_preset = magnification is not None and abs(magnification - preset) < 0.02 * preset
+            action.setChecked(at_preset)
         text = f"zoom {view.scale_factor() * 100:.1f}%"
         if magnification:
             text += f" · {magnification:.2f}×"
