@@ -268,9 +268,16 @@ def evaluate_flags(
     """
     factory = _small_cnn(num_classes, in_channels)
     oos_config = RefineConfig.from_dict({**config.to_dict(), "oos_folds": folds})
+    balanced = np.zeros((len(noisy), num_classes), np.float64)
     probs = run_job(
         iter_cross_validated_probs(
-            ArrayDataset(x_train), noisy, num_classes, factory, oos_config, groups=groups
+            ArrayDataset(x_train),
+            noisy,
+            num_classes,
+            factory,
+            oos_config,
+            groups=groups,
+            balanced_out=balanced,
         )
     )
     errors = noisy != clean
@@ -282,6 +289,13 @@ def evaluate_flags(
         flagged = np.zeros(len(noisy), bool)
         flagged[order] = True
         out[rank_by] = queue_scores(order, flagged, errors)
+    # The same queue from the class-balanced probabilities (no label prior): a rare class's
+    # members labelled as the common class (missed foci) can only be flagged there.
+    flags = flags_from_probs(noisy, balanced, oos_config)[2]
+    order = np.array([f.index for f in flags], np.int64)
+    flagged = np.zeros(len(noisy), bool)
+    flagged[order] = True
+    out["g_balanced"] = queue_scores(order, flagged, errors)
     try:
         from cleanlab.filter import find_label_issues
     except ImportError:
@@ -373,7 +387,7 @@ def summarise(runs: list[dict[str, Any]], methods: list[str], rank_by: str) -> d
         }
     if all("flags" in r for r in runs):
         flags: dict[str, Any] = {}
-        for queue in [*RANKINGS, "cleanlab"]:
+        for queue in [*RANKINGS, "g_balanced", "cleanlab"]:
             if not all(isinstance(r["flags"].get(queue), dict) for r in runs):
                 continue
             keys = runs[0]["flags"][queue].keys()

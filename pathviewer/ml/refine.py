@@ -1376,13 +1376,15 @@ def iter_cross_validated_probs(
     config: RefineConfig,
     trusted: Sequence[bool] | np.ndarray | None = None,
     groups: Sequence[Any] | np.ndarray | None = None,
+    balanced_out: np.ndarray | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Out-of-sample probabilities: ``oos_folds`` models, each predicting its held-out fold.
 
     Each fold's model is trained with the full method (:func:`iter_train_refine`) on the other
     folds.  Folds are stratified by given label, or, with ``groups``, made of whole groups
     (:func:`group_folds`).  Returns ``(N, M)`` probabilities under the label prior (the decision
-    offsets of the fold models are taken back out).
+    offsets of the fold models are taken back out).  ``balanced_out``, an ``(N, M)`` array,
+    receives the same probabilities before the prior is applied (benchmarks compare queues).
     """
     from torch.utils.data import Subset
 
@@ -1419,6 +1421,8 @@ def iter_cross_validated_probs(
             label_prior(labels_np[train], num_classes) if config.class_balance != "none" else None
         )
         probs[test] = with_prior(fold_probs, prior)
+        if balanced_out is not None:
+            balanced_out[test] = fold_probs
     return probs
 
 
