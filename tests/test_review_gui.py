@@ -338,3 +338,49 @@ def test_blind_review_hides_the_suggestion_and_reports_agreement(
     assert report["blind"]["decisions"] == 2 and report["blind"]["rate"] == 0.5
     assert "suggestion shown: 100% of 1" in panel.agreement_label.text()
     assert "blind: 50% of 2" in panel.agreement_label.text()
+
+
+def test_decisions_for_every_flag_in_a_selected_region_and_the_flag_overlay(
+    qtbot, review_setup, tmp_path, monkeypatch
+):
+    import shapely
+    from PySide6.QtWidgets import QGraphicsPathItem
+
+    from pathviewer.gui.main_window import MainWindow
+
+    monkeypatch.setenv("PATHVIEWER_DATA_DIR", str(tmp_path / "data"))
+    project, flags, _slides = review_setup
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings, threads=1)
+    qtbot.addWidget(window)
+    build_features(window)
+    window.context.project.open(project.folder)
+    panel = window.context.review
+    panel.import_flags(flags)
+    window.show()
+    qtbot.waitExposed(window)
+    assert panel.show_row(0)  # slide 0: its flags are at (0, 0), (128, 0) and (64, 64)
+    annotations = window.context.annotations
+    # Without a selected region nothing is decided.
+    monkeypatch.setattr("pathviewer.gui.review.QMessageBox.information", lambda *args: None)
+    assert panel.decide_region("keep") == 0
+    (region,) = annotations.add([shapely.box(0, 0, 200, 60)], "Lasso")
+    annotations.select(region)
+    assert panel.decide_region("keep") == 2
+    items = panel.model.items
+    decided = {
+        (item.flag.x, item.flag.y)
+        for row, item in enumerate(items)
+        if panel.model.data(panel.model.index(row), Qt.ItemDataRole.UserRole + 2)
+    }
+    assert decided == {(0, 0), (128, 0)}
+    assert panel.decide_region("keep") == 0  # nothing undecided is left inside
+    # The overlay outlines the slide's flags: two grey (decided), one yellow.
+    panel.flags_check.setChecked(True)
+    group = panel.flags_item
+    assert group is not None and group.scene() is window.slide_view.scene()
+    grey, yellow = (c for c in group.childItems() if isinstance(c, QGraphicsPathItem))
+    assert grey.path().boundingRect().getRect() == (0.0, 0.0, 192.0, 64.0)
+    assert yellow.path().boundingRect().getRect() == (64.0, 64.0, 64.0, 64.0)
+    window.close()
+    panel.shutdown()

@@ -615,6 +615,17 @@ class AnnotationController(QObject):
             self.window.statusBar().showMessage(self.describe(annotation_id), 8000)
         self.selectionChanged.emit(annotation_id)
 
+    def selected_region(self) -> tuple[str, BaseGeometry] | None:
+        """The open slide's path and the selected annotation's area, when it is a region."""
+        slide = self.view.current_slide
+        selected = self.selected
+        if slide is None or selected is None or self.layer is None:
+            return None
+        geometry = self.layer.annotations[selected].geometry
+        if geometry.geom_type not in ("Polygon", "MultiPolygon"):
+            return None
+        return slide.path, geometry
+
     def measurements(self, annotation: Annotation) -> dict[str, float]:
         """Measurements of an annotation in microns (pixels when the slide has no MPP)."""
         slide = self.view.current_slide

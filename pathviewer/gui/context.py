@@ -84,7 +84,9 @@ def build_features(window: MainWindow) -> AppContext:
         window, project=project_controller, heatmap=heatmap_controller
     )
     annotation_controller = annotation_tools.install(window, project=project_controller)
-    review_panel = review.install(window, project=project_controller)
+    review_panel = review.install(
+        window, project=project_controller, selected_region=annotation_controller.selected_region
+    )
     triage_panel = triage.install(
         window,
         project=project_controller,

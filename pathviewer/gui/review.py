@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,12 +52,23 @@ from PySide6.QtCore import (
     QThreadPool,
     Signal,
 )
-from PySide6.QtGui import QAction, QBrush, QColor, QFont, QImage, QKeyEvent, QPainter, QPen
+from PySide6.QtGui import (
+    QAction,
+    QBrush,
+    QColor,
+    QFont,
+    QImage,
+    QKeyEvent,
+    QPainter,
+    QPainterPath,
+    QPen,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QDockWidget,
     QFileDialog,
+    QGraphicsPathItem,
     QGraphicsRectItem,
     QHBoxLayout,
     QLabel,
@@ -69,6 +81,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from shapely.geometry.base import BaseGeometry
 
 from pathviewer.core.cohort import read_table
 from pathviewer.core.errors import CohortError, PathViewerError
@@ -76,6 +89,7 @@ from pathviewer.core.ranking import RANKING_DETAILS, RANKINGS, run_ranking
 from pathviewer.core.slide import read_box
 from pathviewer.core.store import FlagRecord, Project
 from pathviewer.gui.tiles import rgb_to_qimage
+from pathviewer.session.review_region import flags_inside
 
 if TYPE_CHECKING:
     from pathviewer.core.slide import SlideSource
@@ -707,6 +721,23 @@ class ReviewPanel(QWidget):
         self.agreement_label = QLabel()
         self.agreement_label.setObjectName("review-agreement")
         self.agreement_label.setWordWrap(True)
+        #: Set by install(): the slide and area of the region selected in the viewer.
+        self.selected_region: Callable[[], tuple[str, BaseGeometry] | None] | None = None
+        self.region_buttons: dict[str, QPushButton] = {}
+        for decision, text in (("accept", "Accept"), ("keep", "Keep"), ("unsure", "Unsure")):
+            button = QPushButton(text)
+            button.setToolTip(
+                f"{text} every undecided flag whose patch centre lies in the region (a polygon"
+                " or rectangle annotation) selected on the slide"
+            )
+            button.clicked.connect(lambda _checked=False, d=decision: self.decide_region(d))
+            self.region_buttons[decision] = button
+        self.flags_check = QCheckBox("Flags on the slide")
+        self.flags_check.setToolTip(
+            "Outline the flagged patches of the slide shown: yellow to review, grey decided"
+        )
+        self.flags_check.toggled.connect(lambda _on: self.draw_flags())
+        self.flags_item: QGraphicsPathItem | None = None
         self.order_label = QLabel()
         self.order_label.setObjectName("review-order")
         self.order_label.setWordWrap(True)
@@ -736,6 +767,13 @@ class ReviewPanel(QWidget):
         layout.addWidget(self.order_label)
         layout.addWidget(self.keys_label)
         layout.addWidget(self.gallery, 1)
+        region_row = QHBoxLayout()
+        region_row.addWidget(QLabel("In the selected region:"))
+        for button in self.region_buttons.values():
+            region_row.addWidget(button)
+        region_row.addStretch(1)
+        region_row.addWidget(self.flags_check)
+        layout.addLayout(region_row)
         layout.addWidget(self.agreement_label)
 
         self.model.countsChanged.connect(self._update_counts)
@@ -748,6 +786,8 @@ class ReviewPanel(QWidget):
         self.blind_check.setChecked(blind)
         if window is not None:
             window.slide_view.slideChanged.connect(self._forget_highlight)
+            window.slide_view.slideChanged.connect(lambda _slide: self._slide_shown())
+        self.model.countsChanged.connect(lambda *_counts: self.draw_flags())
         self._update_keys()
         self._update_order()
 
@@ -1000,6 +1040,70 @@ class ReviewPanel(QWidget):
             + "arrows move · click/Space: show in viewer"
         )
 
+    def decide_region(self, decision: str) -> int:
+        """``decision`` for every undecided flag inside the selected region; returns how many."""
+        region = self.selected_region() if self.selected_region is not None else None
+        if region is None:
+            QMessageBox.information(
+                self,
+                "Review",
+                "Select a region on the slide first (draw a polygon or rectangle around the"
+                " flags, or click one), then choose the decision for the flags inside it.",
+            )
+            return 0
+        slide_path, geometry = region
+        items = self.model.items
+        inside = [
+            row
+            for row in flags_inside([item.flag for item in items], slide_path, geometry)
+            if self.model.data(self.model.index(row), DecisionRole) is None
+        ]
+        for row in inside:
+            try:
+                self.model.decide(row, decision, author=self.author())
+            except PathViewerError as error:
+                QMessageBox.warning(self, "Review", str(error))
+                break
+        if self.window_ is not None:
+            self.window_.statusBar().showMessage(
+                f"{decision}: {len(inside)} flags inside the selected region", 8000
+            )
+        self.draw_flags()
+        return len(inside)
+
+    def _slide_shown(self) -> None:
+        self.flags_item = None  # the scene was cleared with the old slide
+        self.draw_flags()
+
+    def draw_flags(self) -> None:
+        """Outline the flags of the slide shown (yellow undecided, grey decided)."""
+        window = self.window_
+        if window is None:
+            return
+        view = window.slide_view
+        item, self.flags_item = self.flags_item, None
+        if item is not None and shiboken6.isValid(item) and item.scene() is not None:
+            item.scene().removeItem(item)
+        slide = view.current_slide
+        if slide is None or not self.flags_check.isChecked():
+            return
+        pending, decided = QPainterPath(), QPainterPath()
+        for row, queue_item in enumerate(self.model.items):
+            flag = queue_item.flag
+            if not _same_file(flag.slide_path, slide.path):
+                continue
+            target = decided if self.model.data(self.model.index(row), DecisionRole) else pending
+            target.addRect(QRectF(flag.x, flag.y, flag.width, flag.height))
+        group = QGraphicsPathItem()
+        for path, colour in ((decided, QColor(150, 150, 150)), (pending, QColor(255, 215, 0))):
+            child = QGraphicsPathItem(path, group)
+            pen = QPen(colour, 2)
+            pen.setCosmetic(True)
+            child.setPen(pen)
+        group.setZValue(HIGHLIGHT_Z - 1)
+        view.scene().addItem(group)
+        self.flags_item = group
+
     def set_blind(self, blind: bool) -> None:
         """Blind review on or off (remembered)."""
         self.model.set_blind(blind)
@@ -1086,10 +1190,19 @@ def _same_file(a: str, b: str) -> bool:
         return a == b
 
 
-def install(window: MainWindow, project: ProjectController) -> ReviewPanel:
+def install(
+    window: MainWindow,
+    project: ProjectController,
+    selected_region: Callable[[], tuple[str, BaseGeometry] | None] | None = None,
+) -> ReviewPanel:
     """Add the Review queue dock (``window.docks["review"]``, following ``project``) and its
-    Tools menu entries; return the dock's panel."""
+    Tools menu entries; return the dock's panel.
+
+    ``selected_region`` gives the slide and area of the region selected in the viewer (the
+    annotation tools' selection): the dock decides every flag inside it at once.
+    """
     panel = ReviewPanel(window, window.settings, project)
+    panel.selected_region = selected_region
     dock = QDockWidget("Review queue", window)
     dock.setObjectName("dock-review")
     dock.setWidget(panel)
