@@ -371,3 +371,24 @@ def test_the_magnification_preset_is_checked_only_at_that_magnification(window, 
     assert not any(action.isChecked() for action in actions.values())
     actions[2.5].trigger()
     assert actions[2.5].isChecked() and not actions[10.0].isChecked()
+
+
+def test_the_window_and_dock_layout_come_back_on_the_next_launch(qtbot, settings) -> None:
+    first = create_main_window(settings=settings, threads=1)
+    qtbot.addWidget(first)
+    first.resize(1000, 700)
+    first.show()
+    qtbot.waitExposed(first)
+    first.docks["annotations"].hide()
+    first.docks["display"].show()
+    first.close()
+    second = create_main_window(settings=settings, threads=1)
+    qtbot.addWidget(second)
+    second.show()
+    qtbot.waitExposed(second)
+    assert not second.docks["annotations"].isVisible()
+    assert second.docks["display"].isVisible()
+    # The size too, as far as the screen allows (the offscreen test screen is 800 px wide).
+    screen = second.screen().availableGeometry()
+    assert second.height() == min(700, screen.height()) or second.height() == 700
+    second.close()

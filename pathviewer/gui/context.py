@@ -108,6 +108,7 @@ def build_features(window: MainWindow) -> AppContext:
         display_panel=display_panel,
     )
     window.context = context
+    window.restore_layout()
     # Every feature listens to the project by now: the last project's annotations, review
     # queue and decisions show as they were when the app closed.
     project_controller.reopen_last()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QByteArray, QSettings, Qt
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
@@ -54,6 +54,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECENT_SETTING = "viewer/recent_files"
+#: QSettings keys of the window's size and dock layout, restored on the next launch.
+GEOMETRY_SETTING = "window/geometry"
+LAYOUT_SETTING = "window/state"
+#: Bumped when the set of docks changes so much that an old layout would mislead.
+LAYOUT_VERSION = 2
 MAX_RECENT = 10
 
 
@@ -540,7 +545,29 @@ class MainWindow(QMainWindow):
         finally:
             self.setProperty("closing_by_user", False)
 
+    def save_layout(self) -> None:
+        """Remember the window's size and its docks' places for the next launch."""
+        self.settings.setValue(GEOMETRY_SETTING, self.saveGeometry())
+        self.settings.setValue(LAYOUT_SETTING, self.saveState(LAYOUT_VERSION))
+
+    def restore_layout(self) -> bool:
+        """Put the window and docks back as they were when the app last closed.
+
+        Called once every feature has added its docks (a state names docks by object name).
+        A missing or unreadable state leaves the default layout.
+        """
+        geometry = self.settings.value(GEOMETRY_SETTING)
+        state = self.settings.value(LAYOUT_SETTING)
+        restored = False
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            restored = self.restoreGeometry(geometry)
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            restored = self.restoreState(state, LAYOUT_VERSION) and restored
+        return restored
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        if self.has_features:
+            self.save_layout()
         for hook in self.close_hooks:
             hook()
         self.slide_view.shutdown()
