@@ -167,6 +167,34 @@ def register(groups: CommandGroups) -> None:
     adjudicate.add_argument("--note", default="", help="why")
     adjudicate.set_defaults(func=_run_adjudicate)
 
+    effect = groups.labels.add_parser(
+        "effect",
+        help="what the reviewed labels changed between two refinement runs",
+        description="Flags that disappeared, new flags, refined labels that changed, and each"
+        " run's agreement with the project's trusted (reviewed) labels (JSON).",
+    )
+    effect.add_argument("before", help="the earlier run folder (train noisy --out)")
+    effect.add_argument("after", help="the later run folder, trained on the reviewed labels")
+    effect.add_argument(
+        "--project", metavar="DIR", help="score both on this project's trusted labels"
+    )
+    effect.set_defaults(func=_run_effect)
+
+
+def _run_effect(args: argparse.Namespace) -> int:
+    from pathviewer.core.run_effect import compare_refinement_runs
+    from pathviewer.core.store import Project
+
+    trusted = None
+    if args.project:
+        with Project.open(args.project) as project:
+            trusted = {
+                (str(Path(r.slide_path)), r.x, r.y, r.width, r.height): r.label
+                for r in project.patch_labels(trusted=True)
+            }
+    print(json.dumps(compare_refinement_runs(args.before, args.after, trusted), indent=2))
+    return 0
+
 
 def _run_agreement(args: argparse.Namespace) -> int:
     from pathviewer.core.agreement import reviewer_agreement
