@@ -155,8 +155,9 @@ def train_slide_model(
     dist
         A :class:`~pathviewer.ml.distributed.DistContext` under ``torchrun`` (ngsd and naive).
     calibrate
-        Choose the run's operating point afterwards (:func:`calibrate_model`; not under
-        ``torchrun``, where rank 0 alone would have to score the slides).
+        Afterwards, choose the run's operating point (:func:`calibrate_model`) and embed its
+        training patches for "why this region?" (:mod:`pathviewer.ml.similar`); not under
+        ``torchrun``, where rank 0 alone would have to score the slides.
 
     Returns
     -------
@@ -169,6 +170,10 @@ def train_slide_model(
     model_path = getattr(result, "model_path", None)
     if calibrate and dist is None and model_path is not None and Path(model_path).is_file():
         yield from calibrate_model(model_path, cohort_csv)
+        from pathviewer.ml.similar import build_similar_index
+
+        # "Why this region?" compares a patch with these (the Heatmap dock's top regions).
+        yield from build_similar_index(model_path, cohort_csv)
     return result
 
 

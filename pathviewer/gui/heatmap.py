@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
@@ -52,16 +52,20 @@ from PySide6.QtGui import (
     QPainterPath,
     QPaintEvent,
     QPen,
+    QPixmap,
     QTransform,
 )
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QDockWidget,
     QFileDialog,
     QFormLayout,
     QGraphicsItem,
     QGraphicsPathItem,
+    QGridLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -85,7 +89,13 @@ from pathviewer.core.heatmap_export import (
     write_heatmap,
 )
 from pathviewer.core.operating_point import OperatingPoint
-from pathviewer.core.predictions import HEATMAPS, SLIDES_CSV, find_heatmap, read_predictions
+from pathviewer.core.predictions import (
+    HEATMAPS,
+    SLIDES_CSV,
+    PredictionInfo,
+    find_heatmap,
+    read_predictions,
+)
 from pathviewer.gui.slide_view import ViewKey
 
 if TYPE_CHECKING:
@@ -95,6 +105,7 @@ if TYPE_CHECKING:
     from pathviewer.core.slide import SlideSource
     from pathviewer.gui.main_window import MainWindow
     from pathviewer.gui.slide_view import SlideView
+    from pathviewer.ml.similar import SimilarPatch
 
 log = logging.getLogger(__name__)
 
@@ -289,21 +300,20 @@ def read_slide_predictions(pred_dir: str | Path) -> dict[str, tuple[float, int |
     return {row.slide: (row.score, row.pred) for row in found.slides}
 
 
-def read_prediction_operating_point(pred_dir: str | Path) -> OperatingPoint | None:
-    """The operating point a predictions folder called its slides at (None: 0.5).
+def read_prediction_info(pred_dir: str | Path) -> PredictionInfo | None:
+    """A predictions folder's prediction.json (None when it has none).
 
     Raises
     ------
     HeatmapError
-        The folder's prediction.json is malformed.
+        The folder is malformed.
     """
     if not (Path(pred_dir) / SLIDES_CSV).is_file():
         return None
     try:
-        info = read_predictions(pred_dir, patches=False).info
+        return read_predictions(pred_dir, patches=False).info
     except PredictionsError as error:
         raise HeatmapError(str(error)) from None
-    return info.operating_point if info is not None else None
 
 
 def heatmap_image(heatmap: Heatmap, table: list[int]) -> QImage:
@@ -419,6 +429,9 @@ class HeatmapController(QObject):
         self.pred_dir: Path | None = None
         #: The run's operating point from the predictions folder shown (None: slides at 0.5).
         self.operating_point: OperatingPoint | None = None
+        #: The model that made the heatmap shown, when known ("why this region?" needs it).
+        self.model_path: Path | None = None
+        self._similar_cache: dict[Path, tuple[Any, Any]] = {}
         self.source = ""
         self.colormap_name = COLORMAPS[0]
         self.opacity = 0.6
@@ -464,6 +477,7 @@ class HeatmapController(QObject):
                 raise HeatmapError(f"{path}: {problem}")
             self.pred_dir = None
             self.operating_point = None
+            self.model_path = None
             self.set_heatmap(heatmap, source=path.name)
             return
         if path.is_file() and path.suffix.lower() in (".geojson", ".json", ".csv"):
@@ -476,7 +490,9 @@ class HeatmapController(QObject):
         if not (path / HEATMAPS).is_dir() and not (path / SLIDES_CSV).is_file():
             raise HeatmapError(f"{path}: not a predictions folder (no heatmaps/ or slides.csv)")
         self._predictions = read_slide_predictions(path)
-        self.operating_point = read_prediction_operating_point(path)
+        info = read_prediction_info(path)
+        self.operating_point = info.operating_point if info is not None else None
+        self.model_path = Path(info.model) if info is not None and info.model else None
         self.pred_dir = path
         self._apply_predictions()
         self._load_for_current_slide()
@@ -490,6 +506,8 @@ class HeatmapController(QObject):
         entry = self.cohort_entry(slide)
         heatmap = read_heatmap_file(path, entry.slide if entry else slide.path, slide.dimensions)
         self.pred_dir = None
+        self.operating_point = None
+        self.model_path = None
         self.set_heatmap(heatmap, source=path.name)
 
     def export(self, path: str | Path, fmt: str) -> int:
@@ -652,6 +670,36 @@ class HeatmapController(QObject):
         assert self.heatmap is not None
         x, y, w, h = self.heatmap.cell_box(*region.peak)
         return x + w / 2, y + h / 2
+
+    def similar_to_region(self, region: Region, k: int = 8) -> list[SimilarPatch]:
+        """The training patches the heatmap's model finds most like the region's top patch.
+
+        Raises
+        ------
+        PathViewerError
+            No heatmap or slide, the heatmap's model is unknown or gone, or its run has no
+            index of its training patches.
+        """
+        from pathviewer.ml.model_file import ModelFile
+        from pathviewer.ml.similar import SimilarIndex, embed_boxes
+
+        slide = self.view.current_slide
+        if self.heatmap is None or slide is None:
+            raise HeatmapError("show a heatmap on a slide first")
+        if self.model_path is None:
+            raise HeatmapError(
+                "this heatmap does not say which model made it (load a predictions folder"
+                " written by pathviewer infer, or analyse the slide with a run)"
+            )
+        if self.model_path not in self._similar_cache:
+            self._similar_cache[self.model_path] = (
+                ModelFile.load(self.model_path),
+                SimilarIndex.of_model(self.model_path),
+            )
+        model, index = self._similar_cache[self.model_path]
+        box = self.heatmap.cell_box(*region.peak)
+        (feature,) = embed_boxes(model, slide, [box])
+        return list(index.nearest(feature, k))
 
     def go_to_region(self, region: Region) -> None:
         """Centre the view on a region's highest patch, zooming in so the region fills about
@@ -933,6 +981,63 @@ class ColorLegend(QWidget):
         painter.end()
 
 
+class SimilarPatchesDialog(QDialog):
+    """The training patches most like a region, with their slides and labels."""
+
+    THUMB = 128
+
+    def __init__(self, patches: Sequence[SimilarPatch], title: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        from pathviewer.core.slide import open_slide, read_box
+        from pathviewer.gui.tiles import rgb_to_qimage
+
+        self.setWindowTitle("Why this region?")
+        layout = QVBoxLayout(self)
+        header = QLabel(
+            f"<b>{html.escape(title)}</b><br>The training patches the model finds most like this"
+            " region's top patch (cosine similarity of its encoder's features), with the label"
+            " of the slide each comes from. Mostly positive slides: the model has seen such"
+            " tissue in tumour slides; mostly negative: it looks like normal tissue to it."
+        )
+        header.setWordWrap(True)
+        layout.addWidget(header)
+        grid = QGridLayout()
+        self.captions: list[str] = []
+        for i, patch in enumerate(patches):
+            label = {1: "positive slide", 0: "negative slide", None: "slide label unknown"}[
+                patch.label
+            ]
+            caption = f"{Path(patch.slide).name}\n{label} · {patch.similarity:.2f}"
+            self.captions.append(caption)
+            picture = QLabel()
+            picture.setFixedSize(self.THUMB, self.THUMB)
+            try:
+                slide = open_slide(patch.path)
+                try:
+                    rgb = read_box(slide, patch.box, self.THUMB)
+                finally:
+                    slide.close()
+                picture.setPixmap(QPixmap.fromImage(rgb_to_qimage(rgb)))
+            except (PathViewerError, OSError) as error:
+                picture.setText(f"unreadable\n{error}")
+                picture.setWordWrap(True)
+            colour = "#d84b4b" if patch.label == 1 else "#4b9bd8" if patch.label == 0 else "#888"
+            picture.setStyleSheet(f"border: 3px solid {colour};")
+            text = QLabel(caption)
+            text.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+            cell = QVBoxLayout()
+            cell.addWidget(picture, alignment=Qt.AlignmentFlag.AlignHCenter)
+            cell.addWidget(text)
+            grid.addLayout(cell, i // 4, i % 4)
+        layout.addLayout(grid)
+        positives = sum(p.label == 1 for p in patches)
+        self.summary = QLabel(f"{positives} of {len(patches)} from positive slides")
+        layout.addWidget(self.summary)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+
 class HeatmapDock(QWidget):
     """The controls of the heatmap: source, colormap and colour bar, opacity, threshold,
     blocky/smooth, tumour outlines, top regions."""
@@ -997,6 +1102,12 @@ class HeatmapDock(QWidget):
         self.regions.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.regions.header().setStretchLastSection(True)
         layout.addWidget(self.regions, 1)
+        self.why_button = QPushButton("Why this region?")
+        self.why_button.setToolTip(
+            "The training patches the model finds most like the selected region's top patch"
+        )
+        self.why_button.clicked.connect(self.explain_selected_region)
+        layout.addWidget(self.why_button)
 
         self.show_check.toggled.connect(controller.set_visible)
         self.colormap_combo.currentTextChanged.connect(controller.set_colormap)
@@ -1091,6 +1202,26 @@ class HeatmapDock(QWidget):
             item.setData(0, Qt.ItemDataRole.UserRole, rank - 1)
             item.setToolTip(0, f"{region.cells} patches; click to go there")
             self.regions.addTopLevelItem(item)
+
+    def explain_selected_region(self) -> SimilarPatchesDialog | None:
+        """Show the training patches most like the selected (else the first) top region."""
+        regions = self.controller.top_regions()
+        item = self.regions.currentItem()
+        index = int(item.data(0, Qt.ItemDataRole.UserRole)) if item is not None else 0
+        if not regions or not 0 <= index < len(regions):
+            QMessageBox.information(self, "Why this region?", "This heatmap has no top region.")
+            return None
+        try:
+            patches = self.controller.similar_to_region(regions[index])
+        except PathViewerError as error:
+            QMessageBox.warning(self, "Why this region?", str(error))
+            return None
+        region = regions[index]
+        title = f"Region {index + 1}: max {region.max_prob:.2f}, {region.cells} patches"
+        dialog = SimilarPatchesDialog(patches, title, self)
+        dialog.show()
+        self.similar_dialog = dialog
+        return dialog
 
     def _on_region_clicked(self, item: QTreeWidgetItem, _column: int = 0) -> None:
         regions = self.controller.top_regions()

@@ -57,6 +57,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pathviewer.core.errors import PathViewerError
+from pathviewer.core.operating_point import read_operating_point
 from pathviewer.core.progress import Progress
 from pathviewer.gui.settings_form import SettingsForm
 from pathviewer.gui.workers import JobRunner
@@ -794,14 +796,24 @@ class TrainingPanel(QWidget):
 
     def _on_analysis_finished(self, result: SlideAnalysis) -> None:
         controller = self.heatmap_controller
+        run_dir = result.out_dir.parent.parent
+        try:
+            point = read_operating_point(run_dir / "model.pt")
+        except PathViewerError as error:
+            self.append_log(f"operating point ignored: {error}")
+            point = None
+        threshold = point.threshold if point is not None else 0.5
         if controller is not None:
             # The final values replace the progressive ones (identical for patch classifiers;
             # ABMIL's attention scores only exist at the end).
-            controller.set_heatmap(result.heatmap, source=f"{result.out_dir.parent.parent.name}")
+            controller.pred_dir = None
+            controller.operating_point = point
+            controller.model_path = run_dir / "model.pt"
+            controller.set_heatmap(result.heatmap, source=f"{run_dir.name}")
         if self.main_window is not None:
             self.main_window.scores.update(
-                {result.heatmap.slide: (result.score, int(result.score >= 0.5))},
-                source=f"analysis by {result.out_dir.parent.parent.name}",
+                {result.heatmap.slide: (result.score, int(result.score >= threshold))},
+                source=f"analysis by {run_dir.name}",
             )
         self.append_log(f"slide score {result.score:.3f}; predictions in {result.out_dir}")
         self.analysisFinished.emit(result)
