@@ -384,3 +384,33 @@ def test_decisions_for_every_flag_in_a_selected_region_and_the_flag_overlay(
     assert yellow.path().boundingRect().getRect() == (64.0, 64.0, 64.0, 64.0)
     window.close()
     panel.shutdown()
+
+
+def test_adjudicating_the_patches_reviewers_disagree_on(panel, review_setup, monkeypatch):
+    from pathviewer.gui import review as review_module
+
+    project = review_setup[0]
+    warnings: list[str] = []
+    monkeypatch.setattr(
+        review_module.QMessageBox, "warning", lambda _parent, _title, text: warnings.append(text)
+    )
+    first, second = (item.flag.patch_label_id for item in panel.model.items[:2])
+    project.record_review(first, "accept", author="A")
+    project.record_review(first, "keep", author="B")  # Normal -> Tumor suggested: A Tumor, B Normal
+    project.record_review(second, "keep", author="A")
+    project.record_review(second, "keep", author="B")  # agreed: not disputed
+    panel.set_adjudicating(True)
+    assert panel.mode_combo.currentData() == "adjudicate"
+    assert [item.flag.patch_label_id for item in panel.model.items] == [first]
+    tip = panel.model.data(panel.model.index(0), Qt.ItemDataRole.ToolTipRole)
+    assert "reviewers disagree — A: Tumor, B: Normal" in tip
+    panel.gallery.setCurrentIndex(panel.model.index(0))
+    QTest.keyClick(panel.gallery, Qt.Key.Key_U)  # unsure settles nothing
+    assert warnings and "adjudication settles" in warnings[0]
+    QTest.keyClick(panel.gallery, Qt.Key.Key_A)  # the suggestion, Tumor
+    assert project.disputed() == {}
+    record = next(r for r in project.patch_labels() if r.id == first)
+    assert (record.label, record.trusted) == ("Tumor", True)
+    assert "adjudicated" in [row[2] for row in project.audit_rows()]
+    panel.set_adjudicating(False)
+    assert panel.mode_combo.currentData() == "review"

@@ -66,6 +66,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
+    QComboBox,
     QDockWidget,
     QFileDialog,
     QGraphicsPathItem,
@@ -322,6 +323,11 @@ class ReviewQueueModel(QAbstractListModel):
         self._rows: dict[int, int] = {}
         #: Blind review: the suggestion stays hidden until the item is decided.
         self.blind = False
+        #: Adjudication: the queue holds the patches reviewers disagree on, and a decision
+        #: settles the patch (:meth:`~pathviewer.core.store.Project.adjudicate`).
+        self.adjudicating = False
+        #: ``{patch label id: {reviewer: label}}`` of the disputed patches (adjudication).
+        self.disputes: dict[int, dict[str, str]] = {}
         # When each flag was last brought on screen (monotonic s), for the time per decision.
         self._shown_at: dict[int, float] = {}
 
@@ -348,7 +354,15 @@ class ReviewQueueModel(QAbstractListModel):
     def _load(self) -> list[FlagRecord]:
         if self.project is None:
             return []
-        flags = self.project.review_queue(only_pending=not self.show_reviewed)
+        if self.adjudicating:
+            self.disputes = self.project.disputed()
+            flags = [
+                f
+                for f in self.project.review_queue(only_pending=False)
+                if f.patch_label_id in self.disputes
+            ]
+        else:
+            flags = self.project.review_queue(only_pending=not self.show_reviewed)
         # A patch flagged by several imported runs appears once, with its latest flag.
         latest: dict[int, FlagRecord] = {}
         for flag in flags:
@@ -389,6 +403,12 @@ class ReviewQueueModel(QAbstractListModel):
             )
             if flag.id in self._errors:
                 text += f"\ncannot read: {self._errors[flag.id]}"
+            dispute = self.disputes.get(flag.patch_label_id) if self.adjudicating else None
+            if dispute:
+                given = ", ".join(
+                    f"{who or 'anonymous'}: {label}" for who, label in dispute.items()
+                )
+                text += f"\nreviewers disagree — {given}"
             return text
         if role == FlagRole:
             return flag
@@ -476,6 +496,19 @@ class ReviewQueueModel(QAbstractListModel):
         if decision == "accept" and label is None:
             # The suggestion of *this* flag, not of whichever run was imported last.
             label = item.flag.suggested
+        if self.adjudicating:
+            if decision == "unsure":
+                raise PathViewerError(
+                    "adjudication settles a patch: choose its class (1-9), accept (A) or keep (K)"
+                )
+            label = item.flag.given if decision == "keep" else label
+            assert label is not None
+            self.project.adjudicate(item.flag.patch_label_id, label, author)
+            item.decision, item.label = decision, label
+            index = self.index(row)
+            self.dataChanged.emit(index, index, [DecisionRole, Qt.ItemDataRole.DisplayRole])
+            self._emit_counts()
+            return
         started = self._shown_at.get(item.flag.id)
         self.project.record_review(
             item.flag.patch_label_id,
@@ -712,6 +745,16 @@ class ReviewPanel(QWidget):
         self.refresh_button.clicked.connect(self.refresh)
         self.show_reviewed = QCheckBox("Show reviewed")
         self.show_reviewed.toggled.connect(self._toggle_reviewed)
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItem("To review", "review")
+        self.mode_combo.addItem("Disputed: adjudicate", "adjudicate")
+        self.mode_combo.setToolTip(
+            "Disputed: the patches reviewers labelled differently; your decision settles each"
+            " one (it becomes the trusted label)"
+        )
+        self.mode_combo.currentIndexChanged.connect(
+            lambda _i: self.set_adjudicating(self.mode_combo.currentData() == "adjudicate")
+        )
         self.blind_check = QCheckBox("Blind review")
         self.blind_check.setToolTip(
             "Hide the model's suggestion until you decide, to measure how often you agree with"
@@ -754,6 +797,7 @@ class ReviewPanel(QWidget):
 
         top = QHBoxLayout()
         top.addWidget(self.counts_label, 1)
+        top.addWidget(self.mode_combo)
         top.addWidget(self.blind_check)
         top.addWidget(self.show_reviewed)
         buttons = QHBoxLayout()
@@ -1103,6 +1147,14 @@ class ReviewPanel(QWidget):
         group.setZValue(HIGHLIGHT_Z - 1)
         view.scene().addItem(group)
         self.flags_item = group
+
+    def set_adjudicating(self, on: bool) -> None:
+        """Show the disputed patches (decisions settle them) or the review queue."""
+        self.model.adjudicating = bool(on)
+        self.mode_combo.blockSignals(True)
+        self.mode_combo.setCurrentIndex(1 if on else 0)
+        self.mode_combo.blockSignals(False)
+        self.model.refresh()
 
     def set_blind(self, blind: bool) -> None:
         """Blind review on or off (remembered)."""
