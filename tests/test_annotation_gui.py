@@ -613,3 +613,36 @@ def _stored_or_empty(window) -> list:
     if session is None:
         return []
     return [r.annotation for r in session.project.annotations(session.slide_id)]
+
+
+def test_preferences_store_reviewer_cache_and_threads(window) -> None:
+    from pathviewer.gui.preferences import PreferencesDialog
+    from pathviewer.gui.review import reviewer_name
+
+    dialog = PreferencesDialog("PathViewer", window.settings, window)
+    dialog.reviewer.setText("dr-b")
+    dialog.cache_mb.setValue(512)
+    dialog.threads.setValue(3)
+    dialog.apply(window.settings)
+    assert reviewer_name(window.settings) == "dr-b"
+    again = PreferencesDialog("PathViewer", window.settings, window)
+    assert (again.cache_mb.value(), again.threads.value()) == (512, 3)
+    assert again.reviewer.text() == "dr-b"
+
+
+def test_right_click_menu_offers_the_annotation_under_the_cursor_and_the_view(
+    window, project
+) -> None:
+    controller = window.context.annotations
+    controller.add([shapely.box(700, 700, 900, 900)], "box")
+    controller.select(None)
+    on_shape = [a.text() for a in window.context_menu(800, 800).actions()]
+    assert on_shape[0] == "Set class" and "&Delete annotation" in on_shape
+    assert controller.selected is not None  # right-click selects what it acts on
+    assert "&Fit to window" in on_shape and "Export &figure (PNG)…" in on_shape
+    off_shape = [a.text() for a in window.context_menu(100, 100).actions()]
+    assert "Set class" not in off_shape and "Show &annotations" in off_shape
+    menu = window.context_menu(800, 800)
+    classes = menu.actions()[0].menu()
+    next(a for a in classes.actions() if a.text() == "Normal").trigger()
+    assert _stored(window)[0].class_name == "Normal"

@@ -81,6 +81,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QInputDialog,
     QLabel,
+    QMenu,
     QMessageBox,
     QTableView,
     QToolBar,
@@ -614,6 +615,23 @@ class AnnotationController(QObject):
         if annotation_id is not None:
             self.window.statusBar().showMessage(self.describe(annotation_id), 8000)
         self.selectionChanged.emit(annotation_id)
+
+    def context_actions(self, x: float, y: float) -> list[QAction]:
+        """Right-click on an annotation: it is selected, and these act on it."""
+        if self.layer is None:
+            return []
+        hit = self.layer.annotation_at(x, y, PICK_PX * self.layer.downsample())
+        if hit is None:
+            return []
+        self.select(hit)
+        actions: list[QAction] = []
+        classes = QMenu("Set class", self.window)
+        for name in self.classes:
+            action = classes.addAction(name)
+            action.triggered.connect(lambda _checked=False, n=name: self.set_current_class(n))
+        actions.append(classes.menuAction())
+        actions += [a for a in (self.lock_action, self.delete_action) if a is not None]
+        return actions
 
     def selected_region(self) -> tuple[str, BaseGeometry] | None:
         """The open slide's path and the selected annotation's area, when it is a region."""
@@ -1301,6 +1319,7 @@ def install(window: MainWindow, project: ProjectController) -> AnnotationControl
     dock.setWidget(controller.panel)
     window.add_dock(dock, Qt.DockWidgetArea.RightDockWidgetArea, "annotations")
 
+    window.context_menu_providers.append(controller.context_actions)
     window.describe_keys(
         [
             ("Space + drag, middle drag", "Pan, whatever the tool"),

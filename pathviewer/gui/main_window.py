@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtCore import QByteArray, QPoint, QPointF, QSettings, Qt
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
     QToolBar,
 )
 
+from pathviewer._version import __version__
 from pathviewer.core.cohort import CohortEntry, read_cohort
 from pathviewer.core.errors import PathViewerError, SlideError
 from pathviewer.core.slide import SLIDE_SUFFIXES
@@ -52,6 +53,25 @@ if TYPE_CHECKING:
     from pathviewer.gui.context import AppContext
 
 log = logging.getLogger(__name__)
+
+#: Help > Getting started: the first things to do, in order.
+GETTING_STARTED = (
+    "<b>1. Open slides.</b> File > Open slide (or drop a file); File > Open cohort CSV for a"
+    " list of slides with labels (<code>slide,label,split,annotations</code>). Wheel zooms at"
+    " the cursor; the toolbar buttons jump to a magnification; F fits.<br>"
+    "<b>2. See a model's heatmap.</b> Tools > Train a model trains NGSD on the open cohort"
+    " (the Training dock shows its progress); Tools > Analyse this slide scores the slide shown;"
+    " Tools > Load predictions folder shows the output of <code>pathviewer infer</code>. H shows"
+    " or hides it; the Heatmap dock lists its top regions (Why this region? shows similar"
+    " training patches).<br>"
+    "<b>3. Triage the cohort.</b> The Triage dock orders the slides by score, by disagreement"
+    " with their label, or by uncertainty; N opens the next one, T walks its top regions.<br>"
+    "<b>4. Annotate.</b> R rectangle, C ellipse, P polygon, B brush; 1-9 choose the class."
+    " Everything is saved at once in the project (File > Recent projects).<br>"
+    "<b>5. Review suspect labels.</b> Tools > Import review flags loads a label-refinement run's"
+    " flags.csv into the Review queue: A accept, K keep, 1-9 another class.<br>"
+    "F1 lists every key; Edit > Preferences switches to QuPath's keys."
+)
 
 RECENT_SETTING = "viewer/recent_files"
 #: QSettings keys of the window's size and dock layout, restored on the next launch.
@@ -119,6 +139,9 @@ class MainWindow(QMainWindow):
         #: Called when the window closes, before the slide view shuts down (features that
         #: own threads or files stop them here).
         self.close_hooks: list[Callable[[], None]] = []
+        #: Right-click menu of the slide view: each provider gets the level-0 point clicked and
+        #: returns its actions (an empty list when it has nothing there); see context_menu.
+        self.context_menu_providers: list[Callable[[float, float], list[QAction]]] = []
         #: Keys handled outside menu actions (key, what it does); see describe_keys.
         self.key_descriptions: list[tuple[str, str]] = list(VIEW_KEYS)
         self._context: AppContext | None = None
@@ -135,6 +158,8 @@ class MainWindow(QMainWindow):
         self.slide_view.viewChanged.connect(self._update_zoom_label)
         self.slide_view.cursorMoved.connect(self._update_cursor_label)
         self.slide_view.pipeline.tileFailed.connect(self._on_tile_failed)
+        self.slide_view.viewport().setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.slide_view.viewport().customContextMenuRequested.connect(self._show_context_menu)
         self.resize(1400, 900)
 
     # -- structure ---------------------------------------------------------------------------
@@ -191,6 +216,28 @@ class MainWindow(QMainWindow):
             self.tabifyDockWidget(self.docks[tab_with], dock)
         self.views_menu.addAction(dock.toggleViewAction())
 
+    def context_menu(self, x: float, y: float) -> QMenu:
+        """The slide view's right-click menu at level-0 ``(x, y)``: what features offer there,
+        then the view's own commands."""
+        menu = QMenu(self)
+        for provider in self.context_menu_providers:
+            actions = provider(x, y)
+            if actions:
+                menu.addActions(actions)
+                menu.addSeparator()
+        menu.addAction(self.fit_action)
+        for action in self.views_menu.actions():
+            if action.isCheckable() and action.text().startswith(("Show", "F&ill", "Fill")):
+                menu.addAction(action)
+        menu.addAction(self.figure_action)
+        return menu
+
+    def _show_context_menu(self, position: QPoint) -> None:
+        if self.slide_view.current_slide is None:
+            return
+        x, y = self.slide_view.view_to_level0(QPointF(position))
+        self.context_menu(x, y).exec(self.slide_view.viewport().mapToGlobal(position))
+
     def describe_keys(self, entries: Sequence[tuple[str, str]]) -> None:
         """Add keys that are not menu shortcuts to Help > Keyboard shortcuts."""
         self.key_descriptions.extend(entries)
@@ -242,6 +289,7 @@ class MainWindow(QMainWindow):
         )
         figure_action.triggered.connect(self.choose_figure_file)
         file_menu.addAction(figure_action)
+        self.figure_action = figure_action
         file_menu.addSeparator()
         close_action = QAction("&Close slide", self)
         close_action.setShortcut(QKeySequence.StandardKey.Close)
@@ -290,13 +338,21 @@ class MainWindow(QMainWindow):
         keys.setShortcut(QKeySequence("F1"))
         keys.triggered.connect(self.show_keyboard_shortcuts)
         help_menu.addAction(keys)
+        start = QAction("&Getting started", self)
+        start.triggered.connect(
+            lambda: QMessageBox.information(self, "Getting started", GETTING_STARTED)
+        )
         about = QAction("&About PathViewer", self)
         about.triggered.connect(
             lambda: QMessageBox.about(
-                self, "PathViewer", "PathViewer: whole-slide image viewer with embedded AI."
+                self,
+                "PathViewer",
+                f"<b>PathViewer {__version__}</b><br>Whole-slide image viewer with embedded AI:"
+                " weakly supervised tumour heatmaps (NGSD), label refinement and accountable"
+                " review.<br>Slides are read with OpenSlide; no data leaves this computer.",
             )
         )
-        help_menu.addAction(about)
+        help_menu.addActions([start, about])
         self.menus.update(
             file=file_menu,
             edit=self.edit_menu,

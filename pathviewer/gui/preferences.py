@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from PySide6.QtCore import QSettings
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
@@ -21,12 +22,15 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from pathviewer.gui.review import AUTHOR_SETTING, reviewer_name
+from pathviewer.gui.tiles import CACHE_SETTING, THREADS_SETTING, cache_cap_bytes
 from pathviewer.session.keys import DEFAULT_PRESET, KEY_PRESETS, PRESET_SETTING, preset_keys
 
 if TYPE_CHECKING:
@@ -75,11 +79,32 @@ class KeyboardShortcutsDialog(QDialog):
 
 
 class PreferencesDialog(QDialog):
-    """Edit > Preferences: the key preset (applied when accepted)."""
+    """Edit > Preferences: keys, reviewer name, tile cache and threads (applied when accepted)."""
 
-    def __init__(self, current: str, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, current: str, settings: QSettings | None = None, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Preferences")
+        settings = settings or QSettings()
+        self.reviewer = QLineEdit(str(settings.value(AUTHOR_SETTING, "") or ""))
+        self.reviewer.setPlaceholderText(reviewer_name(settings))
+        self.reviewer.setToolTip("Stored with every review and triage decision")
+        self.cache_mb = QSpinBox()
+        self.cache_mb.setRange(64, 65536)
+        self.cache_mb.setSingleStep(64)
+        self.cache_mb.setSuffix(" MB")
+        self.cache_mb.setValue(cache_cap_bytes(settings) // 2**20)
+        self.cache_mb.setToolTip("Memory for decoded tiles (applies to the next slide opened)")
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 64)
+        self.threads.setSpecialValueText("automatic")
+        try:
+            threads = int(str(settings.value(THREADS_SETTING, 0) or 0))
+        except ValueError:  # a hand-edited settings file
+            threads = 0
+        self.threads.setValue(threads)
+        self.threads.setToolTip("Tile reading threads (applies on the next launch)")
         self.preset = QComboBox()
         self.preset.addItems(list(KEY_PRESETS))
         self.preset.setCurrentText(current if current in KEY_PRESETS else DEFAULT_PRESET)
@@ -94,7 +119,16 @@ class PreferencesDialog(QDialog):
         buttons.rejected.connect(self.reject)
         form = QFormLayout(self)
         form.addRow("Keys", self.preset)
+        form.addRow("Reviewer name", self.reviewer)
+        form.addRow("Tile cache", self.cache_mb)
+        form.addRow("Tile threads", self.threads)
         form.addRow(buttons)
+
+    def apply(self, settings: QSettings) -> None:
+        """Store the reviewer name, tile cache and threads (the key preset is applied apart)."""
+        settings.setValue(AUTHOR_SETTING, self.reviewer.text().strip())
+        settings.setValue(CACHE_SETTING, self.cache_mb.value())
+        settings.setValue(THREADS_SETTING, self.threads.value())
 
 
 def apply_key_preset(window: MainWindow, annotations: AnnotationController, name: str) -> None:
@@ -115,9 +149,11 @@ def install(window: MainWindow, annotations: AnnotationController) -> QAction:
     apply_key_preset(window, annotations, current_preset(window))
 
     def edit() -> None:
-        dialog = PreferencesDialog(current_preset(window), window)
+        dialog = PreferencesDialog(current_preset(window), window.settings, window)
         if dialog.exec() == QDialog.DialogCode.Accepted:
             apply_key_preset(window, annotations, dialog.preset.currentText())
+            dialog.apply(window.settings)
+            window.slide_view.cache.cap_bytes = dialog.cache_mb.value() * 2**20
 
     action = QAction("&Preferences…", window)
     action.triggered.connect(edit)
