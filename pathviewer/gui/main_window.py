@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMenu,
     QMessageBox,
+    QScrollArea,
     QToolBar,
 )
 
@@ -153,7 +154,7 @@ class MainWindow(QMainWindow):
         self.add_dock(self.cohort_dock, Qt.DockWidgetArea.LeftDockWidgetArea, "cohort")
         self.add_dock(self.properties_dock, Qt.DockWidgetArea.RightDockWidgetArea, "properties")
         self.cohort_dock.hide()
-        self.resizeDocks([self.properties_dock], [380], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.properties_dock], [self.dock_width(380)], Qt.Orientation.Horizontal)
         self.slide_view.slideChanged.connect(self._on_slide_changed)
         self.slide_view.viewChanged.connect(self._update_zoom_label)
         self.slide_view.cursorMoved.connect(self._update_cursor_label)
@@ -210,6 +211,15 @@ class MainWindow(QMainWindow):
         name = name or dock.objectName().removeprefix("dock-")
         if name in self.docks:
             raise ValueError(f"a dock named {name!r} exists already")
+        content = dock.widget()
+        if content is not None and not isinstance(content, QScrollArea):
+            # A dock as tall as its contents would make the window taller than a 768 px
+            # screen once two are stacked; in a scroll area it shrinks and its contents scroll.
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+            scroll.setWidget(content)
+            dock.setWidget(scroll)
         self.docks[name] = dock
         self.addDockWidget(area, dock)
         if tab_with in self.docks:
@@ -263,6 +273,15 @@ class MainWindow(QMainWindow):
         from pathviewer.gui.preferences import KeyboardShortcutsDialog
 
         KeyboardShortcutsDialog(self.keyboard_shortcuts(), self).exec()
+
+    def dock_width(self, preferred: int) -> int:
+        """A side dock's width: ``preferred``, but at most 28 % of the window, so that with a
+        dock on each side the slide keeps nearly half of a 1024 px screen."""
+        width = self.width()
+        screen = self.screen()
+        if screen is not None:  # the window may be about to be maximised on a small screen
+            width = min(width, screen.availableGeometry().width())
+        return max(220, min(preferred, int(width * 0.28)))
 
     def menu(self, name: str) -> QMenu:
         """The menu registered as ``name`` (file, edit, view, tools, help), shown once used."""
@@ -447,7 +466,10 @@ class MainWindow(QMainWindow):
         self.cohort_path = Path(csv_path)
         self.cohort_panel.set_entries(entries, f"{Path(csv_path).name}: {len(entries)} slides")
         self.cohort_dock.show()
-        self.resizeDocks([self.cohort_dock], [420], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.cohort_dock], [self.dock_width(420)], Qt.Orientation.Horizontal)
+        self.resizeDocks(
+            [self.properties_dock], [self.dock_width(380)], Qt.Orientation.Horizontal
+        )
         self._add_recent(csv_path)
         return self.open_slide(str(entries[0].path), raise_errors=raise_errors)
 
