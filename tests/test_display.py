@@ -238,3 +238,25 @@ def test_estimate_without_tissue_says_why(window) -> None:
     with pytest.raises(ValueError, match="cannot estimate stains"):
         window.context.display.estimate_from_view()
     assert window.context.display.settings.stain_set == "H&E"
+
+
+def test_stains_are_estimated_in_a_drawn_region(window, cmu_small, monkeypatch) -> None:
+    import shapely
+
+    from pathviewer.gui import display as display_module
+
+    monkeypatch.setenv("PATHVIEWER_DATA_DIR", str(Path(window.settings.fileName()).parent))
+    assert window.open_slide(str(cmu_small))
+    read: list[tuple] = []
+    real_read_box = display_module.read_box
+    monkeypatch.setattr(
+        display_module,
+        "read_box",
+        lambda slide, box, size: read.append(box) or real_read_box(slide, box, size),
+    )
+    annotations = window.context.annotations
+    (region,) = annotations.add([shapely.box(600, 900, 1400, 1700)], "Stain sample")
+    annotations.select(region)
+    window.context.display.estimate_from_view()
+    assert read == [(600, 900, 800, 800)]  # the drawn rectangle, not the whole view
+    assert window.context.display.settings.stain_set == ESTIMATED

@@ -93,7 +93,9 @@ def build_features(window: MainWindow) -> AppContext:
         heatmap=heatmap_controller,
         ensure_project=annotation_controller.ensure_project,
     )
-    display_controller, display_panel = display.install(window)
+    display_controller, display_panel = display.install(
+        window, selected_region=annotation_controller.selected_region
+    )
     preferences.install(window, annotations=annotation_controller)
     context = AppContext(
         project=project_controller,

@@ -18,8 +18,9 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QSettings, Qt, Signal
 from PySide6.QtGui import QAction
@@ -92,6 +93,9 @@ class DisplayController(QObject):
         self._settings = DisplaySettings()
         #: Filter of the slide view's Shift+C, set by :func:`install`.
         self.key_filter: QObject | None = None
+        #: The selected region annotation (slide path, area), when one is: stains are then
+        #: estimated there rather than over the whole view.
+        self.selected_region: Callable[[], tuple[str, Any] | None] | None = None
         view.slideChanged.connect(self._on_slide_changed)
 
     @property
@@ -117,7 +121,10 @@ class DisplayController(QObject):
         self.set_settings(DisplaySettings())
 
     def estimate_from_view(self) -> None:
-        """Estimate the two stains (Macenko) from the region in view and use them.
+        """Estimate the two stains (Macenko) from a region and use them.
+
+        The region is the selected region annotation when there is one (draw a rectangle on
+        a place with both stains), else what the view shows.
 
         Raises
         ------
@@ -130,9 +137,14 @@ class DisplayController(QObject):
         if slide is None:
             raise ValueError("open a slide first")
         width, height = slide.dimensions
-        area = self._view.visible_level0_rect()
-        x0, y0 = max(0, math.floor(area.left())), max(0, math.floor(area.top()))
-        x1, y1 = min(width, math.ceil(area.right())), min(height, math.ceil(area.bottom()))
+        drawn = self.selected_region() if self.selected_region is not None else None
+        if drawn is not None:
+            left, top, right, bottom = drawn[1].bounds
+        else:
+            area = self._view.visible_level0_rect()
+            left, top, right, bottom = area.left(), area.top(), area.right(), area.bottom()
+        x0, y0 = max(0, math.floor(left)), max(0, math.floor(top))
+        x1, y1 = min(width, math.ceil(right)), min(height, math.ceil(bottom))
         if x1 <= x0 or y1 <= y0:
             raise ValueError("the view shows no part of the slide")
         scale = min(1.0, ESTIMATE_SIDE / max(x1 - x0, y1 - y0))
@@ -220,8 +232,8 @@ class DisplayPanel(QWidget):
         self.stain_combo.addItems([*STAIN_SETS, ESTIMATED])
         self.estimate_button = QPushButton("Estimate stains from view")
         self.estimate_button.setToolTip(
-            "Macenko estimate of the two stains from the region in view: zoom to a region"
-            " with both stains first"
+            "Macenko estimate of the two stains from the selected region (draw a rectangle"
+            " where both stains are), or from what the view shows"
         )
         self.brightness = QSlider(Qt.Orientation.Horizontal)
         self.brightness.setRange(round(100 * BRIGHTNESS_RANGE[0]), round(100 * BRIGHTNESS_RANGE[1]))
@@ -312,9 +324,16 @@ def show_dock(dock: QDockWidget) -> None:
     dock.raise_()
 
 
-def install(window: MainWindow) -> tuple[DisplayController, DisplayPanel]:
-    """Add the Display dock, View > Adjust display and Shift+C; return controller and panel."""
+def install(
+    window: MainWindow,
+    selected_region: Callable[[], tuple[str, Any] | None] | None = None,
+) -> tuple[DisplayController, DisplayPanel]:
+    """Add the Display dock, View > Adjust display and Shift+C; return controller and panel.
+
+    ``selected_region`` gives the selected region annotation (stains are estimated there).
+    """
     controller = DisplayController(window.slide_view, window.settings)
+    controller.selected_region = selected_region
     panel = DisplayPanel(controller)
     dock = QDockWidget("Display", window)
     dock.setObjectName("dock-display")

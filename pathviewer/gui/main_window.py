@@ -467,9 +467,7 @@ class MainWindow(QMainWindow):
         self.cohort_panel.set_entries(entries, f"{Path(csv_path).name}: {len(entries)} slides")
         self.cohort_dock.show()
         self.resizeDocks([self.cohort_dock], [self.dock_width(420)], Qt.Orientation.Horizontal)
-        self.resizeDocks(
-            [self.properties_dock], [self.dock_width(380)], Qt.Orientation.Horizontal
-        )
+        self.resizeDocks([self.properties_dock], [self.dock_width(380)], Qt.Orientation.Horizontal)
         self._add_recent(csv_path)
         return self.open_slide(str(entries[0].path), raise_errors=raise_errors)
 
