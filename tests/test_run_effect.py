@@ -52,3 +52,30 @@ def test_flags_that_disappeared_and_accuracy_on_the_trusted_labels(tmp_path: Pat
     with pytest.raises(PathViewerError, match="row 2: x, y, width, height must be whole numbers"):
         compare_refinement_runs(before, after)
     assert main(["labels", "effect", str(before), str(tmp_path / "none")]) == 2
+
+
+def test_the_training_dock_reports_the_effect_of_corrections(tmp_path, monkeypatch, qtbot) -> None:
+    pytest.importorskip("pytestqt")
+    from PySide6.QtCore import QSettings
+
+    from pathviewer.gui.app import create_main_window
+    from pathviewer.paths import runs_dir
+    from pathviewer.runs import write_run_info
+
+    monkeypatch.setenv("PATHVIEWER_DATA_DIR", str(tmp_path / "data"))
+    runs_dir().mkdir(parents=True)
+    before = _run(
+        runs_dir() / "20261201-100000-refine-project", [0, 10], {0: "Normal", 10: "Normal"}
+    )
+    after = _run(runs_dir() / "20261202-100000-refine-project", [10], {0: "Tumor", 10: "Normal"})
+    for run, started in ((before, "2026-12-01 10:00:00"), (after, "2026-12-02 10:00:00")):
+        write_run_info(run, method="refine-project", status="completed", started=started)
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = create_main_window(settings=settings, threads=1)
+    qtbot.addWidget(window)
+    project = window.context.project.open(tmp_path / "p", create=True)
+    project.add_patch_labels([("/s/a.svs", 0, 0, 10, 10, "Tumor")], source="annotator")
+    text = window.context.training.correction_effect(after)
+    assert text.startswith("against 20261201-100000-refine-project: 1 flags gone, 0 new, 1 kept")
+    assert "agreement with the 1 trusted labels 0% -> 100%" in text
+    window.close()

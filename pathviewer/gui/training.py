@@ -704,7 +704,49 @@ class TrainingPanel(QWidget):
         self.stage_label.setText(f"finished: {self.run_dir.name}")
         self.eta_label.setText("")
         self.append_log(f"run {self.run_dir.name} {status}")
+        if self.method == "refine-project" and status == "completed":
+            self.append_log(self.correction_effect(self.run_dir))
         self.trainingFinished.emit(self.run_dir)
+
+    def correction_effect(self, run_dir: Path) -> str:
+        """One paragraph: what this refinement run changed against the previous one on the
+        same project (flags gone and new, agreement with the trusted labels)."""
+        from pathviewer.core.run_effect import compare_refinement_runs
+
+        previous = [
+            r
+            for r in scan_runs()
+            if r.path != run_dir
+            and r.method == "refine-project"
+            and r.status == "completed"
+            and (r.path / "flags.csv").is_file()
+        ]
+        if not previous:
+            return "first refinement run of this project: nothing to compare with yet"
+        before = max(previous, key=lambda r: r.started).path
+        project = self.project_controller.project if self.project_controller else None
+        trusted = None
+        if project is not None:
+            trusted = {
+                (str(Path(r.slide_path)), r.x, r.y, r.width, r.height): r.label
+                for r in project.patch_labels(trusted=True)
+            }
+        try:
+            report = compare_refinement_runs(before, run_dir, trusted)
+        except PathViewerError as error:
+            return f"cannot compare with {before.name}: {error}"
+        flags = report["flags"]
+        text = (
+            f"against {before.name}: {flags['disappeared']} flags gone, {flags['new']} new,"
+            f" {flags['kept']} kept; {report['refined_changed']} refined labels changed"
+        )
+        accuracy = report.get("trusted_accuracy")
+        if accuracy and accuracy["after"] is not None:
+            text += (
+                f"; agreement with the {report['trusted_patches']} trusted labels"
+                f" {accuracy['before']:.0%} -> {accuracy['after']:.0%}"
+            )
+        return text
 
     def _on_cancelled(self) -> None:
         if self.run_dir is not None:
