@@ -71,3 +71,34 @@ def test_training_writes_it_and_inference_calls_slides_at_it(
     with open(pred / "slides.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert rows and all(int(r["pred"]) == int(float(r["score"]) >= point.threshold) for r in rows)
+
+
+def test_a_val_split_is_where_the_operating_point_is_chosen(
+    small_cohort: Path, tmp_path: Path
+) -> None:
+    import csv
+
+    from pathviewer.core.progress import run_job
+    from pathviewer.jobs import calibrate_model, train_slide_model
+    from pathviewer.ml.config import demo_config
+
+    with open(small_cohort, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:  # the test slides become the validation split
+        if row["split"] == "test":
+            row["split"] = "val"
+        for key in ("slide", "annotations"):
+            if row.get(key):
+                row[key] = str((small_cohort.parent / row[key]).resolve())
+    cohort = tmp_path / "cohort.csv"
+    with open(cohort, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    cfg = demo_config(steps=2, batch_size=8, input_size=32, patch_size=512, device="cpu")
+    cfg.read_level = 4
+    cfg.method = "naive"
+    result = run_job(train_slide_model(cohort, tmp_path / "run", cfg, calibrate=False))
+    point = run_job(calibrate_model(result.model_path, cohort))
+    assert point is not None and point.split == "val"
+    assert point.positives + point.negatives == sum(r["split"] == "val" for r in rows)
