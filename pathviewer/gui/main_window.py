@@ -75,6 +75,8 @@ GETTING_STARTED = (
 )
 
 RECENT_SETTING = "viewer/recent_files"
+#: The window's size before the user resizes it (or a saved layout restores it).
+DEFAULT_WIDTH, DEFAULT_HEIGHT = 1400, 900
 #: QSettings keys of the window's size and dock layout, restored on the next launch.
 GEOMETRY_SETTING = "window/geometry"
 LAYOUT_SETTING = "window/state"
@@ -161,7 +163,7 @@ class MainWindow(QMainWindow):
         self.slide_view.pipeline.tileFailed.connect(self._on_tile_failed)
         self.slide_view.viewport().setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.slide_view.viewport().customContextMenuRequested.connect(self._show_context_menu)
-        self.resize(1400, 900)
+        self.resize(DEFAULT_WIDTH, DEFAULT_HEIGHT)
 
     # -- structure ---------------------------------------------------------------------------
 
@@ -277,9 +279,11 @@ class MainWindow(QMainWindow):
     def dock_width(self, preferred: int) -> int:
         """A side dock's width: ``preferred``, but at most 28 % of the window, so that with a
         dock on each side the slide keeps nearly half of a 1024 px screen."""
-        width = self.width()
+        # The window is usually shown maximised or at its default 1400 px: the screen, not
+        # the window's size while it is being built, says how much room there will be.
+        width = DEFAULT_WIDTH
         screen = self.screen()
-        if screen is not None:  # the window may be about to be maximised on a small screen
+        if screen is not None:
             width = min(width, screen.availableGeometry().width())
         return max(220, min(preferred, int(width * 0.28)))
 

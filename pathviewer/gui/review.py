@@ -732,6 +732,8 @@ class ReviewPanel(QWidget):
         self.highlight: QGraphicsRectItem | None = None
         # Set by install(): Tools > Review queue and Tools > Import review flags.
         self.menu_actions: tuple[QAction, ...] = ()
+        #: Set by install(): shows the dock with room for the gallery.
+        self.show_dock: Callable[[], None] = lambda: None
 
         self.counts_label = QLabel("no project")
         self.counts_label.setObjectName("review-counts")
@@ -1267,6 +1269,13 @@ def install(
     def show_dock() -> None:
         dock.show()
         dock.raise_()
+        annotations = window.docks.get("annotations")
+        if annotations is not None and annotations.isVisible():
+            # The gallery needs the height: the annotation list keeps a strip below it.
+            height = window.height()
+            window.resizeDocks(
+                [dock, annotations], [int(height * 0.7), int(height * 0.3)], Qt.Orientation.Vertical
+            )
         panel.gallery.setFocus()
 
     def import_flags() -> None:
@@ -1277,6 +1286,7 @@ def install(
     import_action.triggered.connect(import_flags)
     review_action = QAction("Review queue", window)
     review_action.triggered.connect(show_dock)
+    panel.show_dock = show_dock
     window.menu("tools").addAction(review_action)
     window.menu("tools").addAction(import_action)
     panel.menu_actions = (review_action, import_action)
