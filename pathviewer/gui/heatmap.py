@@ -1007,7 +1007,7 @@ class SimilarPatchesDialog(QDialog):
             label = {1: "positive slide", 0: "negative slide", None: "slide label unknown"}[
                 patch.label
             ]
-            caption = f"{Path(patch.slide).name}\n{label} · {patch.similarity:.2f}"
+            caption = f"{Path(patch.slide).name}\n{label} · {patch.similarity:.3f}"
             self.captions.append(caption)
             picture = QLabel()
             picture.setFixedSize(self.THUMB, self.THUMB)
