@@ -404,6 +404,8 @@ def test_adjudicating_the_patches_reviewers_disagree_on(panel, review_setup, mon
     assert [item.flag.patch_label_id for item in panel.model.items] == [first]
     tip = panel.model.data(panel.model.index(0), Qt.ItemDataRole.ToolTipRole)
     assert "reviewers disagree — A: Tumor, B: Normal" in tip
+    decision_role = Qt.ItemDataRole.UserRole + 2
+    assert panel.model.data(panel.model.index(0), decision_role) is None  # not settled yet
     panel.gallery.setCurrentIndex(panel.model.index(0))
     QTest.keyClick(panel.gallery, Qt.Key.Key_U)  # unsure settles nothing
     assert warnings and "adjudication settles" in warnings[0]

@@ -418,11 +418,15 @@ class ReviewQueueModel(QAbstractListModel):
             return self._decision(item)
         return None
 
-    @staticmethod
-    def _decision(item: QueueItem) -> tuple[str, str | None] | None:
-        """``(decision, label)`` of an item decided now or before, else None."""
+    def _decision(self, item: QueueItem) -> tuple[str, str | None] | None:
+        """``(decision, label)`` of an item decided now or before, else None.
+
+        A disputed patch has reviews, but it is undecided until adjudicated.
+        """
         if item.decision is not None:
             return item.decision, item.label
+        if self.adjudicating:
+            return None
         if item.flag.reviewed or item.flag.trusted:
             return "reviewed", item.flag.current_label
         return None
