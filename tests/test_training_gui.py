@@ -240,6 +240,8 @@ def test_analyse_this_slide_fills_the_heatmap_with_the_inference_values(
     np.testing.assert_array_equal(pixels, quantise(expected.probs))
     assert result.out_dir == trained_run / "analyses" / Path(entry.slide).stem
     assert (result.out_dir / "slides.csv").is_file()
+    qtbot.waitUntil(lambda: panel.analysis_runner is None, timeout=10_000)
+    assert panel.stage_label.text() == "analysis finished"  # not stuck at "inference n/n"
     # The cohort list shows the analysis' score, and still does after the cohort is re-opened
     # (the table is rebuilt; the score used to live only in the old table).
     model = window.cohort_panel.model

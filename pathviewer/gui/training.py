@@ -335,6 +335,8 @@ class TrainingPanel(QWidget):
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
         self.log_view.setPlaceholderText("log")
+        # At least five lines: a one-line log hides what a run just said.
+        self.log_view.setMinimumHeight(5 * self.log_view.fontMetrics().lineSpacing() + 12)
         mon.addWidget(self.log_view, 1)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
@@ -864,14 +866,20 @@ class TrainingPanel(QWidget):
         if self.analysis_runner is not None:
             self.analysis_runner.deleteLater()
         self.analysis_runner = None
+        if self.runner is None:  # the bar showed the analysis: say it is over
+            self.stage_label.setText("analysis finished")
+            self.step_bar.setRange(0, 1)
+            self.step_bar.setValue(1)
         self._update_buttons()
         self.jobStopped.emit()
 
     # -- log ---------------------------------------------------------------------------------
 
     def append_log(self, text: str) -> None:
-        """Add a line to the log view."""
+        """Add a line to the log view (which follows the newest line)."""
         self.log_view.appendPlainText(text)
+        bar = self.log_view.verticalScrollBar()
+        bar.setValue(bar.maximum())
 
     def busy(self) -> bool:
         """Whether a training run or an analysis is running."""
