@@ -1101,6 +1101,9 @@ class HeatmapDock(QWidget):
         self.regions.setAlternatingRowColors(True)
         self.regions.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.regions.header().setStretchLastSection(True)
+        # Four rows at least: the list must show something in the default layout (the dock
+        # scrolls when the window is short).
+        self.regions.setMinimumHeight(4 * self.regions.fontMetrics().lineSpacing() + 40)
         layout.addWidget(self.regions, 1)
         self.why_button = QPushButton("Why this region?")
         self.why_button.setToolTip(
