@@ -466,3 +466,57 @@ def export_heatmaps(
         for source in slides_open.values():
             source.close()
     return written
+
+
+def label_project_patches(
+    project_dir: str | Path, patch_size: int = 256, background_class: str = "Normal"
+) -> Generator[Progress, None, int]:
+    """Patch labels from the project's drawn regions, for label refinement.
+
+    The step ``pathviewer labels from-annotations`` does for a cohort, on a project: every
+    slide with annotations is tiled (tissue only) and each patch gets the class covering most
+    of it, else ``background_class``.  The labels are stored untrusted (source ``imported``), so
+    a refinement run may question them; reviewed labels stay as they are.
+
+    Returns
+    -------
+    int
+        Patch labels stored.
+
+    Raises
+    ------
+    PathViewerError
+        No annotated slide in the project, a slide that cannot be opened (named), or a bad
+        patch size.
+    """
+    from pathviewer.core.geometry import patch_labels_from_regions
+    from pathviewer.core.slide import open_slide
+    from pathviewer.core.store import Project
+    from pathviewer.core.tiling import iter_tissue_boxes
+
+    if patch_size <= 0:
+        raise TrainingError(f"patch size must be positive, got {patch_size}")
+    stored = 0
+    with Project.open(project_dir) as project:
+        annotated = [
+            (record, [a.annotation for a in project.annotations(record.id)])
+            for record in project.slides()
+        ]
+        annotated = [(record, regions) for record, regions in annotated if regions]
+        if not annotated:
+            raise TrainingError(
+                f"{project_dir}: no slide of the project has annotations to make patch labels"
+                " from (draw the regions first)"
+            )
+        for number, (record, regions) in enumerate(annotated, start=1):
+            yield Progress("patch labels", number - 1, len(annotated), f"tiling {record.name}")
+            slide = open_slide(record.path)
+            try:
+                boxes = yield from iter_tissue_boxes(slide, patch_size)
+            finally:
+                slide.close()
+            names = patch_labels_from_regions(regions, boxes, background_class)
+            rows = [(record.id, *box, name) for box, name in zip(boxes, names, strict=True)]
+            stored += len(project.add_patch_labels(rows, source="imported"))
+        yield Progress("patch labels", len(annotated), len(annotated), f"{stored} patch labels")
+    return stored

@@ -113,3 +113,46 @@ def test_array_dataset_accepts_uint8_hwc() -> None:
     images = np.full((2, 8, 8, 3), 255, np.uint8)
     dataset = ArrayDataset(images)
     assert len(dataset) == 2 and dataset[1].shape == (3, 8, 8) and float(dataset[0].max()) == 1.0
+
+
+def test_patch_labels_from_a_projects_drawn_regions(small_cohort: Path, tmp_path: Path, qtbot):
+    import shapely
+
+    from pathviewer.core.annotations import Annotation
+    from pathviewer.core.cohort import read_cohort
+    from pathviewer.core.progress import run_job
+    from pathviewer.core.store import Project
+    from pathviewer.jobs import label_project_patches
+
+    entry = read_cohort(small_cohort)[0]
+    project = Project.create(tmp_path / "p")
+    slide_id = project.add_slide(str(entry.path))
+    empty = Project.create(tmp_path / "empty")
+    empty.close()
+    with pytest.raises(Exception, match="no slide of the project has annotations"):
+        run_job(label_project_patches(tmp_path / "empty"))
+    project.add_annotations(slide_id, [Annotation(shapely.box(0, 0, 1536, 1536), "Tumor")])
+    project.close()
+    count = run_job(label_project_patches(tmp_path / "p", 256, "Normal"))
+    with Project.open(tmp_path / "p") as reopened:
+        labels = reopened.patch_labels()
+    assert count == len(labels) > 0
+    assert {r.label for r in labels} <= {"Tumor", "Normal"} and not any(r.trusted for r in labels)
+    inside = [r for r in labels if r.x + r.width <= 1536 and r.y + r.height <= 1536]
+    assert inside and all(r.label == "Tumor" for r in inside)
+    # The Training dock runs the same job on the open project.
+    pytest.importorskip("pytestqt")
+    from PySide6.QtCore import QSettings
+
+    from pathviewer.gui.app import create_main_window
+
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = create_main_window(settings=settings, threads=1)
+    qtbot.addWidget(window)
+    window.context.project.open(tmp_path / "p")
+    panel = window.context.training
+    with qtbot.waitSignal(panel.labelsMade, timeout=60_000) as blocker:
+        assert panel.make_patch_labels(256, "Normal") is not None
+    assert blocker.args == [count]
+    assert "patch labels made" in panel.log_view.toPlainText()
+    window.close()

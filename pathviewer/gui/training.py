@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QMessageBox,
@@ -62,7 +63,14 @@ from pathviewer.core.operating_point import read_operating_point
 from pathviewer.core.progress import Progress
 from pathviewer.gui.settings_form import SettingsForm
 from pathviewer.gui.workers import JobRunner
-from pathviewer.jobs import SlideAnalysis, analyse_slide, refine_run, slide_entry, train_slide_model
+from pathviewer.jobs import (
+    SlideAnalysis,
+    analyse_slide,
+    label_project_patches,
+    refine_run,
+    slide_entry,
+    train_slide_model,
+)
 from pathviewer.runs import RunInfo, new_run_dir, scan_runs, write_run_info
 
 if TYPE_CHECKING:
@@ -176,6 +184,8 @@ class TrainingPanel(QWidget):
 
     trainingFinished = Signal(object)
     analysisFinished = Signal(object)
+    #: Patch labels were made from the project's regions (how many).
+    labelsMade = Signal(int)
     jobStopped = Signal()
 
     def __init__(
@@ -196,6 +206,7 @@ class TrainingPanel(QWidget):
         self.analyse_action: QAction | None = None
         self.runner: JobRunner | None = None
         self.analysis_runner: JobRunner | None = None
+        self.labels_runner: JobRunner | None = None
         self.run_dir: Path | None = None
         self.run_method = ""
         self._curves: dict[str, tuple[pg.PlotDataItem, list[float], list[float]]] = {}
@@ -790,6 +801,68 @@ class TrainingPanel(QWidget):
         self._update_buttons()
         self.jobStopped.emit()
 
+    # -- patch labels from drawn regions -------------------------------------------------------
+
+    def make_patch_labels(
+        self, patch_size: int = 256, background_class: str = "Normal"
+    ) -> JobRunner | None:
+        """Patch labels from the open project's regions (what label refinement trains on)."""
+        project = self.project_dir()
+        if project is None:
+            self.show_message("Open a project (File > Open project) to make its patch labels.")
+            return None
+        if self.labels_runner is not None:
+            return None
+
+        def factory() -> Any:
+            return label_project_patches(project, patch_size, background_class)
+
+        runner = JobRunner(factory, self, yield_gil=self.yield_gil)
+        runner.progress.connect(
+            lambda event: self.stage_label.setText(f"patch labels: {event.message}")
+        )
+        runner.finished.connect(self._on_labels_finished)
+        runner.failed.connect(self.show_error)
+        runner.stopped.connect(self._on_labels_stopped)
+        self.labels_runner = runner
+        self.append_log(f"making patch labels of {patch_size} px from the project's regions…")
+        runner.start()
+        return runner
+
+    def _on_labels_finished(self, count: object) -> None:
+        self.append_log(
+            f"{count} patch labels made from the drawn regions; Label refinement (open project)"
+            " can train on them"
+        )
+        self.stage_label.setText(f"{count} patch labels made")
+        self.labelsMade.emit(int(count))  # type: ignore[call-overload]
+
+    def _on_labels_stopped(self) -> None:
+        if self.labels_runner is not None:
+            self.labels_runner.deleteLater()
+        self.labels_runner = None
+
+    def choose_and_make_patch_labels(self) -> None:
+        """Tools > Patch labels from annotations…: ask the patch size and background class."""
+        size, ok = QInputDialog.getInt(
+            self, "Patch labels from annotations", "Patch side (level-0 px):", 256, 32, 4096, 32
+        )
+        if not ok:
+            return
+        project = self.project_controller.project if self.project_controller else None
+        classes = list(project.classes()) if project is not None else ["Normal"]
+        default = classes.index("Normal") if "Normal" in classes else 0
+        background, ok = QInputDialog.getItem(
+            self,
+            "Patch labels from annotations",
+            "Class of tissue outside every region:",
+            classes,
+            default,
+            False,
+        )
+        if ok:
+            self.make_patch_labels(size, background)
+
     # -- inference ---------------------------------------------------------------------------
 
     def analyse_current_slide(self, run: RunInfo | None = None) -> JobRunner | None:
@@ -903,7 +976,7 @@ class TrainingPanel(QWidget):
 
     def shutdown(self, wait_ms: int = 30_000) -> None:
         """Cancel running jobs and wait for their threads (window closing)."""
-        for runner in (self.runner, self.analysis_runner):
+        for runner in (self.runner, self.analysis_runner, self.labels_runner):
             if runner is not None:
                 runner.cancel()
                 runner.wait(wait_ms)
@@ -945,6 +1018,18 @@ def install(
     tools.addAction(train)
     tools.addAction(analyse)
     panel.analyse_action = analyse
+    labels = QAction("&Patch labels from annotations…", window)
+    labels.setToolTip(
+        "Label the tissue patches of the project's slides by the regions drawn on them, so"
+        " that label refinement can train on them and flag the doubtful ones"
+    )
+
+    def make_labels() -> None:
+        show_dock()
+        panel.choose_and_make_patch_labels()
+
+    labels.triggered.connect(make_labels)
+    tools.addAction(labels)
     panel._update_buttons()
     # Closing the window must not leave a worker thread running (Qt aborts on that).
     window.installEventFilter(_CloseFilter(panel, window))
