@@ -54,6 +54,10 @@ class Minimap(QWidget):
         self.hide()
 
     def _on_slide(self, _slide: object) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Take the view's thumbnail again (a new slide, or its thumbnail arrived)."""
         thumbnail = self._view.thumbnail_image
         self._thumbnail = None if thumbnail is None or thumbnail.isNull() else thumbnail
         self._side = 0  # rescale for the new slide
