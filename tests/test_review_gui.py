@@ -416,3 +416,26 @@ def test_adjudicating_the_patches_reviewers_disagree_on(panel, review_setup, mon
     assert "adjudicated" in [row[2] for row in project.audit_rows()]
     panel.set_adjudicating(False)
     assert panel.mode_combo.currentData() == "review"
+
+
+def test_a_finished_project_refinement_run_fills_the_review_queue(qtbot, review_setup, tmp_path):
+    from pathviewer.gui.main_window import MainWindow
+    from pathviewer.runs import write_run_info
+
+    project, flags, _slides = review_setup
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings, threads=1)
+    qtbot.addWidget(window)
+    build_features(window)
+    window.context.project.open(project.folder)
+    panel = window.context.review
+    run_dir = flags.parent
+    write_run_info(run_dir, method="ngsd", status="completed")
+    window.context.training.trainingFinished.emit(run_dir)  # a slide model: nothing to review
+    assert panel.model.rowCount() == 0
+    write_run_info(run_dir, method="refine-project", status="completed")
+    window.context.training.trainingFinished.emit(run_dir)
+    assert panel.model.rowCount() == len(FLAGS)
+    assert window.docks["review"].isVisible() or not window.isVisible()
+    window.close()
+    panel.shutdown()

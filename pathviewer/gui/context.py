@@ -109,6 +109,8 @@ def build_features(window: MainWindow) -> AppContext:
         display=display_controller,
         display_panel=display_panel,
     )
+    # A project refinement run's flags go straight to the review queue.
+    training_panel.trainingFinished.connect(review_panel.offer_run_flags)
     window.context = context
     window.restore_layout()
     # Every feature listens to the project by now: the last project's annotations, review

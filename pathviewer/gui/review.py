@@ -892,6 +892,31 @@ class ReviewPanel(QWidget):
         self.model.show_reviewed = on
         self.model.refresh()
 
+    def offer_run_flags(self, run_dir: object) -> int:
+        """Load a just-finished project refinement run's flags into the queue and show it.
+
+        Returns the number of flags (0 when the run is not one, has none, or fails to load).
+        """
+        from pathviewer.runs import read_run
+
+        flags = Path(str(run_dir)) / "flags.csv"
+        if self.project is None or not flags.is_file():
+            return 0
+        run = read_run(Path(str(run_dir)))
+        if run is None or run.method != "refine-project":
+            return 0
+        try:
+            count = self.import_flags(flags)
+        except PathViewerError as error:
+            QMessageBox.warning(self, "Review", f"The run's flags were not loaded: {error}")
+            return 0
+        self.show_dock()
+        if self.window_ is not None:
+            self.window_.statusBar().showMessage(
+                f"{count} flags of {Path(str(run_dir)).name} are in the review queue", 10000
+            )
+        return count
+
     def import_flags(
         self, flags_csv: str | os.PathLike[str], replace: bool = True, with_labels: bool = True
     ) -> int:
