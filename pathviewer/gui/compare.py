@@ -54,6 +54,7 @@ from pathviewer.gui.heatmap import (
     color_table,
     difference_color_table,
     heatmap_image,
+    heatmap_misfit,
 )
 from pathviewer.gui.slide_view import SlideView, open_slide_checked
 
@@ -285,10 +286,8 @@ class ComparePane(QFrame):
 
     def _on_slide_changed(self, slide: object) -> None:
         self.item = None  # gone with the scene
-        if slide is not None and self.heatmap is not None:
-            size = self.view.current_slide.dimensions  # type: ignore[union-attr]
-            if tuple(self.heatmap.dimensions) != tuple(size):
-                self.heatmap = None  # another slide's heatmap would be misplaced
+        if self.heatmap is not None and heatmap_misfit(self.heatmap, self.view.current_slide):
+            self.heatmap = None  # another slide's heatmap would be misplaced
         self._add_item()
         self._update_title()
 
@@ -376,6 +375,7 @@ class CompareController(QObject):
         self.grid.setSpacing(3)
         self.main_title = QLabel()
         self.main_title.setFixedHeight(HEADER_PX)
+        self.main_title.setContentsMargins(6, 4, 6, 4)
         self.main_box = QWidget()
         box = QVBoxLayout(self.main_box)
         box.setContentsMargins(0, 0, 0, 0)
@@ -463,7 +463,6 @@ class CompareController(QObject):
         if self.heatmap.heatmap is not None and self.heatmap.source:
             text += f" · {self.heatmap.source}"
         self.main_title.setText(text)
-        self.main_title.setContentsMargins(6, 4, 6, 4)
 
     def shutdown(self) -> None:
         for pane in self.panes:

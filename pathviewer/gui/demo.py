@@ -26,6 +26,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from pathviewer.core.cohort import CohortEntry, read_cohort
 from pathviewer.core.progress import Progress
+from pathviewer.core.slide import same_file
 from pathviewer.gui.workers import JobRunner
 from pathviewer.jobs import predict_cohort, train_slide_model
 from pathviewer.runs import RunInfo, new_run_dir, scan_runs, write_run_info
@@ -78,19 +79,12 @@ def demo_scores_text(scores: dict[str, Any]) -> str:
     )
 
 
-def _same_file(a: str | Path, b: str | Path) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return False
-
-
 def find_demo_run(cohort_csv: str | Path) -> RunInfo | None:
     """The newest finished demo run of this cohort (None when there is none)."""
     for run in scan_runs():
         # A degenerate demo run is shown with its warning rather than trained again and again.
         finished = run.status in ("completed", "degenerate")
-        if run.demo and finished and _same_file(run.cohort, cohort_csv):
+        if run.demo and finished and same_file(run.cohort, cohort_csv):
             if run.model_path.is_file():
                 return run
     return None
@@ -137,7 +131,7 @@ class DemoController(QObject):
             self.started = time.perf_counter()
         entries = read_cohort(self.cohort_csv)
         entry = demo_slide(entries)
-        if self.window.cohort_path is None or not _same_file(
+        if self.window.cohort_path is None or not same_file(
             self.window.cohort_path, self.cohort_csv
         ):
             self.window.open_cohort(str(self.cohort_csv))

@@ -92,7 +92,7 @@ from pathviewer.core.operating_point import OperatingPoint
 from pathviewer.core.predictions import (
     HEATMAPS,
     SLIDES_CSV,
-    PredictionInfo,
+    Predictions,
     find_heatmap,
     read_predictions,
 )
@@ -283,8 +283,8 @@ def find_regions(
     return regions[:limit]
 
 
-def read_slide_predictions(pred_dir: str | Path) -> dict[str, tuple[float, int | None]]:
-    """``{slide: (score, pred)}`` from ``PRED_DIR/slides.csv`` (empty when the file is absent).
+def read_prediction_folder(pred_dir: str | Path) -> Predictions | None:
+    """A predictions folder's slides and prediction.json, read once (None without slides.csv).
 
     Raises
     ------
@@ -292,28 +292,23 @@ def read_slide_predictions(pred_dir: str | Path) -> dict[str, tuple[float, int |
         The folder is malformed (:func:`~pathviewer.core.predictions.read_predictions`'s line).
     """
     if not (Path(pred_dir) / SLIDES_CSV).is_file():
-        return {}
-    try:
-        found = read_predictions(pred_dir, patches=False)
-    except PredictionsError as error:
-        raise HeatmapError(str(error)) from None
-    return {row.slide: (row.score, row.pred) for row in found.slides}
-
-
-def read_prediction_info(pred_dir: str | Path) -> PredictionInfo | None:
-    """A predictions folder's prediction.json (None when it has none).
-
-    Raises
-    ------
-    HeatmapError
-        The folder is malformed.
-    """
-    if not (Path(pred_dir) / SLIDES_CSV).is_file():
         return None
     try:
-        return read_predictions(pred_dir, patches=False).info
+        return read_predictions(pred_dir, patches=False)
     except PredictionsError as error:
         raise HeatmapError(str(error)) from None
+
+
+def heatmap_misfit(heatmap: Heatmap, slide: SlideSource | None) -> str:
+    """Why ``heatmap`` does not belong to ``slide`` ("" when it does, or no slide).
+
+    A heatmap made for a slide of another size (the same file name, another slide) is never
+    drawn over it.
+    """
+    if slide is None or tuple(heatmap.dimensions) == tuple(slide.dimensions):
+        return ""
+    (w, h), (sw, sh) = heatmap.dimensions, slide.dimensions
+    return f"made for a {w} × {h} px slide, not this {sw} × {sh} px one: not drawn"
 
 
 def heatmap_image(heatmap: Heatmap, table: list[int]) -> QImage:
@@ -489,8 +484,11 @@ class HeatmapController(QObject):
             raise HeatmapError(f"{path}: no such heatmap file or predictions folder")
         if not (path / HEATMAPS).is_dir() and not (path / SLIDES_CSV).is_file():
             raise HeatmapError(f"{path}: not a predictions folder (no heatmaps/ or slides.csv)")
-        self._predictions = read_slide_predictions(path)
-        info = read_prediction_info(path)
+        found = read_prediction_folder(path)
+        self._predictions = (
+            {row.slide: (row.score, row.pred) for row in found.slides} if found else {}
+        )
+        info = found.info if found is not None else None
         self.operating_point = info.operating_point if info is not None else None
         self.model_path = Path(info.model) if info is not None and info.model else None
         self.pred_dir = path
@@ -801,11 +799,7 @@ class HeatmapController(QObject):
 
     def misfit(self, heatmap: Heatmap) -> str:
         """Why ``heatmap`` does not belong to the slide shown ("" when it does, or no slide)."""
-        slide = self.view.current_slide
-        if slide is None or tuple(heatmap.dimensions) == tuple(slide.dimensions):
-            return ""
-        (w, h), (sw, sh) = heatmap.dimensions, slide.dimensions
-        return f"made for a {w} × {h} px slide, not this {sw} × {sh} px one: not drawn"
+        return heatmap_misfit(heatmap, self.view.current_slide)
 
     def _apply_predictions(self) -> None:
         if self._predictions and self.pred_dir is not None:
@@ -922,8 +916,20 @@ class ColorLegend(QWidget):
         self.setFixedSize(self.WIDTH, self.HEIGHT)
         #: Shown whenever there is something to show (the View menu's "Colour bar on the slide").
         self.wanted = True
+        self._gradients: dict[str, QImage] = {}
         self.hide()
         view.add_bottom_overlay(self)
+
+    def _gradient(self, name: str) -> QImage:
+        """The colormap as a 256 x 1 image, made once per colormap (the legend repaints as the
+        view pans)."""
+        if name not in self._gradients:
+            lut = colormap(name).getLookupTable(0.0, 1.0, 256, alpha=False)
+            gradient = QImage(256, 1, QImage.Format.Format_RGB32)
+            for i, (r, g, b) in enumerate(np.asarray(lut, int)[:, :3]):
+                gradient.setPixelColor(i, 0, QColor(int(r), int(g), int(b)))
+            self._gradients[name] = gradient
+        return self._gradients[name]
 
     def refresh(self) -> None:
         """Show the current spec (or hide when there is none)."""
@@ -946,11 +952,7 @@ class ColorLegend(QWidget):
         font.setPixelSize(11)
         painter.setFont(font)
         left, right, top, height = 10.0, self.width() - 10.0, 20.0, 10.0
-        lut = colormap(spec.colormap).getLookupTable(0.0, 1.0, 256, alpha=False)
-        gradient = QImage(256, 1, QImage.Format.Format_RGB32)
-        for i, (r, g, b) in enumerate(np.asarray(lut, int)[:, :3]):
-            gradient.setPixelColor(i, 0, QColor(int(r), int(g), int(b)))
-        painter.drawImage(QRectF(left, top, right - left, height), gradient)
+        painter.drawImage(QRectF(left, top, right - left, height), self._gradient(spec.colormap))
         title = spec.title
         if spec.threshold > 0:
             # Below the threshold nothing is drawn on the slide: grey that part out.

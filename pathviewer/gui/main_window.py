@@ -45,7 +45,7 @@ from PySide6.QtWidgets import (
 from pathviewer._version import __version__
 from pathviewer.core.cohort import CohortEntry, read_cohort
 from pathviewer.core.errors import PathViewerError, SlideError
-from pathviewer.core.slide import SLIDE_SUFFIXES
+from pathviewer.core.slide import SLIDE_SUFFIXES, same_file
 from pathviewer.gui.panels import CohortPanel, PropertiesPanel
 from pathviewer.gui.slide_view import MAGNIFICATIONS, VIEW_KEYS, SlideView, open_slide_checked
 from pathviewer.session.scores import CohortScores
@@ -83,13 +83,6 @@ LAYOUT_SETTING = "window/state"
 #: Bumped when the set of docks changes so much that an old layout would mislead.
 LAYOUT_VERSION = 2
 MAX_RECENT = 10
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return a == b
 
 
 def create_properties_dock(window: MainWindow) -> QDockWidget:
@@ -464,7 +457,7 @@ class MainWindow(QMainWindow):
                 raise
             QMessageBox.critical(self, "Cannot open cohort", str(error))
             return False
-        if self.cohort_path is None or not _same_path(self.cohort_path, Path(csv_path)):
+        if self.cohort_path is None or not same_file(self.cohort_path, Path(csv_path)):
             self.scores.clear()  # keys of another cohort's slides may coincide
         self.cohort_entries = entries
         self.cohort_path = Path(csv_path)

@@ -87,7 +87,7 @@ from shapely.geometry.base import BaseGeometry
 from pathviewer.core.cohort import read_table
 from pathviewer.core.errors import CohortError, PathViewerError
 from pathviewer.core.ranking import RANKING_DETAILS, RANKINGS, run_ranking
-from pathviewer.core.slide import read_box
+from pathviewer.core.slide import read_box, same_file
 from pathviewer.core.store import FlagRecord, Project
 from pathviewer.gui.tiles import rgb_to_qimage
 from pathviewer.session.review_region import flags_inside
@@ -1057,7 +1057,7 @@ class ReviewPanel(QWidget):
         path = resolve_slide_path(flag.slide_path, self.model.slide_roots)
         view = window.slide_view
         current = view.current_slide
-        if current is None or not _same_file(current.path, path):
+        if current is None or not same_file(current.path, path):
             if not window.open_slide(path):
                 return False
         cx, cy = flag.x + flag.width / 2, flag.y + flag.height / 2
@@ -1170,7 +1170,7 @@ class ReviewPanel(QWidget):
         pending, decided = QPainterPath(), QPainterPath()
         for row, queue_item in enumerate(self.model.items):
             flag = queue_item.flag
-            if not _same_file(flag.slide_path, slide.path):
+            if not same_file(flag.slide_path, slide.path):
                 continue
             target = decided if self.model.data(self.model.index(row), DecisionRole) else pending
             target.addRect(QRectF(flag.x, flag.y, flag.width, flag.height))
@@ -1269,13 +1269,6 @@ def _run_labels_csv(run_dir: Path) -> Path | None:
 
 def _css(rgb: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return a == b
 
 
 def install(

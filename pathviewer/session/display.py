@@ -184,6 +184,9 @@ class DisplayRenderer:
     def _build(self) -> None:
         settings = self._settings
         self.intensity = intensity_lut(settings)
+        # Pillow's point() tables: the lookup for each of R, G, B, and X (alpha) kept at 255.
+        self._point_rgb = list(self.intensity) * 3
+        self._point_bgrx = self._point_rgb + [255] * 256
         self._stains: tuple[int, ...] = {
             "original": (),
             "stain1": (0,),
@@ -255,7 +258,7 @@ class DisplayRenderer:
         if pixels.ndim == 3 and pixels.flags.c_contiguous:
             # Pillow's point() is a C loop over the bytes, about 3x faster than numpy's take.
             mode = "RGBA" if has_x else "RGB"
-            table = list(self.intensity) * 3 + ([255] * 256 if has_x else [])
+            table = self._point_bgrx if has_x else self._point_rgb
             height, width = pixels.shape[:2]
             image = Image.frombuffer(mode, (width, height), pixels, "raw", mode, 0, 1)
             return np.asarray(image.point(table))

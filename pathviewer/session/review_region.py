@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Protocol
 
 import shapely
 from shapely.geometry.base import BaseGeometry
+
+from pathviewer.core.slide import same_file
 
 
 class FlagBox(Protocol):
@@ -29,13 +30,6 @@ class FlagBox(Protocol):
     def height(self) -> int: ...
 
 
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return a == b
-
-
 def flags_inside(flags: Iterable[FlagBox], slide_path: str, region: BaseGeometry) -> list[int]:
     """Positions (in ``flags``) of the flags of ``slide_path`` whose box centre is in ``region``.
 
@@ -47,7 +41,7 @@ def flags_inside(flags: Iterable[FlagBox], slide_path: str, region: BaseGeometry
     shapely.prepare(prepared)
     out = []
     for position, flag in enumerate(listed):
-        if not _same_file(flag.slide_path, slide_path):
+        if not same_file(flag.slide_path, slide_path):
             continue
         centre = shapely.Point(flag.x + flag.width / 2, flag.y + flag.height / 2)
         if prepared.contains(centre):
