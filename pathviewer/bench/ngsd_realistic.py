@@ -42,6 +42,7 @@ def run_method(
     from pathviewer.ml.config import demo_config
     from pathviewer.ml.inference import predict
     from pathviewer.ml.metrics import evaluate_predictions
+    from pathviewer.ml.model_file import ModelFile
 
     cfg = demo_config(**overrides)
     cfg.method = method
@@ -54,7 +55,25 @@ def run_method(
     run_job(calibrate_model(result.model_path, cohort))
     run_job(predict(result.model_path, cohort, run_dir / "predictions", "test"))
     scores = evaluate_predictions(cohort, run_dir / "predictions", "test")
+    network: dict[str, Any] = {}
+    if ModelFile.load(result.model_path).has_stain_prior:
+        # The heatmap blends the stain prior in; the network's own figures, side by side.
+        run_job(
+            predict(
+                result.model_path,
+                cohort,
+                run_dir / "predictions-network",
+                "test",
+                network_only=True,
+            )
+        )
+        alone = evaluate_predictions(cohort, run_dir / "predictions-network", "test")
+        network = {
+            "network_instance_auc": alone["instance_auc"],
+            "network_bag_auc": alone["bag_auc"],
+        }
     return {
+        **network,
         "instance_auc": scores["instance_auc"],
         "within_slide_auc": scores["within_slide_auc"],
         "bag_auc": scores["bag_auc"],

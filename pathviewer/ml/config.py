@@ -123,6 +123,20 @@ class NGSDConfig:
         " bank's pseudo-labels take over: gives the teacher features to rank patches with",
         min=0,
     )
+    bank_prior: str = _f(
+        "stain",
+        "where the bank's first ranking comes from: the untrained teacher (none, the paper) or"
+        " stain statistics standardised within each slide and separated by slide label (stain),"
+        " blended into the teacher's scores as it learns",
+        choices=("none", "stain"),
+    )
+    prior_weight: float = _f(
+        0.5,
+        "with bank_prior stain: the prior's share of the bank's scores (in logit space) once"
+        " it has faded from 1 over the first half of training",
+        min=0.0,
+        max=1.0,
+    )
     select_best: bool = _f(
         True, "keep the student of the best validation instance AUC (val slides with annotations)"
     )
@@ -160,7 +174,9 @@ def demo_config(**overrides: Any) -> NGSDConfig:
     docs/ngsd.md): K 0.1 (tumour is a small share of positive slides), softer pseudo-labels
     (Sinkhorn-Knopp lambda 2), a slower teacher (EMA 0.99), strong H&E stain jitter (0.25),
     half of the positive-slide patches of a batch mined from the bank, K enforced within each
-    positive slide, and the bank filled from unaugmented teacher views.
+    positive slide, and the bank filled from unaugmented teacher views.  As in every run unless
+    told otherwise, the bank starts from the stain prior, and the heatmap blends it in at half
+    weight (:mod:`pathviewer.ml.stain_prior`).
     """
     base = dict(
         patch_size=256,

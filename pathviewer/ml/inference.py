@@ -94,6 +94,9 @@ def describe_model(model_path: str | Path, data: dict[str, Any]) -> str:
         parts.append(f"{prov['magnification']:.3g}x ({prov['mpp']:.2f} um/px)")
     parts.append(f"{data.get('patch_size', '?')} px patches")
     parts.append(f"stain norm {'macenko' if prov.get('stain_norm') else 'none'}")
+    prior = data.get("stain_prior")
+    if prior:
+        parts.append(f"stain prior {float(prior.get('weight', 0.0)):.2g}")
     if data.get("degenerate"):
         parts.append("DEGENERATE")
     return " · ".join(parts)
@@ -206,12 +209,14 @@ def predict(
     workers: int = 0,
     pooling: str | None = None,
     shard: tuple[int, int] | None = None,
+    network_only: bool = False,
 ) -> Generator[Progress, None, list[SlidePrediction]]:
     """Score the slides of a cohort split with a trained model and write the predictions folder.
 
     ``shard=(i, n)`` scores only slides ``i::n`` of the split (cohort order), for the jobs of
     an array (a shard past the end of a small cohort writes empty tables);
     :func:`pathviewer.ml.distributed.merge_predictions` joins the shard folders.
+    ``network_only`` leaves a model's stain prior out of the probabilities (benchmarks).
 
     Raises
     ------
@@ -242,7 +247,7 @@ def predict(
         for warning in warnings:
             yield Progress("warning", 0, None, warning)
     use_pool = pooling or cfg.pooling
-    scorer = model.scorer(use_pool)
+    scorer = model.scorer(use_pool, network_only)
     # One stream of batches over every slide, so reading overlaps the forward pass throughout.
     store = PatchStore(tiled, model_normalizer(data))
     try:

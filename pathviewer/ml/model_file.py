@@ -28,6 +28,7 @@ from pathviewer.ml import checkpoint as ckpt
 from pathviewer.ml.config import NGSDConfig
 from pathviewer.ml.device import autocast
 from pathviewer.ml.models import AttentionMIL, build_classifier
+from pathviewer.ml.stain_prior import StainPrior, input_features
 
 
 def pool_scores(
@@ -186,9 +187,37 @@ class PatchScorer(Scorer):
         pooling: str = "topk",
         top_k: int = 5,
         threshold: float = 0.5,
+        prior: StainPrior | None = None,
+        prior_weight: float = 0.0,
+        net_reference: float = 0.0,
     ) -> None:
         super().__init__(network, device, input_size, amp)
         self.pooling, self.top_k, self.threshold = pooling, top_k, threshold
+        self.prior, self.prior_weight, self.net_reference = prior, prior_weight, net_reference
+
+    def batch(self, images: torch.Tensor) -> np.ndarray | None:
+        """As :meth:`Scorer.batch`; with a stain prior, the patches' stain features are kept too.
+
+        The live probabilities are the network's alone: the prior needs the whole slide.
+        """
+        live = super().batch(images)
+        if self.prior is not None:
+            features = input_features(images)
+            self._outputs[-1] = np.hstack([self._outputs[-1][:, None], features])
+        return live
+
+    def blend(self, network_probs: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """One slide's patch probabilities: the network's and the stain prior's log-odds mixed.
+
+        Both are taken relative to the training negative-slide patches, mixed with the prior's
+        weight of the bank's scores (``prior_weight``), as the bank mixed them in training.
+        """
+        assert self.prior is not None
+        p = np.clip(np.asarray(network_probs, np.float64), 1e-6, 1 - 1e-6)
+        net = np.log(p) - np.log1p(-p) - self.net_reference
+        prior = self.prior.logits(features, np.zeros(len(features), np.int64))
+        mixed = self.prior_weight * prior + (1.0 - self.prior_weight) * net
+        return (1.0 / (1.0 + np.exp(-mixed))).astype(np.float32)
 
     @classmethod
     def build_network(cls, config: NGSDConfig) -> torch.nn.Module:
@@ -199,6 +228,8 @@ class PatchScorer(Scorer):
     def from_model_file(cls, model: ModelFile, pooling: str | None = None) -> Scorer:
         """The scorer of ``model``, pooling with ``pooling`` or the trained setting."""
         cfg = model.config
+        prior_data = model.data.get("stain_prior")
+        prior = StainPrior.from_dict(prior_data) if prior_data else None
         return cls(
             model.network,
             model.device,
@@ -207,6 +238,9 @@ class PatchScorer(Scorer):
             pooling or cfg.pooling,
             cfg.top_k,
             cfg.prob_threshold,
+            prior,
+            float(prior_data.get("weight", 0.0)) if prior_data else 0.0,
+            float(prior_data.get("net_reference", 0.0)) if prior_data else 0.0,
         )
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -216,7 +250,8 @@ class PatchScorer(Scorer):
         return outputs  # a patch's probability does not depend on the rest of the slide
 
     def _slide(self, outputs: np.ndarray) -> tuple[np.ndarray, float]:
-        return outputs, pool_scores(outputs, self.pooling, self.top_k, self.threshold)
+        probs = outputs if self.prior is None else self.blend(outputs[:, 0], outputs[:, 1:])
+        return probs, pool_scores(probs, self.pooling, self.top_k, self.threshold)
 
 
 class AttentionMILScorer(Scorer):
@@ -358,6 +393,13 @@ class ModelFile:
         for key in ("patch_size", "read_downsample"):
             if key not in data:
                 raise CheckpointError(f"{path}: model file lacks {key!r}")
+        if data.get("stain_prior") is not None:
+            try:
+                StainPrior.from_dict(data["stain_prior"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise CheckpointError(
+                    f"{path}: model file's stain prior is unusable ({error})"
+                ) from None
         try:
             network = kind.build_network(cfg)
         except CheckpointError as error:  # an unknown architecture: say which file has it
@@ -390,7 +432,7 @@ class ModelFile:
             data,
         )
 
-    def scorer(self, pooling: str | None = None) -> Scorer:
+    def scorer(self, pooling: str | None = None, network_only: bool = False) -> Scorer:
         """A fresh scorer for this model (see :class:`Scorer`).
 
         Parameters
@@ -398,5 +440,15 @@ class ModelFile:
         pooling
             Slide pooling for patch classifiers (``max``, ``topk``, ``fraction``); the trained
             setting when None.  Attention MIL ignores it.
+        network_only
+            Leave the model's stain prior out of the patch probabilities (for comparisons).
         """
-        return SCORERS[self.method].from_model_file(self, pooling)
+        scorer = SCORERS[self.method].from_model_file(self, pooling)
+        if network_only and isinstance(scorer, PatchScorer):
+            scorer.prior = None
+        return scorer
+
+    @property
+    def has_stain_prior(self) -> bool:
+        """Whether the heatmap blends a stain prior into the network's scores."""
+        return self.data.get("stain_prior") is not None

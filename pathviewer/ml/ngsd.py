@@ -58,11 +58,13 @@ from pathviewer.ml.data import (
     make_loader,
     slide_label_mask,
     tile_cohort,
+    to_input,
 )
 from pathviewer.ml.device import autocast, default_workers, pick_device, seed_everything
 from pathviewer.ml.guard import DegenerationGuard, GuardReport
 from pathviewer.ml.models import PatchClassifier, build_classifier
 from pathviewer.ml.provenance import sample_patches, training_provenance
+from pathviewer.ml.stain_prior import StainPrior, compute_features, fit_stain_prior
 
 if TYPE_CHECKING:
     from pathviewer.ml.distributed import DistContext
@@ -240,6 +242,66 @@ def _bank_labels(store: PatchStore, positives: np.ndarray) -> np.ndarray | None:
         rows = np.searchsorted(positives, np.arange(start, start + len(lab)))
         labels[rows] = lab
     return labels if (labels >= 0).any() else None
+
+
+def _stain_prior(
+    store: PatchStore, positives: np.ndarray, input_size: int
+) -> Generator[Progress, None, tuple[StainPrior, np.ndarray]]:
+    """The fitted stain prior and its logits of the bank's slots.
+
+    Features come from the patch as the network sees it at inference (``to_input``), so the
+    heatmap's prior (:class:`~pathviewer.ml.model_file.PatchScorer`) reads the same pixels.
+    """
+    features = yield from compute_features(len(store), lambda i: to_input(store.get(i), input_size))
+    slide_positive = np.array([t.entry.label == 1 for t in store.slides])[store.slide_of]
+    try:
+        prior = fit_stain_prior(features, store.slide_of, slide_positive)
+    except ValueError as error:
+        raise TrainingError(f"stain prior: {error}") from None
+    return prior, prior.logits(features, store.slide_of)[positives]
+
+
+def _negative_reference(
+    network: torch.nn.Module,
+    store: PatchStore,
+    negatives: np.ndarray,
+    input_size: int,
+    device: torch.device,
+    sample: int = 512,
+) -> float:
+    """Median logit of the network on (a spread sample of) the negative-slide patches.
+
+    The heatmap blends the network's logit, taken relative to this, with the stain prior's,
+    which is relative to the same patches' median (:class:`~pathviewer.ml.model_file.PatchScorer`).
+    """
+    if not len(negatives):
+        return 0.0
+    chosen = negatives[np.linspace(0, len(negatives) - 1, min(sample, len(negatives))).astype(int)]
+    was_training = network.training
+    network.eval()
+    logits: list[np.ndarray] = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(chosen), 128):
+                batch = torch.stack(
+                    [to_input(store.get(int(i)), input_size) for i in chosen[start : start + 128]]
+                )
+                out = network(batch.to(device).float().div_(255)).float()
+                logits.append((out[:, 1] - out[:, 0]).cpu().numpy())
+    finally:
+        network.train(was_training)
+    return float(np.median(np.concatenate(logits)))
+
+
+def _prior_share(final: float, step: int, total_steps: int) -> float:
+    """The stain prior's weight in the bank's scores: 1 at the start, ``final`` from mid-run."""
+    fade = max(1, total_steps // 2)
+    return final + (1.0 - final) * max(0.0, 1.0 - step / fade)
+
+
+def _logit_np(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
 
 
 def _prepare_validation(
@@ -433,6 +495,13 @@ def train(
     is_positive = np.zeros(len(store), bool)
     is_positive[data.positives] = True
     bank_truth = _bank_labels(store, data.positives) if cfg.method == "ngsd" else None
+    prior: np.ndarray | None = None
+    stain_prior: StainPrior | None = None
+    if cfg.method == "ngsd" and cfg.bank_prior == "stain":
+        stain_prior, prior = yield from _stain_prior(store, data.positives, cfg.input_size)
+        if state is None:
+            # The bank starts from the prior: every slot scored, so K is shared out by it.
+            bank.update(np.arange(len(data.positives)), 1.0 / (1.0 + np.exp(-prior)))
 
     step = 0
     if state is not None:
@@ -482,6 +551,16 @@ def train(
         if not main:
             return
         payload = _model_payload(cfg, student, None, step, data.read_downsample, data.provenance)
+        if stain_prior is not None:
+            payload["stain_prior"] = {
+                **stain_prior.to_dict(),
+                "weight": cfg.prior_weight,
+                "net_reference": _negative_reference(
+                    student, store, data.negatives, cfg.input_size, device
+                )
+                if final
+                else 0.0,
+            }
         ckpt.save_checkpoint(
             ckpt_path,
             {
@@ -592,6 +671,10 @@ def train(
                     logit = torch.logit(t_prob.float().clamp(1e-6, 1 - 1e-6)).cpu().numpy()
                     reference = float(np.median(logit[~mask]))
                     probs = (1.0 / (1.0 + np.exp(-(logit[mask] - reference)))).astype(np.float32)
+                if prior is not None and len(slots):
+                    weight = _prior_share(cfg.prior_weight, step, total_steps)
+                    mixed = weight * prior[slots] + (1.0 - weight) * _logit_np(probs)
+                    probs = (1.0 / (1.0 + np.exp(-mixed))).astype(np.float32)
                 if dist is not None:
                     # Every rank applies every rank's updates in rank order, so all ranks
                     # re-solve the same bank and get the same pseudo-labels.
@@ -678,6 +761,11 @@ def train(
                             message = f"warning: training may be degenerating: {report.summary()}"
                             _log.warning(message)
                     metrics["bank_seen_fraction"] = float(bank.seen.mean()) if len(bank) else 0.0
+                    if bank_truth is not None and prior is not None:
+                        known = bank_truth >= 0
+                        auc = _auc(bank_truth[known], prior[known])
+                        if auc is not None:
+                            metrics["prior_instance_auc"] = auc
                     if bank_truth is not None:
                         known = (bank_truth >= 0) & bank.seen
                         auc = _auc(bank_truth[known], bank.probs[known])
