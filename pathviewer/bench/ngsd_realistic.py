@@ -28,7 +28,7 @@ from pathviewer.bench import emit_report
 METHOD_NAMES = ("ngsd", "naive", "abmil")
 
 
-def cohort_settings(n_slides: int = 20) -> dict[str, Any]:
+def cohort_settings(n_slides: int = 40) -> dict[str, Any]:
     """Realistic cohort of the benchmark: ``n_slides`` of 6144 px, 40 % of them for testing."""
     return {"n_slides": n_slides, "size": 6144, "test_fraction": 0.4}
 
@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--n-slides",
         type=int,
-        default=20,
-        help="slides per realistic cohort (20; half positive, 40 %% of them test)",
+        default=40,
+        help="slides per realistic cohort (40; half positive, 40 %% of them test)",
     )
     parser.add_argument("--keep", help="keep cohorts and runs in this folder")
     parser.add_argument("--tag", default="", help="suffix of the run folders (with --keep)")
