@@ -34,12 +34,14 @@ _LOGIT_MAX = float(np.log1p(-_EPS) - np.log(_EPS))
 _BINS = 16384
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))`` in float64, ``p`` clipped to ``[1e-6, 1 - 1e-6]``."""
     p = np.clip(np.asarray(p, np.float64), _EPS, 1.0 - _EPS)
     return np.log(p) - np.log1p(-p)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-z))`` without overflow."""
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free form of 1 / (1 + exp(-z))
 
 
@@ -74,7 +76,7 @@ def solve_tau(
     """
     if not 0.0 < k < 1.0:
         raise ValueError(f"K must be in (0, 1), got {k}")
-    return _solve_tau_z(lam * _logit(probs).ravel(), k, tol, max_iter, start)
+    return _solve_tau_z(lam * logit(probs).ravel(), k, tol, max_iter, start)
 
 
 def _solve_tau_z(
@@ -91,7 +93,7 @@ def _solve_tau_z(
     if not lo <= tau <= hi:
         tau = 0.5 * (lo + hi)
     for _ in range(max_iter):
-        q = _sigmoid(z + tau)
+        q = sigmoid(z + tau)
         err = float(q.mean()) - target
         if abs(err) < tol or hi - lo < 1e-14:
             break
@@ -123,7 +125,7 @@ def solve_pseudo_labels(probs: np.ndarray, k: float, lam: float = 1.0) -> np.nda
         float64 pseudo-labels, same shape as ``probs``.
     """
     tau = solve_tau(probs, k, lam)
-    return _sigmoid(lam * _logit(probs) + tau)
+    return sigmoid(lam * logit(probs) + tau)
 
 
 def sinkhorn_plain(
@@ -307,10 +309,10 @@ class PredictionBank:
             return
         was = self.seen[idx]
         if self.smoothing > 0 and was.any():
-            old = _logit(self.probs[idx[was]])
-            mixed = self.smoothing * old + (1.0 - self.smoothing) * _logit(new[was])
+            old = logit(self.probs[idx[was]])
+            mixed = self.smoothing * old + (1.0 - self.smoothing) * logit(new[was])
             new = new.copy()
-            new[was] = _sigmoid(mixed).astype(np.float32)
+            new[was] = sigmoid(mixed).astype(np.float32)
         if was.any():
             self._accumulate(self._z(self.probs[idx[was]]), -1.0)
         self.probs[idx] = new
@@ -379,7 +381,7 @@ class PredictionBank:
         marginal constraint and not meant to be trained on.
         """
         p = self.probs if indices is None else self.probs[np.asarray(indices, np.int64)]
-        return _sigmoid(self.lam * _logit(p) + self._slot_tau(indices)).astype(np.float32)
+        return sigmoid(self.lam * logit(p) + self._slot_tau(indices)).astype(np.float32)
 
     def positive_fraction(self) -> float:
         """Fraction of the seen patches whose pseudo-label is above 0.5 (0.0 when none seen)."""
@@ -437,7 +439,7 @@ class PredictionBank:
     # -- incremental solver ---------------------------------------------------------------------
 
     def _z(self, p: np.ndarray) -> np.ndarray:
-        return self.lam * _logit(p)
+        return self.lam * logit(p)
 
     def _rebuild_histogram(self, p: np.ndarray) -> None:
         self._hist_lam = self.lam
@@ -491,7 +493,7 @@ class PredictionBank:
         hi = base - float(c[0]) + self._width + 1.0
         tau = self.tau if lo < self.tau < hi else 0.5 * (lo + hi)
         for _ in range(max_iter):
-            s = _sigmoid(c + tau)
+            s = sigmoid(c + tau)
             d1 = s * (1.0 - s)
             d2 = d1 * (1.0 - 2.0 * s)
             err = float(count @ s + s1 @ d1 + half_s2 @ d2) - target

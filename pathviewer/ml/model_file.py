@@ -25,6 +25,7 @@ import torch
 
 from pathviewer.core.errors import CheckpointError
 from pathviewer.ml import checkpoint as ckpt
+from pathviewer.ml.bank import logit, sigmoid
 from pathviewer.ml.config import NGSDConfig
 from pathviewer.ml.device import autocast
 from pathviewer.ml.models import AttentionMIL, build_classifier
@@ -213,11 +214,10 @@ class PatchScorer(Scorer):
         weight of the bank's scores (``prior_weight``), as the bank mixed them in training.
         """
         assert self.prior is not None
-        p = np.clip(np.asarray(network_probs, np.float64), 1e-6, 1 - 1e-6)
-        net = np.log(p) - np.log1p(-p) - self.net_reference
+        net = logit(network_probs) - self.net_reference
         prior = self.prior.logits(features, np.zeros(len(features), np.int64))
         mixed = self.prior_weight * prior + (1.0 - self.prior_weight) * net
-        return (1.0 / (1.0 + np.exp(-mixed))).astype(np.float32)
+        return sigmoid(mixed).astype(np.float32)
 
     @classmethod
     def build_network(cls, config: NGSDConfig) -> torch.nn.Module:

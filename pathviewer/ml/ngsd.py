@@ -48,7 +48,7 @@ from pathviewer.core.errors import CheckpointError, TrainingError
 from pathviewer.core.progress import Progress
 from pathviewer.core.stain import StainNormalizer
 from pathviewer.ml import checkpoint as ckpt
-from pathviewer.ml.bank import PredictionBank
+from pathviewer.ml.bank import PredictionBank, logit, sigmoid
 from pathviewer.ml.config import METHODS, NGSDConfig, demo_config  # noqa: F401 - re-exported
 from pathviewer.ml.data import (
     BalancedBatchSampler,
@@ -299,11 +299,6 @@ def _prior_share(final: float, step: int, total_steps: int) -> float:
     return final + (1.0 - final) * max(0.0, 1.0 - step / fade)
 
 
-def _logit_np(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p) - np.log1p(-p)
-
-
 def _prepare_validation(
     cohort_csv: str | Path,
     cfg: NGSDConfig,
@@ -501,7 +496,7 @@ def train(
         stain_prior, prior = yield from _stain_prior(store, data.positives, cfg.input_size)
         if state is None:
             # The bank starts from the prior: every slot scored, so K is shared out by it.
-            bank.update(np.arange(len(data.positives)), 1.0 / (1.0 + np.exp(-prior)))
+            bank.update(np.arange(len(data.positives)), sigmoid(prior))
 
     step = 0
     if state is not None:
@@ -668,13 +663,13 @@ def train(
                     # the positive mass from every fresh one and push it to 0, a feedback loop
                     # to "all negative".  Scored against this batch's negative-slide patches,
                     # the scores of different steps stay comparable.
-                    logit = torch.logit(t_prob.float().clamp(1e-6, 1 - 1e-6)).cpu().numpy()
-                    reference = float(np.median(logit[~mask]))
-                    probs = (1.0 / (1.0 + np.exp(-(logit[mask] - reference)))).astype(np.float32)
+                    scores = logit(t_prob.float().cpu().numpy())
+                    reference = float(np.median(scores[~mask]))
+                    probs = sigmoid(scores[mask] - reference).astype(np.float32)
                 if prior is not None and len(slots):
                     weight = _prior_share(cfg.prior_weight, step, total_steps)
-                    mixed = weight * prior[slots] + (1.0 - weight) * _logit_np(probs)
-                    probs = (1.0 / (1.0 + np.exp(-mixed))).astype(np.float32)
+                    mixed = weight * prior[slots] + (1.0 - weight) * logit(probs)
+                    probs = sigmoid(mixed).astype(np.float32)
                 if dist is not None:
                     # Every rank applies every rank's updates in rank order, so all ranks
                     # re-solve the same bank and get the same pseudo-labels.
