@@ -19,9 +19,6 @@ from pathviewer.core.cohort import CohortEntry
 from pathviewer.core.errors import TrainingError
 from pathviewer.core.progress import Progress
 
-#: Patch classifiers a refinement run can train: name -> what it is.
-REFINE_MODELS = {"resnet18": "ResNet18 (default)", "small": "a small CNN (fast on a CPU)"}
-
 
 def export_project_labels(project_dir: Path, out: Path) -> Path:
     """Export a project's patch labels (trusted ones marked) to ``out/project_labels.csv``.
@@ -51,7 +48,7 @@ def refine_run(
     labels_csv: Path | None = None,
     project_dir: Path | None = None,
     classes: list[str] | None = None,
-    model: str = "resnet18",
+    model: str | None = None,
     weights: str | None = None,
     resume: bool = False,
 ) -> Generator[Progress, None, Any]:
@@ -71,7 +68,9 @@ def refine_run(
     classes
         Class names in order (default: as found in the labels).
     model
-        A key of :data:`REFINE_MODELS`.
+        A key of :data:`~pathviewer.ml.refine.REFINE_MODELS` (default: ``config.model``).
+        ``stain`` trains on each patch's stain statistics standardised within its slide
+        (:mod:`pathviewer.ml.stain_classifier`), read at that module's ``FEATURE_VIEW``.
     weights
         Encoder weights for the ResNet (optional).
     resume
@@ -82,10 +81,12 @@ def refine_run(
     RefineResult
     """
     from pathviewer.ml.patch_data import PatchDataset, read_labels_csv, write_refinement_outputs
-    from pathviewer.ml.refine import iter_train_refine
+    from pathviewer.ml.refine import REFINE_MODELS, RefineConfig, iter_train_refine
 
+    model = model or config.model
     if model not in REFINE_MODELS:
         raise TrainingError(f"unknown model {model!r} (known: {', '.join(REFINE_MODELS)})")
+    config = RefineConfig.from_dict({**config.to_dict(), "model": model})
     search_dirs: list[Path] = []
     if project_dir is not None:
         labels_csv = export_project_labels(project_dir, run_dir)
@@ -97,8 +98,23 @@ def refine_run(
     labels = np.array([index[r.label] for r in rows])
     trusted = np.array([r.trusted for r in rows])
     factory = _classifier_factory(model, len(names), weights, config.input_size)
-    size = config.input_size
-    dataset = PatchDataset(rows, size, cache=len(rows) * size**2 < 2**28)
+    slides = [str(r.path) for r in rows]
+    if model == "stain":
+        from pathviewer.ml.stain_classifier import (
+            FEATURE_VIEW,
+            FeatureDataset,
+            iter_slide_features,
+        )
+
+        images = PatchDataset(rows, FEATURE_VIEW)
+        try:
+            features = yield from iter_slide_features(images, slides)
+        finally:
+            images.close()
+        dataset: Any = FeatureDataset(features)
+    else:
+        size = config.input_size
+        dataset = PatchDataset(rows, size, cache=len(rows) * size**2 < 2**28)
     try:
         result = yield from iter_train_refine(
             dataset,
@@ -111,10 +127,11 @@ def refine_run(
             resume=resume,
             classes=names,
             # Out-of-sample folds keep each slide together (annotation errors are regional).
-            groups=[str(r.path) for r in rows],
+            groups=slides,
         )
     finally:
-        dataset.close()
+        if isinstance(dataset, PatchDataset):
+            dataset.close()
     config_path = run_dir / "config.json"
     saved = json.loads(config_path.read_text(encoding="utf-8"))
     saved.update({"labels": str(Path(labels_csv).resolve()), "model": model})
@@ -383,6 +400,10 @@ def _classifier_factory(
         from pathviewer.ml.small_cnn import SmallCNN
 
         return lambda: SmallCNN(num_classes, 3)
+    if model == "stain":
+        from pathviewer.ml.stain_classifier import StainFeatureClassifier
+
+        return lambda: StainFeatureClassifier(num_classes)
     from pathviewer.ml.models import build_classifier
 
     return lambda: build_classifier(num_classes, "resnet18", weights, input_size)

@@ -89,3 +89,24 @@ def test_train_noisy_bad_input_exits_2(cohort_labels: Path, tmp_path: Path, caps
     empty.write_text("slide,x,y,width,height,label\n")
     assert main(["train", "noisy", "--labels", str(empty), "--out", str(run)]) == 2
     assert "empty label file" in capsys.readouterr().err
+
+
+def test_train_noisy_stain_model_learns_from_slide_referenced_statistics(
+    cohort_labels: Path, tmp_path: Path
+) -> None:
+    table = _tiny_table(cohort_labels, tmp_path)
+    run = tmp_path / "run"
+    args = ["train", "noisy", "--labels", str(table), "--out", str(run), "--model", "stain"]
+    # 60 labels: small batches and a brisk learning rate give the MLP enough steps.
+    args += ["--epochs", "6", "--warmup", "2", "--batch-size", "16", "--lr", "0.01"]
+    args += ["--device", "cpu", "-q"]
+    assert main(args) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == "stain"
+    state = torch.load(run / "model.pt", weights_only=True)
+    # The saved network is the feature MLP (17 stain statistics in), not a pixel CNN.
+    first = next(v for k, v in state["state_dict"].items() if k.endswith("weight"))
+    assert first.shape[1] == 17
+    assert len(_read(run / "refined_labels.csv")) == len(_read(table))
+    # Resuming rebuilds the same network from the recorded model.
+    assert main([*args, "--resume", "--epochs", "8"]) == 0

@@ -12,7 +12,13 @@ from pathviewer.cli import CommandGroups
 
 def register(groups: CommandGroups) -> None:
     """Add ``train noisy`` and ``labels from-annotations``."""
-    from pathviewer.ml.refine import CLASS_BALANCE, RANKINGS, RefineConfig
+    from pathviewer.ml.refine import (
+        CLASS_BALANCE,
+        RANKINGS,
+        REFINE_MODELS,
+        REFINE_TOWARD,
+        RefineConfig,
+    )
 
     d = RefineConfig()
     train = groups.train.add_parser(
@@ -78,6 +84,13 @@ def register(groups: CommandGroups) -> None:
         help=f"imbalanced labels: {', '.join(CLASS_BALANCE)} (default {d.class_balance})",
     )
     train.add_argument(
+        "--refine-toward",
+        choices=list(REFINE_TOWARD),
+        default=d.refine_toward,
+        help=f"with class balance, what labels are refined towards (default {d.refine_toward}: "
+        "the balanced predictions with the decision offsets fitted on held-out labels)",
+    )
+    train.add_argument(
         "--rank-by",
         choices=list(RANKINGS),
         default=d.rank_by,
@@ -91,9 +104,9 @@ def register(groups: CommandGroups) -> None:
     )
     train.add_argument(
         "--model",
-        choices=("resnet18", "small"),
-        default="resnet18",
-        help="resnet18 (default) or a small CNN (fast on a CPU)",
+        choices=list(REFINE_MODELS),
+        default=d.model,
+        help="; ".join(f"{k}: {v}" for k, v in REFINE_MODELS.items()) + f" (default {d.model})",
     )
     train.add_argument("--weights", metavar="PT", help="ResNet encoder weights (optional)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -258,8 +271,10 @@ def _run_train(args: argparse.Namespace) -> int:
         oos_folds=args.oos_folds,
         class_balance=args.class_balance,
         rank_by=args.rank_by,
+        refine_toward=args.refine_toward,
         seed=args.seed,
         select_best=not args.last_round,
+        model=args.model,
     )
     result = drive(
         refine_run(
@@ -268,7 +283,6 @@ def _run_train(args: argparse.Namespace) -> int:
             labels_csv=None if args.project else Path(args.labels),
             project_dir=Path(args.project) if args.project else None,
             classes=args.classes,
-            model=args.model,
             weights=args.weights,
             resume=args.resume,
         ),
