@@ -29,12 +29,15 @@ from pathviewer.ml.refine import (
     label_prior,
     load_checkpoint,
     lost_classes,
+    ranking_probs,
     refine_labels,
     sample_weights,
     suspicion,
+    train_refine,
     with_prior,
 )
 from pathviewer.ml.small_cnn import SmallCNN
+from pathviewer.ml.stain_classifier import FeatureDataset, StainFeatureClassifier
 
 torch.set_num_threads(1)
 
@@ -205,9 +208,9 @@ def test_digits_flags_catch_injected_noise() -> None:
     # Chance precision is the noise rate (0.3); the method must be far above it.
     assert precision > 0.6, (precision, recall)
     assert recall > 0.5, (precision, recall)
-    # Most suspect first: g never increases down the list.
-    gs = [f.g for f in result.flags]
-    assert gs == sorted(gs, reverse=True)
+    # Most suspect first: the queue's score never increases down the list.
+    scores = [f.score for f in result.flags]
+    assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
     # Refined labels are distributions and fix more labels than they break.
     assert np.allclose(result.refined.sum(1), 1, atol=1e-5)
     assert (result.refined.argmax(1) == clean).mean() > (noisy == clean).mean() + 0.1
@@ -520,3 +523,61 @@ def test_out_of_sample_folds_keep_each_slide_together() -> None:
         for c in (0, 1):
             counts = np.bincount(plain[labels == c], minlength=3)
             assert counts.max() - counts.min() <= 1
+
+
+def test_tempered_ranking_lets_a_missed_rare_class_label_reach_the_queue() -> None:
+    # 95 Normal labels, 5 Tumor; sample 0 is labelled Normal, and under the labels' class shares
+    # the model gives it p(Tumor) = 0.4: not the model's choice, so ``g`` never flags it.
+    given = np.r_[np.zeros(95, int), np.ones(5, int)]
+    probs = np.tile([0.9, 0.1], (100, 1))
+    probs[95:] = [0.3, 0.7]
+    probs[0] = [0.6, 0.4]
+    refined = np.eye(2)[given]
+    g = 1 - probs[np.arange(100), given]
+    plain = flag_labels(given, refined, g, 1.0, None, probs, "g")
+    assert [f.index for f in plain] == []
+    tempered = flag_labels(given, refined, g, 1.0, None, probs, "tempered")
+    assert [f.index for f in tempered] == [0] and tempered[0].suggested == 1
+    # Half the shares: p / sqrt(share), renormalised.
+    expected = np.array([0.6 / math.sqrt(0.95), 0.4 / math.sqrt(0.05)])
+    assert np.allclose(ranking_probs(probs, given, "tempered")[0], expected / expected.sum())
+    assert np.allclose(ranking_probs(probs, given, "g"), probs)
+
+
+def _rare_class_run(shift: float, toward: str) -> tuple[float, float, bool]:
+    """Tumour-label recall and normal-label recall of the refined clean labels, and collapse."""
+    rng = np.random.default_rng(3)
+    labels = (rng.random(1500) < 0.06).astype(int)
+    features = rng.standard_normal((1500, 2)).astype(np.float32)
+    features[:, 0] += shift * labels
+    config = RefineConfig(
+        max_rounds=8, warmup=2, batch_size=64, lr=1e-2, device="cpu", refine_toward=toward
+    )
+    result = train_refine(
+        FeatureDataset(features),
+        labels,
+        2,
+        lambda: StainFeatureClassifier(2, 8, num_features=2),
+        config,
+        compute_flags=False,
+    )
+    refined = result.refined.argmax(1)
+    return (
+        float((refined[labels == 1] == 1).mean()),
+        float((refined[labels == 0] == 0).mean()),
+        bool(result.collapsed),
+    )
+
+
+def test_refining_towards_the_decision_keeps_a_rare_class() -> None:
+    # One separating feature, 6 % positives, clean labels.  Refined towards the probabilities
+    # under the label prior, half the positives' labels drift to the common class ...
+    tumour, normal, collapsed = _rare_class_run(3.0, "label_prior")
+    assert tumour < 0.8 and not collapsed
+    tumour, normal, collapsed = _rare_class_run(3.0, "decision")
+    assert tumour > 0.9 and normal > 0.9 and not collapsed
+    # ... and with a weaker feature the prior's argmax never says Tumor: the guard calls the
+    # run collapsed and nothing is refined, where the decision still separates the classes.
+    assert _rare_class_run(2.0, "label_prior")[2]
+    tumour, normal, collapsed = _rare_class_run(2.0, "decision")
+    assert tumour > 0.9 and normal > 0.9 and not collapsed

@@ -14,6 +14,8 @@ RANKINGS: dict[str, str] = {
     "g": "most likely wrong first: lowest predicted probability of the given label",
     "class_normalised": "most likely wrong first: lowest predicted probability of the given "
     "label, relative to its class",
+    "tempered": "most likely wrong first: lowest predicted probability of the given label, "
+    "with the classes' shares counted half",
 }
 
 #: The same, in full (tooltips, help).
@@ -24,6 +26,10 @@ RANKING_DETAILS: dict[str, str] = {
     "probability of the labels of the same class (confident learning's per-class threshold), "
     "lowest first, so that a rare class's correct labels, which the model is less sure of, are "
     "not pushed to the top.",
+    "tempered": "Labels are ordered by 1 - p, p being the model's probability of the given class "
+    "with each class's share among the labels counted half (the probabilities divided by the "
+    "square root of the class shares): a rare class missed by the annotator (tumour labelled "
+    "normal) can reach the top, and a rare class's correct labels do not crowd it.",
 }
 
 #: The order of runs written before ``rank_by`` existed (they sorted by ``g``).

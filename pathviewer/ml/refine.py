@@ -71,8 +71,14 @@ method's definition:
   *within each given class* of a batch rather than over the batch (:func:`sample_weights`):
   the method's weights choose samples inside a class, never the share of a class in the loss
   (``docs/label-refinement.md`` shows what happened without it).
-* **Refinement and flags** compare predictions with the given labels, so they use the balanced
-  probabilities multiplied back by the prior (:func:`with_prior`).
+* **Refinement** (step 4) mixes each label with the round's *decision*: the balanced
+  probabilities shifted by the per-class offsets chosen on the held-out labels (below), the
+  same decision the saved model makes (``refine_toward``).  Refining towards the probabilities
+  under the label prior instead turns a rare class's weakly predicted correct labels into the
+  common class (on the realistic benchmark the refined labels kept 10-25 % of the tumour);
+  towards the balanced probabilities, it turns the common class into the rare one.
+* **Flags** compare predictions with the given labels, so they use the balanced probabilities
+  multiplied back by the prior (:func:`with_prior`).
 * **Model selection and the decision threshold.** A round is scored by its balanced accuracy
   on the held-out given labels, after choosing per-class logit offsets on those labels
   (:func:`fit_decision_bias`).  For two classes and class-dependent noise the balanced accuracy
@@ -141,6 +147,16 @@ def _meta(
 #: ``class_balance`` settings (see :func:`label_prior` and the module docstring).
 CLASS_BALANCE = ("logit_adjust", "weights", "none")
 
+#: ``refine_toward`` settings (see the training loop's step 4).
+REFINE_TOWARD = ("decision", "label_prior", "balanced")
+
+#: Patch classifiers a refinement run can train (``model``): name -> what it is.
+REFINE_MODELS: dict[str, str] = {
+    "resnet18": "ResNet18 on the patches' pixels (GPU)",
+    "small": "a small CNN on the patches' pixels",
+    "stain": "a small network on slide-standardised stain statistics (seconds on a CPU)",
+}
+
 #: A class is "lost" when the model predicts it for fewer than this share of the samples given it.
 LOST_CLASS_RECALL = 0.01
 
@@ -155,6 +171,14 @@ class RefineConfig:
     The defaults suit a GPU and 224 px patches; :func:`demo_config` is a CPU-sized variant.
     """
 
+    model: str = field(
+        default="resnet18",
+        metadata=_meta(
+            "patch classifier: resnet18 or small (pixels), stain (stain statistics of each "
+            "patch relative to its slide; seconds on a CPU)",
+            choices=list(REFINE_MODELS),
+        ),
+    )
     max_rounds: int = field(
         default=30, metadata=_meta("maximum training rounds (epochs x epochs_per_round)", 1, 10000)
     )
@@ -221,8 +245,18 @@ class RefineConfig:
             choices=CLASS_BALANCE,
         ),
     )
+    refine_toward: str = field(
+        default="decision",
+        metadata=_meta(
+            "under class balance, the predictions labels are refined towards: decision (the "
+            "balanced predictions shifted by the decision offsets fitted on held-out labels), "
+            "label_prior (under the given labels' class shares: pulls a rare class's labels "
+            "to the common class), balanced (no prior: pulls towards the rare class)",
+            choices=list(REFINE_TOWARD),
+        ),
+    )
     rank_by: str = field(
-        default="g",
+        default="tempered",
         metadata=_meta("what orders the review queue (see RANKINGS)", choices=list(RANKINGS)),
     )
     augment: bool = field(default=True, metadata=_meta("random flips and 90-degree rotations"))
@@ -259,7 +293,9 @@ class RefineConfig:
 
 def demo_config() -> RefineConfig:
     """A CPU-sized configuration (small inputs, few rounds) for demos and tests."""
-    return RefineConfig(max_rounds=12, warmup=3, batch_size=32, input_size=64, device="cpu")
+    return RefineConfig(
+        max_rounds=12, warmup=3, batch_size=32, input_size=64, device="cpu", model="stain"
+    )
 
 
 # --------------------------------------------------------------------------- the method
@@ -574,6 +610,25 @@ def fold_decision_bias(model: nn.Module, bias: np.ndarray) -> bool:
     return True
 
 
+def ranking_probs(probs: np.ndarray, given: np.ndarray, rank_by: str = "g") -> np.ndarray:
+    """The probabilities a review queue judges labels by (``(N, M)``, rows sum to 1).
+
+    ``tempered`` divides the probabilities (which carry the given labels' class shares) by the
+    square root of those shares: half-way to balanced classes.  Under the full shares a rare
+    class's members labelled as the common class (missed tumour foci) are never the model's
+    choice; without them, the common class's borderline labels crowd the queue.  On the
+    realistic benchmark it kept the first 100 flags' precision of ``g`` under symmetric noise,
+    coarse outlines and region swaps and raised it under missed foci (docs/label-refinement.md).
+    The other rankings use ``probs`` as they are.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if rank_by != "tempered" or len(given) == 0:
+        return probs
+    shares = np.bincount(given, minlength=probs.shape[1]) / len(given)
+    tempered = probs / np.sqrt(np.maximum(shares, 1.0 / len(given)))
+    return np.asarray(tempered / tempered.sum(axis=1, keepdims=True))
+
+
 def suspicion(probs: np.ndarray, given: np.ndarray, rank_by: str = "g") -> np.ndarray:
     """Review-queue score of each label (higher: more likely wrong); see :data:`RANKINGS`.
 
@@ -594,10 +649,10 @@ def suspicion(probs: np.ndarray, given: np.ndarray, rank_by: str = "g") -> np.nd
     """
     if rank_by not in RANKINGS:
         raise TrainingError(f"unknown ranking {rank_by!r} (known: {', '.join(RANKINGS)})")
-    probs = np.asarray(probs, dtype=np.float64)
     given = np.asarray(given, dtype=np.int64)
+    probs = ranking_probs(probs, given, rank_by)
     p_given = probs[np.arange(len(given)), given]
-    if rank_by == "g":
+    if rank_by in ("g", "tempered"):
         return 1.0 - p_given
     typical = np.ones(probs.shape[1])
     for c in np.unique(given):
@@ -700,6 +755,9 @@ def flag_labels(
     given = np.asarray(given, dtype=np.int64)
     refined = np.asarray(refined, dtype=np.float64)
     probs = refined if probs is None else np.asarray(probs, dtype=np.float64)
+    # The queue's own probabilities (tempered: a missed rare-class label can be the model's
+    # choice only there) decide what is flagged and suggested as well as the order.
+    probs = ranking_probs(probs, given, rank_by)
     g = np.asarray(g, dtype=np.float64)
     rows = np.arange(len(given))
     refined_top = refined.argmax(axis=1)
@@ -709,7 +767,9 @@ def flag_labels(
     mask = (g > threshold) | (refined_top != given) | (probs.argmax(axis=1) != given)
     if trusted is not None:
         mask &= ~np.asarray(trusted, dtype=bool)
-    score = suspicion(probs, given, rank_by) if rank_by != "g" else g
+    score = suspicion(probs, given, "class_normalised") if rank_by == "class_normalised" else g
+    if rank_by == "tempered":
+        score = 1.0 - probs[rows, given]
     flags = []
     for i in np.flatnonzero(mask):
         suggested = int(refined_top[i]) if refined_top[i] != given[i] else int(other_top[i])
@@ -841,7 +901,8 @@ def resolve_device(name: str) -> torch.device:
 
 def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flip and 90-degree rotation of a batch (tissue has no orientation)."""
-    if images.shape[-1] != images.shape[-2]:
+    # Only square image batches: feature vectors (and non-square crops) have no orientation.
+    if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
         return images
     k = int(torch.randint(0, 4, (1,), generator=generator))
     images = torch.rot90(images, k, dims=(-2, -1))
@@ -1164,7 +1225,13 @@ def iter_train_refine(
         # Judged on the probabilities refinement uses: a class they never predict would be
         # refined away.  (The balanced argmax is near random before the network has learnt
         # anything, which is not a collapse.)
-        lost = lost_classes(probs[train_idx].argmax(1), labels_np[train_idx], num_classes)
+        toward = probs_t
+        if prior is not None and config.refine_toward == "balanced":
+            toward = torch.as_tensor(balanced_probs, dtype=torch.float32)
+        elif prior is not None and config.refine_toward == "decision":
+            shifted = np.log(np.maximum(balanced_probs, 1e-12)) + bias
+            toward = torch.softmax(torch.as_tensor(shifted, dtype=torch.float32), dim=-1)
+        lost = lost_classes(toward[train_idx].argmax(1).numpy(), labels_np[train_idx], num_classes)
         if lost:
             collapsed_rounds += 1
             lost_names = ", ".join(names[c] for c in lost)
@@ -1185,7 +1252,7 @@ def iter_train_refine(
             p_avg = config.g_ema * p_avg + (1 - config.g_ema) * probs
         # ---- step 4: refine after the warm-up
         if config.refine and round_no + 1 > config.warmup and not lost:
-            soft = refine_labels(given, probs_t, config.gamma, trusted_t)
+            soft = refine_labels(given, toward, config.gamma, trusted_t)
         # sigma of the next round's Gaussian: spread around mu of the training set's g w.r.t.
         # its labels (paragraph [0105]).
         sigma = spread_around(gradient_norm(probs_t[train_idx], soft[train_idx]), config.mu)
@@ -1400,7 +1467,12 @@ def iter_cross_validated_probs(
         test = np.flatnonzero(fold == f)
         if len(np.unique(labels_np[train])) < 2:
             raise TrainingError("too few samples per class for out-of-sample folds")
-        sub_config = RefineConfig.from_dict({**config.to_dict(), "seed": config.seed + f + 1})
+        # The fold models estimate how likely each *given* label is, so their labels are refined
+        # under the given labels' class shares: refined towards the decision, their probabilities
+        # drift from those shares and the queue's top loses precision (docs/label-refinement.md).
+        sub_config = RefineConfig.from_dict(
+            {**config.to_dict(), "seed": config.seed + f + 1, "refine_toward": "label_prior"}
+        )
         job = iter_train_refine(
             Subset(dataset, train.tolist()),
             labels_np[train],
