@@ -1,6 +1,8 @@
-"""The realistic refinement benchmark's scoring and noise plumbing (no training)."""
+"""The realistic refinement benchmark: scoring, noise plumbing and one tiny end-to-end case."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from shapely.geometry import Point
@@ -68,3 +70,27 @@ def test_region_noise_models_make_the_errors_they_describe() -> None:
     assert ((swapped == 0) & (clean == 1)).sum() > 0 and ((swapped == 1) & (clean == 0)).sum() > 0
     flips = noisy_train_labels(data, "symmetric", 0.3, seed=0)
     assert 0.2 < (flips != clean).mean() < 0.4
+
+
+def test_stain_benchmark_reports_the_issue_keys(tmp_path: Path) -> None:
+    from pathviewer.bench.refine_realistic import run
+
+    report = run(
+        1,
+        True,
+        ["plain_ce", "full"],
+        2,
+        6,
+        2048,
+        tmp_path,
+        only=["symmetric_strong"],
+        digits=False,
+        model="stain",
+    )
+    case = report["cases"]["symmetric_strong"]
+    assert report["model"] == "stain" and report["cohort"]["input_px"] == 64
+    for method in ("plain_ce", "full"):
+        assert 0.0 <= case[method]["balanced_accuracy"] <= 1.0
+    assert 0.0 <= case["flags"]["precision_at_100"] <= 1.0
+    assert "cleanlab" in case["flags"] and isinstance(report["collapsed_runs"], int)
+    assert set(report["targets"]) >= {"gain_at_least_5_points_when_strong", "never_below_plain_ce"}

@@ -15,7 +15,9 @@ each noise model at two strengths:
 * ``region_swap``: 25 % / 50 % of the tumour regions called Normal and as many normal regions of
   the same size called Tumor.
 
-Plus scikit-learn's digits with 40 % symmetric noise (the balanced reference).  Every method of
+Plus scikit-learn's digits with 40 % symmetric noise (the balanced reference, a small CNN).
+The patch model is :data:`LEARNERS` ``--model``: ``stain`` (default; the app's ``--model stain``)
+or ``cnn`` (the app's ``--model small`` on 32 px pixels, ~50 minutes a seed).  Every method of
 :data:`METHODS` trains on the same noisy labels, is scored on the clean *test* slides (balanced
 accuracy, per-class recall), and its refined training labels on the clean training labels.  The
 review queue is scored against the injected errors: precision of its first 50 / 100 / 200 flags and
@@ -37,6 +39,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import Dataset
 
 from pathviewer.bench import emit_report
 from pathviewer.core.annotations import Annotation, read_geojson
@@ -57,6 +61,12 @@ from pathviewer.ml.refine import (
     train_refine,
 )
 from pathviewer.ml.small_cnn import SmallCNN
+from pathviewer.ml.stain_classifier import (
+    FEATURE_VIEW,
+    FeatureDataset,
+    StainFeatureClassifier,
+    iter_slide_features,
+)
 
 CLASSES = ["Normal", "Tumor"]
 TUMOUR = 1
@@ -207,9 +217,25 @@ def _recalls(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     }
 
 
-def _small_cnn(num_classes: int, in_channels: int) -> Callable[[], SmallCNN]:
-    """The benchmark's model factory (a small CNN: minutes per case on two cores)."""
-    return lambda: SmallCNN(num_classes, in_channels, 32)
+@dataclass(frozen=True)
+class Learner:
+    """What the methods train: a model factory and how its samples become a dataset."""
+
+    name: str
+    factory: Callable[[int, int], Callable[[], nn.Module]]  # (classes, channels) -> factory
+    dataset: Callable[[np.ndarray], Dataset]
+    augment: bool
+
+
+#: The benchmark's models.  ``stain`` (the app's ``--model stain``) trains on the patches'
+#: slide-standardised stain statistics: seconds per method, so three seeds fit the budget;
+#: ``cnn`` (``--model small``) on 32 px pixels: ~50 minutes per seed on two cores.
+LEARNERS: dict[str, Learner] = {
+    "stain": Learner(
+        "stain", lambda m, _c: lambda: StainFeatureClassifier(m), FeatureDataset, False
+    ),
+    "cnn": Learner("cnn", lambda m, c: lambda: SmallCNN(m, c, 32), ArrayDataset, True),
+}
 
 
 def evaluate_method(
@@ -221,11 +247,12 @@ def evaluate_method(
     config: RefineConfig,
     in_channels: int,
     num_classes: int,
+    learner: Learner,
 ) -> dict[str, Any]:
     """Train one method on noisy labels; score the model on clean test and its refined labels."""
-    factory = _small_cnn(num_classes, in_channels)
+    factory = learner.factory(num_classes, in_channels)
     start = time.perf_counter()
-    result = train_refine(ArrayDataset(x_train), noisy, num_classes, factory, config)
+    result = train_refine(learner.dataset(x_train), noisy, num_classes, factory, config)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         predicted = result.model(torch.from_numpy(x_test)).argmax(1).numpy()
@@ -259,6 +286,7 @@ def evaluate_flags(
     in_channels: int,
     num_classes: int,
     folds: int,
+    learner: Learner,
     groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Review queues from the same out-of-sample probabilities: ours (each ranking) and cleanlab's.
@@ -266,12 +294,12 @@ def evaluate_flags(
     With ``groups`` (each patch's slide) the folds keep a slide together, as ``train noisy``
     does for its own out-of-sample flags.
     """
-    factory = _small_cnn(num_classes, in_channels)
+    factory = learner.factory(num_classes, in_channels)
     oos_config = RefineConfig.from_dict({**config.to_dict(), "oos_folds": folds})
     balanced = np.zeros((len(noisy), num_classes), np.float64)
     probs = run_job(
         iter_cross_validated_probs(
-            ArrayDataset(x_train),
+            learner.dataset(x_train),
             noisy,
             num_classes,
             factory,
@@ -337,6 +365,7 @@ def run_case(
     in_channels: int,
     num_classes: int,
     folds: int,
+    learner: Learner,
     groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Every method, and the review queues, on one noisy training set."""
@@ -348,11 +377,11 @@ def run_case(
         config = RefineConfig.from_dict({**base.to_dict(), **METHODS[name]})
         print(f"  {name}", file=sys.stderr, flush=True)
         out[name] = evaluate_method(
-            x_train, noisy, clean, x_test, y_test, config, in_channels, num_classes
+            x_train, noisy, clean, x_test, y_test, config, in_channels, num_classes, learner
         )
     if folds >= 2:
         out["flags"] = evaluate_flags(
-            x_train, noisy, clean, base, in_channels, num_classes, folds, groups
+            x_train, noisy, clean, base, in_channels, num_classes, folds, learner, groups
         )
     return out
 
@@ -409,15 +438,19 @@ def run(
     work: Path | None,
     only: list[str] | None = None,
     digits: bool = True,
+    model: str = "stain",
 ) -> dict[str, Any]:
     """The whole benchmark (or the cases in ``only``); returns the JSON-ready report."""
     torch.set_num_threads(2)
     rounds = 8 if quick else 10
+    learner = LEARNERS[model]
+    input_px = FEATURE_VIEW if model == "stain" else 32
     report: dict[str, Any] = {
         "torch_threads": 2,
         "seeds": seeds,
+        "model": model,
         "methods": {name: METHODS[name] for name in methods},
-        "cohort": {"slides": n_slides, "size": size, "patch": 128, "input_px": 32},
+        "cohort": {"slides": n_slides, "size": size, "patch": 128, "input_px": input_px},
         "rounds": rounds,
         "oos_folds": folds,
     }
@@ -427,7 +460,12 @@ def run(
         for seed in range(seeds):
             folder = (work or Path(tmp)) / f"seed{seed}"
             print(f"seed {seed}: cohort", file=sys.stderr, flush=True)
-            data = read_patches(make_cohort(folder, 100 + seed, n_slides, size), 128, 32)
+            data = read_patches(make_cohort(folder, 100 + seed, n_slides, size), 128, input_px)
+            samples = data.images
+            if learner.name == "stain":
+                # Standardised within each slide, test slides by their own patches: what the
+                # app does for the slides it is given (no labels are involved).
+                samples = run_job(iter_slide_features(ArrayDataset(samples), data.slide.tolist()))
             train = ~data.is_test
             clean = data.labels[train]
             report.setdefault("patches_per_seed", []).append(
@@ -445,16 +483,17 @@ def run(
                     print(f"seed {seed}: {case}", file=sys.stderr, flush=True)
                     noisy = noisy_train_labels(data, model, strength, 1000 * seed + 7)
                     result = run_case(
-                        data.images[train],
+                        samples[train],
                         noisy,
                         clean,
-                        data.images[~train],
+                        samples[~train],
                         data.labels[~train],
-                        base_config(seed, rounds, True),
+                        base_config(seed, rounds, learner.augment),
                         methods,
                         3,
                         len(CLASSES),
                         folds,
+                        learner,
                         data.slide[train],
                     )
                     result["strength"] = strength
@@ -492,7 +531,9 @@ def digits_case(
         config = RefineConfig.from_dict(
             {**base_config(seed, rounds, False).to_dict(), "warmup": 5, "input_size": 8}
         )
-        runs.append(run_case(x_tr, noisy, y_tr, x_te, y_te, config, methods, 1, 10, folds))
+        runs.append(
+            run_case(x_tr, noisy, y_tr, x_te, y_te, config, methods, 1, 10, folds, LEARNERS["cnn"])
+        )
     return {**summarise(runs, methods, rank_by), "runs": runs}
 
 
@@ -542,6 +583,13 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated case names (default: all), e.g. symmetric_strong",
     )
     parser.add_argument("--no-digits", action="store_true", help="skip the digits reference")
+    parser.add_argument(
+        "--model",
+        choices=list(LEARNERS),
+        default="stain",
+        help="stain: an MLP on slide-standardised stain statistics (the default, minutes); "
+        "cnn: a small CNN on 32 px patches (~50 min per seed)",
+    )
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
@@ -559,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.keep) if args.keep else None,
         [c for c in args.cases.split(",") if c],
         not args.no_digits,
+        args.model,
     )
     report["seconds"] = round(time.perf_counter() - start, 1)
     emit_report(report, args.json)
