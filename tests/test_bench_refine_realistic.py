@@ -92,5 +92,12 @@ def test_stain_benchmark_reports_the_issue_keys(tmp_path: Path) -> None:
     for method in ("plain_ce", "full"):
         assert 0.0 <= case[method]["balanced_accuracy"] <= 1.0
     assert 0.0 <= case["flags"]["precision_at_100"] <= 1.0
-    assert "cleanlab" in case["flags"] and isinstance(report["collapsed_runs"], int)
+    assert isinstance(report["collapsed_runs"], int)
+    # cleanlab is a benchmark extra (pip install -e '.[bench]'); its queue is scored when present.
+    try:
+        import cleanlab  # noqa: F401
+    except ImportError:
+        assert "cleanlab" not in case["flags"]
+    else:
+        assert 0.0 <= case["flags"]["cleanlab"]["precision_at_100"] <= 1.0
     assert set(report["targets"]) >= {"gain_at_least_5_points_when_strong", "never_below_plain_ce"}
