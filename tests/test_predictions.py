@@ -602,3 +602,18 @@ def test_write_then_read_gives_the_same_rows(
         np.testing.assert_array_equal(found.patches[s.slide].boxes, s.boxes)
         np.testing.assert_allclose(found.patches[s.slide].probs, s.probs, atol=5e-7)
         assert load_heatmap(found.heatmaps[s.slide]).slide == s.slide
+
+
+def test_a_slide_name_too_long_for_the_file_system_is_a_one_line_error(tmp_path: Path) -> None:
+    # Found by the mutation test: Path.is_file raises ENAMETOOLONG instead of returning False.
+    pred = tmp_path / "pred"
+    for relative, content in _valid_files().items():
+        (pred / relative).parent.mkdir(parents=True, exist_ok=True)
+        (pred / relative).write_bytes(content)
+    long_name = "9" * 5000
+    slides = f"slide,score,pred\na/p.png,0.900000,1\nb/p.png,0.200000,0\n{long_name},0.050000,0\n"
+    (pred / "slides.csv").write_text(slides)
+    with pytest.raises(PredictionsError) as caught:
+        read_predictions(pred, complete=True)
+    message = str(caught.value)
+    assert message.startswith(str(pred)) and "\n" not in message and len(message) < 400

@@ -137,16 +137,24 @@ def find_heatmap(
     heatmaps = Path(folder) / HEATMAPS
     if slide is not None and slide in listed:
         path = heatmaps / heatmap_names(listed)[list(listed).index(slide)]
-        return path if path.is_file() else None
+        return path if _is_file(path) else None
     candidates = []
     if slide:
         candidates += [f"{PurePath(slide).stem}.npz", f"{_flat_name(slide)}.npz"]
     if slide_path is not None:
         candidates.append(f"{PurePath(slide_path).stem}.npz")
     for name in candidates:
-        if (heatmaps / name).is_file():
+        if _is_file(heatmaps / name):
             return heatmaps / name
     return None
+
+
+def _is_file(path: Path) -> bool:
+    # A name the file system cannot hold (too long) is no file; Path.is_file raises for it.
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def pred_of(score: float) -> int:
@@ -340,7 +348,13 @@ def read_predictions(
     heatmaps: dict[str, Path] = {}
     for slide, name in zip(names, heatmap_names(names), strict=True):
         path = root / HEATMAPS / name
-        if path.is_file():
+        try:
+            present = path.is_file()
+        except OSError as error:  # e.g. a slide name too long for the file system
+            raise PredictionsError(
+                f"{root / HEATMAPS}: heatmap of slide {_shown(slide, 80)}: {error.strerror}"
+            ) from None
+        if present:
             heatmaps[slide] = path
         elif complete:
             raise PredictionsError(f"{path}: heatmap of slide {_shown(slide, 80)} not found")
