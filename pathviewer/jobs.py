@@ -48,7 +48,6 @@ def refine_run(
     labels_csv: Path | None = None,
     project_dir: Path | None = None,
     classes: list[str] | None = None,
-    model: str | None = None,
     weights: str | None = None,
     resume: bool = False,
 ) -> Generator[Progress, None, Any]:
@@ -62,15 +61,14 @@ def refine_run(
     run_dir
         Output folder.
     config
-        A :class:`~pathviewer.ml.refine.RefineConfig`.
+        A :class:`~pathviewer.ml.refine.RefineConfig`.  Its ``model`` (a key of
+        :data:`~pathviewer.ml.refine.REFINE_MODELS`) says what is trained: ``stain`` trains on
+        each patch's stain statistics standardised within its slide
+        (:mod:`pathviewer.ml.stain_classifier`), read at that module's ``FEATURE_VIEW``.
     labels_csv, project_dir
         Where the labels come from (a project wins; one of them is required).
     classes
         Class names in order (default: as found in the labels).
-    model
-        A key of :data:`~pathviewer.ml.refine.REFINE_MODELS` (default: ``config.model``).
-        ``stain`` trains on each patch's stain statistics standardised within its slide
-        (:mod:`pathviewer.ml.stain_classifier`), read at that module's ``FEATURE_VIEW``.
     weights
         Encoder weights for the ResNet (optional).
     resume
@@ -81,12 +79,11 @@ def refine_run(
     RefineResult
     """
     from pathviewer.ml.patch_data import PatchDataset, read_labels_csv, write_refinement_outputs
-    from pathviewer.ml.refine import REFINE_MODELS, RefineConfig, iter_train_refine
+    from pathviewer.ml.refine import REFINE_MODELS, iter_train_refine
 
-    model = model or config.model
+    model = config.model
     if model not in REFINE_MODELS:
         raise TrainingError(f"unknown model {model!r} (known: {', '.join(REFINE_MODELS)})")
-    config = RefineConfig.from_dict({**config.to_dict(), "model": model})
     search_dirs: list[Path] = []
     if project_dir is not None:
         labels_csv = export_project_labels(project_dir, run_dir)
@@ -134,7 +131,7 @@ def refine_run(
             dataset.close()
     config_path = run_dir / "config.json"
     saved = json.loads(config_path.read_text(encoding="utf-8"))
-    saved.update({"labels": str(Path(labels_csv).resolve()), "model": model})
+    saved["labels"] = str(Path(labels_csv).resolve())
     with atomic_write(config_path) as handle:
         json.dump(saved, handle, indent=2)
     write_refinement_outputs(

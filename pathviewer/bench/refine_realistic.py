@@ -225,6 +225,7 @@ class Learner:
     factory: Callable[[int, int], Callable[[], nn.Module]]  # (classes, channels) -> factory
     dataset: Callable[[np.ndarray], Dataset]
     augment: bool
+    input_px: int  # side the patches are read at
 
 
 #: The benchmark's models.  ``stain`` (the app's ``--model stain``) trains on the patches'
@@ -232,9 +233,13 @@ class Learner:
 #: ``cnn`` (``--model small``) on 32 px pixels: ~50 minutes per seed on two cores.
 LEARNERS: dict[str, Learner] = {
     "stain": Learner(
-        "stain", lambda m, _c: lambda: StainFeatureClassifier(m), FeatureDataset, False
+        "stain",
+        lambda m, _c: lambda: StainFeatureClassifier(m),
+        FeatureDataset,
+        False,
+        FEATURE_VIEW,
     ),
-    "cnn": Learner("cnn", lambda m, c: lambda: SmallCNN(m, c, 32), ArrayDataset, True),
+    "cnn": Learner("cnn", lambda m, c: lambda: SmallCNN(m, c, 32), ArrayDataset, True, 32),
 }
 
 
@@ -444,7 +449,7 @@ def run(
     torch.set_num_threads(2)
     rounds = 8 if quick else 10
     learner = LEARNERS[model]
-    input_px = FEATURE_VIEW if model == "stain" else 32
+    input_px = learner.input_px
     report: dict[str, Any] = {
         "torch_threads": 2,
         "seeds": seeds,
