@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pathviewer.core.errors import CohortError
+from pathviewer.core.identity import slide_path_key
 
 COHORT_COLUMNS = ("slide", "label", "split", "annotations")
 SPLITS = ("train", "val", "test")
@@ -102,7 +103,7 @@ def read_cohort(csv_path: str | os.PathLike[str], check_files: bool = True) -> l
                     raise CohortError(
                         f"{csv_path} row {line_no}: unknown split {split!r} (use {', '.join(SPLITS)})"
                     )
-                path = (base / slide).resolve()
+                path = Path(slide_path_key(slide, base))
                 if check_files and not path.is_file():
                     raise CohortError(f"{csv_path} row {line_no}: slide file not found: {path}")
                 if path in rows_of_path:

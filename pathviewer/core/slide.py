@@ -95,14 +95,6 @@ class SlideSource(Protocol):
     def close(self) -> None: ...
 
 
-def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """Whether two paths name one file (resolved; compared as given when that fails)."""
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return Path(a) == Path(b)
-
-
 def read_box(
     slide: SlideSource, box: tuple[int, int, int, int], out_size: tuple[int, int] | int
 ) -> np.ndarray:

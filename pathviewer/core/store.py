@@ -313,12 +313,6 @@ def _edit_failure(error: sqlite3.OperationalError) -> str:
     return f"could not write ({text})"
 
 
-def slide_store_key(path: str | os.PathLike[str]) -> str:
-    """The path a slide is stored under in a project (absolute when it is a real file)."""
-    candidate = Path(path)
-    return str(candidate.resolve()) if candidate.exists() else str(path)
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 

@@ -105,7 +105,7 @@ from pathviewer.core.annotations import (
 )
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.geometry import measure
-from pathviewer.core.store import slide_store_key
+from pathviewer.core.identity import slide_path_key
 from pathviewer.gui.annotation_commands import (
     AddAnnotationsCommand,
     AnnotationSession,
@@ -437,7 +437,7 @@ class AnnotationController(QObject):
         if self.session is not None:
             return self.session
         project = self.ensure_project()
-        key = slide_store_key(slide.path)
+        key = slide_path_key(slide.path)
         slide_id = project.slide_id(key)
         if slide_id is None:
             slide_id = project.add_slide(key)
@@ -487,12 +487,12 @@ class AnnotationController(QObject):
         annotations: dict[int, Annotation] = {}
         project = self.project
         if project is not None:
-            slide_id = project.slide_id(slide_store_key(slide.path))
+            slide_id = project.slide_id(slide_path_key(slide.path))
             if slide_id is not None:
                 self.session = AnnotationSession(project, slide_id, self._on_store_changed)
                 annotations = {r.id: r.annotation for r in project.annotations(slide_id)}
         self.layer.set_annotations(annotations)
-        key = slide_store_key(slide.path)
+        key = slide_path_key(slide.path)
         stack = self.stacks.get(key)
         if stack is None:
             stack = QUndoStack(self)

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from pathviewer.core.cohort import CohortEntry, read_cohort
+from pathviewer.core.identity import same_slide
 from pathviewer.core.progress import Progress
-from pathviewer.core.slide import same_file
 from pathviewer.gui.workers import JobRunner
 from pathviewer.jobs import predict_cohort, train_slide_model
 from pathviewer.runs import RunInfo, new_run_dir, scan_runs, write_run_info
@@ -84,7 +84,7 @@ def find_demo_run(cohort_csv: str | Path) -> RunInfo | None:
     for run in scan_runs():
         # A degenerate demo run is shown with its warning rather than trained again and again.
         finished = run.status in ("completed", "degenerate")
-        if run.demo and finished and same_file(run.cohort, cohort_csv):
+        if run.demo and finished and same_slide(run.cohort, cohort_csv):
             if run.model_path.is_file():
                 return run
     return None
@@ -131,7 +131,7 @@ class DemoController(QObject):
             self.started = time.perf_counter()
         entries = read_cohort(self.cohort_csv)
         entry = demo_slide(entries)
-        if self.window.cohort_path is None or not same_file(
+        if self.window.cohort_path is None or not same_slide(
             self.window.cohort_path, self.cohort_csv
         ):
             self.window.open_cohort(str(self.cohort_csv))

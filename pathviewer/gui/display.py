@@ -19,7 +19,6 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QSettings, Qt, Signal
@@ -38,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from pathviewer.core.errors import SlideError
+from pathviewer.core.identity import slide_path_key
 from pathviewer.core.slide import read_box
 from pathviewer.core.stain import estimate_stain_vectors
 from pathviewer.gui.slide_view import ViewKey
@@ -65,11 +65,7 @@ ESTIMATE_SIDE = 1024
 
 def slide_key(path: str) -> str:
     """The QSettings key of a slide's display settings (its resolved path, hashed)."""
-    try:
-        resolved = str(Path(path).resolve())
-    except OSError:
-        resolved = str(path)
-    return hashlib.sha1(resolved.encode("utf-8")).hexdigest()[:20]
+    return hashlib.sha1(slide_path_key(path).encode("utf-8")).hexdigest()[:20]
 
 
 class DisplayController(QObject):

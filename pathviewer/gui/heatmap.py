@@ -88,6 +88,7 @@ from pathviewer.core.heatmap_export import (
     read_heatmap_file,
     write_heatmap,
 )
+from pathviewer.core.identity import slide_path_key
 from pathviewer.core.operating_point import OperatingPoint
 from pathviewer.core.predictions import (
     HEATMAPS,
@@ -735,12 +736,9 @@ class HeatmapController(QObject):
         slide = slide or self.view.current_slide
         if slide is None:
             return None
-        try:
-            path = Path(slide.path).resolve()
-        except OSError:
-            return None
+        key = slide_path_key(slide.path)
         for entry in self.window.cohort_entries:
-            if Path(entry.path).resolve() == path:
+            if slide_path_key(entry.path) == key:
                 return entry
         return None
 

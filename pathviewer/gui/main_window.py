@@ -45,7 +45,8 @@ from PySide6.QtWidgets import (
 from pathviewer._version import __version__
 from pathviewer.core.cohort import CohortEntry, read_cohort
 from pathviewer.core.errors import PathViewerError, SlideError
-from pathviewer.core.slide import SLIDE_SUFFIXES, same_file
+from pathviewer.core.identity import same_slide, slide_path_key
+from pathviewer.core.slide import SLIDE_SUFFIXES
 from pathviewer.gui.panels import CohortPanel, PropertiesPanel
 from pathviewer.gui.slide_view import MAGNIFICATIONS, VIEW_KEYS, SlideView, open_slide_checked
 from pathviewer.session.scores import CohortScores
@@ -444,7 +445,7 @@ class MainWindow(QMainWindow):
         self.slide_view.set_slide(slide)
         self._add_recent(path)
         if self.cohort_entries:
-            self.cohort_panel.select_path(str(Path(path).resolve()))
+            self.cohort_panel.select_path(slide_path_key(path))
         return True
 
     def open_cohort(self, csv_path: str, raise_errors: bool = False) -> bool:
@@ -457,7 +458,7 @@ class MainWindow(QMainWindow):
                 raise
             QMessageBox.critical(self, "Cannot open cohort", str(error))
             return False
-        if self.cohort_path is None or not same_file(self.cohort_path, Path(csv_path)):
+        if self.cohort_path is None or not same_slide(self.cohort_path, Path(csv_path)):
             self.scores.clear()  # keys of another cohort's slides may coincide
         self.cohort_entries = entries
         self.cohort_path = Path(csv_path)
@@ -526,7 +527,7 @@ class MainWindow(QMainWindow):
         return [str(v) for v in value]
 
     def _add_recent(self, path: str) -> None:
-        path = str(Path(path).resolve())
+        path = slide_path_key(path)
         recent = [p for p in self.recent_files() if p != path]
         self.settings.setValue(RECENT_SETTING, [path, *recent][:MAX_RECENT])
 

@@ -86,8 +86,9 @@ from shapely.geometry.base import BaseGeometry
 
 from pathviewer.core.cohort import read_table
 from pathviewer.core.errors import CohortError, PathViewerError
+from pathviewer.core.identity import SlidePathMap, same_slide
 from pathviewer.core.ranking import RANKING_DETAILS, RANKINGS, run_ranking
-from pathviewer.core.slide import read_box, same_file
+from pathviewer.core.slide import read_box
 from pathviewer.core.store import FlagRecord, Project
 from pathviewer.gui.tiles import rgb_to_qimage
 from pathviewer.session.review_region import flags_inside
@@ -941,7 +942,7 @@ class ReviewPanel(QWidget):
             raise PathViewerError("open or create a project before importing flags")
         path = Path(flags_csv).resolve()
         rows, fields = read_table(path, ("slide",))
-        names = _SlidePaths(project)
+        names = SlidePathMap([r.path for r in project.slides()])
         for row in rows:
             row["slide"] = names.stored(row["slide"], path.parent)
         labels_csv = _run_labels_csv(path.parent) if with_labels else None
@@ -970,7 +971,7 @@ class ReviewPanel(QWidget):
         return count
 
     @staticmethod
-    def _import_labels(project: Project, labels_csv: Path, names: _SlidePaths) -> int:
+    def _import_labels(project: Project, labels_csv: Path, names: SlidePathMap) -> int:
         rows, _fields = read_table(labels_csv, ("slide", "x", "y", "width", "height", "label"))
         have = {(r.slide_path, r.x, r.y, r.width, r.height) for r in project.patch_labels()}
         new = []
@@ -1057,7 +1058,7 @@ class ReviewPanel(QWidget):
         path = resolve_slide_path(flag.slide_path, self.model.slide_roots)
         view = window.slide_view
         current = view.current_slide
-        if current is None or not same_file(current.path, path):
+        if current is None or not same_slide(current.path, path):
             if not window.open_slide(path):
                 return False
         cx, cy = flag.x + flag.width / 2, flag.y + flag.height / 2
@@ -1170,7 +1171,7 @@ class ReviewPanel(QWidget):
         pending, decided = QPainterPath(), QPainterPath()
         for row, queue_item in enumerate(self.model.items):
             flag = queue_item.flag
-            if not same_file(flag.slide_path, slide.path):
+            if not same_slide(flag.slide_path, slide.path):
                 continue
             target = decided if self.model.data(self.model.index(row), DecisionRole) else pending
             target.addRect(QRectF(flag.x, flag.y, flag.width, flag.height))
@@ -1227,30 +1228,6 @@ class ReviewPanel(QWidget):
         """Stop the thumbnail threads (the window calls this when it closes)."""
         self.model.loader.reset()
         self.model.loader.wait()
-
-
-class _SlidePaths:
-    """Maps slide paths of run files to the path string the project stores for that file."""
-
-    def __init__(self, project: Project) -> None:
-        self.project = project
-        self._by_file: dict[Path, str] = {}
-        for record in project.slides():
-            self._by_file[self._file(record.path, project.folder)] = record.path
-
-    @staticmethod
-    def _file(path: str, base: Path) -> Path:
-        candidate = Path(path)
-        if not candidate.is_absolute():
-            candidate = base / candidate
-        return Path(os.path.abspath(candidate))
-
-    def stored(self, path: str, base: Path) -> str:
-        file = self._file(path, base)
-        known = self._by_file.get(file)
-        if known is None:
-            known = self._by_file[file] = str(file)
-        return known
 
 
 def _run_labels_csv(run_dir: Path) -> Path | None:

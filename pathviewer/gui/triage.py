@@ -36,9 +36,10 @@ from PySide6.QtWidgets import (
 
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.heatmap import blend_heatmap
+from pathviewer.core.identity import slide_path_key
 from pathviewer.core.predictions import load_slide_heatmap
 from pathviewer.core.slide import open_slide
-from pathviewer.core.store import Project, slide_store_key
+from pathviewer.core.store import Project
 from pathviewer.gui.heatmap import colormap
 from pathviewer.gui.tiles import rgb_to_qimage
 from pathviewer.session.triage import (
@@ -184,7 +185,7 @@ class TriagePanel(QWidget):
             score = self.main_window.scores.get(entry.slide)
             status, note = "", ""
             if project is not None:
-                slide_id = project.slide_id(slide_store_key(entry.path))
+                slide_id = project.slide_id(slide_path_key(entry.path))
                 record = decisions.get(slide_id) if slide_id is not None else None
                 if record is not None:
                     status, note = record.status, record.note
@@ -238,9 +239,9 @@ class TriagePanel(QWidget):
         slide = self.main_window.slide_view.current_slide
         if slide is None:
             return None
-        key = slide_store_key(slide.path)
+        key = slide_path_key(slide.path)
         for item in self.items:
-            if slide_store_key(item.path) == key:
+            if slide_path_key(item.path) == key:
                 return item.key
         return None
 
@@ -291,9 +292,9 @@ class TriagePanel(QWidget):
             return
         try:
             project = self.ensure_project()
-            slide_id = project.slide_id(slide_store_key(item.path))
+            slide_id = project.slide_id(slide_path_key(item.path))
             if slide_id is None:
-                slide_id = project.add_slide(slide_store_key(item.path), name=item.key)
+                slide_id = project.add_slide(slide_path_key(item.path), name=item.key)
             project.record_slide_review(slide_id, status, self.note_edit.text().strip(), item.score)
         except PathViewerError as error:
             QMessageBox.critical(self, "Cannot save the decision", str(error))

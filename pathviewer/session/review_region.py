@@ -8,7 +8,7 @@ from typing import Protocol
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from pathviewer.core.slide import same_file
+from pathviewer.core.identity import same_slide
 
 
 class FlagBox(Protocol):
@@ -41,7 +41,7 @@ def flags_inside(flags: Iterable[FlagBox], slide_path: str, region: BaseGeometry
     shapely.prepare(prepared)
     out = []
     for position, flag in enumerate(listed):
-        if not same_file(flag.slide_path, slide_path):
+        if not same_slide(flag.slide_path, slide_path):
             continue
         centre = shapely.Point(flag.x + flag.width / 2, flag.y + flag.height / 2)
         if prepared.contains(centre):
