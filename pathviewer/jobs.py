@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from pathviewer.core.atomic import atomic_write
 from pathviewer.core.cohort import CohortEntry
 from pathviewer.core.errors import TrainingError
 from pathviewer.core.progress import Progress
+
+if TYPE_CHECKING:
+    from pathviewer.core.identity import SlidePathMap
+    from pathviewer.core.store import Project
 
 
 def export_project_labels(project_dir: Path, out: Path) -> Path:
@@ -40,6 +44,108 @@ def export_project_labels(project_dir: Path, out: Path) -> Path:
     if count == 0:
         raise TrainingError(f"{project_dir}: the project has no patch labels to train on")
     return path
+
+
+def run_labels_csv(run_dir: Path) -> Path | None:
+    """The training labels of a refinement run (``labels`` in its ``config.json``), if any."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    labels = config.get("labels") if isinstance(config, dict) else None
+    if not labels:
+        return None
+    path = Path(labels)
+    path = path if path.is_absolute() else run_dir / path
+    return path if path.is_file() else None
+
+
+def import_run_flags(
+    project: Project, flags_csv: Path, replace: bool = True, with_labels: bool = True
+) -> int:
+    """Import a run's ``flags.csv`` into the project's review queue, all or nothing.
+
+    Slide names are mapped onto the project's own slides (one identity rule,
+    :class:`~pathviewer.core.identity.SlidePathMap`), so a flag on a slide the project holds does
+    not store it a second time.  With ``with_labels`` the run's training labels (named in its
+    ``config.json``) come along as ``imported`` patch labels, skipping boxes the project has, so
+    that every flag has the label it questions.
+
+    Parameters
+    ----------
+    project
+        The open project.
+    flags_csv
+        A ``flags.csv`` written by label refinement or ``pathviewer flags``.
+    replace
+        Clear the current queue first (the new run supersedes it).
+    with_labels
+        Also import the run's training labels.
+
+    Returns
+    -------
+    int
+        The number of flags imported.
+
+    Raises
+    ------
+    CohortError
+        A malformed flags file (the message names the user's file and row).
+    PathViewerError
+        A malformed labels row.  In either case the project is left as it was.
+    """
+    import csv
+    import tempfile
+
+    from pathviewer.core.cohort import read_table
+    from pathviewer.core.errors import CohortError
+    from pathviewer.core.identity import SlidePathMap
+
+    path = Path(flags_csv).resolve()
+    rows, fields = read_table(path, ("slide",))
+    names = SlidePathMap([r.path for r in project.slides()])
+    for row in rows:
+        row["slide"] = names.stored(row["slide"], path.parent)
+    labels_csv = run_labels_csv(path.parent) if with_labels else None
+    with tempfile.TemporaryDirectory() as tmp:
+        normalised = Path(tmp) / "flags.csv"
+        with normalised.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fields, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        # One transaction: a bad row leaves the previous queue and labels as they were.
+        try:
+            with project.transaction():
+                if labels_csv is not None:
+                    _import_run_labels(project, labels_csv, names)
+                if replace:
+                    project.clear_flags()
+                return project.import_flags(normalised)
+        except CohortError as error:
+            # Name the user's file, not the normalised copy.
+            raise CohortError(str(error).replace(str(normalised), str(path))) from None
+
+
+def _import_run_labels(project: Project, labels_csv: Path, names: SlidePathMap) -> int:
+    from pathviewer.core.cohort import read_table
+    from pathviewer.core.errors import PathViewerError
+
+    rows, _fields = read_table(labels_csv, ("slide", "x", "y", "width", "height", "label"))
+    have = {(r.slide_path, r.x, r.y, r.width, r.height) for r in project.patch_labels()}
+    new = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            x, y, width, height = (int(float(row[k])) for k in ("x", "y", "width", "height"))
+        except ValueError as error:
+            raise PathViewerError(f"{labels_csv} row {line}: {error}") from None
+        slide = names.stored(row["slide"], labels_csv.parent)
+        key = (slide, x, y, width, height)
+        if key not in have and row["label"]:
+            have.add(key)
+            new.append((*key, row["label"]))
+    if new:
+        project.add_patch_labels(new, source="imported")
+    return len(new)
 
 
 def refine_run(

@@ -180,6 +180,23 @@ def register(groups: CommandGroups) -> None:
     adjudicate.add_argument("--note", default="", help="why")
     adjudicate.set_defaults(func=_run_adjudicate)
 
+    flags = groups.labels.add_parser(
+        "import-flags",
+        help="put a run's flags.csv into a project's review queue (with the run's labels)",
+        description="Import the flags of a refinement run into a project's review queue, all or"
+        " nothing, mapping slide names onto the project's slides. The run's training labels"
+        " (named in its config.json) come along so that each flag has the label it questions.",
+    )
+    flags.add_argument("flags", metavar="FLAGS_CSV", help="flags.csv of a train noisy run")
+    flags.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    flags.add_argument(
+        "--keep-queue", action="store_true", help="add to the current queue instead of replacing it"
+    )
+    flags.add_argument(
+        "--no-labels", action="store_true", help="do not import the run's training labels"
+    )
+    flags.set_defaults(func=_run_import_flags)
+
     effect = groups.labels.add_parser(
         "effect",
         help="what the reviewed labels changed between two refinement runs",
@@ -192,6 +209,18 @@ def register(groups: CommandGroups) -> None:
         "--project", metavar="DIR", help="score both on this project's trusted labels"
     )
     effect.set_defaults(func=_run_effect)
+
+
+def _run_import_flags(args: argparse.Namespace) -> int:
+    from pathviewer.core.store import Project
+    from pathviewer.jobs import import_run_flags
+
+    with Project.open(args.project) as project:
+        count = import_run_flags(
+            project, Path(args.flags), replace=not args.keep_queue, with_labels=not args.no_labels
+        )
+    print(f"{count} flags -> {args.project}")
+    return 0
 
 
 def _run_effect(args: argparse.Namespace) -> int:

@@ -22,12 +22,9 @@ Thumbnails are read on a :class:`~PySide6.QtCore.QThreadPool` (never on the UI t
 
 from __future__ import annotations
 
-import csv
 import getpass
-import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -84,13 +81,13 @@ from PySide6.QtWidgets import (
 )
 from shapely.geometry.base import BaseGeometry
 
-from pathviewer.core.cohort import read_table
-from pathviewer.core.errors import CohortError, PathViewerError
-from pathviewer.core.identity import SlidePathMap, same_slide
+from pathviewer.core.errors import PathViewerError
+from pathviewer.core.identity import same_slide
 from pathviewer.core.ranking import RANKING_DETAILS, RANKINGS, run_ranking
 from pathviewer.core.slide import read_box
 from pathviewer.core.store import FlagRecord, Project
 from pathviewer.gui.tiles import rgb_to_qimage
+from pathviewer.jobs import import_run_flags
 from pathviewer.session.review_region import flags_inside
 
 if TYPE_CHECKING:
@@ -941,53 +938,13 @@ class ReviewPanel(QWidget):
         if project is None:
             raise PathViewerError("open or create a project before importing flags")
         path = Path(flags_csv).resolve()
-        rows, fields = read_table(path, ("slide",))
-        names = SlidePathMap([r.path for r in project.slides()])
-        for row in rows:
-            row["slide"] = names.stored(row["slide"], path.parent)
-        labels_csv = _run_labels_csv(path.parent) if with_labels else None
-        with tempfile.TemporaryDirectory() as tmp:
-            normalised = Path(tmp) / "flags.csv"
-            with normalised.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fields, lineterminator="\n")
-                writer.writeheader()
-                writer.writerows(rows)
-            # One transaction: a bad row leaves the previous queue and labels as they were.
-            try:
-                with project.transaction():
-                    if labels_csv is not None:
-                        self._import_labels(project, labels_csv, names)
-                    if replace:
-                        project.clear_flags()
-                    count = project.import_flags(normalised)
-            except CohortError as error:
-                # Name the user's file, not the normalised copy.
-                raise CohortError(str(error).replace(str(normalised), str(path))) from None
+        count = import_run_flags(project, path, replace=replace, with_labels=with_labels)
         for root in (path.parent, path.parent.parent):
             if root not in self.model.slide_roots:
                 self.model.slide_roots.insert(0, root)
         self._update_order(run_ranking(path.parent) or "file")
         self.model.refresh()
         return count
-
-    @staticmethod
-    def _import_labels(project: Project, labels_csv: Path, names: SlidePathMap) -> int:
-        rows, _fields = read_table(labels_csv, ("slide", "x", "y", "width", "height", "label"))
-        have = {(r.slide_path, r.x, r.y, r.width, r.height) for r in project.patch_labels()}
-        new = []
-        for line, row in enumerate(rows, start=2):
-            try:
-                x, y, width, height = (int(float(row[k])) for k in ("x", "y", "width", "height"))
-            except ValueError as error:
-                raise PathViewerError(f"{labels_csv} row {line}: {error}") from None
-            slide = names.stored(row["slide"], labels_csv.parent)
-            key = (slide, x, y, width, height)
-            if key not in have and row["label"]:
-                have.add(key)
-                new.append((*key, row["label"]))
-        if new:
-            project.add_patch_labels(new, source="imported")
-        return len(new)
 
     def choose_flags(self) -> None:
         """Ask for a ``flags.csv`` (and for a project when none is open) and import it."""
@@ -1228,20 +1185,6 @@ class ReviewPanel(QWidget):
         """Stop the thumbnail threads (the window calls this when it closes)."""
         self.model.loader.reset()
         self.model.loader.wait()
-
-
-def _run_labels_csv(run_dir: Path) -> Path | None:
-    """The training labels of a refinement run (``labels`` in its ``config.json``), if any."""
-    try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    labels = config.get("labels") if isinstance(config, dict) else None
-    if not labels:
-        return None
-    path = Path(labels)
-    path = path if path.is_absolute() else run_dir / path
-    return path if path.is_file() else None
 
 
 def _css(rgb: tuple[int, int, int]) -> str:
