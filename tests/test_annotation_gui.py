@@ -143,12 +143,12 @@ def test_select_move_vertex_delete_with_undo_redo(window, project) -> None:
     assert states[2].area > states[1].area
     _key(window, Qt.Key.Key_Delete)
     assert _stored(window) == []
-    assert controller.layer.annotations == {}
+    assert controller.document.annotations == {}
     stack = controller.stack
     for expected in reversed(states):
         stack.undo()
         assert [a.geometry for a in _stored(window)] == [expected]
-        assert list(controller.layer.annotations.values())[0].geometry == expected
+        assert list(controller.document.annotations.values())[0].geometry == expected
     stack.undo()
     assert _stored(window) == []
     for expected in states:
@@ -266,7 +266,7 @@ def test_default_project_and_persistence(window, tmp_path) -> None:
     view.set_slide(
         ArraySlide(np.zeros((2048, 2048, 3), np.uint8), name=str(tmp_path / "slide.png"))
     )
-    assert sorted(a.geometry.wkt for a in controller.layer.annotations.values()) == expected
+    assert sorted(a.geometry.wkt for a in controller.document.annotations.values()) == expected
 
 
 def test_import_export_round_trip_through_actions(window, project, tmp_path, monkeypatch) -> None:
@@ -289,7 +289,7 @@ def test_import_export_round_trip_through_actions(window, project, tmp_path, mon
     assert len(features) == 2
     assert {f["properties"]["classification"]["name"] for f in features} == {"Stroma", "Tumor"}
     # Remove everything, then import the file back.
-    for annotation_id in list(controller.layer.annotations):
+    for annotation_id in list(controller.document.annotations):
         controller.select(annotation_id)
         controller.delete_selected()
     assert _stored(window) == []
@@ -326,7 +326,7 @@ def test_malformed_import_shows_dialog_and_imports_nothing(window, project, tmp_
     controller = window.context.annotations
     controller.import_action.trigger()
     assert len(shown) == 1 and "feature 1" in shown[0] and "bad.geojson" in shown[0]
-    assert controller.layer.annotations == {}
+    assert controller.document.annotations == {}
     assert all(project.annotations(s.id) == [] for s in project.slides())
 
 
@@ -573,7 +573,7 @@ def test_the_next_launch_reopens_the_last_project_and_lists_it_as_recent(window,
         second.slide_view.set_slide(
             ArraySlide(np.zeros((2048, 2048, 3), np.uint8), name=str(tmp_path / "slide.png"))
         )
-        assert len(second.context.annotations.layer.annotations) == 1
+        assert len(second.context.annotations.document.annotations) == 1
         assert "default project" in second.context.annotations.panel.project_label.text()
     finally:
         second.context.project.close()

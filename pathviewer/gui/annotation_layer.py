@@ -19,7 +19,7 @@ outlines keep their screen width at every zoom.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 
 import numpy as np
 import shapely
@@ -28,8 +28,13 @@ from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 from shapely.geometry.base import BaseGeometry
 
+from pathviewer.core.annotation_document import (
+    MAX_HANDLES,
+    AnnotationDocument,
+    DocumentChange,
+    handle_coordinates,
+)
 from pathviewer.core.annotations import Annotation
-from pathviewer.core.geometry import AnnotationIndex
 from pathviewer.session.display import AnnotationDisplay
 
 #: z-value of the annotation layer (above the slide at 0 and heatmaps at ~1-5).
@@ -43,9 +48,6 @@ RASTER_MAX_VISIBLE = 1500
 
 #: Longest side of the raster overview image.
 RASTER_SIZE = 4096
-
-#: Vertex handles are drawn for a selected annotation with at most this many vertices.
-MAX_HANDLES = 2000
 
 #: Side of a vertex handle in screen pixels.
 HANDLE_PX = 7.0
@@ -171,7 +173,10 @@ def paths_per_geometry(
 
 
 class AnnotationLayer(QGraphicsItem):
-    """Scene item drawing a slide's annotations, the selection, handles and the tool preview.
+    """Scene item drawing a document's annotations, its selection, handles and the tool preview.
+
+    The layer renders an :class:`~pathviewer.core.annotation_document.AnnotationDocument` and
+    listens to it; :meth:`detach` stops listening (the view's scene is cleared on a slide change).
 
     Parameters
     ----------
@@ -179,9 +184,13 @@ class AnnotationLayer(QGraphicsItem):
         The :class:`~pathviewer.gui.slide_view.SlideView` (for the zoom).
     size
         Slide size ``(width, height)`` in level-0 px.
+    document
+        What to draw (a new empty one by default).
     """
 
-    def __init__(self, view: object, size: tuple[int, int]) -> None:
+    def __init__(
+        self, view: object, size: tuple[int, int], document: AnnotationDocument | None = None
+    ) -> None:
         super().__init__()
         self._view = view
         width, height = size
@@ -190,12 +199,10 @@ class AnnotationLayer(QGraphicsItem):
         self._rect = self._slide_rect.adjusted(-width, -height, width, height)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
         self.setZValue(ANNOTATION_Z)
-        self.index = AnnotationIndex()
-        self.annotations: dict[int, Annotation] = {}
+        self.document = document if document is not None else AnnotationDocument()
         self.palette: dict[str, tuple[int, int, int]] = {}
         #: What is drawn: all, filled, which classes (see :meth:`set_display`).
         self.display = AnnotationDisplay()
-        self.selected: int | None = None
         #: Geometry drawn instead of the selected annotation while it is dragged.
         self.override: BaseGeometry | None = None
         #: The tool's preview: a path in level-0 px and whether it is a brush stroke.
@@ -215,44 +222,46 @@ class AnnotationLayer(QGraphicsItem):
         #: Frames painted and how (benchmarks/tests): "vector" or "raster".
         self.last_mode = ""
         self.paint_count = 0
+        self._unsubscribe = self.document.subscribe(self._on_document_changed)
+
+    def detach(self) -> None:
+        """Stop rendering the document (before the scene item is deleted)."""
+        self._unsubscribe()
+
+    @property
+    def annotations(self) -> Mapping[int, Annotation]:
+        """The document's annotations (read-only)."""
+        return self.document.annotations
+
+    @property
+    def selected(self) -> int | None:
+        """The document's selection."""
+        return self.document.selected
 
     # -- content -----------------------------------------------------------------------------
 
-    def set_annotations(self, annotations: dict[int, Annotation]) -> None:
-        """Replace everything (a new slide or project)."""
-        self.annotations = dict(annotations)
-        self._geom_paths.clear()
-        self.index = AnnotationIndex(
-            [a.geometry for a in self.annotations.values()], list(self.annotations)
-        )
-        self.selected = None if self.selected not in self.annotations else self.selected
-        self._paths.clear()
-        self._paths_rect = QRectF()
-        self._raster = None
-        self.update()
-
-    def set_annotation(self, annotation_id: int, annotation: Annotation | None) -> None:
-        """Add, replace (``annotation``) or remove (None) one annotation."""
-        old = self.annotations.get(annotation_id)
-        dirty = QRectF()
-        if old is not None:
-            dirty = _bounds(old.geometry)
-        if annotation is None:
-            self.annotations.pop(annotation_id, None)
-            self.index.remove(annotation_id)
-            if self.selected == annotation_id:
-                self.selected = None
-        else:
-            self.annotations[annotation_id] = annotation
-            self.index.set(annotation_id, annotation.geometry)
-            dirty = dirty.united(_bounds(annotation.geometry))
-        if self._geom_paths:
-            for cache_key in [k for k in self._geom_paths if k[0] == annotation_id]:
+    def _on_document_changed(self, change: DocumentChange) -> None:
+        if change.kind == "reset":
+            self._geom_paths.clear()
+            self._paths.clear()
+            self._paths_rect = QRectF()
+            self._raster = None
+        elif change.kind == "annotation":
+            dirty = QRectF()
+            for annotation in (change.old, change.new):
+                if annotation is not None:
+                    dirty = dirty.united(_bounds(annotation.geometry))
+            for cache_key in [k for k in self._geom_paths if k[0] == change.annotation_id]:
                 del self._geom_paths[cache_key]
-        self._paths.clear()
-        self._paths_rect = QRectF()
-        if self._raster is not None and not dirty.isEmpty():
-            self._raster_dirty.append(dirty)
+            self._paths.clear()
+            self._paths_rect = QRectF()
+            if self._raster is not None and not dirty.isEmpty():
+                self._raster_dirty.append(dirty)
+        else:
+            # The selection is drawn on top, and left out of the cached paths while dragged.
+            self.override = None
+            self._paths.clear()
+            self._paths_rect = QRectF()
         self.update()
 
     def set_palette(self, palette: dict[str, tuple[int, int, int]]) -> None:
@@ -268,8 +277,6 @@ class AnnotationLayer(QGraphicsItem):
         if display == self.display:
             return
         self.display = display
-        if self.selected is not None and not self.shows(self.selected):
-            self.selected = None
         self._paths.clear()
         self._paths_rect = QRectF()
         self._raster = None
@@ -279,6 +286,10 @@ class AnnotationLayer(QGraphicsItem):
         """Whether the annotation ``annotation_id`` is drawn (hidden ones cannot be picked)."""
         annotation = self.annotations.get(annotation_id)  # type: ignore[call-overload]
         return annotation is not None and self.display.shows(annotation.class_name)
+
+    def shows_annotation(self, annotation: Annotation) -> bool:
+        """Whether an annotation of this class is drawn."""
+        return self.display.shows(annotation.class_name)
 
     def color_of(self, annotation: Annotation) -> tuple[int, int, int]:
         """Display colour: the class's palette colour, else the annotation's own, else yellow."""
@@ -331,7 +342,7 @@ class AnnotationLayer(QGraphicsItem):
         """Collect the per-geometry paths around ``exposed``; False when too many are visible."""
         level = int(math.floor(math.log2(max(downsample / 2.0, 1.0))))
         view_rect = self._view.visible_level0_rect()  # type: ignore[attr-defined]
-        in_view = self.index.query(
+        in_view = self.document.index.query(
             (view_rect.left(), view_rect.top(), view_rect.right(), view_rect.bottom())
         )
         if len(in_view) > RASTER_MAX_VISIBLE:
@@ -348,7 +359,7 @@ class AnnotationLayer(QGraphicsItem):
         bbox = (rect.left(), rect.top(), rect.right(), rect.bottom())
         visible = [
             (k, g)
-            for k, g in self.index.visible(bbox, downsample)
+            for k, g in self.document.index.visible(bbox, downsample)
             if not (k == self.selected and self.override is not None) and self.shows(k)
         ]
         missing = [(k, g) for k, g in visible if (k, level) not in self._geom_paths]
@@ -490,7 +501,7 @@ class AnnotationLayer(QGraphicsItem):
         painter.setCompositionMode(QPainter.CompositionMode.CompositionMode_SourceOver)
         groups: dict[str, list[BaseGeometry]] = {}
         bbox = (rect.left(), rect.top(), rect.right(), rect.bottom())
-        for key, geometry in self.index.visible(bbox, 1.0 / s):
+        for key, geometry in self.document.index.visible(bbox, 1.0 / s):
             if not self.shows(key):
                 continue
             groups.setdefault(self._class_key(self.annotations[key]), []).append(geometry)  # type: ignore[index]
@@ -537,7 +548,7 @@ class AnnotationLayer(QGraphicsItem):
             painter.setBrush(QColor(r, g, b))
             painter.setPen(halo)
             painter.drawEllipse(QPointF(x, y), 6.0 * downsample, 6.0 * downsample)
-        coords = self.handle_coordinates(geometry)
+        coords = handle_coordinates(geometry)
         if 0 < len(coords) <= MAX_HANDLES:
             side = HANDLE_PX * downsample
             border = QPen(QColor(20, 20, 20), 1.0)
@@ -562,41 +573,6 @@ class AnnotationLayer(QGraphicsItem):
         painter.setPen(pen)
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawPath(self.preview)
-
-    # -- hit testing -------------------------------------------------------------------------
-
-    @staticmethod
-    def handle_coordinates(geometry: BaseGeometry) -> np.ndarray:
-        """Distinct editable vertices (ring closing points once)."""
-        if geometry.geom_type == "Point":
-            return np.empty((0, 2))
-        coords = shapely.get_coordinates(geometry)
-        return np.unique(coords, axis=0) if len(coords) > MAX_HANDLES else coords
-
-    def vertex_at(self, x: float, y: float, tolerance: float) -> tuple[float, float] | None:
-        """The selected annotation's vertex within ``tolerance`` level-0 px of ``(x, y)``."""
-        if self.selected is None or self.selected not in self.annotations:
-            return None
-        geometry = self.annotations[self.selected].geometry
-        coords = self.handle_coordinates(geometry)
-        if len(coords) == 0 or len(coords) > MAX_HANDLES:
-            return None
-        distances = np.hypot(coords[:, 0] - x, coords[:, 1] - y)
-        nearest = int(np.argmin(distances))
-        if distances[nearest] > tolerance:
-            return None
-        return float(coords[nearest, 0]), float(coords[nearest, 1])
-
-    def annotation_at(self, x: float, y: float, tolerance: float) -> int | None:
-        """The annotation under ``(x, y)``: the smallest region containing it, or a nearby
-        point or line."""
-        hits: list[Hashable] = [k for k in self.index.at(x, y, tolerance) if self.shows(k)]
-        if not hits:
-            return None
-        # Prefer the selected one so a click on it starts a move rather than switching.
-        if self.selected in hits:
-            return self.selected
-        return int(hits[0])  # type: ignore[call-overload]
 
 
 def _bounds(geometry: BaseGeometry) -> QRectF:

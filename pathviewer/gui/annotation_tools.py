@@ -91,6 +91,7 @@ from PySide6.QtWidgets import (
 )
 from shapely.geometry.base import BaseGeometry
 
+from pathviewer.core.annotation_document import AnnotationDocument, plan_brush, polygonal
 from pathviewer.core.annotations import (
     DEFAULT_CLASSES,
     Annotation,
@@ -100,7 +101,6 @@ from pathviewer.core.annotations import (
     qupath_offset,
     read_annotations,
     shift_annotations,
-    valid_geometry,
     write_annotations,
 )
 from pathviewer.core.errors import PathViewerError
@@ -154,15 +154,6 @@ MIN_DRAG_PX = 3.0
 DEFAULT_BRUSH_PX = 16.0
 
 
-def _polygonal(geometry: BaseGeometry) -> BaseGeometry:
-    """The polygonal part of a (repaired) geometry; empty when none is left."""
-    geometry = valid_geometry(geometry)
-    if geometry.geom_type in ("Polygon", "MultiPolygon"):
-        return geometry
-    parts = [g for g in shapely.get_parts(geometry) if g.geom_type in ("Polygon", "MultiPolygon")]
-    return shapely.union_all(parts) if parts else shapely.Polygon()
-
-
 def _swatch(rgb: tuple[int, int, int]) -> QIcon:
     pixmap = QPixmap(14, 14)
     pixmap.fill(QColor(*rgb))
@@ -182,8 +173,7 @@ class AnnotationTableModel(QAbstractTableModel):
     def refresh(self) -> None:
         """Re-read the ids from the layer."""
         self.beginResetModel()
-        layer = self._controller.layer
-        self.ids = sorted(layer.annotations) if layer is not None else []
+        self.ids = sorted(self._controller.document)
         self.endResetModel()
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
@@ -206,7 +196,7 @@ class AnnotationTableModel(QAbstractTableModel):
         if layer is None or not index.isValid():
             return None
         annotation_id = self.ids[index.row()]
-        annotation = layer.annotations.get(annotation_id)
+        annotation = self._controller.document.get(annotation_id)
         if annotation is None:
             return None
         column = index.column()
@@ -366,6 +356,8 @@ class AnnotationController(QObject):
         self.project_controller = project
         self.view = window.slide_view
         self.layer: AnnotationLayer | None = None
+        #: The open slide's annotations and selection; the layer renders it.
+        self.document = AnnotationDocument()
         self.session: AnnotationSession | None = None
         self.tool = "select"
         self.classes: dict[str, tuple[int, int, int]] = dict(DEFAULT_CLASSES)
@@ -467,11 +459,15 @@ class AnnotationController(QObject):
 
     def _on_slide_changed(self, slide: object) -> None:
         # The view cleared its scene (deleting the old layer); a new layer is made for the slide.
+        if self.layer is not None:
+            self.layer.detach()
         self.layer = None
         self._cancel()
         self.session = None
+        self.document.reset({})
         if slide is not None:
-            self.layer = AnnotationLayer(self.view, self.view.current_slide.dimensions)  # type: ignore[union-attr]
+            size = self.view.current_slide.dimensions  # type: ignore[union-attr]
+            self.layer = AnnotationLayer(self.view, size, self.document)
             self.layer.set_palette(self.classes)
             self.layer.set_display(self.display)
             self.view.scene().addItem(self.layer)
@@ -491,7 +487,7 @@ class AnnotationController(QObject):
             if slide_id is not None:
                 self.session = AnnotationSession(project, slide_id, self._on_store_changed)
                 annotations = {r.id: r.annotation for r in project.annotations(slide_id)}
-        self.layer.set_annotations(annotations)
+        self.document.reset(annotations)
         key = slide_path_key(slide.path)
         stack = self.stacks.get(key)
         if stack is None:
@@ -510,8 +506,8 @@ class AnnotationController(QObject):
     def _on_store_changed(self, annotation_id: int, annotation: Annotation | None) -> None:
         if self.layer is None:
             return
-        was_selected = self.layer.selected == annotation_id
-        self.layer.set_annotation(annotation_id, annotation)
+        was_selected = self.document.selected == annotation_id
+        self.document.set(annotation_id, annotation)
         self._refresh_timer.start()
         self.annotationsChanged.emit()
         if was_selected and annotation is None:
@@ -551,7 +547,7 @@ class AnnotationController(QObject):
 
     def _locked(self, annotation_id: int, tell: bool = True) -> bool:
         """Whether the annotation is locked (QuPath's isLocked); says so in the status bar."""
-        annotation = self.layer.annotations.get(annotation_id) if self.layer else None
+        annotation = self.document.get(annotation_id)
         if annotation is None or not annotation.locked:
             return False
         if tell:
@@ -563,9 +559,9 @@ class AnnotationController(QObject):
     def toggle_lock_selected(self) -> None:
         """Lock or unlock the selected annotation (undoable, like any edit)."""
         selected = self.selected
-        if selected is None or self.layer is None or selected not in self.layer.annotations:
+        annotation = self.document.get(selected)
+        if selected is None or annotation is None:
             return
-        annotation = self.layer.annotations[selected]
         text = "Unlock annotation" if annotation.locked else "Lock annotation"
         before = annotation
         after = replace(annotation, locked=not annotation.locked)
@@ -573,11 +569,9 @@ class AnnotationController(QObject):
 
     def modify(self, annotation_id: int, after: Annotation, text: str) -> None:
         """Replace an annotation (undoable); a locked one is left as it is."""
-        if self.layer is None or annotation_id not in self.layer.annotations:
+        before = self.document.get(annotation_id)
+        if before is None or self._locked(annotation_id):
             return
-        if self._locked(annotation_id):
-            return
-        before = self.layer.annotations[annotation_id]
         self.push(lambda s: ModifyAnnotationCommand(s, annotation_id, before, after, text))
 
     def delete_selected(self) -> None:
@@ -591,25 +585,29 @@ class AnnotationController(QObject):
 
     @property
     def selected(self) -> int | None:
-        return None if self.layer is None else self.layer.selected
+        """The selected annotation's store id (the document's selection)."""
+        return self.document.selected
+
+    def _shown(self, annotation: Annotation) -> bool:
+        """Whether an annotation is drawn (hidden ones cannot be picked, cut or selected)."""
+        return self.display.shows(annotation.class_name)
 
     def select(self, annotation_id: int | None, center: bool = False) -> None:
         """Select an annotation (None clears); ``center`` pans the view onto it."""
         if self.layer is None:
             return
-        if annotation_id is not None and annotation_id not in self.layer.annotations:
+        annotation = self.document.get(annotation_id)
+        if annotation is None:
             annotation_id = None
-        if annotation_id is not None and not self.layer.shows(annotation_id):
+        elif not self._shown(annotation):
             self.window.statusBar().showMessage(
                 "That annotation is hidden: show its class (or all annotations, key A) first",
                 8000,
             )
-            annotation_id = None
-        self.layer.selected = annotation_id
-        self.layer.override = None
-        self.layer.invalidate_paths()
-        if annotation_id is not None and center:
-            point = self.layer.annotations[annotation_id].geometry.representative_point()
+            annotation, annotation_id = None, None
+        self.document.select(annotation_id)
+        if annotation is not None and center:
+            point = annotation.geometry.representative_point()
             self.view.center_on(point.x, point.y)
         self.panel.show_selection(annotation_id)
         if annotation_id is not None:
@@ -620,7 +618,7 @@ class AnnotationController(QObject):
         """Right-click on an annotation: it is selected, and these act on it."""
         if self.layer is None:
             return []
-        hit = self.layer.annotation_at(x, y, PICK_PX * self.layer.downsample())
+        hit = self.document.annotation_at(x, y, PICK_PX * self.layer.downsample(), self._shown)
         if hit is None:
             return []
         self.select(hit)
@@ -637,9 +635,10 @@ class AnnotationController(QObject):
         """The open slide's path and the selected annotation's area, when it is a region."""
         slide = self.view.current_slide
         selected = self.selected
-        if slide is None or selected is None or self.layer is None:
+        annotation = self.document.get(selected)
+        if slide is None or annotation is None:
             return None
-        geometry = self.layer.annotations[selected].geometry
+        geometry = annotation.geometry
         if geometry.geom_type not in ("Polygon", "MultiPolygon"):
             return None
         return slide.path, geometry
@@ -652,9 +651,9 @@ class AnnotationController(QObject):
 
     def describe(self, annotation_id: int) -> str:
         """One line about an annotation: class, type and measurements."""
-        if self.layer is None or annotation_id not in self.layer.annotations:
+        annotation = self.document.get(annotation_id)
+        if annotation is None:
             return ""
-        annotation = self.layer.annotations[annotation_id]
         parts = [f"{annotation.class_name or 'Unclassified'} {annotation.geometry.geom_type}"]
         for name, value in self.measurements(annotation).items():
             parts.append(f"{name.split()[0].lower()} {value:,.1f} {name.split()[-1]}")
@@ -677,11 +676,10 @@ class AnnotationController(QObject):
         if display == self.display:
             return
         self.display = display
+        selected = self.document.selected_annotation
+        if selected is not None and not display.shows(selected.class_name):
+            self.select(None)
         if self.layer is not None:
-            if self.selected is not None and not display.shows(
-                self.layer.annotations[self.selected].class_name
-            ):
-                self.select(None)
             self.layer.set_display(display)
         self.panel.show_visibility(display)
         for action, checked in (
@@ -717,8 +715,8 @@ class AnnotationController(QObject):
         self.current_class = name
         self.panel.check_class(name)
         selected = self.selected
-        if selected is not None and self.layer is not None:
-            annotation = self.layer.annotations[selected]
+        annotation = self.document.get(selected)
+        if selected is not None and annotation is not None:
             if annotation.class_name != name:
                 self.modify(selected, with_class(annotation, name, self.classes[name]), "Set class")
                 self.panel.show_selection(selected)
@@ -797,7 +795,7 @@ class AnnotationController(QObject):
                 points.append(p)
         self._cancel()
         if self.tool == "polygon" and len(points) >= 3:
-            polygon = _polygonal(shapely.Polygon(points))
+            polygon = polygonal(shapely.Polygon(points))
             if not polygon.is_empty:
                 self._select_new(self.add([polygon], "Draw polygon"))
         elif self.tool == "line" and len(points) >= 2:
@@ -895,14 +893,14 @@ class AnnotationController(QObject):
         tolerance = PICK_PX * downsample
         self._drag_start = (x, y)
         if self.tool == "select":
-            vertex = self.layer.vertex_at(x, y, tolerance)
+            vertex = self.document.vertex_at(x, y, tolerance)
             if vertex is not None and self.selected is not None and self._locked(self.selected):
                 return True
             if vertex is not None:
                 self._drag = "vertex"
                 self._drag_vertex = vertex
                 return True
-            hit = self.layer.annotation_at(x, y, tolerance)
+            hit = self.document.annotation_at(x, y, tolerance, self._shown)
             if hit is not None:
                 if hit != self.selected:
                     self.select(hit)
@@ -985,10 +983,10 @@ class AnnotationController(QObject):
             geometry = self._dragged_geometry(x, y) if moved else None
             self._cancel()
             if selected is not None and geometry is not None:
-                annotation = self.layer.annotations[selected]
+                annotation = self.document.annotations[selected]
                 if drag == "vertex":
                     repaired = (
-                        _polygonal(geometry)
+                        polygonal(geometry)
                         if geometry.geom_type in ("Polygon", "MultiPolygon")
                         else geometry
                     )
@@ -1018,7 +1016,7 @@ class AnnotationController(QObject):
 
     def _dragged_geometry(self, x: float, y: float) -> BaseGeometry:
         assert self.layer is not None and self.selected is not None
-        geometry = self.layer.annotations[self.selected].geometry
+        geometry = self.document.annotations[self.selected].geometry
         x0, y0 = self._drag_start
         if self._drag == "move":
             return shapely.transform(geometry, lambda c: c + (x - x0, y - y0))
@@ -1062,52 +1060,32 @@ class AnnotationController(QObject):
 
     def apply_brush(self, points: list[tuple[float, float]], radius: float, erase: bool) -> None:
         """Union a brush stroke (``points`` swept by a disk of ``radius`` level-0 px) into the
-        selected region or a new one, or subtract it (``erase``)."""
+        selected region or a new one, or subtract it (``erase``); see
+        :func:`~pathviewer.core.annotation_document.plan_brush`."""
         if self.layer is None or not points:
             return
-        line = shapely.LineString(points) if len(points) > 1 else shapely.Point(points[0])
-        stroke = line.buffer(radius, quad_segs=8)
-        # A stroke has thousands of redundant vertices; a quarter pixel on screen is invisible.
-        stroke = stroke.simplify(radius * 0.05)
-        selected = self.selected
-        target = None
-        if selected is not None:
-            annotation = self.layer.annotations[selected]
-            if annotation.geometry.geom_type in ("Polygon", "MultiPolygon"):
-                target = selected
-        if not erase:
-            if target is None:
-                self._select_new(self.add([stroke], "Brush"))
-                return
-            annotation = self.layer.annotations[target]
-            union = _polygonal(annotation.geometry.union(stroke))
-            self.modify(target, replace(annotation, geometry=union), "Brush")
+        edits = plan_brush(self.document, points, radius, erase, self._shown)
+        if not erase and not edits and self.selected is not None:
+            self._locked(self.selected)  # says why the brush did nothing
             return
-        if target is not None:
-            targets = [target]
-        else:
-            candidates = self.layer.index.query(stroke.bounds)
-            targets = [
-                int(k)  # type: ignore[call-overload]
-                for k in candidates
-                if self.layer.shows(k)  # an eraser must not cut what the user cannot see
-                and self.layer.annotations[k].geometry.geom_type  # type: ignore[index]
-                in ("Polygon", "MultiPolygon")
-                and self.layer.annotations[k].geometry.intersects(stroke)  # type: ignore[index]
-            ]
-        if not targets or self.stack is None:
+        if edits.add is not None:
+            self._select_new(self.add([edits.add], "Brush"))
             return
-        self.stack.beginMacro("Erase")
+        text = "Erase" if erase else "Brush"
+        if not edits or self.stack is None:
+            return
+        self.stack.beginMacro(text)
         try:
-            for annotation_id in targets:
-                annotation = self.layer.annotations[annotation_id]
-                if annotation.locked:
-                    continue  # the eraser passes over locked annotations
-                rest = _polygonal(annotation.geometry.difference(stroke))
-                if rest.is_empty:
-                    self.push(lambda s, i=annotation_id: DeleteAnnotationsCommand(s, [i], "Erase"))
-                else:
-                    self.modify(annotation_id, replace(annotation, geometry=rest), "Erase")
+            for annotation_id, geometry in edits.modify:
+                before = self.document.annotations[annotation_id]
+                after = replace(before, geometry=geometry)
+                self.push(
+                    lambda s, i=annotation_id, b=before, a=after: ModifyAnnotationCommand(
+                        s, i, b, a, text
+                    )
+                )
+            if edits.delete:
+                self.push(lambda s: DeleteAnnotationsCommand(s, edits.delete, text))
         finally:
             self.stack.endMacro()
 
@@ -1163,7 +1141,7 @@ class AnnotationController(QObject):
 
     def export_file(self, path: str) -> int:
         """Write the current slide's annotations (format by extension); returns the count."""
-        annotations = list(self.layer.annotations.values()) if self.layer is not None else []
+        annotations = list(self.document.annotations.values())
         slide = self.view.current_slide
         if slide is not None and self.qupath_coordinates and annotation_format(path) == "geojson":
             dx, dy = qupath_offset(slide.properties)
