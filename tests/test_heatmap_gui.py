@@ -174,7 +174,9 @@ def test_controls_only_swap_the_colour_table(window, monkeypatch):
     assert controller.image is image_before
     assert bytes(controller._pixels(controller.image)) == pixels_before
     assert list(controller.image.colorTable()) != table_before
-    assert controller.colormap_name == "magma" and controller.threshold == pytest.approx(0.3)
+    assert controller.display.colormap == "magma" and controller.display.threshold == pytest.approx(
+        0.3
+    )
     image = render(window)
     assert close(probe_cell(window, image, 4, 7), expected_rgb("magma", probs[4, 7]))
 

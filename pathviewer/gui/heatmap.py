@@ -79,7 +79,7 @@ from PySide6.QtWidgets import (
 )
 from shiboken6 import isValid
 
-from pathviewer.core.errors import PathViewerError, PredictionsError
+from pathviewer.core.errors import PathViewerError
 from pathviewer.core.heatmap import Heatmap, HeatmapError, load_heatmap
 from pathviewer.core.heatmap_export import (
     CONTOUR_FORMATS,
@@ -93,11 +93,18 @@ from pathviewer.core.operating_point import OperatingPoint
 from pathviewer.core.predictions import (
     HEATMAPS,
     SLIDES_CSV,
-    Predictions,
     find_heatmap,
-    read_predictions,
 )
 from pathviewer.gui.slide_view import ViewKey
+from pathviewer.session.heatmap import (
+    COLORMAPS,
+    REGION_SORTS,
+    HeatmapDisplay,
+    Region,
+    find_regions,
+    heatmap_misfit,
+    read_prediction_folder,
+)
 
 if TYPE_CHECKING:
     import pyqtgraph as pg
@@ -110,15 +117,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Colormaps offered in the dock (the first is the default).
-COLORMAPS = ("viridis", "inferno", "magma", "coolwarm", "jet")
-
 #: Probability levels of the indexed image: index ``i >= 1`` is probability ``(i - 1) / 254``.
 LEVELS = 255
-
-#: Top regions never include patches below this probability, whatever the display threshold: at
-#: threshold 0 the whole tissue would be one "region".
-MIN_REGION_PROB = 0.5
 
 #: z-values: the heatmap above the slide (0), the tumour outlines above the heatmap.
 HEATMAP_Z = 10.0
@@ -210,106 +210,6 @@ def difference_color_table(name: str, opacity: float) -> list[int]:
     alpha = np.rint(strength * np.clip(opacity, 0.0, 1.0) * 255).astype(np.uint32)
     argb = (alpha << 24) | (rgba[:, 0] << 16) | (rgba[:, 1] << 8) | rgba[:, 2]
     return [0, *(int(v) for v in argb)]
-
-
-@dataclass(frozen=True)
-class Region:
-    """A connected region of patches at or above the threshold.
-
-    Attributes
-    ----------
-    max_prob, mean_prob
-        Highest and mean probability of its patches.
-    cells
-        Number of patches.
-    peak
-        ``(row, col)`` of its highest patch (where the view is centred).
-    bbox
-        ``(row0, col0, row1, col1)`` inclusive cell bounds.
-    """
-
-    max_prob: float
-    mean_prob: float
-    cells: int
-    peak: tuple[int, int]
-    bbox: tuple[int, int, int, int]
-
-
-def find_regions(
-    probs: np.ndarray, threshold: float, sort_by: str = "max", limit: int = 100
-) -> list[Region]:
-    """Connected regions (8-connectivity) of patches with probability >= ``threshold``.
-
-    Parameters
-    ----------
-    probs
-        ``(rows, cols)`` probabilities, NaN = not scored.
-    threshold
-        Lower probability bound of a region's patches.
-    sort_by
-        ``"max"``, ``"mean"`` or ``"area"`` (descending).
-    limit
-        Most regions returned.
-    """
-    from scipy import ndimage
-
-    values = np.asarray(probs, np.float32)
-    mask = np.isfinite(values) & (values >= threshold)
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    if count == 0:
-        return []
-    index = np.arange(1, count + 1)
-    filled = np.where(mask, values, -1.0)
-    maxima = ndimage.maximum(filled, labels, index)
-    means = ndimage.mean(filled, labels, index)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    peaks = ndimage.maximum_position(filled, labels, index)
-    boxes = ndimage.find_objects(labels)
-    regions = [
-        Region(
-            float(maxima[i]),
-            float(means[i]),
-            int(sizes[i]),
-            (int(peaks[i][0]), int(peaks[i][1])),
-            (boxes[i][0].start, boxes[i][1].start, boxes[i][0].stop - 1, boxes[i][1].stop - 1),
-        )
-        for i in range(count)
-    ]
-    key = {
-        "max": lambda r: (r.max_prob, r.mean_prob),
-        "mean": lambda r: (r.mean_prob, r.max_prob),
-        "area": lambda r: (r.cells, r.max_prob),
-    }[sort_by]
-    regions.sort(key=key, reverse=True)
-    return regions[:limit]
-
-
-def read_prediction_folder(pred_dir: str | Path) -> Predictions | None:
-    """A predictions folder's slides and prediction.json, read once (None without slides.csv).
-
-    Raises
-    ------
-    HeatmapError
-        The folder is malformed (:func:`~pathviewer.core.predictions.read_predictions`'s line).
-    """
-    if not (Path(pred_dir) / SLIDES_CSV).is_file():
-        return None
-    try:
-        return read_predictions(pred_dir, patches=False)
-    except PredictionsError as error:
-        raise HeatmapError(str(error)) from None
-
-
-def heatmap_misfit(heatmap: Heatmap, slide: SlideSource | None) -> str:
-    """Why ``heatmap`` does not belong to ``slide`` ("" when it does, or no slide).
-
-    A heatmap made for a slide of another size (the same file name, another slide) is never
-    drawn over it.
-    """
-    if slide is None or tuple(heatmap.dimensions) == tuple(slide.dimensions):
-        return ""
-    (w, h), (sw, sh) = heatmap.dimensions, slide.dimensions
-    return f"made for a {w} × {h} px slide, not this {sw} × {sh} px one: not drawn"
 
 
 def heatmap_image(heatmap: Heatmap, table: list[int]) -> QImage:
@@ -429,13 +329,8 @@ class HeatmapController(QObject):
         self.model_path: Path | None = None
         self._similar_cache: dict[Path, tuple[Any, Any]] = {}
         self.source = ""
-        self.colormap_name = COLORMAPS[0]
-        self.opacity = 0.6
-        self.threshold = 0.0
-        self.visible = True
-        self.smooth = False
-        self.outlines_visible = False
-        self.sort_by = "max"
+        #: How the heatmap is drawn (the source of truth; the dock and menus render it).
+        self.display = HeatmapDisplay()
         self._regions: list[Region] | None = None
         self._predictions: dict[str, tuple[float, int | None]] = {}
         self._annotation_cache: dict[Path, QPainterPath] = {}
@@ -586,82 +481,84 @@ class HeatmapController(QObject):
     # -- display settings (colour table only) ------------------------------------------------
 
     def _color_table(self) -> list[int]:
-        return color_table(self.colormap_name, self.opacity, self.threshold)
+        display = self.display
+        return color_table(display.colormap, display.opacity, display.threshold)
 
-    def _apply_color_table(self) -> None:
-        if self.image is not None:
+    def set_display(self, display: HeatmapDisplay) -> None:
+        """Show the heatmap as ``display`` says; only what changed is redone (never a re-read)."""
+        old, self.display = self.display, display
+        if (old.colormap, old.opacity, old.threshold) != (
+            display.colormap,
+            display.opacity,
+            display.threshold,
+        ) and self.image is not None:
             self.image.setColorTable(self._color_table())
             if self.item is not None:
                 self.item.invalidate()
-        self.displayChanged.emit()
+        if old.visible != display.visible:
+            if self.item is not None:
+                self.item.setVisible(display.visible)
+            if not display.visible:
+                self.status_label.setText("")
+        if old.smooth != display.smooth and self.item is not None:
+            self.item.smooth = display.smooth
+            self.item.update()
+        if old.outlines != display.outlines:
+            if display.outlines and self.outline_item is None:
+                self._add_outlines()
+            if self.outline_item is not None:
+                self.outline_item.setVisible(display.outlines)
+        if old.region_threshold != display.region_threshold:
+            self._regions = None
+            self._regions_timer.start()
+        if old.sort_by != display.sort_by:
+            self._regions = None
+            self.regionsChanged.emit()
+        if old != display:
+            self.displayChanged.emit()
 
     def set_colormap(self, name: str) -> None:
         """Use colormap ``name`` (one of :data:`COLORMAPS`)."""
-        colormap(name)  # validates the name
-        self.colormap_name = name
-        self._apply_color_table()
+        self.set_display(self.display.replace(colormap=name))
 
     def set_opacity(self, opacity: float) -> None:
         """Opacity of the heatmap, 0..1."""
-        self.opacity = float(np.clip(opacity, 0.0, 1.0))
-        self._apply_color_table()
+        self.set_display(self.display.replace(opacity=opacity))
 
     def set_threshold(self, threshold: float) -> None:
         """Probabilities below ``threshold`` are transparent (and not part of top regions)."""
-        self.threshold = float(np.clip(threshold, 0.0, 1.0))
-        self._apply_color_table()
-        self._regions = None
-        self._regions_timer.start()
+        self.set_display(self.display.replace(threshold=threshold))
 
     def set_visible(self, visible: bool) -> None:
         """Show or hide the heatmap (key H on the slide view)."""
-        self.visible = bool(visible)
-        if self.item is not None:
-            self.item.setVisible(self.visible)
-        if not self.visible:
-            self.status_label.setText("")
-        self.displayChanged.emit()
+        self.set_display(self.display.replace(visible=visible))
 
     def toggle_visible(self) -> None:
-        self.set_visible(not self.visible)
+        self.set_visible(not self.display.visible)
 
     def set_smooth(self, smooth: bool) -> None:
         """Smooth (bilinear) or blocky (nearest, one flat square per patch) display."""
-        self.smooth = bool(smooth)
-        if self.item is not None:
-            self.item.smooth = self.smooth
-            self.item.update()
-        self.displayChanged.emit()
+        self.set_display(self.display.replace(smooth=smooth))
 
     def set_outlines_visible(self, visible: bool) -> None:
         """Show the tumour annotations of the slide's cohort row as outlines."""
-        self.outlines_visible = bool(visible)
-        if visible and self.outline_item is None:
-            self._add_outlines()
-        if self.outline_item is not None:
-            self.outline_item.setVisible(self.outlines_visible)
-        self.displayChanged.emit()
+        self.set_display(self.display.replace(outlines=visible))
 
     # -- regions -----------------------------------------------------------------------------
 
     def set_sort(self, sort_by: str) -> None:
         """Sort top regions by ``"max"``, ``"mean"`` or ``"area"``."""
-        self.sort_by = sort_by
-        self._regions = None
-        self.regionsChanged.emit()
-
-    @property
-    def region_threshold(self) -> float:
-        """Lower bound of top-region patches: the display threshold, at least
-        :data:`MIN_REGION_PROB`."""
-        return max(self.threshold, MIN_REGION_PROB)
+        self.set_display(self.display.replace(sort_by=sort_by))
 
     def top_regions(self) -> list[Region]:
-        """Connected regions at or above :attr:`region_threshold`, best first (lazily computed)."""
+        """Connected regions at or above the display's ``region_threshold``, best first (lazily computed)."""
         if self.heatmap is None:
             return []
         if self._regions is None:
-            self._regions = find_regions(self.heatmap.probs, self.region_threshold, self.sort_by)
+            display = self.display
+            self._regions = find_regions(
+                self.heatmap.probs, display.region_threshold, display.sort_by
+            )
         return self._regions
 
     def region_centre(self, region: Region) -> tuple[float, float]:
@@ -819,11 +716,11 @@ class HeatmapController(QObject):
             return
         if self.heatmap is not None and self.image is not None and self.item is None:
             item = HeatmapOverlay(self.image, self.heatmap.origin, self.heatmap.patch_size)
-            item.smooth = self.smooth
-            item.setVisible(self.visible)
+            item.smooth = self.display.smooth
+            item.setVisible(self.display.visible)
             self.view.scene().addItem(item)
             self.item = item
-        if self.outlines_visible and self.outline_item is None:
+        if self.display.outlines and self.outline_item is None:
             self._add_outlines()
 
     def _add_outlines(self) -> None:
@@ -850,14 +747,14 @@ class HeatmapController(QObject):
         item.setPen(pen)
         item.setZValue(OUTLINE_Z)
         item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
-        item.setVisible(self.outlines_visible)
+        item.setVisible(self.display.outlines)
         self.view.scene().addItem(item)
         self.outline_item = item
 
     # -- hover -------------------------------------------------------------------------------
 
     def _on_cursor(self, x: float, y: float) -> None:
-        if self.heatmap is None or not self.visible:
+        if self.heatmap is None or not self.display.visible:
             return
         value = self.heatmap.value_at(x, y)
         self.status_label.setText(
@@ -1061,7 +958,7 @@ class HeatmapDock(QWidget):
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.show_check = QCheckBox("Show heatmap (H)")
-        self.show_check.setChecked(controller.visible)
+        self.show_check.setChecked(controller.display.visible)
         form.addRow(self.show_check)
         self.colormap_combo = QComboBox()
         self.colormap_combo.addItems(COLORMAPS)
@@ -1071,12 +968,12 @@ class HeatmapDock(QWidget):
         self.opacity_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0.0, 1.0)
         self.opacity_slider.setDecimals(2)
-        self.opacity_slider.setValue(controller.opacity)
+        self.opacity_slider.setValue(controller.display.opacity)
         form.addRow("Opacity", self.opacity_slider)
         self.threshold_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
         self.threshold_slider.setRange(0.0, 1.0)
         self.threshold_slider.setDecimals(2)
-        self.threshold_slider.setValue(controller.threshold)
+        self.threshold_slider.setValue(controller.display.threshold)
         self.threshold_slider.setToolTip("Probabilities below this are transparent")
         form.addRow("Threshold", self.threshold_slider)
         self.display_combo = QComboBox()
@@ -1091,7 +988,7 @@ class HeatmapDock(QWidget):
         regions_head.addWidget(self.regions_title, 1)
         regions_head.addWidget(QLabel("sort by"))
         self.sort_combo = QComboBox()
-        self.sort_combo.addItems(["max", "mean", "area"])
+        self.sort_combo.addItems(list(REGION_SORTS))
         regions_head.addWidget(self.sort_combo)
         layout.addLayout(regions_head)
         self.regions = QTreeWidget()
@@ -1135,7 +1032,7 @@ class HeatmapDock(QWidget):
         widget.ci.setContentsMargins(6, 2, 10, 2)
         bar = pg.ColorBarItem(
             values=(0.0, 1.0),
-            colorMap=colormap(self.controller.colormap_name),
+            colorMap=colormap(self.controller.display.colormap),
             orientation="horizontal",
             interactive=False,
             width=14,
@@ -1147,20 +1044,20 @@ class HeatmapDock(QWidget):
 
     def _sync(self) -> None:
         """Reflect the controller's settings (changed from code or the H key) in the widgets."""
-        c = self.controller
+        d = self.controller.display
         updates: tuple[tuple[QWidget, Callable[[], object]], ...] = (
-            (self.show_check, partial(self.show_check.setChecked, c.visible)),
-            (self.outlines_check, partial(self.outlines_check.setChecked, c.outlines_visible)),
-            (self.colormap_combo, partial(self.colormap_combo.setCurrentText, c.colormap_name)),
-            (self.display_combo, partial(self.display_combo.setCurrentIndex, int(c.smooth))),
-            (self.opacity_slider, partial(self.opacity_slider.setValue, c.opacity)),
-            (self.threshold_slider, partial(self.threshold_slider.setValue, c.threshold)),
+            (self.show_check, partial(self.show_check.setChecked, d.visible)),
+            (self.outlines_check, partial(self.outlines_check.setChecked, d.outlines)),
+            (self.colormap_combo, partial(self.colormap_combo.setCurrentText, d.colormap)),
+            (self.display_combo, partial(self.display_combo.setCurrentIndex, int(d.smooth))),
+            (self.opacity_slider, partial(self.opacity_slider.setValue, d.opacity)),
+            (self.threshold_slider, partial(self.threshold_slider.setValue, d.threshold)),
         )
         for widget, update in updates:
             widget.blockSignals(True)
             update()
             widget.blockSignals(False)
-        self.colorbar.setColorMap(colormap(c.colormap_name))
+        self.colorbar.setColorMap(colormap(d.colormap))
 
     def _on_heatmap_changed(self, heatmap: object) -> None:
         c = self.controller
@@ -1192,7 +1089,7 @@ class HeatmapDock(QWidget):
         """Refill the top-regions list from the controller."""
         self.regions.clear()
         c = self.controller
-        self.regions_title.setText(f"<b>Top regions</b> (p ≥ {c.region_threshold:.2f})")
+        self.regions_title.setText(f"<b>Top regions</b> (p ≥ {c.display.region_threshold:.2f})")
         for rank, region in enumerate(c.top_regions(), start=1):
             item = QTreeWidgetItem(
                 [
@@ -1326,22 +1223,22 @@ def install(window: MainWindow) -> tuple[HeatmapController, HeatmapDock]:
 
     # The key is handled by an event filter on the slide view (so it works only there); the
     # tab in the text shows it in the menu without making it a window-wide shortcut.
-    show = QAction("Show heatmap\tH", window, checkable=True, checked=controller.visible)
+    show = QAction("Show heatmap\tH", window, checkable=True, checked=controller.display.visible)
     show.toggled.connect(controller.set_visible)
-    controller.displayChanged.connect(lambda: show.setChecked(controller.visible))
+    controller.displayChanged.connect(lambda: show.setChecked(controller.display.visible))
     window.menu("view").addAction(show)
     controller.show_action = show
     controller.key_filter = ViewKey(window.slide_view, Qt.Key.Key_H, controller.toggle_visible)
 
     def legend_spec() -> LegendSpec | None:
-        if not controller.visible or controller.heatmap is None:
+        if not controller.display.visible or controller.heatmap is None:
             return None
         point = controller.operating_point
         if point is None:
-            return LegendSpec(controller.colormap_name, threshold=controller.threshold)
+            return LegendSpec(controller.display.colormap, threshold=controller.display.threshold)
         return LegendSpec(
-            controller.colormap_name,
-            threshold=controller.threshold,
+            controller.display.colormap,
+            threshold=controller.display.threshold,
             mark=point.threshold,
             mark_label=f"slide call ≥ {point.threshold:.2f}",
         )

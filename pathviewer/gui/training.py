@@ -72,6 +72,7 @@ from pathviewer.jobs import (
     train_slide_model,
 )
 from pathviewer.runs import RunInfo, new_run_dir, scan_runs, write_run_info
+from pathviewer.session.run_list import RunList
 
 if TYPE_CHECKING:
     from pathviewer.gui.heatmap import HeatmapController
@@ -278,7 +279,10 @@ class TrainingPanel(QWidget):
         self.runs_tree = QTreeWidget()
         self.runs_tree.setHeaderLabels(["Run", "Method", "Started", "Status"])
         self.runs_tree.setRootIsDecorated(False)
-        self.runs_tree.itemSelectionChanged.connect(self._update_buttons)
+        self.runs_tree.itemSelectionChanged.connect(self._on_run_clicked)
+        #: The runs and the selected one (the list renders it).
+        self.run_list = RunList()
+        self.run_list.subscribe(self._render_runs)
         runs_box = QWidget()
         runs_layout = QVBoxLayout(runs_box)
         runs_layout.setContentsMargins(0, 0, 0, 0)
@@ -496,30 +500,36 @@ class TrainingPanel(QWidget):
 
     def refresh_runs(self, select: Path | None = None) -> None:
         """Re-scan :func:`runs_dir` and fill the runs list (``select`` a folder)."""
-        previous = select or (r.path if (r := self.selected_run()) else None)
-        self.runs_tree.clear()
-        for run in scan_runs():
-            item = QTreeWidgetItem([run.path.name, run.method, run.started, run.status])
-            item.setData(0, Qt.ItemDataRole.UserRole, run)
-            item.setToolTip(0, str(run.path))
-            self.runs_tree.addTopLevelItem(item)
-            if previous is not None and run.path == previous:
-                item.setSelected(True)
-                self.runs_tree.setCurrentItem(item)
-        if self.runs_tree.currentItem() is None:
-            for i in range(self.runs_tree.topLevelItemCount()):
-                top = self.runs_tree.topLevelItem(i)
-                if top is not None and top.data(0, Qt.ItemDataRole.UserRole).can_score_slides:
-                    self.runs_tree.setCurrentItem(top)
-                    break
+        self.run_list.refresh(select)
+
+    def _render_runs(self) -> None:
+        selected = self.run_list.selected
+        # Rebuilding the tree must not send selections back to the model.
+        self.runs_tree.blockSignals(True)
+        try:
+            self.runs_tree.clear()
+            for run in self.run_list.runs:
+                item = QTreeWidgetItem([run.path.name, run.method, run.started, run.status])
+                item.setData(0, Qt.ItemDataRole.UserRole, str(run.path))
+                item.setToolTip(0, str(run.path))
+                self.runs_tree.addTopLevelItem(item)
+                if selected is not None and run.path == selected.path:
+                    item.setSelected(True)
+                    self.runs_tree.setCurrentItem(item)
+        finally:
+            self.runs_tree.blockSignals(False)
         for column in range(3):
             self.runs_tree.resizeColumnToContents(column)
         self._update_buttons()
 
-    def selected_run(self) -> RunInfo | None:
-        """The run selected in the list."""
+    def _on_run_clicked(self) -> None:
         item = self.runs_tree.currentItem()
-        return item.data(0, Qt.ItemDataRole.UserRole) if item is not None else None
+        self.run_list.select(Path(item.data(0, Qt.ItemDataRole.UserRole)) if item else None)
+        self._update_buttons()
+
+    def selected_run(self) -> RunInfo | None:
+        """The selected run (the run list's selection)."""
+        return self.run_list.selected
 
     def select_run(self, path: Path) -> None:
         """Select the run in folder ``path`` (re-scanning the folder)."""

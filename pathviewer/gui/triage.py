@@ -356,7 +356,7 @@ class TriagePanel(QWidget):
             if self.heatmap.pred_dir is not None:
                 try:
                     heatmap = load_slide_heatmap(self.heatmap.pred_dir, item.path, item.key)
-                    lut = colormap(self.heatmap.colormap_name).getLookupTable(0.0, 1.0, 256)
+                    lut = colormap(self.heatmap.display.colormap).getLookupTable(0.0, 1.0, 256)
                     rgb = blend_heatmap(rgb, heatmap, np.asarray(lut)[:, :3].astype(np.uint8))
                 except PathViewerError:
                     pass  # a slide without a heatmap shows as scanned
