@@ -90,59 +90,37 @@ def import_run_flags(
     Raises
     ------
     CohortError
-        A malformed flags file (the message names the user's file and row).
-    PathViewerError
-        A malformed labels row.  In either case the project is left as it was.
+        A malformed flags or labels table (the message names the file and row); the project
+        is left as it was.
     """
-    import csv
-    import tempfile
+    from dataclasses import replace as with_fields
 
-    from pathviewer.core.cohort import read_table
-    from pathviewer.core.errors import CohortError
     from pathviewer.core.identity import SlidePathMap
+    from pathviewer.core.patch_tables import read_flags
 
     path = Path(flags_csv).resolve()
-    rows, fields = read_table(path, ("slide",))
     names = SlidePathMap([r.path for r in project.slides()])
-    for row in rows:
-        row["slide"] = names.stored(row["slide"], path.parent)
+    flags = [with_fields(f, slide=names.stored(f.slide, path.parent)) for f in read_flags(path)]
     labels_csv = run_labels_csv(path.parent) if with_labels else None
-    with tempfile.TemporaryDirectory() as tmp:
-        normalised = Path(tmp) / "flags.csv"
-        with normalised.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fields, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        # One transaction: a bad row leaves the previous queue and labels as they were.
-        try:
-            with project.transaction():
-                if labels_csv is not None:
-                    _import_run_labels(project, labels_csv, names)
-                if replace:
-                    project.clear_flags()
-                return project.import_flags(normalised)
-        except CohortError as error:
-            # Name the user's file, not the normalised copy.
-            raise CohortError(str(error).replace(str(normalised), str(path))) from None
+    # One transaction: a bad row leaves the previous queue and labels as they were.
+    with project.transaction():
+        if labels_csv is not None:
+            _import_run_labels(project, labels_csv, names)
+        if replace:
+            project.clear_flags()
+        return project.add_flags(flags)
 
 
 def _import_run_labels(project: Project, labels_csv: Path, names: SlidePathMap) -> int:
-    from pathviewer.core.cohort import read_table
-    from pathviewer.core.errors import PathViewerError
+    from pathviewer.core.patch_tables import read_labels
 
-    rows, _fields = read_table(labels_csv, ("slide", "x", "y", "width", "height", "label"))
     have = {(r.slide_path, r.x, r.y, r.width, r.height) for r in project.patch_labels()}
     new = []
-    for line, row in enumerate(rows, start=2):
-        try:
-            x, y, width, height = (int(float(row[k])) for k in ("x", "y", "width", "height"))
-        except ValueError as error:
-            raise PathViewerError(f"{labels_csv} row {line}: {error}") from None
-        slide = names.stored(row["slide"], labels_csv.parent)
-        key = (slide, x, y, width, height)
-        if key not in have and row["label"]:
+    for row in read_labels(labels_csv):
+        key = (names.stored(row.slide, labels_csv.parent), *row.box)
+        if key not in have:
             have.add(key)
-            new.append((*key, row["label"]))
+            new.append((*key, row.label))
     if new:
         project.add_patch_labels(new, source="imported")
     return len(new)

@@ -49,7 +49,9 @@ def test_flags_that_disappeared_and_accuracy_on_the_trusted_labels(tmp_path: Pat
     (before / "flags.csv").write_text(
         "slide,x,y,width,height,given,suggested\n/s/a.svs,x,0,1,1,A,B\n"
     )
-    with pytest.raises(PathViewerError, match="row 2: x, y, width, height must be whole numbers"):
+    with pytest.raises(
+        PathViewerError, match="row 2: x, y, width and height must be whole numbers"
+    ):
         compare_refinement_runs(before, after)
     assert main(["labels", "effect", str(before), str(tmp_path / "none")]) == 2
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pathviewer.core.annotations import AnnotationError, read_annotations
-from pathviewer.core.cohort import read_cohort, read_table
+from pathviewer.core.cohort import read_cohort
 from pathviewer.core.errors import CohortError
 from pathviewer.core.store import DB_NAME, Project, ProjectError
 
@@ -40,8 +40,9 @@ def test_byte_order_marks_are_read_in_geojson_and_tables(tmp_path: Path) -> None
     assert len(read_annotations(geojson)) == 1
     table = tmp_path / "flags.csv"
     table.write_bytes(b"\xef\xbb\xbfslide,x\na.svs,1\n")
-    rows, fields = read_table(table, ["slide", "x"])
-    assert fields == ["slide", "x"] and rows[0]["slide"] == "a.svs"
+    from pathviewer.core.patch_tables import read_rows
+
+    assert read_rows(table, ["slide", "x"]) == [(2, {"slide": "a.svs", "x": "1"})]
 
 
 def test_a_non_finite_vertex_order_is_refused(tmp_path: Path) -> None:

@@ -282,7 +282,7 @@ def test_import_flags_is_all_or_nothing(project: Project, tmp_path: Path) -> Non
         project.import_flags(bad)
     assert project.review_queue(only_pending=False) == [] and project.slides() == []
     (tmp_path / "cols.csv").write_text("slide,x\n/a,1\n")
-    with pytest.raises(CohortError, match="missing columns"):
+    with pytest.raises(CohortError, match="missing column.* y, width, height, given, suggested"):
         project.import_flags(tmp_path / "cols.csv")
 
 

@@ -130,32 +130,6 @@ def read_cohort(csv_path: str | os.PathLike[str], check_files: bool = True) -> l
     return entries
 
 
-def read_table(
-    path: str | os.PathLike[str], required: Sequence[str]
-) -> tuple[list[dict[str, str]], list[str]]:
-    """Rows and column names of a CSV file that must have the ``required`` columns.
-
-    Raises
-    ------
-    CohortError
-        Missing file, not a text CSV, or missing columns (named).
-    """
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            fields = list(reader.fieldnames or [])
-            rows = list(reader)
-    except FileNotFoundError:
-        raise CohortError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise CohortError(f"{path}: not a CSV file ({error})") from None
-    missing = [name for name in required if name not in fields]
-    if missing:
-        raise CohortError(f"{path}: missing columns {', '.join(missing)}")
-    return rows, fields
-
-
 def select(entries: Iterable[CohortEntry], split: str | None) -> list[CohortEntry]:
     """Entries of one split (all when ``split`` is None or ``all``)."""
     if split in (None, "all"):

@@ -13,32 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pathviewer.core.cohort import read_table
-from pathviewer.core.errors import PathViewerError
+from pathviewer.core.patch_tables import FLAGS_CSV, REFINED_LABELS_CSV, read_flags, read_labels
 
 Box = tuple[str, int, int, int, int]
 
-_BOX = ("slide", "x", "y", "width", "height")
+
+def _flag_boxes(path: Path) -> dict[Box, str]:
+    return {(str(Path(r.slide)), *r.box): r.suggested for r in read_flags(path)}
 
 
-def _boxes(path: Path, label_column: str) -> dict[Box, str]:
-    rows, _fields = read_table(path, [*_BOX, label_column])
-    out: dict[Box, str] = {}
-    for number, row in enumerate(rows, start=2):
-        try:
-            box = (
-                str(Path(row["slide"])),
-                int(row["x"]),
-                int(row["y"]),
-                int(row["width"]),
-                int(row["height"]),
-            )
-        except ValueError:
-            raise PathViewerError(
-                f"{path} row {number}: x, y, width, height must be whole numbers"
-            ) from None
-        out[box] = row[label_column]
-    return out
+def _label_boxes(path: Path) -> dict[Box, str]:
+    return {(str(Path(r.slide)), *r.box): r.label for r in read_labels(path)}
 
 
 def compare_refinement_runs(
@@ -63,12 +48,12 @@ def compare_refinement_runs(
 
     Raises
     ------
-    PathViewerError
+    CohortError
         A run lacks flags.csv or refined_labels.csv, or a row is malformed (named).
     """
     runs = {"before": Path(before), "after": Path(after)}
-    flags = {k: _boxes(p / "flags.csv", "suggested") for k, p in runs.items()}
-    refined = {k: _boxes(p / "refined_labels.csv", "label") for k, p in runs.items()}
+    flags = {k: _flag_boxes(p / FLAGS_CSV) for k, p in runs.items()}
+    refined = {k: _label_boxes(p / REFINED_LABELS_CSV) for k, p in runs.items()}
     a, b = set(flags["before"]), set(flags["after"])
     common = set(refined["before"]) & set(refined["after"])
     report: dict[str, Any] = {

@@ -45,8 +45,8 @@ from shapely.geometry.base import BaseGeometry
 
 from pathviewer.core.annotations import DEFAULT_CLASSES, Annotation, rgb_from_hex, valid_rgb
 from pathviewer.core.atomic import atomic_write
-from pathviewer.core.cohort import read_table
-from pathviewer.core.errors import CohortError, PathViewerError
+from pathviewer.core.errors import PathViewerError
+from pathviewer.core.patch_tables import LABEL_COLUMNS, FlagRow, read_flags
 
 #: File name of the database inside a project folder.
 DB_NAME = "project.sqlite"
@@ -1119,31 +1119,23 @@ class Project:
     def import_flags(self, flags_csv: str | os.PathLike[str], run_id: int | None = None) -> int:
         """Load a refinement run's ``flags.csv`` into the review queue; returns the row count.
 
-        Columns ``slide,x,y,width,height,given,suggested,confidence,g`` (an optional ``rank``
-        column orders the queue; otherwise the file order is the rank, most suspect first).
-        Each flag is linked to the stored patch label of its box (created as an ``imported``,
-        untrusted label ``given`` when there is none).  All or nothing: a bad row raises
-        :class:`~pathviewer.core.errors.CohortError` naming it and nothing is imported.
+        The table is read by :func:`~pathviewer.core.patch_tables.read_flags`.  All or nothing:
+        a bad row raises :class:`~pathviewer.core.errors.CohortError` naming it and nothing is
+        imported.
         """
-        path = Path(flags_csv)
-        required = ("given", "height", "slide", "suggested", "width", "x", "y")
-        rows, _fields = read_table(path, required)
-        parsed = []
-        for line, row in enumerate(rows, start=2):
-            try:
-                box = tuple(int(float(row[k])) for k in ("x", "y", "width", "height"))
-                confidence = _optional_float(row.get("confidence"))
-                g = _optional_float(row.get("g"))
-                rank = int(row["rank"]) if row.get("rank") not in (None, "") else line - 2
-            except (TypeError, ValueError) as error:
-                raise CohortError(f"{path} row {line}: {error}") from None
-            if not row["slide"] or not row["given"] or not row["suggested"]:
-                raise CohortError(f"{path} row {line}: empty slide, given or suggested")
-            parsed.append((row["slide"], box, row["given"], row["suggested"], confidence, g, rank))
+        return self.add_flags(read_flags(flags_csv), run_id)
+
+    def add_flags(self, flags: Sequence[FlagRow], run_id: int | None = None) -> int:
+        """Add flags to the review queue in one transaction; returns how many.
+
+        Each flag is linked to the stored patch label of its box (created as an ``imported``,
+        untrusted label ``given`` when there is none).
+        """
         now = _now()
         with self._edit("flags", []) as conn:
-            for slide, box, given, suggested, confidence, g, rank in parsed:
-                slide_id = self.add_slide(slide)
+            for flag in flags:
+                slide_id = self.add_slide(flag.slide)
+                box = flag.box
                 existing = conn.execute(
                     "SELECT id FROM patch_labels WHERE slide_id = ? AND x = ? AND y = ? "
                     "AND width = ? AND height = ? ORDER BY trusted DESC, id DESC LIMIT 1",
@@ -1151,16 +1143,25 @@ class Project:
                 ).fetchone()
                 if existing is None:
                     (label_id,) = self.add_patch_labels(
-                        [(slide_id, *box, given)], source="imported"
+                        [(slide_id, *box, flag.given)], source="imported"
                     )
                 else:
                     label_id = int(existing[0])
                 conn.execute(
                     "INSERT INTO flags(rank, patch_label_id, given, suggested, confidence, g, "
                     "run_id, imported) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rank, label_id, given, suggested, confidence, g, run_id, now),
+                    (
+                        flag.rank,
+                        label_id,
+                        flag.given,
+                        flag.suggested,
+                        flag.confidence,
+                        flag.g,
+                        run_id,
+                        now,
+                    ),
                 )
-        return len(parsed)
+        return len(flags)
 
     def clear_flags(self) -> None:
         """Empty the review queue (decisions and patch labels stay)."""
@@ -1219,7 +1220,7 @@ class Project:
         rows.sort(key=lambda r: (r.slide_id, r.y, r.x, r.id))
         with atomic_write(path) as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["slide", "x", "y", "width", "height", "label", "trusted"])
+            writer.writerow([*LABEL_COLUMNS, "trusted"])
             for r in rows:
                 writer.writerow(
                     [r.slide_path, r.x, r.y, r.width, r.height, r.label, int(r.trusted)]
@@ -1433,9 +1434,3 @@ def _flag_record(row: Sequence[Any]) -> FlagRecord:
     values[14] = bool(values[14])  # trusted
     values[15] = bool(values[15])  # reviewed
     return FlagRecord(*values)
-
-
-def _optional_float(value: str | None) -> float | None:
-    if value is None or value == "":
-        return None
-    return float(value)

@@ -23,12 +23,14 @@ from torch.utils.data import Dataset
 
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.errors import CohortError, SlideError
+from pathviewer.core.patch_tables import (
+    FLAG_COLUMNS,
+    FLAGS_CSV,
+    LABEL_COLUMNS,
+    REFINED_LABELS_CSV,
+    read_labels,
+)
 from pathviewer.core.slide import SlideSource, open_slide, read_box
-
-LABEL_COLUMNS = ("slide", "x", "y", "width", "height", "label")
-FLAG_COLUMNS = ("slide", "x", "y", "width", "height", "given", "suggested", "confidence", "g")
-_TRUE = {"1", "true", "yes", "y", "t"}
-_FALSE = {"", "0", "false", "no", "n", "f"}
 
 
 @dataclass(frozen=True)
@@ -100,56 +102,20 @@ def read_labels_csv(
         A slide that cannot be opened (names the slide file).
     """
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise CohortError(f"{csv_path}: label file not found")
     bases = [csv_path.parent, *(Path(d) for d in search_dirs)]
     rows: list[PatchLabel] = []
     allowed = list(classes) if classes else None
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            fieldnames = [(f or "").strip() for f in (reader.fieldnames or [])]
-            if not fieldnames:
-                raise CohortError(f"{csv_path}: empty label file (need {','.join(LABEL_COLUMNS)})")
-            missing = [c for c in LABEL_COLUMNS if c not in fieldnames]
-            if missing:
-                raise CohortError(
-                    f"{csv_path}: missing column(s) {', '.join(missing)} "
-                    f"(need {','.join(LABEL_COLUMNS)}[,trusted])"
-                )
-            for line_no, raw in enumerate(reader, start=2):
-                row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k}
-                where = f"{csv_path} row {line_no}"
-                slide = row["slide"]
-                if not slide:
-                    raise CohortError(f"{where}: empty slide")
-                try:
-                    x, y, w, h = (int(float(row[c])) for c in ("x", "y", "width", "height"))
-                except ValueError:
-                    raise CohortError(f"{where}: x, y, width and height must be numbers") from None
-                if w <= 0 or h <= 0:
-                    raise CohortError(f"{where}: empty patch box {w}x{h}")
-                label = row["label"]
-                if not label:
-                    raise CohortError(f"{where}: empty label")
-                if allowed is not None and label not in allowed:
-                    raise CohortError(
-                        f"{where}: unknown class {label!r} (classes: {', '.join(allowed)})"
-                    )
-                trusted_text = row.get("trusted", "").lower()
-                if trusted_text not in _TRUE | _FALSE:
-                    raise CohortError(f"{where}: trusted must be 1 or 0, got {trusted_text!r}")
-                path = Path(slide)
-                if not path.is_absolute():
-                    candidates = [(b / slide).resolve() for b in bases]
-                    path = next((c for c in candidates if c.exists()), candidates[0])
-                rows.append(
-                    PatchLabel(slide, path, x, y, w, h, label, trusted_text in _TRUE, line_no)
-                )
-    except UnicodeDecodeError:
-        raise CohortError(f"{csv_path}: not a text CSV file") from None
-    except csv.Error as error:
-        raise CohortError(f"{csv_path}: malformed CSV ({error})") from None
+    for row in read_labels(csv_path):
+        if allowed is not None and row.label not in allowed:
+            raise CohortError(
+                f"{csv_path} row {row.line}: unknown class {row.label!r}"
+                f" (classes: {', '.join(allowed)})"
+            )
+        path = Path(row.slide)
+        if not path.is_absolute():
+            candidates = [(b / row.slide).resolve() for b in bases]
+            path = next((c for c in candidates if c.exists()), candidates[0])
+        rows.append(PatchLabel(row.slide, path, *row.box, row.label, row.trusted, row.line))
     if not rows:
         raise CohortError(f"{csv_path}: empty label file (no patch rows)")
     found = sorted({r.label for r in rows})
@@ -294,7 +260,7 @@ def write_refinement_outputs(
     """
     out_dir = Path(out_dir)
     write_labels_csv(
-        out_dir / "refined_labels.csv",
+        out_dir / REFINED_LABELS_CSV,
         rows,
         labels=[classes[int(k)] for k in refined.argmax(1)],
         extra={
@@ -304,7 +270,7 @@ def write_refinement_outputs(
         },
     )
     write_flags_csv(
-        out_dir / "flags.csv",
+        out_dir / FLAGS_CSV,
         rows,
         [(i, classes[given], classes[suggested], c, g) for i, given, suggested, c, g in flags],
     )
