@@ -177,7 +177,6 @@ def synthetic_data(
     """Patches of a synthetic cohort with ground-truth labels, split by the cohort's split."""
     from pathviewer.cli import main
     from pathviewer.core.cohort import read_cohort
-    from pathviewer.core.slide import open_slide
     from pathviewer.core.synth import generate_cohort
     from pathviewer.ml.patch_data import read_labels_csv, read_patch_image
 
@@ -200,14 +199,11 @@ def synthetic_data(
         raise RuntimeError("labels from-annotations failed")
     rows, classes = read_labels_csv(labels_csv)
     split = {e.path: e.split for e in read_cohort(cohort)}
-    slides: dict[Path, Any] = {}
-    images = []
-    for r in rows:
-        if r.path not in slides:
-            slides[r.path] = open_slide(r.path)
-        images.append(read_patch_image(slides[r.path], r.x, r.y, r.width, r.height, px))
-    for s in slides.values():
-        s.close()
+    from pathviewer.core.slide_pool import SlidePool
+
+    slides = SlidePool()
+    images = [read_patch_image(slides.get(r.path), r.x, r.y, r.width, r.height, px) for r in rows]
+    slides.close()
     x = (np.stack(images).astype(np.float32) / 255.0).transpose(0, 3, 1, 2).copy()
     y = np.array([classes.index(r.label) for r in rows])
     is_test = np.array([split[r.path] == "test" for r in rows])

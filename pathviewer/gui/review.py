@@ -27,7 +27,6 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +84,7 @@ from pathviewer.core.errors import PathViewerError
 from pathviewer.core.identity import same_slide
 from pathviewer.core.ranking import RANKING_DETAILS, RANKINGS, run_ranking
 from pathviewer.core.slide import read_box
+from pathviewer.core.slide_pool import SlidePool
 from pathviewer.core.store import FlagRecord, Project
 from pathviewer.gui.tiles import rgb_to_qimage
 from pathviewer.jobs import import_run_flags
@@ -153,44 +153,6 @@ def resolve_slide_path(path: str, roots: list[Path]) -> str:
 # --------------------------------------------------------------------------- thumbnails
 
 
-class SlideCache:
-    """Opened slides by path, shared by the loader threads (least recently used evicted)."""
-
-    def __init__(self, size: int = SLIDE_CACHE_SIZE) -> None:
-        self.size = size
-        self._slides: OrderedDict[str, SlideSource] = OrderedDict()
-        self._lock = threading.Lock()
-        self.opened = 0
-
-    def get(self, path: str) -> SlideSource:
-        """The slide at ``path``, opened once; raises :class:`PathViewerError` when unreadable."""
-        from pathviewer.core.slide import open_slide
-
-        with self._lock:
-            slide = self._slides.get(path)
-            if slide is not None:
-                self._slides.move_to_end(path)
-                return slide
-        # Opened outside the lock: opening a large slide must not stall the other readers.  Two
-        # threads may race to open the same slide; the loser's copy is simply dropped.
-        slide = open_slide(path)
-        with self._lock:
-            existing = self._slides.get(path)
-            if existing is not None:
-                return existing
-            self._slides[path] = slide
-            self.opened += 1
-            while len(self._slides) > self.size:
-                # Not closed explicitly: another thread may still be reading it; the slide is
-                # released when its last reference goes.
-                self._slides.popitem(last=False)
-        return slide
-
-    def clear(self) -> None:
-        with self._lock:
-            self._slides.clear()
-
-
 def read_patch(slide: SlideSource, box: tuple[int, int, int, int], size: int) -> QImage:
     """The patch ``box`` (level-0 ``x, y, width, height``) fitted into ``size`` px square.
 
@@ -242,7 +204,8 @@ class ThumbnailLoader(QObject):
         self.size = size
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(max(1, threads))
-        self.slides = SlideCache()
+        #: Slides opened once and shared by the loader threads (the least recently used go).
+        self.slides = SlidePool(SLIDE_CACHE_SIZE)
         self.signals = _LoaderSignals()
         self.signals.loaded.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
         #: Ids of the threads that read thumbnails (tests check the UI thread is not one).

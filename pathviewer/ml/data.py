@@ -25,6 +25,7 @@ from pathviewer.core.cohort import CohortEntry
 from pathviewer.core.errors import TrainingError
 from pathviewer.core.progress import Progress
 from pathviewer.core.slide import SlideSource, open_slide
+from pathviewer.core.slide_pool import SlidePool
 from pathviewer.core.stain import SourceStains, StainNormalizer
 from pathviewer.core.tiling import PatchIndex, iter_tile_slide, read_patch
 
@@ -109,8 +110,7 @@ class PatchStore:
         # Per-slide stains (normaliser scope "slide"), estimated on first use from the same
         # sample of raw patches in every process, so workers and the main process agree.
         self._sources: dict[int, SourceStains | None] = {}
-        self._handles: dict[int, SlideSource] = {}
-        self._pid = os.getpid()
+        self._pool = SlidePool()
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -144,14 +144,7 @@ class PatchStore:
         self.pixels = pixels
 
     def _slide(self, number: int) -> SlideSource:
-        if os.getpid() != self._pid:  # a forked DataLoader worker must not share file handles
-            self._handles = {}
-            self._pid = os.getpid()
-        handle = self._handles.get(number)
-        if handle is None:
-            handle = open_slide(self.slides[number].entry.path)
-            self._handles[number] = handle
-        return handle
+        return self._pool.get(self.slides[number].entry.path)
 
     def get(self, patch: int) -> np.ndarray:
         """``(s, s, 3)`` uint8 pixels of patch number ``patch``."""
@@ -184,14 +177,7 @@ class PatchStore:
 
     def close(self) -> None:
         """Close the slide handles of this process."""
-        for handle in self._handles.values():
-            handle.close()
-        self._handles = {}
-
-    def __getstate__(self) -> dict[str, object]:
-        state = dict(self.__dict__)
-        state["_handles"] = {}  # handles are per process
-        return state
+        self._pool.close()
 
 
 #: Patches of a slide whose pooled pixels estimate the slide's own stains (scope "slide").

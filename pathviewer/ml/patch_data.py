@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pathviewer.core.atomic import atomic_write
-from pathviewer.core.errors import CohortError, SlideError
+from pathviewer.core.errors import CohortError
 from pathviewer.core.patch_tables import (
     FLAG_COLUMNS,
     FLAGS_CSV,
@@ -31,6 +31,7 @@ from pathviewer.core.patch_tables import (
     read_labels,
 )
 from pathviewer.core.slide import SlideSource, open_slide, read_box
+from pathviewer.core.slide_pool import SlidePool
 
 
 @dataclass(frozen=True)
@@ -303,25 +304,14 @@ class PatchDataset(Dataset):
         self.rows = list(rows)
         self.input_size = int(input_size)
         self.cache = cache
-        self._slides: dict[Path, SlideSource] = {}
+        self._slides = SlidePool()
         self._memo: dict[int, torch.Tensor] = {}
-        self._pid = os.getpid()
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def _slide(self, path: Path) -> SlideSource:
-        if os.getpid() != self._pid:  # a forked worker must not share OpenSlide handles
-            self._slides = {}
-            self._pid = os.getpid()
-        slide = self._slides.get(path)
-        if slide is None:
-            try:
-                slide = open_slide(path)
-            except SlideError:
-                raise
-            self._slides[path] = slide
-        return slide
+        return self._slides.get(path)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         cached = self._memo.get(index)
@@ -336,9 +326,7 @@ class PatchDataset(Dataset):
 
     def close(self) -> None:
         """Close the open slides."""
-        for slide in self._slides.values():
-            slide.close()
-        self._slides = {}
+        self._slides.close()
 
 
 class ArrayDataset(Dataset):
