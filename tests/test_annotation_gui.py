@@ -19,7 +19,8 @@ from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 from pathviewer.core.slide import ArraySlide  # noqa: E402
 from pathviewer.core.store import Project  # noqa: E402
-from pathviewer.gui import annotation_layer, annotation_tools  # noqa: E402
+from pathviewer.gui.annotations import controller as annotation_tools  # noqa: E402
+from pathviewer.gui.annotations import layer as annotation_layer  # noqa: E402
 from pathviewer.gui.context import build_features  # noqa: E402
 from pathviewer.gui.main_window import MainWindow  # noqa: E402
 
@@ -617,7 +618,7 @@ def _stored_or_empty(window) -> list:
 
 def test_preferences_store_reviewer_cache_and_threads(window) -> None:
     from pathviewer.gui.preferences import PreferencesDialog
-    from pathviewer.gui.review import reviewer_name
+    from pathviewer.gui.review.panel import reviewer_name
 
     dialog = PreferencesDialog("PathViewer", window.settings, window)
     dialog.reviewer.setText("dr-b")

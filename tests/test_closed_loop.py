@@ -20,7 +20,7 @@ from PySide6.QtTest import QTest  # noqa: E402
 
 from pathviewer.cli import main as cli  # noqa: E402
 from pathviewer.core.store import Project  # noqa: E402
-from pathviewer.gui.review import ReviewPanel  # noqa: E402
+from pathviewer.gui.review.panel import ReviewPanel  # noqa: E402
 
 # Tiny training: a small CNN on 32 px inputs, two rounds (one warm-up, one refinement).
 TRAIN = ["--model", "small", "--epochs", "2", "--warmup", "1", "--input-size", "32"]

@@ -195,7 +195,7 @@ def test_settings_are_remembered_per_slide(window, qtbot, tmp_path, settings, cm
 
 
 def test_broken_saved_settings_open_the_slide_plainly(window, settings, cmu_small) -> None:
-    from pathviewer.gui.display import SETTINGS_GROUP, slide_key
+    from pathviewer.gui.viewer.display import SETTINGS_GROUP, slide_key
 
     settings.setValue(f"{SETTINGS_GROUP}/{slide_key(str(cmu_small))}", '{"channel": 7')
     assert window.open_slide(str(cmu_small))
@@ -243,7 +243,7 @@ def test_estimate_without_tissue_says_why(window) -> None:
 def test_stains_are_estimated_in_a_drawn_region(window, cmu_small, monkeypatch) -> None:
     import shapely
 
-    from pathviewer.gui import display as display_module
+    from pathviewer.gui.viewer import display as display_module
 
     monkeypatch.setenv("PATHVIEWER_DATA_DIR", str(Path(window.settings.fileName()).parent))
     assert window.open_slide(str(cmu_small))

@@ -42,7 +42,7 @@ def pattern_probs() -> np.ndarray:
 
 def expected_rgb(name: str, p: float) -> tuple[int, int, int]:
     """Colour of probability ``p`` from pyqtgraph's colormap at the image's 8-bit level."""
-    from pathviewer.gui.heatmap import colormap
+    from pathviewer.gui.heatmap.overlay import colormap
 
     level = round(p * 254) / 254
     rgba = colormap(name).map(np.array([level]), mode="byte")[0]
@@ -146,7 +146,7 @@ def test_overlay_aligned_with_patches_at_two_zooms_and_bottom_right(window):
 
 
 def test_controls_only_swap_the_colour_table(window, monkeypatch):
-    import pathviewer.gui.heatmap as module
+    import pathviewer.gui.heatmap.controller as module
 
     probs = pattern_probs()
     show_heatmap(window, probs)
@@ -161,7 +161,10 @@ def test_controls_only_swap_the_colour_table(window, monkeypatch):
         calls.append(np.size(values))
         return real_quantise(values)
 
+    import pathviewer.gui.heatmap.overlay as overlay
+
     monkeypatch.setattr(module, "quantise", counting)
+    monkeypatch.setattr(overlay, "quantise", counting)
     monkeypatch.setattr(module, "load_heatmap", lambda *_: pytest.fail("heatmap re-read"))
     controller.set_colormap("inferno")
     controller.set_opacity(0.8)
@@ -183,7 +186,7 @@ def test_controls_only_swap_the_colour_table(window, monkeypatch):
 
 @pytest.mark.parametrize("name", ["coolwarm", "jet"])
 def test_defined_colormaps_go_from_blue_to_red(name):
-    from pathviewer.gui.heatmap import color_table
+    from pathviewer.gui.heatmap.overlay import color_table
 
     table = color_table(name, 1.0, 0.0)
     low, high = table[1], table[255]
@@ -273,7 +276,7 @@ def test_top_region_click_centres_the_view(window, qtbot):
 
 
 def test_update_patches_fills_in_place(window, monkeypatch):
-    import pathviewer.gui.heatmap as module
+    import pathviewer.gui.heatmap.controller as module
 
     show_heatmap(window, np.full((ROWS, COLS), np.nan, np.float32))
     controller = window.context.heatmap
@@ -438,7 +441,7 @@ def test_export_heatmap_for_qupath_and_load_it_back_on_the_slide(window, tmp_pat
     """Tools > Export heatmap writes QuPath tiles; loading that file paints the same cells."""
     from PySide6.QtWidgets import QFileDialog
 
-    from pathviewer.gui import heatmap as heatmap_module
+    from pathviewer.gui.heatmap import dock as heatmap_module
 
     shown = show_heatmap(window)
     out = tmp_path / "export" / "s.tiles.geojson"

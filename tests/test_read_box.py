@@ -52,7 +52,7 @@ def _qimage_rgb(image) -> np.ndarray:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("size", [64, 96, 200])
 def test_training_inference_and_review_read_identical_pixels(qapp, cmu_small: Path, size) -> None:
-    from pathviewer.gui.review import read_patch as review_patch
+    from pathviewer.gui.review.panel import read_patch as review_patch
 
     slide = open_slide(cmu_small)
     x, y, side = 600, 400, 256

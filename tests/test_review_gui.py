@@ -18,7 +18,7 @@ from PySide6.QtTest import QTest  # noqa: E402
 
 from pathviewer.core.store import Project  # noqa: E402
 from pathviewer.gui.context import build_features  # noqa: E402
-from pathviewer.gui.review import (  # noqa: E402
+from pathviewer.gui.review.panel import (  # noqa: E402
     ReviewGallery,
     ReviewPanel,
     ThumbnailLoader,
@@ -308,7 +308,7 @@ def test_panel_says_how_the_queue_is_ordered(qtbot, review_setup, tmp_path):
 def test_blind_review_hides_the_suggestion_and_reports_agreement(
     panel, qtbot, review_setup, monkeypatch
 ):
-    from pathviewer.gui import review as review_module
+    from pathviewer.gui.review import panel as review_module
 
     project = review_setup[0]
     gallery, model = panel.gallery, panel.model
@@ -362,7 +362,7 @@ def test_decisions_for_every_flag_in_a_selected_region_and_the_flag_overlay(
     assert panel.show_row(0)  # slide 0: its flags are at (0, 0), (128, 0) and (64, 64)
     annotations = window.context.annotations
     # Without a selected region nothing is decided.
-    monkeypatch.setattr("pathviewer.gui.review.QMessageBox.information", lambda *args: None)
+    monkeypatch.setattr("pathviewer.gui.review.panel.QMessageBox.information", lambda *args: None)
     assert panel.decide_region("keep") == 0
     (region,) = annotations.add([shapely.box(0, 0, 200, 60)], "Lasso")
     annotations.select(region)
@@ -387,7 +387,7 @@ def test_decisions_for_every_flag_in_a_selected_region_and_the_flag_overlay(
 
 
 def test_adjudicating_the_patches_reviewers_disagree_on(panel, review_setup, monkeypatch):
-    from pathviewer.gui import review as review_module
+    from pathviewer.gui.review import panel as review_module
 
     project = review_setup[0]
     warnings: list[str] = []

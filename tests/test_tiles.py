@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtGui import QImage  # noqa: E402
 
 from pathviewer.core.slide import ArraySlide, open_slide  # noqa: E402
-from pathviewer.gui.tiles import (  # noqa: E402
+from pathviewer.gui.viewer.tiles import (  # noqa: E402
     TileCache,
     TileGrid,
     TilePipeline,

@@ -16,8 +16,8 @@ from pathviewer import runs
 from pathviewer.core.cohort import read_cohort
 from pathviewer.core.heatmap import load_heatmap
 from pathviewer.core.progress import run_job
-from pathviewer.gui import training
-from pathviewer.gui.heatmap import quantise
+from pathviewer.gui.heatmap.overlay import quantise
+from pathviewer.gui.training import panel as training
 from pathviewer.ml.checkpoint import load_checkpoint
 from pathviewer.ml.model_file import ModelFile
 from pathviewer.ml.ngsd import NGSDConfig, demo_config, train

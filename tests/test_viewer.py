@@ -19,8 +19,8 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 from pathviewer.core.slide import ArraySlide  # noqa: E402
 from pathviewer.gui import main_window as main_window_module  # noqa: E402
 from pathviewer.gui.app import create_main_window  # noqa: E402
-from pathviewer.gui.slide_view import SlideItem  # noqa: E402
-from pathviewer.gui.tiles import CACHE_SETTING  # noqa: E402
+from pathviewer.gui.viewer.slide_view import SlideItem  # noqa: E402
+from pathviewer.gui.viewer.tiles import CACHE_SETTING  # noqa: E402
 
 
 @pytest.fixture
@@ -189,7 +189,7 @@ def test_minimap_click_moves_view(window, qtbot) -> None:
 
 
 def test_minimap_hides_in_fit_view_and_stays_small_in_a_small_view(window, qtbot) -> None:
-    from pathviewer.gui.minimap import MINIMAP_SHARE
+    from pathviewer.gui.viewer.minimap import MINIMAP_SHARE
 
     view = window.slide_view
     view.set_slide(_array_slide())

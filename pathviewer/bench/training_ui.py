@@ -112,7 +112,7 @@ def _run(args: argparse.Namespace, base: Path) -> int:
     from pathviewer.core.progress import run_job
     from pathviewer.core.synth import generate_cohort
     from pathviewer.gui.app import create_main_window, ensure_application
-    from pathviewer.gui.training import TrainingPanel
+    from pathviewer.gui.training.panel import TrainingPanel
 
     cohort = run_job(generate_cohort(base / "cohort", n_slides=6, seed=7, size=3072))
     cfg = _bench_config(args.steps, args.input_size)
@@ -134,7 +134,7 @@ def _run(args: argparse.Namespace, base: Path) -> int:
     dock = getattr(window, "training_dock", None)
     panel = getattr(window, "training_panel", None)
     if not isinstance(dock, QDockWidget) or not isinstance(panel, TrainingPanel):
-        raise SystemExit("the main window has no Training dock (pathviewer.gui.training)")
+        raise SystemExit("the main window has no Training dock (pathviewer.gui.training.panel)")
     window.show()
     dock.show()
     _spin(0.5)

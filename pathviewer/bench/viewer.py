@@ -8,7 +8,7 @@ Measures, on a synthetic slide of at least 20k x 20k px (generated once with
     ``first_paint_20x_ms`` does the same but jumps to 20x in the slide centre first, so every
     visible tile must be read.
 ``tile_ratio``
-    tiles/s delivered into the cache by the viewer's :class:`~pathviewer.gui.tiles.TilePipeline`
+    tiles/s delivered into the cache by the viewer's :class:`~pathviewer.gui.viewer.tiles.TilePipeline`
     over tiles/s of plain ``read_region`` calls on a thread pool of the same size, on the same
     level-0 tiles, each with a freshly opened slide (cold OpenSlide cache); best of
     ``--rounds`` alternating rounds.  Target >= 0.85.
@@ -106,7 +106,7 @@ def _tile_keys(grid, count: int, generation: int) -> list[tuple[int, int, int, i
 def measure_tile_ratio(path: Path, threads: int, count: int, rounds: int) -> dict[str, float]:
     """Pipeline tiles/s over raw ``read_region`` tiles/s (see the module docstring)."""
     from pathviewer.core.slide import open_slide
-    from pathviewer.gui.tiles import TileCache, TilePipeline, level_grids
+    from pathviewer.gui.viewer.tiles import TileCache, TilePipeline, level_grids
 
     _warm_os_cache(path)
     raw_rates: list[float] = []
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QSettings
 
     from pathviewer.gui.app import create_main_window, ensure_application
-    from pathviewer.gui.tiles import CACHE_SETTING, default_threads
+    from pathviewer.gui.viewer.tiles import CACHE_SETTING, default_threads
 
     if args.slide:
         slide_path, generator = args.slide, "given"

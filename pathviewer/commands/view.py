@@ -228,7 +228,7 @@ def render_screenshot(
             before_grab(window)
         if not view.wait_until_idle(timeout):
             raise SlideError(paths[0], f"tiles did not load within {timeout:g} s")
-        from pathviewer.gui.slide_view import png_bytes
+        from pathviewer.gui.viewer.slide_view import png_bytes
 
         image = view.render_figure(figure_scale) if figure_scale else window.grab().toImage()
         out = Path(out)

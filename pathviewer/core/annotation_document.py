@@ -8,7 +8,7 @@ what a stroke does to which region can be tested without a window.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -151,11 +151,7 @@ class AnnotationDocument:
         """The shown annotation under ``(x, y)``: the selected one when it is hit (so a press on
         it starts a move), else the smallest region containing the point or a point or line
         within ``tolerance`` level-0 px."""
-        hits = [
-            int(k)  # type: ignore[call-overload]
-            for k in self.index.at(x, y, tolerance)
-            if shown(self._annotations[k])  # type: ignore[index]
-        ]
+        hits = [k for k in _ids(self.index.at(x, y, tolerance)) if shown(self._annotations[k])]
         if not hits:
             return None
         return self._selected if self._selected in hits else hits[0]
@@ -179,15 +175,20 @@ class AnnotationDocument:
     ) -> list[int]:
         """Shown regions (polygons) that intersect ``geometry``, in index order."""
         found = []
-        for key in self.index.query(geometry.bounds):
-            annotation = self._annotations[key]  # type: ignore[index]
+        for key in _ids(self.index.query(geometry.bounds)):
+            annotation = self._annotations[key]
             if (
                 shown(annotation)
                 and annotation.geometry.geom_type in REGION_TYPES
                 and annotation.geometry.intersects(geometry)
             ):
-                found.append(int(key))  # type: ignore[call-overload]
+                found.append(key)
         return found
+
+
+def _ids(keys: Iterable[Hashable]) -> list[int]:
+    """The index's keys as store ids (the document only ever indexes ints)."""
+    return [k for k in keys if isinstance(k, int)]
 
 
 def handle_coordinates(geometry: BaseGeometry) -> np.ndarray:

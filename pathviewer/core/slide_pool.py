@@ -32,6 +32,9 @@ class SlidePool:
     """
 
     def __init__(self, size: int | None = None) -> None:
+        self._start(size)
+
+    def _start(self, size: int | None) -> None:
         self.size = size
         self._slides: OrderedDict[str, SlideSource] = OrderedDict()
         self._lock = threading.Lock()
@@ -90,4 +93,4 @@ class SlidePool:
         return {"size": self.size}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["size"])  # type: ignore[misc]
+        self._start(state["size"])

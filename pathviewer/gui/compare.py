@@ -47,19 +47,18 @@ from pathviewer.core.errors import PathViewerError, SlideError
 from pathviewer.core.heatmap import DIFFERENCE_SPAN, Heatmap, HeatmapError, difference_heatmap
 from pathviewer.core.predictions import load_slide_heatmap
 from pathviewer.core.slide import SLIDE_SUFFIXES
-from pathviewer.gui.heatmap import (
-    ColorLegend,
+from pathviewer.gui.heatmap.dock import ColorLegend, LegendSpec
+from pathviewer.gui.heatmap.overlay import (
     HeatmapOverlay,
-    LegendSpec,
     color_table,
     difference_color_table,
     heatmap_image,
-    heatmap_misfit,
 )
-from pathviewer.gui.slide_view import SlideView, open_slide_checked
+from pathviewer.gui.viewer.slide_view import SlideView, open_slide_checked
+from pathviewer.session.heatmap import heatmap_misfit
 
 if TYPE_CHECKING:
-    from pathviewer.gui.heatmap import HeatmapController
+    from pathviewer.gui.heatmap.controller import HeatmapController
     from pathviewer.gui.main_window import MainWindow
 
 log = logging.getLogger(__name__)

@@ -11,16 +11,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pathviewer.gui.annotation_tools import AnnotationController
+    from pathviewer.gui.annotations.controller import AnnotationController
     from pathviewer.gui.compare import CompareController
     from pathviewer.gui.demo import DemoController
-    from pathviewer.gui.display import DisplayController, DisplayPanel
-    from pathviewer.gui.heatmap import HeatmapController, HeatmapDock
+    from pathviewer.gui.heatmap.controller import HeatmapController
+    from pathviewer.gui.heatmap.dock import HeatmapDock
     from pathviewer.gui.main_window import MainWindow
     from pathviewer.gui.project import ProjectController
-    from pathviewer.gui.review import ReviewPanel
-    from pathviewer.gui.training import TrainingPanel
+    from pathviewer.gui.review.panel import ReviewPanel
+    from pathviewer.gui.training.panel import TrainingPanel
     from pathviewer.gui.triage import TriagePanel
+    from pathviewer.gui.viewer.display import DisplayController, DisplayPanel
 
 
 @dataclass
@@ -65,17 +66,12 @@ class AppContext:
 
 def build_features(window: MainWindow) -> AppContext:
     """Install every feature into ``window`` (the order is their dependency order)."""
-    from pathviewer.gui import (
-        annotation_tools,
-        compare,
-        display,
-        heatmap,
-        preferences,
-        project,
-        review,
-        training,
-        triage,
-    )
+    from pathviewer.gui import compare, preferences, project, triage
+    from pathviewer.gui.annotations import controller as annotations
+    from pathviewer.gui.heatmap import dock as heatmap
+    from pathviewer.gui.review import panel as review
+    from pathviewer.gui.training import panel as training
+    from pathviewer.gui.viewer import display
 
     project_controller = project.install(window)
     heatmap_controller, heatmap_panel = heatmap.install(window)
@@ -83,7 +79,7 @@ def build_features(window: MainWindow) -> AppContext:
     training_panel = training.install(
         window, project=project_controller, heatmap=heatmap_controller
     )
-    annotation_controller = annotation_tools.install(window, project=project_controller)
+    annotation_controller = annotations.install(window, project=project_controller)
     review_panel = review.install(
         window, project=project_controller, selected_region=annotation_controller.selected_region
     )

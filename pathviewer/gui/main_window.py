@@ -4,7 +4,7 @@ Extending it (heatmaps, training, annotations, review queue)
 ------------------------------------------------------------
 * Features are built by :func:`pathviewer.gui.context.build_features`, which passes each the
   features it uses; the result is ``window.context``.
-* ``window.slide_view`` is the :class:`~pathviewer.gui.slide_view.SlideView`; add scene items in
+* ``window.slide_view`` is the :class:`~pathviewer.gui.viewer.slide_view.SlideView`; add scene items in
   level-0 coordinates and listen to ``slide_view.slideChanged`` to rebuild them for a new slide.
 * Docks: :meth:`MainWindow.add_dock` registers a dock under a name (``window.docks[name]``)
   and puts its toggle action into the **View** menu.  Menus are named in ``window.menus``
@@ -47,8 +47,13 @@ from pathviewer.core.cohort import CohortEntry, read_cohort
 from pathviewer.core.errors import PathViewerError, SlideError
 from pathviewer.core.identity import same_slide, slide_path_key
 from pathviewer.core.slide import SLIDE_SUFFIXES
-from pathviewer.gui.panels import CohortPanel, PropertiesPanel
-from pathviewer.gui.slide_view import MAGNIFICATIONS, VIEW_KEYS, SlideView, open_slide_checked
+from pathviewer.gui.viewer.panels import CohortPanel, PropertiesPanel
+from pathviewer.gui.viewer.slide_view import (
+    MAGNIFICATIONS,
+    VIEW_KEYS,
+    SlideView,
+    open_slide_checked,
+)
 from pathviewer.session.scores import CohortScores
 
 if TYPE_CHECKING:
@@ -486,7 +491,7 @@ class MainWindow(QMainWindow):
             No slide is open, or the file cannot be written (OSError is passed on).
         """
         from pathviewer.core.atomic import atomic_write
-        from pathviewer.gui.slide_view import png_bytes
+        from pathviewer.gui.viewer.slide_view import png_bytes
 
         if self.slide_view.current_slide is None:
             raise PathViewerError("open a slide first")

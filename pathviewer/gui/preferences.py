@@ -29,12 +29,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pathviewer.gui.review import AUTHOR_SETTING, reviewer_name
-from pathviewer.gui.tiles import CACHE_SETTING, THREADS_SETTING, cache_cap_bytes
+from pathviewer.gui.review.panel import AUTHOR_SETTING, reviewer_name
+from pathviewer.gui.viewer.tiles import CACHE_SETTING, THREADS_SETTING, cache_cap_bytes
 from pathviewer.session.keys import DEFAULT_PRESET, KEY_PRESETS, PRESET_SETTING, preset_keys
 
 if TYPE_CHECKING:
-    from pathviewer.gui.annotation_tools import AnnotationController
+    from pathviewer.gui.annotations.controller import AnnotationController
     from pathviewer.gui.main_window import MainWindow
 
 

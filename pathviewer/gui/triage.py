@@ -40,8 +40,8 @@ from pathviewer.core.identity import slide_path_key
 from pathviewer.core.predictions import load_slide_heatmap
 from pathviewer.core.slide import open_slide
 from pathviewer.core.store import Project
-from pathviewer.gui.heatmap import colormap
-from pathviewer.gui.tiles import rgb_to_qimage
+from pathviewer.gui.heatmap.overlay import colormap
+from pathviewer.gui.viewer.tiles import rgb_to_qimage
 from pathviewer.session.triage import (
     DEFAULT_THRESHOLD,
     TRIAGE_ORDERS,
@@ -52,7 +52,7 @@ from pathviewer.session.triage import (
 )
 
 if TYPE_CHECKING:
-    from pathviewer.gui.heatmap import HeatmapController
+    from pathviewer.gui.heatmap.controller import HeatmapController
     from pathviewer.gui.main_window import MainWindow
     from pathviewer.gui.project import ProjectController
 

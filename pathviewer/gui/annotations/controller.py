@@ -106,14 +106,14 @@ from pathviewer.core.annotations import (
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.geometry import measure
 from pathviewer.core.identity import slide_path_key
-from pathviewer.gui.annotation_commands import (
+from pathviewer.gui.annotations.commands import (
     AddAnnotationsCommand,
     AnnotationSession,
     DeleteAnnotationsCommand,
     ModifyAnnotationCommand,
     with_class,
 )
-from pathviewer.gui.annotation_layer import AnnotationLayer
+from pathviewer.gui.annotations.layer import AnnotationLayer
 from pathviewer.session.display import AnnotationDisplay
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QWidget
 
 if TYPE_CHECKING:
-    from pathviewer.gui.slide_view import SlideView
+    from pathviewer.gui.viewer.slide_view import SlideView
 
 #: Longest side of the minimap in screen pixels (at most; see :func:`minimap_side`).
 MINIMAP_SIZE = 200

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from pathviewer.core.cohort import CohortEntry
 from pathviewer.core.slide import SlideSource
-from pathviewer.gui.tiles import rgb_to_qimage
+from pathviewer.gui.viewer.tiles import rgb_to_qimage
 from pathviewer.session.scores import CohortScores
 
 #: Longest side of associated images in the properties panel.

@@ -14,8 +14,8 @@ Public API (what later features build on)
     * ``center_on(x, y, magnification=None)``, ``set_magnification(m)``, ``fit_to_window()``,
       ``zoom_by(factor, anchor=None)``, ``scale_factor()`` (screen px per level-0 px),
       ``magnification()``, ``current_level()``, ``visible_level0_rect()``, ``wait_until_idle()``.
-    * ``pipeline`` (:class:`~pathviewer.gui.tiles.TilePipeline`) and ``cache``
-      (:class:`~pathviewer.gui.tiles.TileCache`).
+    * ``pipeline`` (:class:`~pathviewer.gui.viewer.tiles.TilePipeline`) and ``cache``
+      (:class:`~pathviewer.gui.viewer.tiles.TileCache`).
 
 Rendering: one :class:`SlideItem` covers the slide and paints, for the exposed area, the thumbnail
 first, then for every tile of the level chosen for the zoom either the cached tile or the best
@@ -66,9 +66,9 @@ from PySide6.QtWidgets import (
 from pathviewer.core.color import ColorTransform
 from pathviewer.core.errors import SlideError
 from pathviewer.core.slide import SlideSource, open_slide
-from pathviewer.gui.minimap import Minimap
-from pathviewer.gui.scalebar import ScaleBar
-from pathviewer.gui.tiles import (
+from pathviewer.gui.viewer.minimap import Minimap
+from pathviewer.gui.viewer.scalebar import ScaleBar
+from pathviewer.gui.viewer.tiles import (
     TileCache,
     TileKey,
     TilePipeline,

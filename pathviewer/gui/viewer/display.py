@@ -9,7 +9,7 @@ What the window gains (``install(window)``)
   "Estimate stains from view" (Macenko on the region in view).
 
 The settings change only what is painted: the view adjusts its screen pixels through lookup
-tables, so no tile is read again (see :meth:`pathviewer.gui.slide_view.SlideView.set_display`).
+tables, so no tile is read again (see :meth:`pathviewer.gui.viewer.slide_view.SlideView.set_display`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pathviewer.core.errors import SlideError
 from pathviewer.core.identity import slide_path_key
 from pathviewer.core.slide import read_box
 from pathviewer.core.stain import estimate_stain_vectors
-from pathviewer.gui.slide_view import ViewKey
+from pathviewer.gui.viewer.slide_view import ViewKey
 from pathviewer.session.display import (
     BRIGHTNESS_RANGE,
     CONTRAST_RANGE,
@@ -52,7 +52,7 @@ from pathviewer.session.display import (
 
 if TYPE_CHECKING:
     from pathviewer.gui.main_window import MainWindow
-    from pathviewer.gui.slide_view import SlideView
+    from pathviewer.gui.viewer.slide_view import SlideView
 
 log = logging.getLogger(__name__)
 

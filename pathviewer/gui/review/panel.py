@@ -86,7 +86,7 @@ from pathviewer.core.ranking import RANKING_DETAILS, RANKINGS, run_ranking
 from pathviewer.core.slide import read_box
 from pathviewer.core.slide_pool import SlidePool
 from pathviewer.core.store import FlagRecord, Project
-from pathviewer.gui.tiles import rgb_to_qimage
+from pathviewer.gui.viewer.tiles import rgb_to_qimage
 from pathviewer.jobs import import_run_flags
 from pathviewer.session.review_region import flags_inside
 

@@ -61,7 +61,7 @@ from PySide6.QtWidgets import (
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.operating_point import read_operating_point
 from pathviewer.core.progress import Progress
-from pathviewer.gui.settings_form import SettingsForm
+from pathviewer.gui.training.settings_form import SettingsForm
 from pathviewer.gui.workers import JobRunner
 from pathviewer.jobs import (
     SlideAnalysis,
@@ -75,7 +75,7 @@ from pathviewer.runs import RunInfo, new_run_dir, scan_runs, write_run_info
 from pathviewer.session.run_list import RunList
 
 if TYPE_CHECKING:
-    from pathviewer.gui.heatmap import HeatmapController
+    from pathviewer.gui.heatmap.controller import HeatmapController
     from pathviewer.gui.main_window import MainWindow
     from pathviewer.gui.project import ProjectController
 

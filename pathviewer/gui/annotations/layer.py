@@ -181,7 +181,7 @@ class AnnotationLayer(QGraphicsItem):
     Parameters
     ----------
     view
-        The :class:`~pathviewer.gui.slide_view.SlideView` (for the zoom).
+        The :class:`~pathviewer.gui.viewer.slide_view.SlideView` (for the zoom).
     size
         Slide size ``(width, height)`` in level-0 px.
     document

@@ -1,0 +1,1 @@
+"""Annotation editing: the controller and dock, the drawing layer, undoable commands."""

@@ -1,0 +1,1 @@
+"""The heatmap feature: overlay drawing, the controller of the slide shown, the dock."""

@@ -1,0 +1,1 @@
+"""The slide viewer: the tiled slide view, tiles, minimap, scale bar, side panels, display adjustments."""
