@@ -14,7 +14,7 @@ from pathviewer.core.errors import TrainingError
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cpu``/``cuda``/``cuda:N`` as given.
+    """``auto`` -> CUDA when available, else Apple's MPS, else CPU; ``cpu``/``cuda:N`` as given.
 
     Raises
     ------
@@ -23,7 +23,10 @@ def pick_device(name: str = "auto") -> torch.device:
     """
     name = (name or "auto").lower()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TrainingError(f"device {name!r} asked for, but CUDA is not available here")
     try:

@@ -57,7 +57,8 @@ def instance_labels(entry: CohortEntry, boxes: np.ndarray) -> np.ndarray:
     return (tumour_overlap_fractions(geometry, boxes) >= INSTANCE_OVERLAP).astype(np.int64)
 
 
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC (scikit-learn), or None when the labels are not of both classes."""
     if len(labels) == 0 or len(np.unique(labels)) < 2:
         return None
     from sklearn.metrics import roc_auc_score
@@ -123,18 +124,18 @@ def evaluate_predictions(
             continue
         inst_labels.append(labels)
         inst_scores.append(patches.probs)
-    per_slide = [a for a in map(_auc, inst_labels, inst_scores) if a is not None]
+    per_slide = [a for a in map(roc_auc, inst_labels, inst_scores) if a is not None]
     all_labels = np.concatenate(inst_labels) if inst_labels else np.zeros(0, np.int64)
     all_scores = np.concatenate(inst_scores) if inst_scores else np.zeros(0)
     y = np.asarray(bag_labels)
     return {
         "method": predictions.info.method if predictions.info is not None else "",
         "pred_dir": str(pred_dir),
-        "instance_auc": _auc(all_labels, all_scores),
+        "instance_auc": roc_auc(all_labels, all_scores),
         # Localisation within a slide, free of offsets between slides: the mean AUC over the
         # slides that have tumour and normal patches.
         "within_slide_auc": float(np.mean(per_slide)) if per_slide else None,
-        "bag_auc": _auc(y, np.asarray(bag_scores)),
+        "bag_auc": roc_auc(y, np.asarray(bag_scores)),
         "bag_accuracy": float((np.asarray(bag_preds) == y).mean()) if len(y) else None,
         "n_slides": len(y),
         "n_patches": int(len(all_labels)),

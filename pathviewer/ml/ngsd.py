@@ -62,6 +62,8 @@ from pathviewer.ml.data import (
 )
 from pathviewer.ml.device import autocast, default_workers, pick_device, seed_everything
 from pathviewer.ml.guard import DegenerationGuard, GuardReport
+from pathviewer.ml.losses import soft_cross_entropy
+from pathviewer.ml.metrics import roc_auc
 from pathviewer.ml.models import PatchClassifier, build_classifier
 from pathviewer.ml.provenance import sample_patches, training_provenance
 from pathviewer.ml.stain_prior import StainPrior, compute_features, fit_stain_prior
@@ -202,33 +204,6 @@ def _ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: fl
             tb.copy_(sb)
 
 
-def soft_cross_entropy(logits: torch.Tensor, target_pos: torch.Tensor) -> torch.Tensor:
-    """Per-sample CE of 2-class logits against soft targets ``(1 - q, q)``."""
-    logp = F.log_softmax(logits.float(), dim=1)
-    return -(target_pos * logp[:, 1] + (1.0 - target_pos) * logp[:, 0])
-
-
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties averaged.
-
-    Used for the live training curve: it needs no scikit-learn import in the training loop
-    (evaluation itself uses ``sklearn.metrics.roc_auc_score``).
-    """
-    labels = np.asarray(labels).astype(bool)
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), np.float64)
-    sorted_scores = np.asarray(scores)[order]
-    # Average ranks over ties.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def _bank_labels(store: PatchStore, positives: np.ndarray) -> np.ndarray | None:
     """Ground-truth labels of the bank's patches when the positive slides are annotated."""
     from pathviewer.ml.metrics import instance_labels
@@ -345,7 +320,7 @@ def _validate(
         )
     finally:
         student.train()
-    return _auc(labels, probs)
+    return roc_auc(labels, probs)
 
 
 def _model_payload(
@@ -693,7 +668,8 @@ def train(
             # Step 6, Loss: CE(student, pseudo-label) on positives + CE(student, 0) on negatives.
             with autocast(device, use_amp):
                 logits = forward(s_in)
-            per_sample = soft_cross_entropy(logits, target)
+            # Two classes, soft targets (1 - q, q).
+            per_sample = soft_cross_entropy(logits, torch.stack([1.0 - target, target], dim=1))
             loss = per_sample.mean()
             # Distributed: the mean over ranks, so every rank stops together on a NaN.
             loss_value = float(loss.item()) if dist is None else dist.mean(float(loss.item()))
@@ -758,12 +734,12 @@ def train(
                     metrics["bank_seen_fraction"] = float(bank.seen.mean()) if len(bank) else 0.0
                     if bank_truth is not None and prior is not None:
                         known = bank_truth >= 0
-                        auc = _auc(bank_truth[known], prior[known])
+                        auc = roc_auc(bank_truth[known], prior[known])
                         if auc is not None:
                             metrics["prior_instance_auc"] = auc
                     if bank_truth is not None:
                         known = (bank_truth >= 0) & bank.seen
-                        auc = _auc(bank_truth[known], bank.probs[known])
+                        auc = roc_auc(bank_truth[known], bank.probs[known])
                         if auc is not None:
                             metrics["bank_instance_auc"] = auc
                 log.write(json.dumps(metrics) + "\n")

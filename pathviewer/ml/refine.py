@@ -123,6 +123,8 @@ from pathviewer.core.atomic import atomic_write
 from pathviewer.core.errors import CheckpointError, TrainingError
 from pathviewer.core.progress import Progress, run_job
 from pathviewer.core.ranking import RANKINGS
+from pathviewer.ml.device import pick_device
+from pathviewer.ml.losses import soft_cross_entropy
 
 ModelFactory = Callable[[], nn.Module]
 
@@ -686,11 +688,6 @@ def suspicion(probs: np.ndarray, given: np.ndarray, rank_by: str = "g") -> np.nd
     return 1.0 - p_given / typical[given]
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-sample cross entropy ``-sum_k y_k log p_k`` for soft labels ``(N, M)``."""
-    return -(targets * torch.log_softmax(logits, dim=-1)).sum(dim=-1)
-
-
 def refine_labels(
     given: torch.Tensor, probs: torch.Tensor, gamma: float, trusted: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -909,20 +906,6 @@ class _Indexed(Dataset):
         return torch.as_tensor(self.base[index]), index
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else MPS, else CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as error:
-        raise TrainingError(f"unknown device {name!r} ({error})") from None
-
-
 def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flip and 90-degree rotation of a batch (tissue has no orientation)."""
     # Only square image batches: feature vectors (and non-square crops) have no orientation.
@@ -1070,7 +1053,7 @@ def iter_train_refine(
         raise TrainingError("all labels are the same class; need at least two classes")
     trusted_np = np.zeros(n, bool) if trusted is None else np.asarray(trusted, dtype=bool)
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    device = pick_device(config.device)
     generator = torch.Generator().manual_seed(config.seed)
 
     model = model_factory().to(device)
@@ -1481,7 +1464,7 @@ def iter_cross_validated_probs(
     k = max(2, config.oos_folds)
     fold = group_folds(labels_np, k, config.seed + 104729, groups)
     probs = np.zeros((n, num_classes), np.float64)
-    device = resolve_device(config.device)
+    device = pick_device(config.device)
     for f in range(k):
         train = np.flatnonzero(fold != f)
         test = np.flatnonzero(fold == f)
