@@ -392,3 +392,36 @@ def test_the_window_and_dock_layout_come_back_on_the_next_launch(qtbot, settings
     screen = second.screen().availableGeometry()
     assert second.height() == min(700, screen.height()) or second.height() == 700
     second.close()
+
+
+def test_overlays_are_detached_not_deleted_when_the_slide_changes(window) -> None:
+    import shapely
+    import shiboken6
+    from PySide6.QtWidgets import QGraphicsRectItem
+
+    from pathviewer.core.annotations import Annotation
+
+    view = window.slide_view
+    view.set_slide(_array_slide(512, 2))
+    annotations = window.context.annotations
+    old_layer = annotations.layer
+    assert old_layer is not None and old_layer in view.overlays()
+    mine = QGraphicsRectItem(0, 0, 10, 10)
+    view.add_overlay(mine)
+    heard = []
+    view.slideAboutToChange.connect(lambda slide: heard.append((slide, mine.scene())))
+    view.set_slide(_array_slide(256, 2))
+    # Told before, while the overlay was still drawn; afterwards it is out of the scene, alive.
+    assert heard and heard[0][1] is view.scene()
+    assert shiboken6.isValid(mine) and mine.scene() is None
+    assert shiboken6.isValid(old_layer) and old_layer.scene() is None
+    # The new slide has its own layer; the old one no longer hears the document.
+    assert annotations.layer is not old_layer
+    assert annotations.layer in view.overlays() and old_layer not in view.overlays()
+    assert mine not in view.overlays()
+    paints = old_layer.paint_count
+    annotations.document.set(99, Annotation(shapely.box(0, 0, 5, 5)))
+    assert old_layer.annotations is annotations.document.annotations  # shared, but unsubscribed
+    view.remove_overlay(annotations.layer)
+    assert annotations.layer.scene() is None and annotations.layer not in view.overlays()
+    assert old_layer.paint_count == paints

@@ -131,8 +131,8 @@ def _run(args: argparse.Namespace, base: Path) -> int:
     window = create_main_window([str(cohort)], settings=settings)
     width, height = (int(v) for v in args.viewport.split("x"))
     window.resize(width, height)
-    dock = getattr(window, "training_dock", None)
-    panel = getattr(window, "training_panel", None)
+    dock = window.docks.get("training")
+    panel = window.context.training
     if not isinstance(dock, QDockWidget) or not isinstance(panel, TrainingPanel):
         raise SystemExit("the main window has no Training dock (pathviewer.gui.training.panel)")
     window.show()

@@ -166,11 +166,11 @@ class ViewLink(QObject):
                 crosshair.show()
 
     def _slide_changed(self, view: SlideView) -> None:
-        # The view cleared its scene (and the crosshair with it): add a new one.
+        # The view detached its overlays (the old crosshair with them): add a new one.
         self._crosshairs.pop(id(view), None)
         if view.current_slide is not None:
             crosshair = Crosshair()
-            view.scene().addItem(crosshair)
+            view.add_overlay(crosshair)
             self._crosshairs[id(view)] = crosshair
 
     def crosshair(self, view: SlideView) -> Crosshair | None:
@@ -267,8 +267,7 @@ class ComparePane(QFrame):
         self.view.shutdown()
 
     def _add_item(self) -> None:
-        if self.item is not None and self.item.scene() is not None:
-            self.view.scene().removeItem(self.item)
+        self.view.remove_overlay(self.item)
         self.item = None
         if self.heatmap is None or self.view.current_slide is None:
             self.legend.refresh()
@@ -280,7 +279,7 @@ class ComparePane(QFrame):
         )
         image = heatmap_image(self.heatmap, table)
         self.item = HeatmapOverlay(image, self.heatmap.origin, self.heatmap.patch_size)
-        self.view.scene().addItem(self.item)
+        self.view.add_overlay(self.item)
         self.legend.refresh()
 
     def _on_slide_changed(self, slide: object) -> None:

@@ -458,7 +458,7 @@ class AnnotationController(QObject):
         self._load_slide()
 
     def _on_slide_changed(self, slide: object) -> None:
-        # The view cleared its scene (deleting the old layer); a new layer is made for the slide.
+        # The view detached the old layer with its slide; a new layer renders the new slide.
         if self.layer is not None:
             self.layer.detach()
         self.layer = None
@@ -470,7 +470,7 @@ class AnnotationController(QObject):
             self.layer = AnnotationLayer(self.view, size, self.document)
             self.layer.set_palette(self.classes)
             self.layer.set_display(self.display)
-            self.view.scene().addItem(self.layer)
+            self.view.add_overlay(self.layer)
         self._load_slide()
 
     def _load_slide(self) -> None:

@@ -36,7 +36,6 @@ from PySide6.QtWidgets import (
     QGraphicsPathItem,
     QLabel,
 )
-from shiboken6 import isValid
 
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.heatmap import Heatmap, HeatmapError, load_heatmap
@@ -428,7 +427,7 @@ class HeatmapController(QObject):
         return heatmap.slide in names or Path(heatmap.slide).name == Path(slide.path).name
 
     def _on_slide_changed(self, slide: object) -> None:
-        # The view cleared its scene: our items are gone with it.
+        # The view detached our items with the old slide; the new slide gets its own.
         self.item = None
         self.outline_item = None
         self.status_label.setText("")
@@ -484,11 +483,8 @@ class HeatmapController(QObject):
     # -- scene items -------------------------------------------------------------------------
 
     def _remove_items(self) -> None:
-        scene = self.view.scene()
         for item in (self.item, self.outline_item):
-            # A slide change may already have deleted the items with the scene.
-            if item is not None and isValid(item) and item.scene() is scene:
-                scene.removeItem(item)
+            self.view.remove_overlay(item)
         self.item = None
         self.outline_item = None
 
@@ -499,7 +495,7 @@ class HeatmapController(QObject):
             item = HeatmapOverlay(self.image, self.heatmap.origin, self.heatmap.patch_size)
             item.smooth = self.display.smooth
             item.setVisible(self.display.visible)
-            self.view.scene().addItem(item)
+            self.view.add_overlay(item)
             self.item = item
         if self.display.outlines and self.outline_item is None:
             self._add_outlines()
@@ -529,7 +525,7 @@ class HeatmapController(QObject):
         item.setZValue(OUTLINE_Z)
         item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         item.setVisible(self.display.outlines)
-        self.view.scene().addItem(item)
+        self.view.add_overlay(item)
         self.outline_item = item
 
     # -- hover -------------------------------------------------------------------------------

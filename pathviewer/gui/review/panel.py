@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import shiboken6
 from PySide6.QtCore import (
     QAbstractListModel,
     QEvent,
@@ -993,17 +992,17 @@ class ReviewPanel(QWidget):
         item.setBrush(QBrush(Qt.BrushStyle.NoBrush))
         item.setZValue(HIGHLIGHT_Z)
         item.setToolTip(f"given {flag.given}, suggested {flag.suggested}")
-        view.scene().addItem(item)
+        view.add_overlay(item)
         self.highlight = item
         return True
 
     def _remove_highlight(self) -> None:
         item, self.highlight = self.highlight, None
-        if item is not None and shiboken6.isValid(item) and item.scene() is not None:
-            item.scene().removeItem(item)
+        if self.window_ is not None:
+            self.window_.slide_view.remove_overlay(item)
 
     def _forget_highlight(self, *_args: object) -> None:
-        # A new slide clears the scene, deleting the highlight with it.
+        # The view detached the highlight with the old slide.
         self.highlight = None
 
     # ---- labels
@@ -1073,7 +1072,7 @@ class ReviewPanel(QWidget):
         return len(inside)
 
     def _slide_shown(self) -> None:
-        self.flags_item = None  # the scene was cleared with the old slide
+        self.flags_item = None  # the view detached it with the old slide
         self.draw_flags()
 
     def draw_flags(self) -> None:
@@ -1083,8 +1082,7 @@ class ReviewPanel(QWidget):
             return
         view = window.slide_view
         item, self.flags_item = self.flags_item, None
-        if item is not None and shiboken6.isValid(item) and item.scene() is not None:
-            item.scene().removeItem(item)
+        view.remove_overlay(item)
         slide = view.current_slide
         if slide is None or not self.flags_check.isChecked():
             return
@@ -1102,7 +1100,7 @@ class ReviewPanel(QWidget):
             pen.setCosmetic(True)
             child.setPen(pen)
         group.setZValue(HIGHLIGHT_Z - 1)
-        view.scene().addItem(group)
+        view.add_overlay(group)
         self.flags_item = group
 
     def set_adjudicating(self, on: bool) -> None:

@@ -342,6 +342,8 @@ class SlideView(QGraphicsView):
         Tile threads (overrides the setting).
     """
 
+    #: The slide going away (or None), before its overlays are detached from the scene.
+    slideAboutToChange = Signal(object)
     slideChanged = Signal(object)
     viewChanged = Signal()
     cursorMoved = Signal(float, float)
@@ -365,6 +367,9 @@ class SlideView(QGraphicsView):
         self.pipeline.tilesLoaded.connect(self._on_tiles_loaded)
         self._slide: SlideSource | None = None
         self._item: SlideItem | None = None
+        # Items features draw over the slide (heatmap, annotations, highlights): detached on a
+        # slide change, so their owners never hold an item the scene has deleted.
+        self._overlays: list[QGraphicsItem] = []
         self.thumbnail_image: QImage | None = None
         # Counts slides (and colour settings) shown: a thumbnail built for an older one is
         # dropped when it arrives.
@@ -482,6 +487,8 @@ class SlideView(QGraphicsView):
         Pending tile reads are cancelled, the cache is cleared and the scene emptied (overlays
         listen to ``slideChanged`` to add themselves again).
         """
+        self.slideAboutToChange.emit(self._slide)
+        self._detach_overlays()
         self.color = ColorTransform.for_slide(slide) if slide is not None else None
         self.pipeline.set_slide(slide, self.shown_color)
         self.scene().clear()
@@ -556,9 +563,41 @@ class SlideView(QGraphicsView):
         """Close the current slide and empty the view."""
         self.set_slide(None)
 
+    # -- overlays ----------------------------------------------------------------------------
+
+    def add_overlay(self, item: QGraphicsItem) -> None:
+        """Draw ``item`` over the slide until :meth:`remove_overlay` or the next slide change.
+
+        On a slide change the item is taken out of the scene, not deleted: its owner may keep it
+        or drop it, and adds what belongs to the new slide on ``slideChanged``.
+        """
+        if item not in self._overlays:
+            self._overlays.append(item)
+        if item.scene() is not self.scene():
+            self.scene().addItem(item)
+
+    def remove_overlay(self, item: QGraphicsItem | None) -> None:
+        """Take an overlay out of the view (nothing happens for None or a stranger)."""
+        if item is None or item not in self._overlays:
+            return
+        self._overlays.remove(item)
+        if item.scene() is self.scene():
+            self.scene().removeItem(item)
+
+    def overlays(self) -> list[QGraphicsItem]:
+        """The overlays drawn now, in the order they were added."""
+        return list(self._overlays)
+
+    def _detach_overlays(self) -> None:
+        for item in self._overlays:
+            if item.scene() is self.scene():
+                self.scene().removeItem(item)
+        self._overlays = []
+
     def shutdown(self) -> None:
         """Close the slide and stop the tile threads (the window calls this when it closes)."""
         self._request_timer.stop()
+        self._detach_overlays()
         self.scene().clear()
         self._item = None
         self._slide = None
