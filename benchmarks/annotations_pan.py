@@ -101,8 +101,8 @@ def main() -> None:
     from PySide6.QtWidgets import QApplication
 
     from pathviewer.core.slide import ArraySlide
-    from pathviewer.gui import annotation_tools
     from pathviewer.gui import project as project_module
+    from pathviewer.gui.annotations import controller as annotations
     from pathviewer.gui.app import ensure_application
     from pathviewer.gui.main_window import MainWindow
 
@@ -110,16 +110,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
         window = MainWindow(settings=settings, threads=2)
-        project_module.install(window)
-        annotation_tools.install(window)
+        project = project_module.install(window)
+        controller = annotations.install(window, project=project)
         window.resize(1600, 1000)
         window.show()
         QApplication.processEvents()
         rng = np.random.default_rng(args.seed)
         image = rng.integers(180, 240, (args.size, args.size, 3), dtype=np.uint8)
         window.slide_view.set_slide(ArraySlide(image, mpp=0.25, levels=5, name="bench"))
-        controller = window.annotation_controller
-        window.project_controller.open(Path(tmp) / "project", create=True)
+        project.open(Path(tmp) / "project", create=True)
         polygons = make_polygons(args.n, args.size, args.seed)
         start = time.perf_counter()
         controller.add(polygons, "benchmark polygons")
