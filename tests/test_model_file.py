@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pathviewer import jobs
 from pathviewer.core.cohort import read_cohort, select
@@ -263,7 +265,7 @@ def test_wrong_architecture_is_one_short_line(tmp_path: Path) -> None:
     config = NGSDConfig(input_size=32)
     config.arch = "vgg"
     _save_like_a_trainer(arch, "ngsd", config, resnet18)
-    assert "unknown architecture" in _one_line_error(arch)
+    assert "settings are unusable (setting arch='vgg' is not one of" in _one_line_error(arch)
 
 
 def test_a_trainer_style_file_loads(tmp_path: Path) -> None:
@@ -288,3 +290,59 @@ def test_no_method_name_test_outside_the_registry() -> None:
         if str(path.relative_to(root)) not in owners and pattern.search(path.read_text())
     ]
     assert found == []
+
+
+_ODD_VALUES = st.sampled_from(
+    ["abc", "", None, 0, -1, 1e400, float("nan"), [1, 2], {"a": 1}, True, 2**70, 0.5, b"x"]
+)
+_FIELDS = st.sampled_from(
+    ["method", "config", "arch", "input_size", "patch_size", "read_downsample", "num_classes",
+     "student", "config.patch_size", "config.threshold", "config.input_size", "config.arch",
+     "config.pooling", "config.top_k", "config.read_downsample"]
+)  # fmt: skip
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(st.tuples(_FIELDS, _ODD_VALUES), min_size=1, max_size=3))
+def test_a_model_file_with_odd_fields_loads_or_is_one_line(
+    tmp_path_factory: pytest.TempPathFactory, changes: list[tuple[str, object]]
+) -> None:
+    """A file that passes ``weights_only`` but holds wrong types: loaded, or one short line."""
+    config = NGSDConfig(input_size=32)
+    data = {
+        "method": "naive",
+        "config": config.to_dict(),
+        "arch": config.arch,
+        "input_size": config.input_size,
+        "patch_size": config.patch_size,
+        "read_downsample": 1.0,
+        "num_classes": 2,
+        "step": 0,
+        "student": _tiny_student(),
+    }
+    for name, value in changes:
+        target, key = (data["config"], name[7:]) if name.startswith("config.") else (data, name)
+        if isinstance(target, dict):
+            target[key] = value
+    path = tmp_path_factory.mktemp("odd") / "model.pt"
+    ckpt.save_model(path, data)
+    try:
+        model = ModelFile.load(path)
+    except CheckpointError as error:
+        message = str(error)
+        assert "\n" not in message and len(message) < 400 and str(path) in message, message
+        return
+    assert model.patch_size > 0 and model.network is not None
+
+
+_STUDENT: dict = {}
+
+
+def _tiny_student() -> dict:
+    if not _STUDENT:
+        _STUDENT.update(build_classifier(2, "resnet18", None, 32).state_dict())
+    return dict(_STUDENT)

@@ -63,3 +63,48 @@ def test_bad_patch_label_boxes_are_a_project_error(tmp_path: Path) -> None:
         project.add_patch_labels([("/x.svs", "a", 0, 10, 10, "Tumor")], source="annotator")
     assert project.patch_labels() == []
     project.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("slide,label\na.png,1,extra\n", r"row 2: more values than the header's 2 columns"),
+        ("slide,label\na\x00.png,1\n", r"row 2: the slide name holds a NUL character"),
+        ("slide,label,annotations\na.png,1,a\x00.geojson\n", r"row 2: the annotations name"),
+    ],
+)
+def test_cohort_rows_that_crashed_the_reader(tmp_path: Path, text: str, match: str) -> None:
+    from pathviewer.core.errors import CohortError
+
+    path = tmp_path / "cohort.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CohortError, match=match):
+        read_cohort(path, check_files=False)
+
+
+def test_a_huge_cell_is_quoted_short(tmp_path: Path) -> None:
+    from pathviewer.core.errors import CohortError
+
+    path = tmp_path / "cohort.csv"
+    path.write_text("slide,label\na.png," + "9" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(CohortError) as caught:
+        read_cohort(path, check_files=False)
+    assert "unknown label '999" in str(caught.value) and len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b'{"type": "FeatureCollection", "features": [' + b"9" * 5000 + b"]}", "not a JSON file"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply|not a JSON file"),
+    ],
+)
+def test_geojson_that_crashed_the_reader(tmp_path: Path, data: bytes, match: str) -> None:
+    path = tmp_path / "a.geojson"
+    path.write_bytes(data)
+    with pytest.raises(AnnotationError, match=match):
+        read_annotations(path)
+    folder = tmp_path / "folder.geojson"
+    folder.mkdir()
+    with pytest.raises(AnnotationError, match="is a folder"):
+        read_annotations(folder)

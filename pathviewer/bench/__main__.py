@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "refine": "pathviewer.bench.refine",
     "refine-realistic": "pathviewer.bench.refine_realistic",
     "training_ui": "pathviewer.bench.training_ui",
+    "big-slide": "pathviewer.bench.big_slide",
 }
 
 

@@ -16,6 +16,7 @@ import gzip
 import json
 import math
 import os
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import make_valid
 
 from pathviewer.core.atomic import atomic_write
-from pathviewer.core.errors import AnnotationError
+from pathviewer.core.errors import AnnotationError, shown
 
 #: Default class palette (name -> RGB), shared by the synthetic cohort, the GUI and exports.
 DEFAULT_CLASSES: dict[str, tuple[int, int, int]] = {
@@ -136,7 +137,9 @@ def _parse_color(value: Any, where: str) -> tuple[int, int, int] | None:
         return ((value >> 16) & 255, (value >> 8) & 255, value & 255)
     rgb = valid_rgb(value)
     if rgb is None:
-        raise AnnotationError(f"{where}: colour {value!r} is not [r, g, b] with components 0-255")
+        raise AnnotationError(
+            f"{where}: colour {shown(value)} is not [r, g, b] with components 0-255"
+        )
     return rgb
 
 
@@ -186,7 +189,7 @@ def annotation_from_feature(feature: Any, where: str) -> Annotation:
             if isinstance(m, dict) and "name" in m
         }
     if class_name is not None and not isinstance(class_name, str):
-        raise AnnotationError(f"{where}: classification name {class_name!r} is not text")
+        raise AnnotationError(f"{where}: classification name {shown(class_name)} is not text")
     name = properties.get("name")
     uid = feature.get("id")
     metadata_raw = properties.get("metadata") or {}
@@ -224,8 +227,13 @@ def read_geojson(path: str | os.PathLike[str]) -> list[Annotation]:
         data = json.loads(raw.decode("utf-8-sig"))
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, gzip.BadGzipFile, EOFError) as error:
-        raise AnnotationError(f"{path}: not a JSON file ({error})") from None
+    except IsADirectoryError:
+        raise AnnotationError(f"{path}: is a folder, not an annotation file") from None
+    except RecursionError:
+        raise AnnotationError(f"{path}: JSON nested too deeply to be annotations") from None
+    except (ValueError, gzip.BadGzipFile, EOFError, zlib.error) as error:
+        # ValueError covers JSONDecodeError, bad UTF-8 and integers of over 4,300 digits.
+        raise AnnotationError(f"{path}: not a JSON file ({shown(str(error), 120)})") from None
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
         features = data.get("features")
     elif isinstance(data, list):

@@ -53,7 +53,7 @@ from pathviewer.core.annotations import (
     rgb_from_hex,
 )
 from pathviewer.core.atomic import atomic_write
-from pathviewer.core.errors import AnnotationError
+from pathviewer.core.errors import AnnotationError, shown
 
 _POLYGON_TYPES = {"polygon", "spline", "rectangle"}
 #: What XML 1.0 cannot hold (its Char production, complemented).
@@ -92,7 +92,7 @@ def _coordinates(element: ET.Element, where: str) -> list[tuple[float, float]]:
             order = float(coordinate.attrib.get("Order", position))
             if not math.isfinite(order):
                 raise AnnotationError(
-                    f"{where}: coordinate {position} has Order={coordinate.attrib['Order']!r},"
+                    f"{where}: coordinate {position} has Order={shown(coordinate.attrib['Order'])},"
                     " not a finite number (the vertex order would be lost)"
                 )
         except KeyError as error:
@@ -102,7 +102,7 @@ def _coordinates(element: ET.Element, where: str) -> list[tuple[float, float]]:
         except ValueError:
             raise AnnotationError(
                 f"{where}: coordinate {position} is not numeric "
-                f"(X={coordinate.attrib.get('X')!r}, Y={coordinate.attrib.get('Y')!r})"
+                f"(X={shown(coordinate.attrib.get('X'))}, Y={shown(coordinate.attrib.get('Y'))})"
             ) from None
         if not (math.isfinite(x) and math.isfinite(y)):
             raise AnnotationError(f"{where}: coordinate {position} is not finite")
@@ -135,7 +135,7 @@ def _geometry(kind: str, points: list[tuple[float, float]], where: str) -> BaseG
         if len(points) < 2:
             raise AnnotationError(f"{where}: a Measurement needs 2 points, has {len(points)}")
         return LineString(points)
-    raise AnnotationError(f"{where}: unknown annotation Type {kind!r}")
+    raise AnnotationError(f"{where}: unknown annotation Type {shown(kind)}")
 
 
 def parse_asap(data: bytes | str, source: str = "<string>") -> list[Annotation]:
@@ -156,7 +156,7 @@ def parse_asap(data: bytes | str, source: str = "<string>") -> list[Annotation]:
     slots: dict[str, int] = {}  # object id -> position of its annotation in `annotations`
     for index, element in enumerate(elements):
         name = element.attrib.get("Name")
-        where = f"{source} annotation {index}" + (f" ({name!r})" if name else "")
+        where = f"{source} annotation {index}" + (f" ({shown(name)})" if name else "")
         kind = element.attrib.get("Type", "")
         if not kind:
             raise AnnotationError(f"{where}: has no Type")
@@ -258,7 +258,7 @@ def asap_xml(annotations: Iterable[Annotation]) -> bytes:
     group_colors: dict[str, tuple[int, int, int]] = {}
     for index, annotation in enumerate(annotations):
         name = _xml_text(annotation.name or "") or f"Annotation {index}"
-        where = f"annotation {index} ({name!r})"
+        where = f"annotation {index} ({shown(name)})"
         class_name = _xml_text(annotation.class_name or "")
         group = class_name or "None"
         color = annotation.color or DEFAULT_CLASSES.get(group, (244, 250, 88))

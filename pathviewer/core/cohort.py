@@ -13,8 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pathviewer.core.errors import CohortError
+from pathviewer.core.errors import CohortError, shown
 from pathviewer.core.identity import slide_path_key
+from pathviewer.core.patch_tables import check_file_name
 
 COHORT_COLUMNS = ("slide", "label", "split", "annotations")
 SPLITS = ("train", "val", "test")
@@ -81,12 +82,17 @@ def read_cohort(csv_path: str | os.PathLike[str], check_files: bool = True) -> l
             seen: set[str] = set()
             rows_of_path: dict[Path, int] = {}
             for line_no, raw in enumerate(reader, start=2):
+                if None in raw:  # csv puts values beyond the header under the key None
+                    raise CohortError(
+                        f"{csv_path} row {line_no}: more values than the header's"
+                        f" {len(fields)} columns"
+                    )
                 row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-                slide = row.get("slide", "")
-                if not slide:
-                    raise CohortError(f"{csv_path} row {line_no}: empty slide")
+                slide = check_file_name(row.get("slide", ""), f"{csv_path} row {line_no}")
                 if slide in seen:
-                    raise CohortError(f"{csv_path} row {line_no}: slide {slide!r} listed twice")
+                    raise CohortError(
+                        f"{csv_path} row {line_no}: slide {shown(slide)} listed twice"
+                    )
                 seen.add(slide)
                 label_text = row.get("label", "")
                 label: int | None
@@ -96,12 +102,12 @@ def read_cohort(csv_path: str | os.PathLike[str], check_files: bool = True) -> l
                     label = int(float(label_text))
                 else:
                     raise CohortError(
-                        f"{csv_path} row {line_no}: unknown label {label_text!r} for {slide!r} (use 0 or 1)"
+                        f"{csv_path} row {line_no}: unknown label {shown(label_text)} for {shown(slide)} (use 0 or 1)"
                     )
                 split = row.get("split", "") or "train"
                 if split not in SPLITS:
                     raise CohortError(
-                        f"{csv_path} row {line_no}: unknown split {split!r} (use {', '.join(SPLITS)})"
+                        f"{csv_path} row {line_no}: unknown split {shown(split)} (use {', '.join(SPLITS)})"
                     )
                 path = Path(slide_path_key(slide, base))
                 if check_files and not path.is_file():
@@ -110,12 +116,16 @@ def read_cohort(csv_path: str | os.PathLike[str], check_files: bool = True) -> l
                     # ``slide_01.tif`` and ``./slide_01.tif`` are one slide: two labels for it
                     # would train on a contradiction.
                     raise CohortError(
-                        f"{csv_path} row {line_no}: slide {slide!r} is the file of row "
+                        f"{csv_path} row {line_no}: slide {shown(slide)} is the file of row "
                         f"{rows_of_path[path]} again ({path})"
                     )
                 rows_of_path[path] = line_no
                 annotations_text = row.get("annotations", "")
-                annotations = (base / annotations_text).resolve() if annotations_text else None
+                annotations = None
+                if annotations_text:
+                    where = f"{csv_path} row {line_no}"
+                    check_file_name(annotations_text, where, "annotations")
+                    annotations = (base / annotations_text).resolve()
                 if check_files and annotations is not None and not annotations.is_file():
                     raise CohortError(
                         f"{csv_path} row {line_no}: annotation file not found: {annotations}"

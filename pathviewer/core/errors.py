@@ -16,6 +16,12 @@ class PathViewerError(Exception):
     """Base class for every user-facing error of PathViewer."""
 
 
+def shown(value: object, limit: int = 48) -> str:
+    """A user's value quoted in a message, cut so that a huge cell keeps the line short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class SlideError(PathViewerError):
     """A slide file cannot be opened or read.
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pathviewer.core.errors import CohortError
+from pathviewer.core.errors import CohortError, shown
 
 BOX_COLUMNS = ("slide", "x", "y", "width", "height")
 LABEL_COLUMNS = (*BOX_COLUMNS, "label")
@@ -95,16 +95,35 @@ def read_rows(
             missing = [c for c in required if c not in fields]
             if missing:
                 raise CohortError(f"{path}: missing column(s) {', '.join(missing)} (need {need})")
-            return [
-                (line, {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k})
-                for line, raw in enumerate(reader, start=2)
-            ]
+            rows = []
+            for line, raw in enumerate(reader, start=2):
+                if None in raw:  # csv puts values beyond the header under the key None
+                    raise CohortError(
+                        f"{path} row {line}: more values than the header's {len(fields)} columns"
+                    )
+                rows.append((line, {(k or "").strip(): (v or "").strip() for k, v in raw.items()}))
+            return rows
     except UnicodeDecodeError:
         raise CohortError(f"{path}: not a text CSV file") from None
     except csv.Error as error:
         raise CohortError(f"{path}: malformed CSV ({error})") from None
     except OSError as error:
         raise CohortError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def check_file_name(name: str, where: str, column: str = "slide") -> str:
+    """A file named in a table row: not empty, and no NUL (no file system takes one).
+
+    Raises
+    ------
+    CohortError
+        Names ``where`` and the column.
+    """
+    if not name:
+        raise CohortError(f"{where}: empty {column}")
+    if "\x00" in name:
+        raise CohortError(f"{where}: the {column} name holds a NUL character")
+    return name
 
 
 def parse_box(row: dict[str, str], where: str) -> Box:
@@ -134,7 +153,7 @@ def parse_trusted(text: str, where: str) -> bool:
     """A ``trusted`` cell: ``1``/``true``/``yes`` or ``0``/``false``/``no``/empty."""
     word = text.lower()
     if word not in TRUE_WORDS | FALSE_WORDS:
-        raise CohortError(f"{where}: trusted must be 1 or 0, got {text!r}")
+        raise CohortError(f"{where}: trusted must be 1 or 0, got {shown(text)}")
     return word in TRUE_WORDS
 
 
@@ -144,9 +163,9 @@ def _optional_number(text: str | None, column: str, where: str) -> float | None:
     try:
         number = float(text)
     except ValueError:
-        raise CohortError(f"{where}: {column} must be a number, got {text!r}") from None
+        raise CohortError(f"{where}: {column} must be a number, got {shown(text)}") from None
     if not math.isfinite(number):
-        raise CohortError(f"{where}: {column} must be a finite number, got {text!r}")
+        raise CohortError(f"{where}: {column} must be a finite number, got {shown(text)}")
     return number
 
 
@@ -162,8 +181,7 @@ def read_labels(path: str | os.PathLike[str], label_column: str = "label") -> li
     out = []
     for line, row in read_rows(path, (*BOX_COLUMNS, label_column), "label file"):
         where = f"{path} row {line}"
-        if not row["slide"]:
-            raise CohortError(f"{where}: empty slide")
+        check_file_name(row["slide"], where)
         box = parse_box(row, where)
         label = row[label_column]
         if not label:
@@ -188,6 +206,7 @@ def read_flags(path: str | os.PathLike[str]) -> list[FlagRow]:
         where = f"{path} row {line}"
         if not row["slide"] or not row["given"] or not row["suggested"]:
             raise CohortError(f"{where}: empty slide, given or suggested")
+        check_file_name(row["slide"], where)
         box = parse_box(row, where)
         rank = _optional_number(row.get("rank"), "rank", where)
         out.append(

@@ -18,9 +18,9 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -55,6 +55,11 @@ class SlideSource(Protocol):
 
     @property
     def level_count(self) -> int: ...
+
+    @property
+    def native_level_count(self) -> int:
+        """Levels stored in the file (the rest, up to ``level_count``, are made on the fly)."""
+        ...
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]: ...
@@ -132,6 +137,106 @@ def read_box(
     return np.asarray(Image.fromarray(region).resize((out_w, out_h), resample))
 
 
+#: Most level pixels read at once when shrinking a whole level (a 2048 x 2048 block: 16 MiB as
+#: OpenSlide's RGBA buffer).  A slide without a pyramid is shrunk block by block, so the memory
+#: needed does not grow with the slide.
+OVERVIEW_BLOCK = 2048
+
+
+#: A slide whose coarsest level is longer than this (a file without a pyramid) gets virtual
+#: levels, each 4x coarser, until one is no longer: views, thumbnails and tiling then read
+#: small images whatever the file holds.
+VIRTUAL_LEVEL_MAX = 4096
+
+
+def _shrink_region(
+    read: Callable[[tuple[int, int], int, tuple[int, int]], np.ndarray],
+    level: int,
+    level_ds: float,
+    source: tuple[float, float, float, float],
+    out_size: tuple[int, int],
+    block: int = OVERVIEW_BLOCK,
+) -> np.ndarray:
+    """``source`` (``x0, y0, x1, y1`` in pixels of ``level``) area-averaged to ``out_size``.
+
+    Read in blocks of at most ``block`` x ``block`` level pixels; each block is shrunk by
+    Pillow's BOX filter into its part of the result, whose support is the block's own pixels, so
+    the result equals one shrink of the whole region while memory stays at about two blocks.
+    """
+    x0, y0, x1, y1 = source
+    out_w, out_h = out_size
+    sx, sy = (x1 - x0) / out_w, (y1 - y0) / out_h  # level pixels per result pixel
+    out = np.empty((out_h, out_w, 3), np.uint8)
+    step_x = max(1, int(block // max(sx, 1e-9)))
+    step_y = max(1, int(block // max(sy, 1e-9)))
+    for oy in range(0, out_h, step_y):
+        oy1 = min(oy + step_y, out_h)
+        by0, by1 = y0 + oy * sy, y0 + oy1 * sy
+        ry0, ry1 = math.floor(by0), max(math.floor(by0) + 1, math.ceil(by1))
+        for ox in range(0, out_w, step_x):
+            ox1 = min(ox + step_x, out_w)
+            bx0, bx1 = x0 + ox * sx, x0 + ox1 * sx
+            rx0, rx1 = math.floor(bx0), max(math.floor(bx0) + 1, math.ceil(bx1))
+            region = read(
+                (round(rx0 * level_ds), round(ry0 * level_ds)), level, (rx1 - rx0, ry1 - ry0)
+            )
+            shrunk = Image.fromarray(region).resize(
+                (ox1 - ox, oy1 - oy),
+                Image.Resampling.BOX,
+                box=(bx0 - rx0, by0 - ry0, bx1 - rx0, by1 - ry0),
+            )
+            out[oy:oy1, ox:ox1] = np.asarray(shrunk)
+    return out
+
+
+def read_overview(
+    slide: SlideSource, downsample: float, block: int = OVERVIEW_BLOCK
+) -> tuple[np.ndarray, float]:
+    """The whole slide at about ``downsample`` and the downsample reached, in bounded memory.
+
+    The level nearest ``downsample`` from below is read in blocks of at most ``block`` x
+    ``block`` level pixels and area-averaged (:func:`_shrink_region`).  Peak memory is the
+    result plus about two blocks, whatever the slide's size: a 65,536 px single-level TIFF no
+    longer asks for one 17 GB buffer.
+
+    Parameters
+    ----------
+    slide
+        The slide.
+    downsample
+        Level-0 pixels per result pixel wanted (at least 1).
+    block
+        Side of the blocks read (level pixels).
+
+    Returns
+    -------
+    (image, reached)
+        ``(h, w, 3)`` uint8 RGB, and the level-0 pixels per result pixel along x.
+
+    Raises
+    ------
+    SlideError
+        A block cannot be read (the message names the slide, and says when memory ran out).
+    """
+    downsample = max(float(downsample), 1.0)
+    level = slide.best_level_for_downsample(downsample)
+    level_ds = float(slide.level_downsamples[level])
+    lw, lh = (int(v) for v in slide.level_dimensions[level])
+    factor = downsample / level_ds
+    if factor <= 1.01:
+        out = np.empty((lh, lw, 3), np.uint8)
+        for y in range(0, lh, block):
+            for x in range(0, lw, block):
+                size = (min(block, lw - x), min(block, lh - y))
+                out[y : y + size[1], x : x + size[0]] = slide.read_region(
+                    (round(x * level_ds), round(y * level_ds)), level, size
+                )
+        return out, level_ds
+    tw, th = max(1, round(lw / factor)), max(1, round(lh / factor))
+    out = _shrink_region(slide.read_region, level, level_ds, (0, 0, lw, lh), (tw, th), block)
+    return out, slide.dimensions[0] / tw
+
+
 def _rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
     """Composite premultiplied-free RGBA on white; OpenSlide marks no-data pixels alpha 0."""
     rgb = rgba[..., :3]
@@ -141,6 +246,14 @@ def _rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
     a = alpha.astype(np.uint16)
     out = (rgb.astype(np.uint16) * a + 255 * (255 - a)) // 255
     return out.astype(np.uint8)
+
+
+def _out_of_memory(width: int, height: int, level: int) -> str:
+    gib = width * height * 4 / 2**30
+    return (
+        f"out of memory reading {width} x {height} px of level {level} ({gib:.1f} GiB);"
+        " a slide without a pyramid needs one (e.g. vips tiffsave --tile --pyramid)"
+    )
 
 
 def _best_level(downsamples: tuple[float, ...], downsample: float) -> int:
@@ -168,6 +281,10 @@ class _SlideBase:
     @property
     def level_count(self) -> int:
         return len(self.level_dimensions)
+
+    @property
+    def native_level_count(self) -> int:
+        return self.level_count
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
@@ -213,15 +330,17 @@ class _SlideBase:
         return _best_level(self.level_downsamples, downsample)
 
     def thumbnail(self, max_size: tuple[int, int]) -> np.ndarray:
-        """The whole slide scaled to fit ``max_size`` (width, height), aspect kept."""
+        """The whole slide scaled to fit ``max_size`` (width, height), aspect kept.
+
+        Read in bounded memory (:func:`read_overview`), area-averaged.
+        """
         width, height = self.dimensions
         scale = max(width / max_size[0], height / max_size[1], 1.0)
-        level = self.best_level_for_downsample(scale)
-        level_w, level_h = self.level_dimensions[level]
-        region = self.read_region((0, 0), level, (level_w, level_h))
+        image, _reached = read_overview(cast("SlideSource", self), scale)
         target = (max(1, round(width / scale)), max(1, round(height / scale)))
-        image = Image.fromarray(region).resize(target, Image.Resampling.BILINEAR)
-        return np.asarray(image)
+        if (image.shape[1], image.shape[0]) != target:
+            image = np.asarray(Image.fromarray(image).resize(target, Image.Resampling.BOX))
+        return image
 
 
 class OpenSlideSource(_SlideBase):
@@ -258,13 +377,24 @@ class OpenSlideSource(_SlideBase):
             ) from None
         self._is_image_slide = isinstance(self._slide, openslide.ImageSlide)
         self._lock = threading.Lock()  # ImageSlide wraps a PIL image, which is not thread-safe
-        self._level_dimensions = tuple(tuple(map(int, d)) for d in self._slide.level_dimensions)
-        self._level_downsamples = tuple(float(d) for d in self._slide.level_downsamples)
+        dimensions = [(int(d[0]), int(d[1])) for d in self._slide.level_dimensions]
+        downsamples = [float(d) for d in self._slide.level_downsamples]
+        # Levels in the file; those after them are virtual (VIRTUAL_LEVEL_MAX).
+        self._native_levels = len(dimensions)
+        width, height = dimensions[0]
+        while max(dimensions[-1]) > VIRTUAL_LEVEL_MAX:
+            downsample = downsamples[-1] * 4.0
+            dimensions.append(
+                (max(1, math.ceil(width / downsample)), max(1, math.ceil(height / downsample)))
+            )
+            downsamples.append(downsample)
+        self._level_dimensions = tuple(dimensions)
+        self._level_downsamples = tuple(downsamples)
         self._properties = dict(self._slide.properties)
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return self._level_dimensions  # type: ignore[return-value]
+        return self._level_dimensions
 
     @property
     def level_downsamples(self) -> tuple[float, ...]:
@@ -344,6 +474,24 @@ class OpenSlideSource(_SlideBase):
         width, height = int(size[0]), int(size[1])
         if width <= 0 or height <= 0:
             return np.full((max(height, 0), max(width, 0), 3), 255, np.uint8)
+        if level >= self._native_levels:
+            # A virtual level: shrink the coarsest stored level block by block.
+            source_level = self._native_levels - 1
+            source_ds = self._level_downsamples[source_level]
+            scale = self._level_downsamples[level] / source_ds
+            x0, y0 = location[0] / source_ds, location[1] / source_ds
+            box = (x0, y0, x0 + width * scale, y0 + height * scale)
+            return _shrink_region(self._read_native, source_level, source_ds, box, (width, height))
+        return self._read_native(location, level, (width, height))
+
+    @property
+    def native_level_count(self) -> int:
+        return self._native_levels
+
+    def _read_native(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        width, height = size
         try:
             if self._is_image_slide:
                 with self._lock:
@@ -354,11 +502,16 @@ class OpenSlideSource(_SlideBase):
                 image = self._slide.read_region(
                     (int(location[0]), int(location[1])), level, (width, height)
                 )
+        except MemoryError:
+            raise SlideError(self._path, _out_of_memory(width, height, level)) from None
         except Exception as error:
             raise SlideError(
                 self._path, f"cannot read region at {tuple(location)} level {level} ({error})"
             ) from None
-        return _rgba_to_rgb_on_white(np.asarray(image))
+        try:
+            return _rgba_to_rgb_on_white(np.asarray(image))
+        except MemoryError:
+            raise SlideError(self._path, _out_of_memory(width, height, level)) from None
 
     def close(self) -> None:
         self._slide.close()

@@ -30,7 +30,7 @@ from PIL import Image, ImageFilter
 
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.progress import Progress, run_job
-from pathviewer.core.slide import SlideSource, read_box
+from pathviewer.core.slide import SlideSource, read_box, read_overview
 
 #: Default edge-score threshold (DSMIL tiler, patent paragraph [0050]).
 DEFAULT_THRESHOLD = 15.0
@@ -224,17 +224,8 @@ def read_patch(
 
 
 def _coarse_image(slide: SlideSource, downsample: float) -> tuple[np.ndarray, float]:
-    """The whole slide at about ``downsample`` (one read), and the downsample actually reached."""
-    level = slide.best_level_for_downsample(downsample)
-    level_ds = slide.level_downsamples[level]
-    lw, lh = slide.level_dimensions[level]
-    image = slide.read_region((0, 0), level, (lw, lh))
-    factor = downsample / level_ds
-    if factor > 1.01:
-        target = (max(1, round(lw / factor)), max(1, round(lh / factor)))
-        image = np.asarray(Image.fromarray(image).resize(target, Image.Resampling.BOX))
-        return image, slide.dimensions[0] / target[0]
-    return image, level_ds
+    """The whole slide at about ``downsample`` (bounded memory), and the downsample reached."""
+    return read_overview(slide, downsample)
 
 
 def _cache_key(slide: SlideSource, settings: dict[str, object]) -> str | None:

@@ -15,6 +15,7 @@ the same interface, so inference and the jobs never ask which method made a mode
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pathviewer.core.errors import CheckpointError
+from pathviewer.core.errors import CheckpointError, PathViewerError, shown
 from pathviewer.ml import checkpoint as ckpt
 from pathviewer.ml.bank import logit, sigmoid
 from pathviewer.ml.config import NGSDConfig
@@ -389,10 +390,18 @@ class ModelFile:
             )
         if not isinstance(data["config"], dict):
             raise CheckpointError(f"{path}: model file's config is not a settings dict")
-        cfg = NGSDConfig.from_dict(data["config"])
+        try:
+            cfg = NGSDConfig.from_dict(data["config"])
+            cfg.validate()
+        except (TypeError, ValueError, KeyError, PathViewerError) as error:
+            raise CheckpointError(
+                f"{path}: model file's settings are unusable ({str(error)[:160]})"
+            ) from None
         for key in ("patch_size", "read_downsample"):
             if key not in data:
                 raise CheckpointError(f"{path}: model file lacks {key!r}")
+        patch_size = _stored_number(path, data, "patch_size", whole=True)
+        read_downsample = _stored_number(path, data, "read_downsample", whole=False)
         if data.get("stain_prior") is not None:
             try:
                 StainPrior.from_dict(data["stain_prior"])
@@ -424,8 +433,8 @@ class ModelFile:
             path,
             method,
             cfg,
-            int(data["patch_size"]),
-            float(data["read_downsample"]),
+            int(patch_size),
+            read_downsample,
             provenance if isinstance(provenance, dict) else None,
             network,
             device,
@@ -452,3 +461,15 @@ class ModelFile:
     def has_stain_prior(self) -> bool:
         """Whether the heatmap blends a stain prior into the network's scores."""
         return self.data.get("stain_prior") is not None
+
+
+def _stored_number(path: Path, data: dict[str, Any], key: str, whole: bool) -> float:
+    """A positive, finite number the model file records (a whole one for sizes)."""
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CheckpointError(f"{path}: model file's {key} is {shown(value)}, not a number")
+    number = float(value)
+    if not math.isfinite(number) or number <= 0 or (whole and number != int(number)):
+        kind = "a positive whole number" if whole else "a positive number"
+        raise CheckpointError(f"{path}: model file's {key} is {shown(value)}, not {kind}")
+    return number

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -114,12 +115,9 @@ CURVE_COLOURS = {
 
 def device_choices() -> list[tuple[str, str, bool]]:
     """``(value, text, enabled)`` for the device combo: auto, CPU, and CUDA when available."""
-    import torch
-
-    cuda = torch.cuda.is_available()
+    name = cuda_device_name()
     cpu_text = f"CPU ({os.cpu_count() or 1} cores)"
-    if cuda:
-        name = torch.cuda.get_device_name(0)
+    if name is not None:
         return [
             ("auto", f"Auto — CUDA: {name}", True),
             ("cpu", cpu_text, True),
@@ -130,6 +128,28 @@ def device_choices() -> list[tuple[str, str, bool]]:
         ("cpu", cpu_text, True),
         ("cuda", "CUDA (not available)", False),
     ]
+
+
+def cuda_device_name() -> str | None:
+    """The first CUDA GPU's name, or None, without importing torch when it is not loaded yet.
+
+    Importing torch costs about 500 MB and a second at start-up, for a dock that may never
+    train; the NVIDIA driver lists its GPUs under ``/proc`` on Linux.  Once torch is loaded
+    (a job ran), its own answer is used.
+    """
+    if "torch" in sys.modules:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        try:
+            for line in info.read_text(encoding="utf-8", errors="replace").splitlines():
+                key, _, value = line.partition(":")
+                if key.strip() == "Model" and value.strip():
+                    return value.strip()
+        except OSError:
+            continue
+    return None
 
 
 # --------------------------------------------------------------------------- run folders
@@ -198,7 +218,7 @@ class TrainingPanel(QWidget):
     ) -> None:
         super().__init__(parent)
         from pathviewer.ml.config import demo_config as ngsd_demo
-        from pathviewer.ml.refine import demo_config as refine_demo
+        from pathviewer.ml.refine_config import demo_config as refine_demo
 
         self.main_window = window
         self.project_controller = project
@@ -431,7 +451,7 @@ class TrainingPanel(QWidget):
 
     def _on_preset_changed(self, index: int) -> None:
         from pathviewer.ml.config import NGSDConfig
-        from pathviewer.ml.refine import RefineConfig
+        from pathviewer.ml.refine_config import RefineConfig
 
         if index == 0:
             self.ngsd_form.set_value(self._ngsd_demo())

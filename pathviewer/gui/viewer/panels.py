@@ -84,9 +84,14 @@ class PropertiesPanel(QWidget):
         width, height = slide.dimensions
         mpp = slide.mpp
         power = slide.objective_power
+        native = slide.native_level_count
+        levels = f"{native} level(s)"
+        if native < slide.level_count:
+            # A file without a pyramid: zooming out reads every pixel, so say why it is slow.
+            levels += f" (no pyramid: {slide.level_count - native} made on the fly)"
         self.summary.setText(
             f"<b>{slide.path.rsplit('/', 1)[-1]}</b><br>{slide.vendor} · {width} × {height} px · "
-            f"{slide.level_count} level(s)"
+            + levels
             + (f" · {mpp[0]:.3f} µm/px" if mpp else "")
             + (f" · {power:g}×" if power else "")
         )
