@@ -109,3 +109,23 @@ def test_painting_covers_the_stroke_and_erasing_leaves_none_of_it(points, radius
     assert erased.is_empty or erased.geom_type in ("Polygon", "MultiPolygon")
     assert erased.intersection(stroke).area <= 1e-6 * max(region.area, 1.0)
     assert erased.area <= region.area + 1e-6 * region.area
+
+
+def test_a_stroke_beside_the_selection_starts_a_new_region() -> None:
+    document = _document()
+    document.select(1)  # the box 0..100
+    edits = plan_brush(document, [(150, 150), (170, 170)], 10, erase=False)
+    assert edits.add is not None and not edits.modify
+
+
+def test_shapes_have_the_names_of_the_tools() -> None:
+    from pathviewer.core.geometry import shape_name, unit_text
+
+    assert shape_name(shapely.box(0, 0, 10, 5)) == "Rectangle"
+    assert shape_name(shapely.Polygon([(0, 0), (10, 0), (5, 8)])) == "Polygon"
+    assert shape_name(shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(3, 3, 4, 4)])) == (
+        "Region (2 parts)"
+    )
+    assert shape_name(shapely.LineString([(0, 0), (1, 1)])) == "Line"
+    assert shape_name(shapely.Point(1, 1)) == "Point"
+    assert unit_text("Area µm^2") == "µm²" and unit_text("Perimeter µm") == "µm"

@@ -647,3 +647,17 @@ def test_right_click_menu_offers_the_annotation_under_the_cursor_and_the_view(
     classes = menu.actions()[0].menu()
     next(a for a in classes.actions() if a.text() == "Normal").trigger()
     assert _stored(window)[0].class_name == "Normal"
+
+
+def test_points_go_on_the_slide_and_coordinates_only_over_it(window, project) -> None:
+    _key(window, Qt.Key.Key_O)
+    window.slide_view.center_on(0, 0)
+    _click(window, -200, -200)  # beside the image
+    assert _stored_or_empty(window) == []
+    assert "on the slide" in window.statusBar().currentMessage()
+    _click(window, 100, 100)
+    assert len(_stored(window)) == 1
+    window.slide_view.cursorMoved.emit(-5.0, 10.0)
+    assert window.cursor_label.text() == ""
+    window.slide_view.cursorMoved.emit(5.0, 10.0)
+    assert window.cursor_label.text().startswith("x 5")

@@ -32,3 +32,12 @@ def test_regions_are_eight_connected_and_sorted_as_asked() -> None:
     assert by_max[0].mean_prob == pytest.approx(0.775)
     assert [r.cells for r in find_regions(probs, 0.5, "area")] == [6, 2]
     assert find_regions(probs, 0.99) == []
+
+
+def test_what_is_remembered_comes_back_and_bad_values_are_ignored() -> None:
+    display = HeatmapDisplay().replace(colormap="magma", opacity=0.3, threshold=0.4, visible=False)
+    again = HeatmapDisplay.from_remembered(display.remembered())
+    assert again == display.replace(visible=True)  # hiding is never carried into a new session
+    odd = HeatmapDisplay.from_remembered({"colormap": "rainbow", "opacity": "x", "threshold": 0.7})
+    assert (odd.colormap, odd.opacity, odd.threshold) == ("viridis", 0.6, 0.7)
+    assert HeatmapDisplay.from_remembered(["not", "a", "dict"]) == HeatmapDisplay()

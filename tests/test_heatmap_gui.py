@@ -510,3 +510,22 @@ def test_a_heatmap_of_another_slide_with_the_same_name_is_never_drawn(window, tm
     with pytest.raises(PathViewerError, match="not drawn"):
         controller.load_path(tmp_path / "pred" / "heatmaps" / "s.npz")
     assert controller.heatmap is None
+
+
+def test_the_heatmap_display_is_remembered_in_the_next_window(window, qtbot, tmp_path) -> None:
+    from pathviewer.gui.context import build_features
+    from pathviewer.gui.main_window import MainWindow
+
+    panel = window.context.heatmap_panel
+    panel.colormap_combo.setCurrentText("inferno")
+    panel.threshold_slider.setValue(0.35)
+    window.context.heatmap.set_visible(False)
+    window.settings.sync()
+    again = MainWindow(settings=window.settings, threads=1)
+    build_features(again)
+    qtbot.addWidget(again)
+    display = again.context.heatmap.display
+    assert (display.colormap, display.threshold, display.visible) == ("inferno", 0.35, True)
+    assert again.context.heatmap_panel.colormap_combo.currentText() == "inferno"
+    assert again.context.heatmap_panel.threshold_slider.value() == pytest.approx(0.35)
+    again.close()

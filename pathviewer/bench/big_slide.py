@@ -38,8 +38,15 @@ def write_slide(path: Path, side: int = SIDE) -> None:
     import tifffile
 
     rng = np.random.default_rng(0)
-    # A few distinct tissue tiles, repeated: texture for the tissue filter, small on disk.
-    tissue = [rng.integers(90, 200, (TILE, TILE, 3), dtype=np.uint8) for _ in range(4)]
+    # A few distinct tissue tiles of 8 px cells, repeated: edges for the tissue filter, yet
+    # small on disk once compressed.
+    cells = TILE // 8
+    tissue = [
+        np.kron(
+            rng.integers(90, 200, (cells, cells, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8)
+        )
+        for _ in range(4)
+    ]
     glass = np.full((TILE, TILE, 3), 236, np.uint8)
     grid = side // TILE
     radius = grid * 0.23

@@ -254,7 +254,8 @@ def plan_brush(
 ) -> BrushEdits:
     """The edits of one stroke (``points`` swept by a disk of ``radius`` level-0 px).
 
-    The brush adds to the selected region, or makes a new region when no region is selected.
+    The brush adds to the selected region when the stroke touches it, and otherwise makes a new
+    region (a stroke beside the selection must not grow it across the gap).
     The eraser cuts the selected region, or, with none selected, every shown region it touches
     (never a hidden one: the user cannot see what would be cut); a region cut away entirely is
     deleted.  Locked annotations are left as they are.
@@ -266,7 +267,7 @@ def plan_brush(
     selected = document.selected_annotation
     target = document.selected if selected and selected.geometry.geom_type in REGION_TYPES else None
     if not erase:
-        if target is None:
+        if target is None or not document.annotations[target].geometry.intersects(stroke):
             edits.add = stroke
         elif not document.annotations[target].locked:
             edits.modify.append(

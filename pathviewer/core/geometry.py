@@ -95,6 +95,36 @@ def measure(geometry: BaseGeometry, mpp: float | tuple[float, float] | None) -> 
     return {}
 
 
+def shape_name(geometry: BaseGeometry) -> str:
+    """What a user calls the shape: Rectangle, Polygon, Region (n parts), Line, Point(s).
+
+    An axis-aligned four-cornered polygon is a rectangle (what the Rectangle tool draws); a
+    region in several pieces (an eraser cut through it) says how many.
+    """
+    gtype = geometry.geom_type
+    if gtype == "Polygon":
+        coords = np.asarray(geometry.exterior.coords)
+        if len(coords) == 5 and not len(geometry.interiors):
+            xs, ys = np.unique(coords[:, 0]), np.unique(coords[:, 1])
+            if len(xs) == 2 and len(ys) == 2:
+                return "Rectangle"
+        return "Polygon"
+    if gtype == "MultiPolygon":
+        return f"Region ({len(geometry.geoms)} parts)"
+    if gtype in ("LineString", "LinearRing"):
+        return "Line"
+    if gtype == "MultiLineString":
+        return f"Lines ({len(geometry.geoms)})"
+    if gtype == "MultiPoint":
+        return f"Points ({len(geometry.geoms)})"
+    return "Point" if gtype == "Point" else gtype
+
+
+def unit_text(measurement: str) -> str:
+    """The unit of a measurement name as printed (``Area µm^2`` -> ``µm²``)."""
+    return measurement.split()[-1].replace("^2", "²")
+
+
 # --------------------------------------------------------------------------- display
 
 

@@ -561,6 +561,7 @@ class MainWindow(QMainWindow):
 
     def _on_slide_changed(self, slide: object) -> None:
         view = self.slide_view
+        self.cursor_label.setText("")  # the last slide's coordinates mean nothing here
         power = view.current_slide.objective_power if view.current_slide is not None else None
         for magnification, action in self.magnification_actions.items():
             action.setEnabled(bool(power) and magnification <= 2 * (power or 0))
@@ -610,6 +611,11 @@ class MainWindow(QMainWindow):
     def _update_cursor_label(self, x: float, y: float) -> None:
         slide = self.slide_view.current_slide
         if slide is None:
+            self.cursor_label.setText("")
+            return
+        width, height = slide.dimensions
+        if not (0 <= x < width and 0 <= y < height):
+            self.cursor_label.setText("")  # off the image: no coordinates to show
             return
         text = f"x {x:,.0f}  y {y:,.0f} px"
         if slide.mpp:

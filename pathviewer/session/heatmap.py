@@ -82,6 +82,28 @@ class HeatmapDisplay:
         """A copy with ``changes`` (validated and clamped like a new one)."""
         return dataclasses.replace(self, **changes)
 
+    #: What is remembered between launches: not ``visible``, so that a heatmap loaded after a
+    #: restart is never hidden by a key pressed in another session.
+    REMEMBERED = ("colormap", "opacity", "threshold", "smooth", "outlines", "sort_by")
+
+    def remembered(self) -> dict[str, Any]:
+        """The settings kept between launches, JSON-ready."""
+        return {name: getattr(self, name) for name in self.REMEMBERED}
+
+    @classmethod
+    def from_remembered(cls, data: object) -> HeatmapDisplay:
+        """The display remembered (unknown keys and bad values ignored one by one)."""
+        display = cls()
+        if not isinstance(data, dict):
+            return display
+        for name in cls.REMEMBERED:
+            if name in data:
+                try:
+                    display = display.replace(**{name: data[name]})
+                except (TypeError, ValueError):
+                    pass  # a value from an older or edited settings file: keep the default
+        return display
+
     @property
     def region_threshold(self) -> float:
         """Lower bound of top-region patches: the threshold, at least :data:`MIN_REGION_PROB`."""

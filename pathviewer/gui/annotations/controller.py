@@ -104,7 +104,7 @@ from pathviewer.core.annotations import (
     write_annotations,
 )
 from pathviewer.core.errors import PathViewerError
-from pathviewer.core.geometry import measure
+from pathviewer.core.geometry import measure, shape_name, unit_text
 from pathviewer.core.identity import slide_path_key
 from pathviewer.gui.annotations.commands import (
     AddAnnotationsCommand,
@@ -211,7 +211,7 @@ class AnnotationTableModel(QAbstractTableModel):
         if column == 1:
             return annotation.class_name or "—"
         if column == 2:
-            return annotation.geometry.geom_type
+            return shape_name(annotation.geometry)
         values = self._controller.measurements(annotation)
         if column == 3:
             area = next((v for k, v in values.items() if k.startswith("Area")), None)
@@ -654,9 +654,9 @@ class AnnotationController(QObject):
         annotation = self.document.get(annotation_id)
         if annotation is None:
             return ""
-        parts = [f"{annotation.class_name or 'Unclassified'} {annotation.geometry.geom_type}"]
+        parts = [f"{annotation.class_name or 'Unclassified'} {shape_name(annotation.geometry)}"]
         for name, value in self.measurements(annotation).items():
-            parts.append(f"{name.split()[0].lower()} {value:,.1f} {name.split()[-1]}")
+            parts.append(f"{name.split()[0].lower()} {value:,.1f} {unit_text(name)}")
         return " · ".join(parts)
 
     def apply_keys(self, keys: dict[str, str]) -> None:
@@ -920,6 +920,13 @@ class AnnotationController(QObject):
             self._update_path_preview((x, y))
             return True
         if self.tool == "point":
+            slide = self.view.current_slide
+            width, height = slide.dimensions if slide is not None else (0, 0)
+            if not (0 <= x < width and 0 <= y < height):
+                self.window.statusBar().showMessage(
+                    "A point goes on the slide, not beside it", 4000
+                )
+                return True
             self._select_new(self.add([shapely.Point(x, y)], "Place point"))
             return True
         if self.tool in ("brush", "erase"):

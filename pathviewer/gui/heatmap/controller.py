@@ -17,6 +17,7 @@ display state (:class:`~pathviewer.session.heatmap.HeatmapDisplay`).  API for ot
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -76,6 +77,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: QSettings key of the remembered heatmap display (JSON of ``HeatmapDisplay.remembered()``).
+DISPLAY_SETTING = "heatmap/display"
+
+
+def _remembered_display(window: MainWindow) -> object:
+    try:
+        return json.loads(str(window.settings.value(DISPLAY_SETTING, "{}")))
+    except ValueError:
+        return {}
+
 
 class HeatmapController(QObject):
     """Owns the heatmap of the slide shown, its overlay item and display settings.
@@ -110,7 +121,7 @@ class HeatmapController(QObject):
         self._similar_cache: dict[Path, tuple[Any, Any]] = {}
         self.source = ""
         #: How the heatmap is drawn (the source of truth; the dock and menus render it).
-        self.display = HeatmapDisplay()
+        self.display = HeatmapDisplay.from_remembered(_remembered_display(window))
         self._regions: list[Region] | None = None
         self._predictions: dict[str, tuple[float, int | None]] = {}
         self._annotation_cache: dict[Path, QPainterPath] = {}
@@ -295,6 +306,8 @@ class HeatmapController(QObject):
             self._regions = None
             self.regionsChanged.emit()
         if old != display:
+            if old.remembered() != display.remembered():
+                self.window.settings.setValue(DISPLAY_SETTING, json.dumps(display.remembered()))
             self.displayChanged.emit()
 
     def set_colormap(self, name: str) -> None:

@@ -332,6 +332,7 @@ class HeatmapDock(QWidget):
         controller.heatmapChanged.connect(self._on_heatmap_changed)
         controller.regionsChanged.connect(self.fill_regions)
         controller.displayChanged.connect(self._sync)
+        self._sync()  # the remembered display, not the widgets' defaults
         self._on_heatmap_changed(controller.heatmap)
 
     def _make_colorbar(self) -> tuple[QWidget, pg.ColorBarItem]:
@@ -363,6 +364,7 @@ class HeatmapDock(QWidget):
             (self.display_combo, partial(self.display_combo.setCurrentIndex, int(d.smooth))),
             (self.opacity_slider, partial(self.opacity_slider.setValue, d.opacity)),
             (self.threshold_slider, partial(self.threshold_slider.setValue, d.threshold)),
+            (self.sort_combo, partial(self.sort_combo.setCurrentText, d.sort_by)),
         )
         for widget, update in updates:
             widget.blockSignals(True)
