@@ -359,3 +359,31 @@ def test_quitting_during_training_asks_and_keeps_running_on_no(qtbot, window, mo
     assert window.close_by_user()
     assert not panel.busy()  # cancelled and waited for
     assert len(asked) == 2
+
+
+def test_settings_have_plain_labels_and_the_runs_curves_say_what_they_are(qtbot) -> None:
+    import dataclasses
+
+    from PySide6.QtWidgets import QFormLayout
+
+    from pathviewer.ml.config import NGSDConfig
+    from pathviewer.ml.refine_config import RefineConfig
+
+    for config in (NGSDConfig, RefineConfig):
+        assert {f.name for f in dataclasses.fields(config)} == set(config.LABELS)
+    panel = training.TrainingPanel()
+    qtbot.addWidget(panel)
+    form = panel.refine_form
+    layout = form.layout()
+    assert isinstance(layout, QFormLayout)
+    label = layout.labelForField(form.widgets["mu"])
+    assert label is not None and label.text() == "Gaussian weight centre μ"  # type: ignore[attr-defined]
+    assert "(mu)" in form.widgets["mu"].toolTip() and "gradient" in form.widgets["mu"].toolTip()
+    panel.set_method("refine-csv")
+    panel._reset_monitor()
+    assert panel.loss_plot.titleLabel.text == "training loss"
+    assert panel.loss_plot.getAxis("bottom").labelText == "round"
+    panel.set_method("ngsd")
+    panel._reset_monitor()
+    assert panel.fraction_plot.getAxis("bottom").labelText == "step"
+    panel.shutdown()

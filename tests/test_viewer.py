@@ -425,3 +425,32 @@ def test_overlays_are_detached_not_deleted_when_the_slide_changes(window) -> Non
     view.remove_overlay(annotations.layer)
     assert annotations.layer.scene() is None and annotations.layer not in view.overlays()
     assert old_layer.paint_count == paints
+
+
+def test_no_tab_bar_of_closed_docks_covers_the_menu(qtbot, settings, cmu_small) -> None:
+    from PySide6.QtWidgets import QTabBar
+
+    def stale_bars(window) -> list[list[str]]:
+        open_titles = {
+            d.windowTitle() for d in window.docks.values() if d.toggleViewAction().isChecked()
+        }
+        bars = window.findChildren(QTabBar, options=Qt.FindChildOption.FindDirectChildrenOnly)
+        return [
+            [bar.tabText(i) for i in range(bar.count())]
+            for bar in bars
+            if bar.isVisible()
+            and bar.count()
+            and not any(bar.tabText(i) in open_titles for i in range(bar.count()))
+        ]
+
+    # The second launch restores the layout the first one saved, in a smaller window: Qt had
+    # left a "Triage" bar at the top-left corner, over the File menu.
+    for size in [(1400, 900), (1024, 768)]:
+        window = create_main_window([str(cmu_small)], settings=settings, threads=2)
+        window.resize(*size)
+        window.show()
+        for _ in range(30):
+            QApplication.processEvents()
+        assert stale_bars(window) == []
+        window.close()
+        QApplication.processEvents()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QByteArray, QPoint, QPointF, QSettings, Qt
+from PySide6.QtCore import QByteArray, QPoint, QPointF, QSettings, Qt, QTimer
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QScrollArea,
+    QTabBar,
     QToolBar,
 )
 
@@ -137,6 +138,11 @@ class MainWindow(QMainWindow):
         self.cohort_panel: CohortPanel
         self.scores = CohortScores()
         self.docks: dict[str, QDockWidget] = {}
+        # Coalesces the tab-bar tidy-up after dock changes (see _tidy_tab_bars).
+        self._tab_bar_timer = QTimer(self)
+        self._tab_bar_timer.setSingleShot(True)
+        self._tab_bar_timer.setInterval(0)
+        self._tab_bar_timer.timeout.connect(self._tidy_tab_bars)
         self.menus: dict[str, QMenu] = {}
         #: Called when the window closes, before the slide view shuts down (features that
         #: own threads or files stop them here).
@@ -226,6 +232,27 @@ class MainWindow(QMainWindow):
         if tab_with in self.docks:
             self.tabifyDockWidget(self.docks[tab_with], dock)
         self.views_menu.addAction(dock.toggleViewAction())
+        dock.visibilityChanged.connect(lambda _visible: self._tab_bar_timer.start())
+        dock.topLevelChanged.connect(lambda _floating: self._tab_bar_timer.start())
+
+    def _tidy_tab_bars(self) -> None:
+        """Hide dock tab bars left over by Qt for groups of hidden docks.
+
+        Qt keeps a tab group's bar after its docks are hidden (one dock tabified with a hidden
+        one, or a restored layout), and draws it at the window's top-left corner, over the
+        File menu.
+        """
+        # A dock behind another's tab is hidden but still open: its View menu toggle says so.
+        shown = {
+            d.windowTitle()
+            for d in self.docks.values()
+            if d.toggleViewAction().isChecked() and not d.isFloating()
+        }
+        for bar in self.findChildren(QTabBar, options=Qt.FindChildOption.FindDirectChildrenOnly):
+            # Only a bar none of whose docks is open: Qt builds a live group's bar tab by tab,
+            # so a bar with one open dock may be one about to gain its second tab.
+            if bar.isVisible() and not any(bar.tabText(i) in shown for i in range(bar.count())):
+                bar.hide()
 
     def context_menu(self, x: float, y: float) -> QMenu:
         """The slide view's right-click menu at level-0 ``(x, y)``: what features offer there,
@@ -648,6 +675,7 @@ class MainWindow(QMainWindow):
             restored = self.restoreGeometry(geometry)
         if isinstance(state, QByteArray) and not state.isEmpty():
             restored = self.restoreState(state, LAYOUT_VERSION) and restored
+        self._tab_bar_timer.start()
         return restored
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override

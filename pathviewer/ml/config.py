@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pathviewer.core.errors import TrainingError
 
@@ -19,6 +19,50 @@ def _f(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002 - "help" as 
 @dataclass
 class NGSDConfig:
     """Settings of an NGSD run (paper defaults); each field's metadata holds help, min and max."""
+
+    #: Plain labels of the settings form (the field names stay the CLI's and the tooltips').
+    LABELS: ClassVar[dict[str, str]] = {
+        "patch_size": "Patch size (level-0 px)",
+        "read_downsample": "Read downsample",
+        "magnification": "Read magnification",
+        "input_size": "Network input (px)",
+        "threshold": "Background filter (edge score)",
+        "batch_size": "Batch size",
+        "positive_fraction": "Positive-slide share per batch",
+        "epochs": "Epochs",
+        "steps": "Steps (0: from epochs)",
+        "lr": "Learning rate",
+        "weight_decay": "Weight decay",
+        "k": "Tumour share K of positive slides",
+        "sk_lambda": "Sinkhorn-Knopp sharpness λ",
+        "ema": "Teacher EMA momentum",
+        "arch": "Encoder",
+        "weights": "Encoder weights file",
+        "pooling": "Slide score pooling",
+        "top_k": "Top-k patches pooled",
+        "prob_threshold": "Patch positive above",
+        "device": "Device",
+        "amp": "Mixed precision (CUDA)",
+        "workers": "Loader workers",
+        "threads": "CPU threads",
+        "preload_mb": "Preload patches up to (MB)",
+        "seed": "Random seed",
+        "log_every": "Steps between log lines",
+        "checkpoint_every": "Steps between checkpoints",
+        "eval_every": "Steps between validations",
+        "method": "Method",
+        "stain_augment": "Stain jitter",
+        "stain_norm": "Stain normalisation",
+        "mining": "Hard-negative mining",
+        "calibrate_bank": "Calibrate the bank",
+        "bank_marginal": "Bank marginal",
+        "teacher_view": "Teacher view",
+        "bank_smoothing": "Bank smoothing",
+        "naive_warmup": "Naive warm-up steps",
+        "bank_prior": "Bank prior",
+        "prior_weight": "Prior weight",
+        "select_best": "Keep the best step",
+    }
 
     patch_size: int = _f(512, "patch side in level-0 pixels", min=32, max=4096)
     read_downsample: float = _f(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from pathviewer.core.errors import TrainingError
 from pathviewer.core.ranking import RANKINGS
@@ -54,6 +54,39 @@ class RefineConfig:
     The defaults suit a GPU and 224 px patches; :func:`demo_config` is a CPU-sized variant.
     """
 
+    #: Plain labels of the settings form (the field names stay the CLI's and the tooltips').
+    LABELS: ClassVar[dict[str, str]] = {
+        "model": "Patch classifier",
+        "max_rounds": "Training rounds (at most)",
+        "epochs_per_round": "Epochs per round",
+        "warmup": "Warm-up rounds (no refinement)",
+        "bins": "Gradient-density bins (GHM)",
+        "momentum": "Density EMA momentum",
+        "mu": "Gaussian weight centre μ",
+        "gamma": "Refinement exponent γ",
+        "use_ghm": "Gradient-density weight α",
+        "use_gaussian": "Gaussian weight β",
+        "refine": "Refine the labels",
+        "lr": "Learning rate",
+        "weight_decay": "Weight decay",
+        "batch_size": "Batch size",
+        "val_fraction": "Held-out share",
+        "label_tol": "Stop when labels change less than",
+        "loss_tol": "... and the held-out loss less than",
+        "flag_threshold": "Also flag when g exceeds",
+        "g_ema": "Prediction EMA momentum",
+        "oos_folds": "Out-of-sample folds for flags",
+        "select_best": "Keep the best round",
+        "class_balance": "Class imbalance",
+        "refine_toward": "Refine labels towards",
+        "rank_by": "Review queue order",
+        "augment": "Flips and rotations",
+        "input_size": "Network input (px)",
+        "device": "Device",
+        "seed": "Random seed",
+        "num_workers": "Loader worker processes",
+    }
+
     model: str = field(
         default="resnet18",
         metadata=_meta(
@@ -82,9 +115,21 @@ class RefineConfig:
         metadata=_meta("gradient learning centre: g with the largest Gaussian weight", 0, 1),
     )
     gamma: float = field(
-        default=3.0, metadata=_meta("refinement strength exponent: y' mixes in p by g^gamma", 0, 10)
+        default=3.0,
+        metadata=_meta(
+            "y' = (1 - g^gamma) y + g^gamma p: a larger gamma changes only the labels the model"
+            " disagrees with most",
+            0,
+            10,
+        ),
     )
-    use_ghm: bool = field(default=True, metadata=_meta("use the gradient-density weight alpha"))
+    use_ghm: bool = field(
+        default=True,
+        metadata=_meta(
+            "alpha = N / GD(g) (GHM-C): down-weights the many easy and the many"
+            " hopeless samples, whose gradient norms crowd the same bins"
+        ),
+    )
     use_gaussian: bool = field(default=True, metadata=_meta("use the Gaussian weight beta"))
     refine: bool = field(default=True, metadata=_meta("refine labels after the warm-up"))
     lr: float = field(default=1e-3, metadata=_meta("Adam learning rate", 1e-7, 1.0))

@@ -396,6 +396,13 @@ class TrainingPanel(QWidget):
         self.labels_edit.textChanged.connect(lambda *_: self._update_buttons())
         if window is not None:
             window.slide_view.slideChanged.connect(lambda *_: self._update_buttons())
+        # Long choices ("Auto — CPU (CUDA not available)") must not set the dock's width: they
+        # are elided in a narrow dock and shown whole in the open list.
+        for combo in self.findChildren(QComboBox):
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.setMinimumContentsLength(8)
         self._on_method_changed()
         self.refresh_runs()
 
@@ -661,6 +668,16 @@ class TrainingPanel(QWidget):
         self.step_bar.setValue(0)
         self.epoch_label.setText("")
         self.eta_label.setText("")
+        # Titles and axes say what this run's curves are; the last run's ranges do not stay.
+        refine = self.method.startswith("refine")
+        titles = (
+            ("training loss", "labels / validation") if refine else ("loss", "bank / validation")
+        )
+        for plot, title in zip((self.loss_plot, self.fraction_plot), titles, strict=True):
+            plot.setTitle(title)
+            plot.setLabel("bottom", "round" if refine else "step")
+            plot.enableAutoRange()
+        self.fraction_plot.setYRange(0, 1)
 
     def _on_progress(self, event: Progress) -> None:
         if event.message.startswith("warning:") or event.stage == "warning":

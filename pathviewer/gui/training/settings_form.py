@@ -70,12 +70,16 @@ class SettingsForm(QWidget):
         layout = QFormLayout(self)
         layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         layout.setContentsMargins(4, 4, 4, 4)
+        labels: dict[str, str] = getattr(self._cls, "LABELS", {})
+        self._labels = {f.name: labels.get(f.name, _label(f.name)) for f in self._fields}
         for f in self._fields:
             widget = self._make_widget(f, getattr(config, f.name))
-            widget.setToolTip(str(f.metadata.get("help", "")))
+            help_text = str(f.metadata.get("help", ""))
+            # The field's own name is what the command line and config.json call it.
+            widget.setToolTip(f"{help_text} ({f.name})" if help_text else f.name)
             widget.setObjectName(f"setting-{f.name}")
             self.widgets[f.name] = widget
-            layout.addRow(_label(f.name), widget)
+            layout.addRow(self._labels[f.name], widget)
         self._valid = True
         self._message = ""
         self.revalidate()
@@ -132,17 +136,18 @@ class SettingsForm(QWidget):
         text = widget.text().strip()
         if not isinstance(default, float):
             return text
+        name = f"{self._labels[f.name]} ({f.name})"
         try:
             number = float(text)
         except ValueError:
-            raise ValueError(f"{_label(f.name)}: {text!r} is not a number") from None
+            raise ValueError(f"{name}: {text!r} is not a number") from None
         if not math.isfinite(number):
-            raise ValueError(f"{_label(f.name)}: must be a finite number")
+            raise ValueError(f"{name}: must be a finite number")
         low, high = f.metadata.get("min"), f.metadata.get("max")
         if low is not None and number < low:
-            raise ValueError(f"{_label(f.name)}: {_fmt(number)} is below the minimum {_fmt(low)}")
+            raise ValueError(f"{name}: {_fmt(number)} is below the minimum {_fmt(low)}")
         if high is not None and number > high:
-            raise ValueError(f"{_label(f.name)}: {_fmt(number)} is above the maximum {_fmt(high)}")
+            raise ValueError(f"{name}: {_fmt(number)} is above the maximum {_fmt(high)}")
         return number
 
     def value(self) -> Any:
