@@ -34,3 +34,20 @@ def test_selection_survives_a_refresh_and_defaults_to_a_scoring_run(tmp_path: Pa
     count = len(heard)
     runs.select(None)  # unchanged: nobody is told
     assert len(heard) == count
+
+
+def test_the_runs_list_says_each_runs_last_figure(tmp_path: Path) -> None:
+    from pathviewer.runs import RunInfo
+    from pathviewer.session.run_list import run_summary
+
+    def info(metrics: dict[str, float]) -> RunInfo:
+        return RunInfo(tmp_path, "ngsd", "completed", "", metrics=metrics)
+
+    assert run_summary(info({"step": 400, "loss": 0.4, "val_instance_auc": 0.834})) == (
+        "val AUC 0.83 · step 400"
+    )
+    assert run_summary(info({"round": 12, "val_balanced_accuracy": 0.9, "loss": 1})) == (
+        "val bal. acc. 0.90 · round 12"
+    )
+    assert run_summary(info({"step": 5, "loss": 0.4213})) == "loss 0.421 · step 5"
+    assert run_summary(info({})) == ""

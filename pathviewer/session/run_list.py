@@ -69,3 +69,23 @@ class RunList:
         if path != self._selected:
             self._selected = path
             self._notify()
+
+
+def run_summary(run: RunInfo) -> str:
+    """The run's last figure, short enough for a list column ("val AUC 0.83 · step 400")."""
+    metrics = run.metrics
+    parts = []
+    for key, text in (
+        ("val_instance_auc", "val AUC"),
+        ("val_balanced_accuracy", "val bal. acc."),
+        ("loss", "loss"),
+    ):
+        value = metrics.get(key)
+        if value is not None:
+            parts.append(f"{text} {value:.3g}" if key == "loss" else f"{text} {value:.2f}")
+            break
+    for key in ("step", "round"):
+        if key in metrics:
+            parts.append(f"{key} {int(metrics[key])}")
+            break
+    return " · ".join(parts)

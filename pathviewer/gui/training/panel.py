@@ -73,7 +73,8 @@ from pathviewer.jobs import (
     train_slide_model,
 )
 from pathviewer.runs import RunInfo, new_run_dir, scan_runs, write_run_info
-from pathviewer.session.run_list import RunList
+from pathviewer.session.eta import EtaEstimator
+from pathviewer.session.run_list import RunList, run_summary
 
 if TYPE_CHECKING:
     from pathviewer.gui.heatmap.controller import HeatmapController
@@ -232,7 +233,7 @@ class TrainingPanel(QWidget):
         self.run_method = ""
         self._curves: dict[str, tuple[pg.PlotDataItem, list[float], list[float]]] = {}
         self._stage = ""
-        self._rate_start: tuple[float, int] | None = None
+        self._eta = EtaEstimator()
         self._dialog: QMessageBox | None = None
         self.yield_gil = 0.0
         self.analysis_batch_size = 64
@@ -297,7 +298,7 @@ class TrainingPanel(QWidget):
             scroll.setWidget(form)
             self.forms.addTab(scroll, name)
         self.runs_tree = QTreeWidget()
-        self.runs_tree.setHeaderLabels(["Run", "Method", "Started", "Status"])
+        self.runs_tree.setHeaderLabels(["Run", "Method", "Started", "Status", "Result"])
         self.runs_tree.setRootIsDecorated(False)
         self.runs_tree.itemSelectionChanged.connect(self._on_run_clicked)
         #: The runs and the selected one (the list renders it).
@@ -536,7 +537,9 @@ class TrainingPanel(QWidget):
         try:
             self.runs_tree.clear()
             for run in self.run_list.runs:
-                item = QTreeWidgetItem([run.path.name, run.method, run.started, run.status])
+                item = QTreeWidgetItem(
+                    [run.path.name, run.method, run.started, run.status, run_summary(run)]
+                )
                 item.setData(0, Qt.ItemDataRole.UserRole, str(run.path))
                 item.setToolTip(0, str(run.path))
                 self.runs_tree.addTopLevelItem(item)
@@ -639,7 +642,7 @@ class TrainingPanel(QWidget):
             return
         if self.runner.paused:
             self.runner.resume()
-            self._rate_start = None  # the pause must not count in the ETA
+            self._eta.reset()  # the pause must not count in the ETA
             self.pause_button.setText("Pause")
             self.append_log("resumed")
         else:
@@ -663,7 +666,7 @@ class TrainingPanel(QWidget):
         self._curves = {}
         self._dirty.clear()
         self._stage = ""
-        self._rate_start = None
+        self._eta.reset()
         self.step_bar.setRange(0, 1)
         self.step_bar.setValue(0)
         self.epoch_label.setText("")
@@ -688,7 +691,7 @@ class TrainingPanel(QWidget):
                 return
         if event.stage != self._stage:
             self._stage = event.stage
-            self._rate_start = None
+            self._eta.reset()
             if event.message:
                 self.append_log(f"{event.stage}: {event.message}")
         total = event.total or 0
@@ -696,13 +699,8 @@ class TrainingPanel(QWidget):
         self.step_bar.setValue(min(event.done, total) if total else 0)
         paused = " (paused)" if self.runner is not None and self.runner.paused else ""
         self.stage_label.setText(f"{event.stage}{paused}")
-        now = time.perf_counter()
-        if self._rate_start is None:
-            self._rate_start = (now, event.done)
-        elif total and event.done > self._rate_start[1]:
-            t0, d0 = self._rate_start
-            eta = (total - event.done) * (now - t0) / (event.done - d0)
-            self.eta_label.setText(f"ETA {_fmt_duration(eta)}")
+        eta = self._eta.update(time.perf_counter(), event.done, total)
+        self.eta_label.setText(f"ETA {_fmt_duration(eta)}" if eta is not None else "")
         metrics = event.metrics or {}
         if "epoch" in metrics:
             self.epoch_label.setText(f"epoch {metrics['epoch']:.2f}")
