@@ -350,8 +350,8 @@ def test_predictions_folder_follows_slides_fills_cohort_and_outlines(window, tmp
     model = window.cohort_panel.model
     row = model.row_of("pos.tif")
     assert model.item(row, model.SCORE).text() == "0.910"
-    assert model.item(row, model.PRED).text() == "1"
-    assert model.item(row, model.LABEL).text() == "1"
+    assert model.item(row, model.PRED).text() == "tumour"
+    assert model.item(row, model.LABEL).text() == "tumour"
     assert model.item(model.row_of("neg.tif"), model.SCORE).text() == "0.120"
     assert controller.heatmap is not None and controller.heatmap.slide == "neg.tif"
     assert window.docks["heatmap"].isVisible()

@@ -290,12 +290,12 @@ def test_cohort_csv_fills_panel_and_predictions(window, openslide_fixtures, cmu_
     assert window.open_paths([str(csv)])
     model = window.cohort_panel.model
     assert model.rowCount() == 2
-    assert [model.item(r, 1).text() for r in range(2)] == ["0", "1"]
+    assert [model.item(r, 1).text() for r in range(2)] == ["normal", "tumour"]
     assert Path(window.slide_view.current_slide.path).name == "boxes.tiff"
     keys = model.slide_keys()
     window.scores.update({keys[1]: (0.875, 1), "unknown": (0.1, 0)}, source="test")
     assert model.item(1, model.SCORE).text() == "0.875"
-    assert model.item(1, model.PRED).text() == "1"
+    assert model.item(1, model.PRED).text() == "tumour"
     assert model.item(0, model.SCORE).text() == ""
     # The same cohort opened again keeps its scores; another cohort starts without any.
     assert window.open_paths([str(csv)])
@@ -454,3 +454,23 @@ def test_no_tab_bar_of_closed_docks_covers_the_menu(qtbot, settings, cmu_small) 
         assert stale_bars(window) == []
         window.close()
         QApplication.processEvents()
+
+
+def test_the_cohort_list_keeps_the_csv_order_and_names_the_classes(window, tmp_path) -> None:
+    from PIL import Image
+
+    for name in ("c.png", "a.png", "b.png"):
+        Image.new("RGB", (64, 64), (200, 100, 150)).save(tmp_path / name)
+    csv = tmp_path / "cohort.csv"
+    csv.write_text("slide,label,split\nc.png,1,test\na.png,0,test\nb.png,,test\n")
+    assert window.open_paths([str(csv)])
+    panel = window.cohort_panel
+    shown = [panel.proxy.index(r, 0).data() for r in range(panel.proxy.rowCount())]
+    assert shown == ["c.png", "a.png", "b.png"]  # as listed, not sorted by name descending
+    labels = [panel.proxy.index(r, 1).data() for r in range(3)]
+    assert labels == ["tumour", "normal", ""]
+    window.scores.update({"c.png": (0.2, 0), "a.png": (0.1, 0)}, source="test")
+    model = panel.model
+    disagree = model.item(model.row_of("c.png"), model.PRED).foreground().color().getRgb()[:3]
+    agree = model.item(model.row_of("a.png"), model.PRED).foreground().color().getRgb()[:3]
+    assert disagree == (255, 170, 0) and agree != disagree

@@ -139,6 +139,41 @@ class _JobThread(QThread):
         self.worker.run()
 
 
+#: What jobs import: loaded on the UI thread before the first job (see :func:`import_engine`).
+ENGINE_MODULES = (
+    "torch",
+    "torchvision",
+    "sklearn.metrics",
+    "scipy.ndimage",
+    "pathviewer.ml.ngsd",
+    "pathviewer.ml.baselines",
+    "pathviewer.ml.refine",
+    "pathviewer.ml.inference",
+    "pathviewer.ml.model_file",
+)
+
+
+def import_engine() -> None:
+    """Import the engine's modules on the calling (UI) thread, once, before a job starts.
+
+    The window does not import torch at start-up (half a gigabyte and a second).  Left to the
+    first job, the worker thread imported it while the UI thread ran imports of its own in
+    event handlers, and the two deadlocked in the import machinery (both threads stuck, no CPU
+    used; reproduced in the suite).  Importing here costs the first job two or three seconds of
+    a busy window, once; later jobs find the modules loaded.
+    """
+    import importlib
+    import sys
+
+    for name in ENGINE_MODULES:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError:  # a job that needs it says so in its own error
+            pass
+
+
 class JobRunner(QObject):
     """A :class:`JobWorker` on its own QThread, with the worker's signals re-emitted.
 
@@ -169,6 +204,7 @@ class JobRunner(QObject):
         if self._started:
             raise RuntimeError("a JobRunner runs one job; create another")
         self._started = True
+        import_engine()
         self.qthread.start()
 
     def pause(self) -> None:

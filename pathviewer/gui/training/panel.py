@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence, QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
@@ -1089,8 +1089,6 @@ class _CloseFilter(QObject):
         self.panel = panel
 
     def eventFilter(self, watched: QObject, event: Any) -> bool:  # noqa: N802 - Qt override
-        from PySide6.QtCore import QEvent
-
         if event.type() == QEvent.Type.Close:
             # Only a close the user asked for (the title bar, File > Quit) asks; a program
             # closing its window (tests, a screenshot) does not wait for an answer.

@@ -34,6 +34,8 @@ ASSOCIATED_SIZE = 240
 
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
 KEY_ROLE = Qt.ItemDataRole.UserRole + 2
+#: The slide label as a number (1, 0 or None) behind its text.
+CLASS_ROLE = Qt.ItemDataRole.UserRole + 3
 
 
 class PropertiesPanel(QWidget):
@@ -128,6 +130,15 @@ class PropertiesPanel(QWidget):
         self._images_layout.addStretch(1)
 
 
+#: How a slide label or call reads in the cohort list (the CSV's 1 and 0).
+SLIDE_CLASS_TEXT = {1: "tumour", 0: "normal"}
+
+
+def slide_class_text(value: int | None) -> str:
+    """``tumour`` for 1, ``normal`` for 0, nothing when unknown."""
+    return "" if value is None else SLIDE_CLASS_TEXT.get(int(value), str(value))
+
+
 class CohortModel(QStandardItemModel):
     """Slides of a cohort: ``slide, label, split, score, pred`` (the last two filled later)."""
 
@@ -151,7 +162,9 @@ class CohortModel(QStandardItemModel):
             slide.setData(str(entry.path), PATH_ROLE)
             slide.setData(entry.slide, KEY_ROLE)
             slide.setToolTip(str(entry.path))
-            label = QStandardItem("" if entry.label is None else str(entry.label))
+            label = QStandardItem(slide_class_text(entry.label))
+            label.setData(entry.label, CLASS_ROLE)
+            label.setToolTip("" if entry.label is None else f"slide label {entry.label}")
             if entry.label == 1:
                 label.setForeground(QColor(230, 90, 90))
             items = [slide, label, QStandardItem(entry.split), QStandardItem(""), QStandardItem("")]
@@ -191,9 +204,10 @@ class CohortModel(QStandardItemModel):
             score_item.setText(f"{score:.3f}")
             score_item.setData(float(score), Qt.ItemDataRole.UserRole)
             score_item.setToolTip(value.source)
-            pred_item.setText("" if pred is None else str(pred))
-            label = self.item(row, self.LABEL).text()
-            if pred is not None and label not in ("", str(pred)):
+            pred_item.setText(slide_class_text(pred))
+            pred_item.setData(pred, Qt.ItemDataRole.UserRole)
+            label = self.item(row, self.LABEL).data(CLASS_ROLE)
+            if pred is not None and label is not None and label != pred:
                 pred_item.setForeground(QColor(255, 170, 0))  # disagreement with the label
             else:
                 pred_item.setForeground(QColor(200, 205, 210))
@@ -220,9 +234,9 @@ class CohortPanel(QWidget):
         self.view.setAlternatingRowColors(True)
         header = self.view.horizontalHeader()
         header.setMinimumSectionSize(36)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        # The name takes what the other columns leave, so no column is cut at the dock's edge.
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setStretchLastSection(False)
-        self.view.setColumnWidth(0, 150)
         self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         for column in range(1, len(CohortModel.COLUMNS)):
             self.view.horizontalHeader().setSectionResizeMode(
@@ -240,9 +254,13 @@ class CohortPanel(QWidget):
         self.model.set_entries(entries)
         # Sort keys for the proxy: text columns sort by text.
         for row in range(self.model.rowCount()):
-            for column in (CohortModel.SLIDE, CohortModel.LABEL, CohortModel.SPLIT):
+            for column in (CohortModel.SLIDE, CohortModel.SPLIT):
                 item = self.model.item(row, column)
                 item.setData(item.text(), Qt.ItemDataRole.UserRole)
+            label = self.model.item(row, CohortModel.LABEL)
+            label.setData(label.data(CLASS_ROLE), Qt.ItemDataRole.UserRole)
+        # The cohort's own order until a header is clicked (not a descending sort by name).
+        self.view.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.view.setSortingEnabled(True)
         self.title.setText(title or f"{len(entries)} slides")
         self.entriesChanged.emit()
