@@ -37,6 +37,7 @@ class SlidePool:
     def _start(self, size: int | None) -> None:
         self.size = size
         self._slides: OrderedDict[str, SlideSource] = OrderedDict()
+        self._keys: dict[str, str] = {}  # path as asked -> identity key
         self._lock = threading.Lock()
         self._pid = os.getpid()
         #: How many slides this pool has opened (tests, benchmarks).
@@ -50,7 +51,11 @@ class SlidePool:
         SlideError
             Missing or unreadable slide (names the file).
         """
-        key = slide_path_key(Path(path))
+        raw = os.fspath(path)
+        key = self._keys.get(raw)
+        if key is None:
+            # Resolving a path is a system call or more; a dataset asks for every patch.
+            key = self._keys.setdefault(raw, slide_path_key(Path(raw)))
         with self._lock:
             if os.getpid() != self._pid:
                 # A forked child: the parent's handles are not ours to use or to close.
