@@ -661,3 +661,27 @@ def test_points_go_on_the_slide_and_coordinates_only_over_it(window, project) ->
     assert window.cursor_label.text() == ""
     window.slide_view.cursorMoved.emit(5.0, 10.0)
     assert window.cursor_label.text().startswith("x 5")
+
+
+def test_undoing_a_delete_keeps_the_annotations_number(window, project, qtbot) -> None:
+    controller = window.context.annotations
+    controller.set_tool("rectangle")
+    for left in (200, 700, 1200):
+        _drag(window, [(left, 400), (left + 300, 700)])
+    panel_model = controller.panel.model
+    session = controller.session
+    assert session is not None
+    ids = [r.id for r in session.project.annotations(session.slide_id)]
+    assert len(ids) == 3
+    controller.set_tool("select")
+    _click(window, 850, 550)  # the middle one
+    assert controller.selected == ids[1]
+    _key(window, Qt.Key.Key_Delete)
+    assert [r.id for r in session.project.annotations(session.slide_id)] == [ids[0], ids[2]]
+    controller.stack.undo()
+    # Back under its own number, in its own row, not appended as a new one.
+    assert [r.id for r in session.project.annotations(session.slide_id)] == ids
+    qtbot.waitUntil(lambda: panel_model.ids == ids, timeout=2000)
+    controller.stack.redo()
+    controller.stack.undo()
+    assert [r.id for r in session.project.annotations(session.slide_id)] == ids

@@ -593,3 +593,25 @@ def test_audit_trail_lists_every_kind_of_change_in_time_order(tmp_path: Path, ca
     report = json_module.loads(capsys.readouterr().out)
     assert report["blind"] == {"decisions": 1, "agree": 1, "rate": 1.0, "median_seconds": 4.2}
     assert main(["labels", "audit", "--project", str(tmp_path / "none"), "--out", str(out)]) == 2
+
+
+def test_wanted_ids_are_used_when_free_and_replaced_when_taken(project: Project) -> None:
+    slide = project.add_slide("/slides/a.svs")
+    first, taken = project.add_annotations(
+        slide, [Annotation(box(0, 0, 10, 10), "Tumor"), Annotation(box(20, 0, 30, 10), "Stroma")]
+    )
+    project.delete_annotation(first)
+    again = project.add_annotations(
+        slide,
+        [Annotation(box(0, 0, 10, 10), "Tumor"), Annotation(box(40, 0, 50, 10), "Tumor")],
+        wanted_ids=[first, taken],
+    )
+    assert again[0] == first  # free: the annotation keeps its number
+    assert again[1] not in (first, taken)  # in use by another annotation: a new number
+    assert {r.id: r.annotation.class_name for r in project.annotations(slide)} == {
+        first: "Tumor",
+        taken: "Stroma",
+        again[1]: "Tumor",
+    }
+    with pytest.raises(ValueError, match="one wanted id"):
+        project.add_annotations(slide, [Annotation(box(0, 0, 1, 1), "Tumor")], wanted_ids=[])

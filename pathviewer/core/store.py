@@ -654,20 +654,43 @@ class Project:
         return self.add_annotations(slide_id, [annotation], author)[0]
 
     def add_annotations(
-        self, slide_id: int, annotations: Iterable[Annotation], author: str | None = None
+        self,
+        slide_id: int,
+        annotations: Iterable[Annotation],
+        author: str | None = None,
+        wanted_ids: Sequence[int] | None = None,
     ) -> list[int]:
-        """Store several annotations in one transaction (all or nothing); returns their ids."""
+        """Store several annotations in one transaction (all or nothing); returns their ids.
+
+        ``wanted_ids`` (one per annotation) asks for those ids, as an undone delete does so that
+        the annotation keeps its number; an id already in use gets a new one instead.
+        """
+        annotations = list(annotations)
+        if wanted_ids is not None and len(wanted_ids) != len(annotations):
+            raise ValueError("one wanted id per annotation")
         ids: list[int] = []
         now = _now()
         with self._edit("annotations", ids) as conn:
-            for annotation in annotations:
+            chosen: list[int | None] = [None] * len(annotations)
+            if wanted_ids:
+                marks = ",".join("?" * len(wanted_ids))
+                taken = {
+                    int(row[0])
+                    for row in conn.execute(
+                        f"SELECT id FROM annotations WHERE id IN ({marks})",
+                        [int(i) for i in wanted_ids],
+                    )
+                }
+                chosen = [None if int(i) in taken else int(i) for i in wanted_ids]
+            for annotation, wanted in zip(annotations, chosen, strict=True):
                 wkb, *bounds = _geometry_columns(annotation.geometry)
                 cursor = conn.execute(
-                    "INSERT INTO annotations(slide_id, geometry, min_x, min_y, max_x, max_y, "
+                    "INSERT INTO annotations(id, slide_id, geometry, min_x, min_y, max_x, max_y, "
                     "class_name, color, name, object_type, author, created, modified, "
                     "uid, locked, extra) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
+                        wanted,
                         slide_id,
                         wkb,
                         *bounds,

@@ -4,9 +4,9 @@ An :class:`AnnotationSession` ties one slide of one open :class:`~pathviewer.cor
 to the drawing layer.  Commands call the session, which commits to the store first (so an edit is
 durable before it is shown) and then updates the layer's index.
 
-Store ids change when an undo re-inserts a deleted annotation (SQLite hands out a new id, and
-may later hand a freed id to another annotation), while commands further up or down the stack
-still refer to it.  Commands therefore hold session *handles*, stable for the session's life;
+An undo re-inserts a deleted annotation under its old store id when that id is still free,
+but another writer may have taken it, so the id can change while commands further up or down
+the stack still refer to it.  Commands therefore hold session *handles*, stable for the session's life;
 :meth:`AnnotationSession.handle` gives the handle of a store id and the session maps handles to
 the current store ids.
 """
@@ -71,8 +71,13 @@ class AnnotationSession:
         return [self.handle(i) for i in ids]
 
     def readd(self, handles: Sequence[int], annotations: Sequence[Annotation]) -> None:
-        """Insert deleted annotations again under their old handles."""
-        ids = self.project.add_annotations(self.slide_id, annotations)
+        """Insert deleted annotations again under their old handles and, where free, old ids.
+
+        Keeping the store id keeps the annotation's number in the list (the number a user may
+        have written down or said aloud); the id is free unless another writer took it.
+        """
+        wanted = [self._store_of[h] for h in handles]
+        ids = self.project.add_annotations(self.slide_id, annotations, wanted_ids=wanted)
         for handle, annotation_id, annotation in zip(handles, ids, annotations, strict=True):
             self._store_of[handle] = annotation_id
             self._handle_of[annotation_id] = handle
