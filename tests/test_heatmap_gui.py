@@ -529,3 +529,19 @@ def test_the_heatmap_display_is_remembered_in_the_next_window(window, qtbot, tmp
     assert again.context.heatmap_panel.colormap_combo.currentText() == "inferno"
     assert again.context.heatmap_panel.threshold_slider.value() == pytest.approx(0.35)
     again.close()
+
+
+def test_smooth_display_stays_on_the_scored_patches(window):
+    """Bilinear smoothing must not tint the background beside the tissue's edge patches."""
+    probs = np.full((ROWS, COLS), 0.95, np.float32)
+    probs[:, :5] = np.nan  # background: not scored
+    show_heatmap(window, probs)
+    controller = window.context.heatmap
+    controller.set_smooth(True)
+    image = render(window)
+    colour = expected_rgb("viridis", 0.95)
+    for row in (3, 6):
+        # Just outside the edge: the slide as it is; just inside: the patch's own colour.
+        assert close(probe_cell(window, image, row, 4, fx=0.9), SLIDE_RGB)
+        assert close(probe_cell(window, image, row, 5, fx=0.1), colour, tol=4)
+        assert close(probe_cell(window, image, row, 8), colour)

@@ -5,8 +5,10 @@ The probabilities are quantised once to an 8-bit indexed :class:`QImage` (index 
 *scale by patch size, translate by grid origin*, so one image pixel is exactly one patch in the
 scene's level-0 coordinates.  Every display control (colormap, opacity, threshold) only rebuilds
 the 256-entry colour table (``QImage.setColorTable``); the probabilities are never re-read or
-re-quantised.  Smooth display is bilinear upsampling by the painter (``SmoothPixmapTransform``);
-blocky display is nearest-neighbour.
+re-quantised.  Smooth display is bilinear upsampling by the painter (``SmoothPixmapTransform``)
+of a copy whose unscored cells next to scored ones take a scored neighbour's colour, clipped to
+the scored cells: the tissue's edge stays where the patches end instead of fading half a cell
+into the background.  Blocky display is nearest-neighbour.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PySide6.QtCore import QRectF, Qt
+from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import (
+    QBitmap,
     QImage,
     QPainter,
     QPainterPath,
+    QRegion,
     QTransform,
 )
 from PySide6.QtWidgets import (
@@ -147,6 +151,48 @@ def heatmap_image(heatmap: Heatmap, table: list[int]) -> QImage:
     return image
 
 
+def _index_pixels(image: QImage) -> np.ndarray:
+    """The indices of an 8-bit indexed image, ``(height, width)`` (a copy)."""
+    rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
+    return rows[:, : image.width()].copy()
+
+
+def scored_region(indices: np.ndarray) -> QRegion:
+    """The cells with a score (index > 0) as a region in cell units."""
+    scored = np.ascontiguousarray(indices > 0)
+    height, width = scored.shape
+    # QBitmap's data is 1 bit per pixel, rows padded to whole bytes, least significant bit first;
+    # a set bit is a pixel inside the region.
+    packed = np.packbits(scored, axis=1, bitorder="little")
+    bitmap = QBitmap.fromData(QSize(width, height), packed.tobytes(), QImage.Format.Format_MonoLSB)
+    return QRegion(bitmap)
+
+
+def edge_padded(argb: QImage, indices: np.ndarray) -> QImage:
+    """A copy of ``argb`` whose unscored pixels next to scored ones take a scored neighbour's colour.
+
+    Bilinear filtering reads only a pixel's immediate neighbours, so one ring of padding is
+    enough for the scored cells' edges to keep their own colour when smoothed.
+    """
+    out = argb.copy()
+    height, width = indices.shape
+    pixels = np.frombuffer(out.bits(), np.uint32).reshape(height, out.bytesPerLine() // 4)
+    pixels = pixels[:, :width]
+    source = pixels.copy()
+    free = indices == 0
+    filled = ~free
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+        # Target rows/columns [ty, tx] take the pixel at [ty + dy, tx + dx].
+        ty = slice(max(0, -dy), height - max(0, dy))
+        tx = slice(max(0, -dx), width - max(0, dx))
+        sy = slice(max(0, dy), height - max(0, -dy))
+        sx = slice(max(0, dx), width - max(0, -dx))
+        take = free[ty, tx] & ~filled[ty, tx] & ~free[sy, sx]
+        pixels[ty, tx][take] = source[sy, sx][take]
+        filled[ty, tx] |= take
+    return out
+
+
 class HeatmapOverlay(QGraphicsItem):
     """The heatmap image over the slide: one image pixel = one patch, in level-0 coordinates.
 
@@ -164,6 +210,7 @@ class HeatmapOverlay(QGraphicsItem):
         self._image = image
         self._rect = QRectF(0, 0, image.width(), image.height())
         self._rendered: QImage | None = None
+        self._smoothed: tuple[QImage, QRegion] | None = None
         self.smooth = False
         self.setTransform(
             QTransform(float(patch_size[0]), 0, 0, float(patch_size[1]), origin[0], origin[1])
@@ -178,6 +225,7 @@ class HeatmapOverlay(QGraphicsItem):
         """The colour table or some cells changed: drop the converted image, repaint ``rect``
         (cells; default everything)."""
         self._rendered = None
+        self._smoothed = None
         if rect is None:
             self.update()
         elif self.smooth:
@@ -196,8 +244,19 @@ class HeatmapOverlay(QGraphicsItem):
             # Painting an indexed image converts it on every draw; converting once per change
             # keeps panning cheap on large grids.
             self._rendered = self._image.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.smooth)
-        painter.drawImage(self._rect, self._rendered)
+        if not self.smooth:
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+            painter.drawImage(self._rect, self._rendered)
+            return
+        if self._smoothed is None:
+            indices = _index_pixels(self._image)
+            self._smoothed = (edge_padded(self._rendered, indices), scored_region(indices))
+        padded, region = self._smoothed
+        painter.save()
+        painter.setClipRegion(region, Qt.ClipOperation.IntersectClip)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        painter.drawImage(self._rect, padded)
+        painter.restore()
 
 
 def outline_path(annotations: Sequence[object]) -> QPainterPath:
