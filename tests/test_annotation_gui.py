@@ -15,7 +15,7 @@ pytest.importorskip("pytestqt")
 import shapely  # noqa: E402
 from PySide6.QtCore import QPoint, QPointF, QSettings, Qt  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
-from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
+from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox  # noqa: E402
 
 from pathviewer.core.slide import ArraySlide  # noqa: E402
 from pathviewer.core.store import Project  # noqa: E402
@@ -282,9 +282,7 @@ def test_import_export_round_trip_through_actions(window, project, tmp_path, mon
     _key(window, Qt.Key.Key_Return)
     before = sorted((a.class_name, a.geometry.wkt) for a in _stored(window))
     out = tmp_path / "exported.geojson"
-    monkeypatch.setattr(
-        annotation_tools.QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), "")
-    )
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
     controller.export_action.trigger()
     features = json.loads(out.read_text())["features"]
     assert len(features) == 2
@@ -294,9 +292,7 @@ def test_import_export_round_trip_through_actions(window, project, tmp_path, mon
         controller.select(annotation_id)
         controller.delete_selected()
     assert _stored(window) == []
-    monkeypatch.setattr(
-        annotation_tools.QFileDialog, "getOpenFileName", lambda *a, **k: (str(out), "")
-    )
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(out), ""))
     controller.import_action.trigger()
     after = sorted((a.class_name, a.geometry.wkt) for a in _stored(window))
     assert after == before
@@ -316,9 +312,7 @@ def test_malformed_import_shows_dialog_and_imports_nothing(window, project, tmp_
     broken = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": "oops"}}
     bad.write_text(json.dumps({"type": "FeatureCollection", "features": [good, broken]}))
     shown: list[str] = []
-    monkeypatch.setattr(
-        annotation_tools.QFileDialog, "getOpenFileName", lambda *a, **k: (str(bad), "")
-    )
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(bad), ""))
     monkeypatch.setattr(
         annotation_tools.QMessageBox,
         "critical",
@@ -685,3 +679,34 @@ def test_undoing_a_delete_keeps_the_annotations_number(window, project, qtbot) -
     controller.stack.redo()
     controller.stack.undo()
     assert [r.id for r in session.project.annotations(session.slide_id)] == ids
+
+
+def test_preferences_set_default_folders_units_and_the_heatmap_colormap(
+    window, project, tmp_path: Path
+) -> None:
+    from pathviewer.gui import file_dialogs
+    from pathviewer.gui.preferences import PreferencesDialog, apply_preferences
+
+    controller = window.context.annotations
+    controller.add([shapely.box(0, 0, 2000, 1000)], "box")  # 1000 x 500 µm at 0.5 µm/px
+    model = controller.panel.model
+    model.refresh()  # the list refreshes on the next event-loop turn
+    assert model.headerData(3, Qt.Orientation.Horizontal) == "Area µm²"
+    assert model.data(model.index(0, 3)) == "500,000"
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    dialog = PreferencesDialog("PathViewer", window.settings, window)
+    dialog.folders["slides"].setText(str(slides))
+    dialog.units.setCurrentText("mm")
+    dialog.colormap.setCurrentText("magma")
+    apply_preferences(window, controller, window.context.heatmap, dialog)
+    assert file_dialogs.start_folder(window.settings, "slides") == str(slides)
+    assert file_dialogs.start_folder(window.settings, "projects") == str(Path.home())
+    assert model.headerData(3, Qt.Orientation.Horizontal) == "Area mm²"
+    assert model.data(model.index(0, 3)) == "0.5"
+    assert model.data(model.index(0, 4)) == "3"  # perimeter 3000 µm
+    assert "mm²" in controller.describe(model.ids[0])
+    assert window.context.heatmap.display.colormap == "magma"
+    again = PreferencesDialog("PathViewer", window.settings, window, "magma")
+    assert again.units.currentText() == "mm" and again.folders["slides"].text() == str(slides)
+    assert again.colormap.currentText() == "magma"

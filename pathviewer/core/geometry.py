@@ -95,6 +95,31 @@ def measure(geometry: BaseGeometry, mpp: float | tuple[float, float] | None) -> 
     return {}
 
 
+#: Units a user can have measurements shown in (Edit > Preferences); µm is QuPath's and the
+#: exports' unit whatever is shown.
+DISPLAY_UNITS = ("µm", "mm")
+
+
+def in_display_unit(values: dict[str, float], unit: str) -> dict[str, float]:
+    """Measurements of :func:`measure` (µm) shown in ``unit`` (one of :data:`DISPLAY_UNITS`).
+
+    Names keep their form (``Area mm^2``, ``Perimeter mm``); pixel measurements are unchanged.
+    """
+    if unit not in DISPLAY_UNITS:
+        raise ValueError(f"unknown unit {unit!r} (known: {', '.join(DISPLAY_UNITS)})")
+    if unit == "µm":
+        return dict(values)
+    out: dict[str, float] = {}
+    for name, value in values.items():
+        if name.endswith(" µm^2"):
+            out[name.replace(" µm^2", " mm^2")] = value / 1e6
+        elif name.endswith(" µm"):
+            out[name.replace(" µm", " mm")] = value / 1e3
+        else:
+            out[name] = value
+    return out
+
+
 def shape_name(geometry: BaseGeometry) -> str:
     """What a user calls the shape: Rectangle, Polygon, Region (n parts), Line, Point(s).
 

@@ -21,13 +21,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QObject, QPointF, QRectF, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QPainter, QPen
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
     QDialogButtonBox,
-    QFileDialog,
     QFormLayout,
     QFrame,
     QGraphicsItem,
@@ -47,6 +46,7 @@ from pathviewer.core.errors import PathViewerError, SlideError
 from pathviewer.core.heatmap import DIFFERENCE_SPAN, Heatmap, HeatmapError, difference_heatmap
 from pathviewer.core.predictions import load_slide_heatmap
 from pathviewer.core.slide import SLIDE_SUFFIXES
+from pathviewer.gui import file_dialogs
 from pathviewer.gui.heatmap.dock import ColorLegend, LegendSpec
 from pathviewer.gui.heatmap.overlay import (
     HeatmapOverlay,
@@ -184,6 +184,7 @@ class ComparePane(QFrame):
     def __init__(self, window: MainWindow, number: int) -> None:
         super().__init__(window)
         self.number = number
+        self.settings = window.settings
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.view = SlideView(self, window.settings, threads=2)
         self.title = QLabel()
@@ -300,8 +301,8 @@ class ComparePane(QFrame):
 
     def _choose_slide(self) -> None:
         patterns = " ".join(f"*{suffix}" for suffix in SLIDE_SUFFIXES)
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Slide for this view", "", f"Slides ({patterns})"
+        path = file_dialogs.open_file(
+            self, self.settings, "slides", "Slide for this view", f"Slides ({patterns})"
         )
         if not path:
             return
@@ -311,7 +312,9 @@ class ComparePane(QFrame):
             QMessageBox.critical(self, "Cannot open slide", str(error))
 
     def _choose_heatmap(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Predictions folder for this view")
+        path = file_dialogs.choose_folder(
+            self, self.settings, "predictions", "Predictions folder for this view"
+        )
         if not path:
             return
         try:
@@ -323,8 +326,9 @@ class ComparePane(QFrame):
 class CompareRunsDialog(QDialog):
     """Tools > Compare runs: two predictions folders and whether to show B - A."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: QSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.settings = settings
         self.setWindowTitle("Compare runs")
         self.run_a = QLineEdit()
         self.run_b = QLineEdit()
@@ -347,7 +351,9 @@ class CompareRunsDialog(QDialog):
         form.addRow(buttons)
 
     def _browse(self, edit: QLineEdit) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Predictions folder (pathviewer infer)")
+        path = file_dialogs.choose_folder(
+            self, self.settings, "predictions", "Predictions folder (pathviewer infer)"
+        )
         if path:
             edit.setText(path)
 
@@ -477,7 +483,7 @@ def run_label(source: str | Path) -> str:
 
 def choose_and_compare(window: MainWindow, controller: CompareController) -> None:
     """Tools > Compare runs…: ask for two predictions folders and show them side by side."""
-    dialog = CompareRunsDialog(window)
+    dialog = CompareRunsDialog(window.settings, window)
     if dialog.exec() != QDialog.DialogCode.Accepted:
         return
     try:

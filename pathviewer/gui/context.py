@@ -92,7 +92,7 @@ def build_features(window: MainWindow) -> AppContext:
     display_controller, display_panel = display.install(
         window, selected_region=annotation_controller.selected_region
     )
-    preferences.install(window, annotations=annotation_controller)
+    preferences.install(window, annotations=annotation_controller, heatmap=heatmap_controller)
     context = AppContext(
         project=project_controller,
         heatmap=heatmap_controller,

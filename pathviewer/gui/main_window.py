@@ -33,7 +33,6 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QDockWidget,
-    QFileDialog,
     QLabel,
     QMainWindow,
     QMenu,
@@ -48,6 +47,7 @@ from pathviewer.core.cohort import CohortEntry, read_cohort
 from pathviewer.core.errors import PathViewerError, SlideError
 from pathviewer.core.identity import same_slide, slide_path_key
 from pathviewer.core.slide import SLIDE_SUFFIXES
+from pathviewer.gui import file_dialogs
 from pathviewer.gui.viewer.panels import CohortPanel, PropertiesPanel
 from pathviewer.gui.viewer.slide_view import (
     MAGNIFICATIONS,
@@ -503,8 +503,12 @@ class MainWindow(QMainWindow):
 
     def choose_slide(self) -> None:
         patterns = " ".join(f"*{suffix}" for suffix in SLIDE_SUFFIXES)
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Open slide", "", f"Slides ({patterns});;Cohort CSV (*.csv);;All files (*)"
+        path = file_dialogs.open_file(
+            self,
+            self.settings,
+            "slides",
+            "Open slide",
+            f"Slides ({patterns});;Cohort CSV (*.csv);;All files (*)",
         )
         if path:
             self.open_paths([path])
@@ -532,8 +536,15 @@ class MainWindow(QMainWindow):
         if slide is None:
             QMessageBox.information(self, "Export figure", "Open a slide first.")
             return
-        start = str(Path(slide.path).with_suffix("")) + ".figure.png"
-        path, _ = QFileDialog.getSaveFileName(self, "Export figure", start, "PNG (*.png)")
+        path, _ = file_dialogs.save_file(
+            self,
+            self.settings,
+            "exports",
+            "Export figure",
+            "PNG (*.png)",
+            suggested=Path(slide.path).stem + ".figure.png",
+            near=str(Path(slide.path).parent),
+        )
         if not path:
             return
         try:
@@ -544,7 +555,9 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Figure written to {path}", 8000)
 
     def choose_cohort(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open cohort", "", "Cohort CSV (*.csv)")
+        path = file_dialogs.open_file(
+            self, self.settings, "cohorts", "Open cohort", "Cohort CSV (*.csv)"
+        )
         if path:
             self.open_cohort(path)
 

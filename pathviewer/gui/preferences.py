@@ -1,9 +1,11 @@
-"""Edit > Preferences (the key preset) and Help > Keyboard shortcuts.
+"""Edit > Preferences and Help > Keyboard shortcuts.
 
-What the window gains (``install(window, annotations)``)
---------------------------------------------------------
+What the window gains (``install(window, annotations, heatmap)``)
+-----------------------------------------------------------------
 * **Edit > Preferences…**: the key preset, PathViewer's own keys or QuPath's
-  (:mod:`pathviewer.session.keys`), applied at once and remembered.
+  (:mod:`pathviewer.session.keys`); the reviewer name; tile cache and threads; the default
+  folders file dialogs start in before one was used (:mod:`pathviewer.gui.file_dialogs`); the
+  unit measurements are shown in; the heatmap colormap.  Applied when accepted, and remembered.
 * The keys of the preset saved in the settings are applied when the window is built.
 """
 
@@ -18,10 +20,13 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QFormLayout,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
+    QPushButton,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -29,12 +34,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pathviewer.core.geometry import DISPLAY_UNITS
+from pathviewer.gui import file_dialogs
+from pathviewer.gui.annotations.controller import UNITS_SETTING
 from pathviewer.gui.review.panel import AUTHOR_SETTING, reviewer_name
 from pathviewer.gui.viewer.tiles import CACHE_SETTING, THREADS_SETTING, cache_cap_bytes
+from pathviewer.session.heatmap import COLORMAPS
 from pathviewer.session.keys import DEFAULT_PRESET, KEY_PRESETS, PRESET_SETTING, preset_keys
 
 if TYPE_CHECKING:
     from pathviewer.gui.annotations.controller import AnnotationController
+    from pathviewer.gui.heatmap.controller import HeatmapController
     from pathviewer.gui.main_window import MainWindow
 
 
@@ -79,10 +89,17 @@ class KeyboardShortcutsDialog(QDialog):
 
 
 class PreferencesDialog(QDialog):
-    """Edit > Preferences: keys, reviewer name, tile cache and threads (applied when accepted)."""
+    """Edit > Preferences: keys, reviewer, tiles, default folders, units, colormap.
+
+    Applied when accepted (:meth:`apply` and :func:`install`'s handler).
+    """
 
     def __init__(
-        self, current: str, settings: QSettings | None = None, parent: QWidget | None = None
+        self,
+        current: str,
+        settings: QSettings | None = None,
+        parent: QWidget | None = None,
+        colormap: str = COLORMAPS[0],
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Preferences")
@@ -112,6 +129,33 @@ class PreferencesDialog(QDialog):
             "QuPath: M move, R rectangle, O ellipse, P polygon, V polyline, B brush, . points,"
             " F fill annotations"
         )
+        self.folders: dict[str, QLineEdit] = {}
+        folder_rows: list[tuple[str, QHBoxLayout]] = []
+        for group, label in file_dialogs.GROUPS.items():
+            edit = QLineEdit(str(settings.value(file_dialogs.default_key(group), "") or ""))
+            edit.setPlaceholderText("home folder")
+            edit.setToolTip(
+                f"{label}: where file dialogs start until you have used a folder for that "
+                "kind of file; after that they start in the last folder used"
+            )
+            browse = QPushButton("Browse…")
+            browse.clicked.connect(lambda _checked=False, e=edit: self._browse(e))
+            row = QHBoxLayout()
+            row.addWidget(edit, 1)
+            row.addWidget(browse)
+            self.folders[group] = edit
+            folder_rows.append((label, row))
+        self.units = QComboBox()
+        self.units.addItems(list(DISPLAY_UNITS))
+        unit = str(settings.value(UNITS_SETTING, DISPLAY_UNITS[0]) or "")
+        self.units.setCurrentText(unit if unit in DISPLAY_UNITS else DISPLAY_UNITS[0])
+        self.units.setToolTip(
+            "Areas and lengths in the annotation list and status bar (exports stay in µm)"
+        )
+        self.colormap = QComboBox()
+        self.colormap.addItems(list(COLORMAPS))
+        self.colormap.setCurrentText(colormap if colormap in COLORMAPS else COLORMAPS[0])
+        self.colormap.setToolTip("Colours of the tumour heatmap (also in the Heatmap dock)")
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         )
@@ -122,13 +166,44 @@ class PreferencesDialog(QDialog):
         form.addRow("Reviewer name", self.reviewer)
         form.addRow("Tile cache", self.cache_mb)
         form.addRow("Tile threads", self.threads)
+        for label, row in folder_rows:
+            form.addRow(label, row)
+        form.addRow("Measurements in", self.units)
+        form.addRow("Heatmap colormap", self.colormap)
         form.addRow(buttons)
 
+    def _browse(self, edit: QLineEdit) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Default folder", edit.text())
+        if folder:
+            edit.setText(folder)
+
     def apply(self, settings: QSettings) -> None:
-        """Store the reviewer name, tile cache and threads (the key preset is applied apart)."""
+        """Store reviewer, tile cache and threads, default folders and units.
+
+        The key preset and the colormap are applied apart (they change the window at once).
+        """
         settings.setValue(AUTHOR_SETTING, self.reviewer.text().strip())
         settings.setValue(CACHE_SETTING, self.cache_mb.value())
         settings.setValue(THREADS_SETTING, self.threads.value())
+        for group, edit in self.folders.items():
+            settings.setValue(file_dialogs.default_key(group), edit.text().strip())
+        settings.setValue(UNITS_SETTING, self.units.currentText())
+
+
+def apply_preferences(
+    window: MainWindow,
+    annotations: AnnotationController,
+    heatmap: HeatmapController,
+    dialog: PreferencesDialog,
+) -> None:
+    """Store an accepted Preferences dialog and show its effect at once."""
+    apply_key_preset(window, annotations, dialog.preset.currentText())
+    dialog.apply(window.settings)
+    window.slide_view.cache.cap_bytes = dialog.cache_mb.value() * 2**20
+    # The colormap is part of the remembered heatmap display: one place holds it.
+    heatmap.set_colormap(dialog.colormap.currentText())
+    annotations.panel.model.refresh()  # headers and values in the new unit
+    annotations.panel.show_selection(annotations.selected)
 
 
 def apply_key_preset(window: MainWindow, annotations: AnnotationController, name: str) -> None:
@@ -144,16 +219,18 @@ def current_preset(window: MainWindow) -> str:
     return str(window.settings.value(PRESET_SETTING, DEFAULT_PRESET))
 
 
-def install(window: MainWindow, annotations: AnnotationController) -> QAction:
+def install(
+    window: MainWindow, annotations: AnnotationController, heatmap: HeatmapController
+) -> QAction:
     """Add Edit > Preferences… and apply the saved key preset; return the menu action."""
     apply_key_preset(window, annotations, current_preset(window))
 
     def edit() -> None:
-        dialog = PreferencesDialog(current_preset(window), window.settings, window)
+        dialog = PreferencesDialog(
+            current_preset(window), window.settings, window, heatmap.display.colormap
+        )
         if dialog.exec() == QDialog.DialogCode.Accepted:
-            apply_key_preset(window, annotations, dialog.preset.currentText())
-            dialog.apply(window.settings)
-            window.slide_view.cache.cap_bytes = dialog.cache_mb.value() * 2**20
+            apply_preferences(window, annotations, heatmap, dialog)
 
     action = QAction("&Preferences…", window)
     action.triggered.connect(edit)

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox
+from PySide6.QtWidgets import QMenu, QMessageBox
 
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.store import DB_NAME, Project
+from pathviewer.gui import file_dialogs
 
 if TYPE_CHECKING:
     from pathviewer.gui.main_window import MainWindow
@@ -111,7 +112,7 @@ def install(window: MainWindow) -> ProjectController:
 
     def choose(create: bool) -> None:
         title = "New project folder" if create else "Open project folder"
-        folder = QFileDialog.getExistingDirectory(window, title)
+        folder = file_dialogs.choose_folder(window, window.settings, "projects", title)
         if not folder:
             return
         try:
@@ -129,8 +130,14 @@ def install(window: MainWindow) -> ProjectController:
         if project is None:
             QMessageBox.information(window, "Audit trail", "Open a project first.")
             return
-        path, _ = QFileDialog.getSaveFileName(
-            window, "Export audit trail", str(project.folder / "audit.csv"), "CSV (*.csv)"
+        path, _ = file_dialogs.save_file(
+            window,
+            window.settings,
+            "exports",
+            "Export audit trail",
+            "CSV (*.csv)",
+            suggested="audit.csv",
+            near=str(project.folder),
         )
         if not path:
             return

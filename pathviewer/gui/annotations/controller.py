@@ -75,7 +75,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QColorDialog,
     QDockWidget,
-    QFileDialog,
     QGraphicsView,
     QHBoxLayout,
     QHeaderView,
@@ -104,8 +103,9 @@ from pathviewer.core.annotations import (
     write_annotations,
 )
 from pathviewer.core.errors import PathViewerError
-from pathviewer.core.geometry import measure, shape_name, unit_text
+from pathviewer.core.geometry import DISPLAY_UNITS, in_display_unit, measure, shape_name, unit_text
 from pathviewer.core.identity import slide_path_key
+from pathviewer.gui import file_dialogs
 from pathviewer.gui.annotations.commands import (
     AddAnnotationsCommand,
     AnnotationSession,
@@ -153,6 +153,9 @@ MIN_DRAG_PX = 3.0
 
 DEFAULT_BRUSH_PX = 16.0
 
+#: Settings key of the unit measurements are shown in (one of DISPLAY_UNITS).
+UNITS_SETTING = "display/units"
+
 
 def _swatch(rgb: tuple[int, int, int]) -> QIcon:
     pixmap = QPixmap(14, 14)
@@ -163,7 +166,7 @@ def _swatch(rgb: tuple[int, int, int]) -> QIcon:
 class AnnotationTableModel(QAbstractTableModel):
     """The slide's annotations with their class and measurements (computed lazily per row)."""
 
-    HEADERS = ("#", "Class", "Type", "Area µm²", "Perim./len. µm")
+    HEADERS = ("#", "Class", "Type", "Area", "Perim./len.")
 
     def __init__(self, controller: AnnotationController) -> None:
         super().__init__()
@@ -186,7 +189,10 @@ class AnnotationTableModel(QAbstractTableModel):
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.HEADERS[section]
+            unit = self._controller.display_unit()
+            return {3: f"Area {unit}²", 4: f"Perim./len. {unit}"}.get(
+                section, self.HEADERS[section]
+            )
         return None
 
     def data(
@@ -212,12 +218,19 @@ class AnnotationTableModel(QAbstractTableModel):
             return annotation.class_name or "—"
         if column == 2:
             return shape_name(annotation.geometry)
-        values = self._controller.measurements(annotation)
+        values = self._controller.shown_measurements(annotation)
         if column == 3:
             area = next((v for k, v in values.items() if k.startswith("Area")), None)
-            return "" if area is None else f"{area:,.0f}"
+            return "" if area is None else _shown_number(area)
         length = next((v for k, v in values.items() if k.startswith(("Perimeter", "Length"))), None)
-        return "" if length is None else f"{length:,.1f}"
+        return "" if length is None else _shown_number(length, 1)
+
+
+def _shown_number(value: float, decimals: int = 0) -> str:
+    """A measurement as shown in the table: thousands separated; small values keep 3 digits."""
+    if value != 0 and abs(value) < 10:
+        return f"{value:,.3g}"
+    return f"{value:,.{decimals}f}"
 
 
 def ellipse(cx: float, cy: float, rx: float, ry: float) -> shapely.Polygon:
@@ -649,14 +662,23 @@ class AnnotationController(QObject):
         mpp = slide.mpp if slide is not None else None
         return measure(annotation.geometry, mpp)
 
+    def display_unit(self) -> str:
+        """The unit measurements are shown in (Edit > Preferences; exports stay in µm)."""
+        unit = str(self.window.settings.value(UNITS_SETTING, DISPLAY_UNITS[0]) or "")
+        return unit if unit in DISPLAY_UNITS else DISPLAY_UNITS[0]
+
+    def shown_measurements(self, annotation: Annotation) -> dict[str, float]:
+        """:meth:`measurements` in the unit of :meth:`display_unit`."""
+        return in_display_unit(self.measurements(annotation), self.display_unit())
+
     def describe(self, annotation_id: int) -> str:
         """One line about an annotation: class, type and measurements."""
         annotation = self.document.get(annotation_id)
         if annotation is None:
             return ""
         parts = [f"{annotation.class_name or 'Unclassified'} {shape_name(annotation.geometry)}"]
-        for name, value in self.measurements(annotation).items():
-            parts.append(f"{name.split()[0].lower()} {value:,.1f} {unit_text(name)}")
+        for name, value in self.shown_measurements(annotation).items():
+            parts.append(f"{name.split()[0].lower()} {_shown_number(value, 1)} {unit_text(name)}")
         return " · ".join(parts)
 
     def apply_keys(self, keys: dict[str, str]) -> None:
@@ -1161,10 +1183,11 @@ class AnnotationController(QObject):
         if self.view.current_slide is None:
             QMessageBox.information(self.window, "Import annotations", "Open a slide first.")
             return
-        path, _ = QFileDialog.getOpenFileName(
+        path = file_dialogs.open_file(
             self.window,
+            self.window.settings,
+            "annotations",
             "Import annotations",
-            "",
             "Annotations (*.geojson *.json *.xml);;All files (*)",
         )
         if not path:
@@ -1195,12 +1218,15 @@ class AnnotationController(QObject):
         if self.view.current_slide is None:
             QMessageBox.information(self.window, "Export annotations", "Open a slide first.")
             return
-        default = Path(self.view.current_slide.path).stem + ".geojson"
-        path, _ = QFileDialog.getSaveFileName(
+        slide_path = Path(self.view.current_slide.path)
+        path, _ = file_dialogs.save_file(
             self.window,
+            self.window.settings,
+            "annotations",
             "Export annotations",
-            default,
             "QuPath GeoJSON (*.geojson *.json);;ASAP XML (*.xml)",
+            suggested=slide_path.stem + ".geojson",
+            near=str(slide_path.parent),
         )
         if not path:
             return

@@ -33,7 +33,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QDockWidget,
-    QFileDialog,
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
@@ -54,6 +53,7 @@ from pathviewer.core.heatmap_export import (
     EXPORT_FORMATS,
     export_name,
 )
+from pathviewer.gui import file_dialogs
 from pathviewer.gui.heatmap.controller import HeatmapController
 from pathviewer.gui.heatmap.overlay import colormap
 from pathviewer.gui.viewer.slide_view import ViewKey
@@ -448,12 +448,15 @@ def choose_and_load(
 ) -> None:
     """Ask for a predictions folder or a heatmap file and load it (errors as a dialog)."""
     if folder:
-        path = QFileDialog.getExistingDirectory(window, "Predictions folder (pathviewer infer)")
+        path = file_dialogs.choose_folder(
+            window, window.settings, "predictions", "Predictions folder (pathviewer infer)"
+        )
     else:
-        path, _ = QFileDialog.getOpenFileName(
+        path = file_dialogs.open_file(
             window,
+            window.settings,
+            "heatmaps",
             "Load heatmap",
-            "",
             "Heatmap or predictions (*.npz slides.csv patches.csv prediction.json);;"
             "Patch values of other tools (*.geojson *.json *.csv);;All files (*)",
         )
@@ -483,11 +486,15 @@ def choose_and_export(window: MainWindow, controller: HeatmapController) -> None
         QMessageBox.information(window, "Export heatmap", "Show a heatmap on a slide first.")
         return
     first = next(iter(EXPORT_FILTERS))
-    start = str(
-        Path(window.slide_view.current_slide.path).parent / export_name(heatmap.slide, "qupath")
-    )
-    path, chosen = QFileDialog.getSaveFileName(
-        window, "Export heatmap", start, ";;".join(EXPORT_FILTERS), first
+    path, chosen = file_dialogs.save_file(
+        window,
+        window.settings,
+        "exports",
+        "Export heatmap",
+        ";;".join(EXPORT_FILTERS),
+        suggested=export_name(heatmap.slide, "qupath"),
+        selected_filter=first,
+        near=str(Path(window.slide_view.current_slide.path).parent),
     )
     if not path:
         return

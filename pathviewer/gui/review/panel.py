@@ -63,7 +63,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDockWidget,
-    QFileDialog,
     QGraphicsPathItem,
     QGraphicsRectItem,
     QHBoxLayout,
@@ -85,6 +84,7 @@ from pathviewer.core.ranking import RANKING_DETAILS, RANKINGS, run_ranking
 from pathviewer.core.slide import read_box
 from pathviewer.core.slide_pool import SlidePool
 from pathviewer.core.store import FlagRecord, Project
+from pathviewer.gui import file_dialogs
 from pathviewer.gui.viewer.tiles import rgb_to_qimage
 from pathviewer.jobs import import_run_flags
 from pathviewer.session.review_region import flags_inside
@@ -912,13 +912,15 @@ class ReviewPanel(QWidget):
         """Ask for a ``flags.csv`` (and for a project when none is open) and import it."""
         if self.project is None and not self._ask_for_project():
             return
-        start = str(self.settings.value("review/last_flags_dir", ""))
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Import flags of a label-refinement run", start, "Flags (flags.csv *.csv)"
+        path = file_dialogs.open_file(
+            self,
+            self.settings,
+            "flags",
+            "Import flags of a label-refinement run",
+            "Flags (flags.csv *.csv)",
         )
         if not path:
             return
-        self.settings.setValue("review/last_flags_dir", str(Path(path).parent))
         try:
             count = self.import_flags(path)
         except PathViewerError as error:
@@ -935,7 +937,7 @@ class ReviewPanel(QWidget):
         )
         if answer != QMessageBox.StandardButton.Yes:
             return False
-        folder = QFileDialog.getExistingDirectory(self, "New project folder")
+        folder = file_dialogs.choose_folder(self, self.settings, "projects", "New project folder")
         if not folder:
             return False
         try:

@@ -35,12 +35,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence, QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QInputDialog,
@@ -62,6 +61,7 @@ from PySide6.QtWidgets import (
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.operating_point import read_operating_point
 from pathviewer.core.progress import Progress
+from pathviewer.gui import file_dialogs
 from pathviewer.gui.training.settings_form import SettingsForm
 from pathviewer.gui.workers import JobRunner
 from pathviewer.jobs import (
@@ -441,13 +441,21 @@ class TrainingPanel(QWidget):
         project = controller.project if controller is not None else None
         return project.folder if project is not None else None
 
+    def _settings(self) -> QSettings:
+        """The window's settings (the application's when the panel stands alone)."""
+        return self.main_window.settings if self.main_window is not None else QSettings()
+
     def _choose_cohort(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Cohort CSV", "", "Cohort CSV (*.csv)")
+        path = file_dialogs.open_file(
+            self, self._settings(), "cohorts", "Cohort CSV", "Cohort CSV (*.csv)"
+        )
         if path:
             self.cohort_edit.setText(path)
 
     def _choose_labels(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Patch labels", "", "Labels CSV (*.csv)")
+        path = file_dialogs.open_file(
+            self, self._settings(), "labels", "Patch labels", "Labels CSV (*.csv)"
+        )
         if path:
             self.labels_edit.setText(path)
 
