@@ -17,6 +17,7 @@ from PySide6.QtCore import QPoint, QPointF, QSettings, Qt  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox  # noqa: E402
 
+from pathviewer.core.errors import AnnotationError  # noqa: E402
 from pathviewer.core.slide import ArraySlide  # noqa: E402
 from pathviewer.core.store import Project  # noqa: E402
 from pathviewer.gui.annotations import controller as annotation_tools  # noqa: E402
@@ -710,3 +711,35 @@ def test_preferences_set_default_folders_units_and_the_heatmap_colormap(
     again = PreferencesDialog("PathViewer", window.settings, window, "magma")
     assert again.units.currentText() == "mm" and again.folders["slides"].text() == str(slides)
     assert again.colormap.currentText() == "magma"
+
+
+def test_import_places_an_ndpa_with_the_open_slides_properties(window, project, tmp_path) -> None:
+    """File > Import annotations reads NDP.view's nanometres with the slide's properties."""
+    ndpa = tmp_path / "s.ndpi.ndpa"
+    ndpa.write_text(
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?><annotations>'
+        '<ndpviewstate id="1"><title>Tumor</title><coordformat>nanometers</coordformat>'
+        '<annotation type="freehand" displayname="AnnotateFreehand" color="#ff0000">'
+        "<closed>1</closed><pointlist><point><x>-100000</x><y>-100000</y></point>"
+        "<point><x>100000</x><y>-100000</y></point><point><x>100000</x><y>100000</y></point>"
+        "</pointlist></annotation></ndpviewstate></annotations>"
+    )
+    controller = window.context.annotations
+    with pytest.raises(AnnotationError, match="needs the slide"):
+        controller.import_file(str(ndpa))  # this slide has no Hamamatsu properties
+    properties = {
+        "openslide.mpp-x": "0.5",
+        "openslide.mpp-y": "0.5",
+        "hamamatsu.XOffsetFromSlideCentre": "0",
+        "hamamatsu.YOffsetFromSlideCentre": "0",
+        "openslide.level[0].width": "2048",
+        "openslide.level[0].height": "2048",
+    }
+    rgb = np.full((2048, 2048, 3), 230, np.uint8)
+    window.slide_view.set_slide(
+        ArraySlide(rgb, mpp=0.5, name=str(tmp_path / "s.ndpi"), properties=properties)
+    )
+    assert controller.import_file(str(ndpa)) == 1
+    (shape,) = [a.geometry for a in controller.document.annotations.values()]
+    # +-100 um from the centre at 0.5 um/px: 200 px either side of (1024, 1024)
+    assert list(shape.exterior.coords)[:3] == [(824, 824), (1224, 824), (1224, 1224)]

@@ -545,3 +545,32 @@ def test_smooth_display_stays_on_the_scored_patches(window):
         assert close(probe_cell(window, image, row, 4, fx=0.9), SLIDE_RGB)
         assert close(probe_cell(window, image, row, 5, fx=0.1), colour, tol=4)
         assert close(probe_cell(window, image, row, 8), colour)
+
+
+def test_clam_h5_without_patch_size_asks_for_it_then_paints_its_cells(
+    window, tmp_path, monkeypatch
+):
+    """A CLAM heatmap h5 has no patch size: the dialog asks for one and the cells land right."""
+    import h5py
+    from PySide6.QtWidgets import QFileDialog, QInputDialog
+
+    from pathviewer.gui.heatmap.dock import choose_and_load
+
+    coords = np.array([(64 * c, 64 * r) for r in range(3) for c in range(4)], np.int64)
+    scores = np.linspace(0.1, 0.9, len(coords)).reshape(-1, 1)
+    path = tmp_path / "s_blockmap.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("attention_scores", data=scores)
+        h5.create_dataset("coords", data=coords)
+    asked: list[str] = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    monkeypatch.setattr(
+        QInputDialog, "getInt", lambda _w, _t, label, *a, **k: (asked.append(label), (64, True))[1]
+    )
+    controller = window.context.heatmap
+    choose_and_load(window, controller)
+    assert asked and "patch size is unknown" in asked[0]
+    loaded = controller.heatmap
+    assert loaded is not None and loaded.patch_size == (64, 64)
+    for (x, y), score in zip(coords, scores[:, 0], strict=True):
+        assert loaded.value_at(x + 32, y + 32) == pytest.approx(score)

@@ -1,7 +1,9 @@
 """``pathviewer annotations ...``: annotation file tools.
 
 ``pathviewer annotations convert IN OUT`` converts between QuPath GeoJSON (``.geojson``/``.json``)
-and ASAP XML (``.xml``), chosen by extension, with the import validation of both formats.
+and ASAP XML (``.xml``), chosen by extension, with the import validation of both formats; Aperio
+ImageScope XML (an ``.xml`` with root ``<Annotations>``) and NDP.view ``.ndpa`` (with ``--slide``)
+are read too.
 """
 
 from __future__ import annotations
@@ -14,20 +16,23 @@ def register(groups: Any) -> None:
     """Add the ``annotations`` subcommands to the CLI."""
     convert = groups.annotations.add_parser(
         "convert",
-        help="convert annotations between QuPath GeoJSON and ASAP XML",
+        help="convert annotations between QuPath GeoJSON and ASAP XML (Aperio, NDPA read too)",
         description=(
             "Convert an annotation file by extension: .geojson/.json (QuPath GeoJSON) and .xml "
-            "(ASAP XML).  A malformed input stops with an error naming the feature; the output "
-            "is written atomically, so it is either complete or absent."
+            "(ASAP XML).  Aperio ImageScope XML (.xml, told apart by its root element) and "
+            "NDP.view .ndpa are read too; an .ndpa needs --slide (its coordinates are nanometres "
+            "from the slide centre).  A malformed input stops with an error naming the feature; "
+            "the output is written atomically, so it is either complete or absent."
         ),
     )
-    convert.add_argument("input", help="annotation file to read (.geojson, .json or .xml)")
+    convert.add_argument("input", help="annotation file to read (.geojson, .json, .xml or .ndpa)")
     convert.add_argument("output", help="annotation file to write (.geojson, .json or .xml)")
     convert.add_argument(
         "--slide",
         help="the slide the annotations belong to: when it has bounds (openslide.bounds-x/y,"
         " typical of MRXS), GeoJSON is read and written in QuPath's cropped coordinates and XML"
-        " in full ones, so both files land on the same tissue",
+        " in full ones, so both files land on the same tissue; an .ndpa is placed with the"
+        " slide's resolution and offset from the slide centre",
     )
     convert.set_defaults(func=_convert)
 
@@ -40,18 +45,21 @@ def _convert(args: argparse.Namespace) -> int:
         write_annotations,
     )
 
-    annotation_format(args.output)  # refuse an unknown output type before reading anything
+    # refuse an output type that cannot be written before reading anything
+    annotation_format(args.output, writing=True)
     dx = dy = 0.0
+    properties: dict[str, str] | None = None
     if args.slide:
         from pathviewer.core.annotations import qupath_offset
         from pathviewer.core.slide import open_slide
 
         source = open_slide(args.slide)
         try:
-            dx, dy = qupath_offset(source.properties)
+            properties = dict(source.properties)
+            dx, dy = qupath_offset(properties)
         finally:
             source.close()
-    annotations = read_annotations(args.input)
+    annotations = read_annotations(args.input, properties)
     if annotation_format(args.input) == "geojson":  # QuPath's coordinates -> full ones
         annotations = shift_annotations(annotations, dx, dy)
     if annotation_format(args.output) == "geojson":  # full coordinates -> QuPath's

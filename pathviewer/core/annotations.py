@@ -314,7 +314,8 @@ def union_of_class(
 
 #: File extensions of the annotation formats, by format name.
 GEOJSON_SUFFIXES = (".geojson", ".json")
-ASAP_SUFFIXES = (".xml",)
+ASAP_SUFFIXES = (".xml",)  # ASAP XML, and Aperio ImageScope XML (told apart by the root)
+NDPA_SUFFIXES = (".ndpa",)
 
 
 def qupath_offset(properties: Mapping[str, str]) -> tuple[float, float]:
@@ -344,13 +345,19 @@ def shift_annotations(annotations: Iterable[Annotation], dx: float, dy: float) -
     ]
 
 
-def annotation_format(path: str | os.PathLike[str]) -> str:
-    """``"geojson"`` or ``"asap"`` from a file's extension.
+def annotation_format(path: str | os.PathLike[str], writing: bool = False) -> str:
+    """``"geojson"``, ``"asap"`` (``.xml``: ASAP, or Aperio ImageScope on reading) or ``"ndpa"``
+    from a file's extension.
+
+    Parameters
+    ----------
+    writing
+        The file is to be written: NDPA is refused (it is read only).
 
     Raises
     ------
     AnnotationError
-        Any other extension.
+        Any other extension (or NDPA when ``writing``).
     """
     name = Path(path).name.lower()
     suffix = Path(path).suffix.lower()
@@ -358,24 +365,46 @@ def annotation_format(path: str | os.PathLike[str]) -> str:
         return "geojson"
     if suffix in ASAP_SUFFIXES:
         return "asap"
+    if suffix in NDPA_SUFFIXES:
+        if writing:
+            raise AnnotationError(
+                f"{path}: NDPA is read only here; write .geojson (QuPath) or .xml (ASAP) instead"
+            )
+        return "ndpa"
     raise AnnotationError(
-        f"{path}: unknown annotation format {suffix or '(no extension)'!r}; "
-        "use .geojson/.json/.geojson.gz (QuPath GeoJSON) or .xml (ASAP XML)"
+        f"{path}: unknown annotation format {suffix or '(no extension)'!r}; use"
+        " .geojson/.json/.geojson.gz (QuPath GeoJSON), .xml (ASAP XML; Aperio ImageScope XML"
+        " read too) or .ndpa (NDP.view, read only)"
     )
 
 
-def read_annotations(path: str | os.PathLike[str]) -> list[Annotation]:
-    """Read QuPath GeoJSON (``.geojson``/``.json``) or ASAP XML (``.xml``), all or nothing."""
-    if annotation_format(path) == "asap":
-        from pathviewer.core.asap import read_asap  # asap imports this module
+def read_annotations(
+    path: str | os.PathLike[str], slide_properties: Mapping[str, str] | None = None
+) -> list[Annotation]:
+    """Read QuPath GeoJSON (``.geojson``/``.json``), ASAP or Aperio XML (``.xml``, by its root
+    element) or NDP.view's NDPA (``.ndpa``), all or nothing.
 
-        return read_asap(path)
+    Parameters
+    ----------
+    slide_properties
+        OpenSlide properties of the slide the file belongs to: NDPA needs them (its coordinates
+        are nanometres from the slide centre); the other formats ignore them.
+    """
+    fmt = annotation_format(path)
+    if fmt == "asap":
+        from pathviewer.core.asap import read_xml_annotations  # asap imports this module
+
+        return read_xml_annotations(path)
+    if fmt == "ndpa":
+        from pathviewer.core.ndpa import read_ndpa
+
+        return read_ndpa(path, slide_properties)
     return read_geojson(path)
 
 
 def write_annotations(path: str | os.PathLike[str], annotations: Iterable[Annotation]) -> None:
     """Write QuPath GeoJSON or ASAP XML by the extension of ``path``, atomically."""
-    if annotation_format(path) == "asap":
+    if annotation_format(path, writing=True) == "asap":
         from pathviewer.core.asap import write_asap
 
         write_asap(path, annotations)

@@ -65,17 +65,28 @@ def _rgb_to_hex(color: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(max(0, min(255, int(c))) for c in color))
 
 
-def _parse_root(data: bytes, source: str) -> ET.Element:
+def parse_xml_root(data: bytes, source: str, kind: str = "ASAP XML") -> ET.Element:
+    """The root element of annotation XML (ASAP, Aperio, NDPA), parsed safely.
+
+    Raises
+    ------
+    AnnotationError
+        Not well-formed, or a DOCTYPE/ENTITY declaration (``kind`` names the format).
+    """
     try:
-        # forbid_dtd: ASAP files have no DTD, and refusing it also refuses every entity
+        # forbid_dtd: annotation files have no DTD, and refusing it also refuses every entity
         # declaration; done by expat's handlers, so after decoding, whatever the encoding.
-        root = safe_fromstring(data, forbid_dtd=True)
+        return safe_fromstring(data, forbid_dtd=True)
     except DefusedXmlException:
         raise AnnotationError(
-            f"{source}: DOCTYPE/ENTITY declarations are not allowed in ASAP XML"
+            f"{source}: DOCTYPE/ENTITY declarations are not allowed in {kind}"
         ) from None
     except ET.ParseError as error:
         raise AnnotationError(f"{source}: not well-formed XML ({error})") from None
+
+
+def _parse_root(data: bytes, source: str) -> ET.Element:
+    root = parse_xml_root(data, source)
     if root.tag != "ASAP_Annotations":
         raise AnnotationError(f"{source}: root element is <{root.tag}>, not <ASAP_Annotations>")
     return root
@@ -142,7 +153,10 @@ def parse_asap(data: bytes | str, source: str = "<string>") -> list[Annotation]:
     """Parse ASAP XML text; ``source`` names it in errors.  See :func:`read_asap`."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    root = _parse_root(data, source)
+    return _asap_annotations(_parse_root(data, source), source)
+
+
+def _asap_annotations(root: ET.Element, source: str) -> list[Annotation]:
     groups: dict[str, tuple[int, int, int] | None] = {}
     for group_element in root.iter("Group"):
         group_name = group_element.attrib.get("Name")
@@ -210,14 +224,35 @@ def read_asap(path: str | os.PathLike[str]) -> list[Annotation]:
         File missing, not XML, unsafe (DOCTYPE/ENTITY), or a malformed annotation (named by index
         and Name).  Nothing is returned in that case.
     """
+    return parse_asap(read_file_bytes(path), str(path))
+
+
+def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of an annotation file; a missing or unreadable one is an AnnotationError."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file not found") from None
     except OSError as error:
         raise AnnotationError(f"{path}: cannot read ({error})") from None
-    return parse_asap(data, str(path))
+
+
+def read_xml_annotations(path: str | os.PathLike[str]) -> list[Annotation]:
+    """Read an ``.xml`` of ASAP (root ``<ASAP_Annotations>``) or Aperio ImageScope (root
+    ``<Annotations>``), told apart by the root element; all or nothing."""
+    source = str(path)
+    root = parse_xml_root(read_file_bytes(path), source, "annotation XML")
+    if root.tag == "ASAP_Annotations":
+        return _asap_annotations(root, source)
+    if root.tag == "Annotations":
+        from pathviewer.core.aperio import aperio_annotations
+
+        return aperio_annotations(root, source)
+    raise AnnotationError(
+        f"{source}: root element is <{root.tag}>, neither ASAP's <ASAP_Annotations> nor "
+        "Aperio ImageScope's <Annotations>"
+    )
 
 
 def _xml_text(text: str) -> str:

@@ -14,6 +14,7 @@ import io
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,66 @@ PIXELS_PER_CELL = 4
 
 class HeatmapExportError(PathViewerError):
     """A heatmap cannot be exported, or a file cannot be read as a heatmap (one line)."""
+
+
+class PatchSizeNeeded(HeatmapExportError):
+    """A file of patch scores does not say how large its patches are (ask, then read again)."""
+
+
+@dataclass(frozen=True)
+class HeatmapImportOptions:
+    """What another tool's file may not say about the slide or its patch grid.
+
+    Attributes
+    ----------
+    level_downsamples
+        The slide's level downsamples (CLAM records the level its patches were cut at).
+    patch_size
+        Level-0 side of one patch (CLAM) or tile (Slideflow); overrides what the file says.
+    dataset
+        The h5 dataset that holds the scores (default: ``attention_scores``, then ``A``).
+    class_index
+        Which class of a Slideflow grid with a class axis (default: the only or second one).
+    stride_div
+        Slideflow's tile size over its stride (its ``stride_div``, 2 unless changed).
+    """
+
+    level_downsamples: tuple[float, ...] = (1.0,)
+    patch_size: int | None = None
+    dataset: str | None = None
+    class_index: int | None = None
+    stride_div: int = 2
+
+
+#: File types :func:`read_heatmap_file` reads, by reader.
+GEOJSON_TILE_SUFFIXES = (".geojson", ".json")
+TABLE_SUFFIXES = (".csv",)
+CLAM_SUFFIXES = (".h5", ".hdf5")
+SLIDEFLOW_SUFFIXES = (".npz",)
+
+
+def foreign_heatmap_kind(path: str | os.PathLike[str]) -> str | None:
+    """Which reader of :func:`read_heatmap_file` takes ``path``: ``geojson``, ``csv``, ``clam``
+    or ``slideflow``; None for anything else (PathViewer's own heatmap ``.npz`` included).
+
+    An ``.npz`` is Slideflow's when it holds ``predictions`` (or ``logits``) and no ``probs``.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in GEOJSON_TILE_SUFFIXES:
+        return "geojson"
+    if suffix in TABLE_SUFFIXES:
+        return "csv"
+    if suffix in CLAM_SUFFIXES:
+        return "clam"
+    if suffix in SLIDEFLOW_SUFFIXES:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                names = set(data.files)
+        except (OSError, ValueError):
+            return None  # the heatmap reader reports the broken file
+        if "probs" not in names and names & {"predictions", "logits"}:
+            return "slideflow"
+    return None
 
 
 def cell_rows(heatmap: Heatmap) -> list[tuple[int, int, int, int, float]]:
@@ -229,26 +290,46 @@ def read_heatmap_file(
     path: str | os.PathLike[str],
     slide: str,
     dimensions: tuple[int, int],
+    options: HeatmapImportOptions | None = None,
 ) -> Heatmap:
     """Read another tool's per-patch output as a heatmap of ``slide``.
 
-    Reads QuPath GeoJSON tiles or detections with one measurement (``.geojson``, ``.json``) and
-    CSV tables of ``x,y,width,height,value`` (level-0 px). Every patch must have the size of
-    the first, on one grid.
+    Reads QuPath GeoJSON tiles or detections with one measurement (``.geojson``, ``.json``),
+    CSV tables of ``x,y,width,height,value`` (level-0 px), CLAM's ``coords`` + attention h5
+    (``.h5``) and Slideflow's heatmap grid (``.npz``); see :mod:`pathviewer.core.heatmap_import`
+    for the last two.  Every patch must have the size of the first, on one grid.
+
+    Parameters
+    ----------
+    options
+        The slide's pyramid and what the file may not say (patch size, dataset, class).
 
     Raises
     ------
+    PatchSizeNeeded
+        The file does not say how large its patches are and ``options`` does not either.
     HeatmapExportError
         The file, row or feature that does not fit, in one line.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".geojson", ".json"):
+    options = options or HeatmapImportOptions()
+    kind = foreign_heatmap_kind(path)
+    if kind in ("clam", "slideflow"):
+        from pathviewer.core import heatmap_import  # it imports this module
+
+        reader = (
+            heatmap_import.read_clam_h5 if kind == "clam" else heatmap_import.read_slideflow_npz
+        )
+        return reader(path, slide, dimensions, options)
+    if kind == "geojson":
         boxes = _geojson_boxes(path)
-    elif suffix == ".csv":
+    elif kind == "csv":
         boxes = _csv_boxes(path)
     else:
-        raise HeatmapExportError(f"{path}: not a tiles .geojson or an x,y,width,height,value .csv")
+        raise HeatmapExportError(
+            f"{path}: not a tiles .geojson, an x,y,width,height,value .csv, a CLAM .h5 or a"
+            " Slideflow heatmap .npz"
+        )
     if not boxes:
         raise HeatmapExportError(f"{path}: no patches")
     width, height = boxes[0][2], boxes[0][3]

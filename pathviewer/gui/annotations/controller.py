@@ -1121,7 +1121,8 @@ class AnnotationController(QObject):
     # -- import / export ---------------------------------------------------------------------
 
     def import_file(self, path: str, confirm: Callable[[str], bool] | None = None) -> int:
-        """Import GeoJSON or ASAP XML into the current slide, all or nothing; returns the count.
+        """Import GeoJSON, ASAP or Aperio XML or NDPA into the current slide, all or nothing;
+        returns the count.
 
         Classes the palette lacks are added to it (each with its own colour).  When some shapes
         lie wholly outside the slide (a file made for another slide), ``confirm`` is asked
@@ -1133,10 +1134,11 @@ class AnnotationController(QObject):
         PathViewerError
             The file is malformed (the message names the feature); nothing was imported.
         """
-        annotations = read_annotations(path)
         slide = self.view.current_slide
         if slide is None:
             raise PathViewerError("open a slide before importing annotations")
+        # NDPA places its shapes with the slide's resolution and offset from the slide centre.
+        annotations = read_annotations(path, dict(slide.properties))
         if self.qupath_coordinates and annotation_format(path) == "geojson":
             dx, dy = qupath_offset(slide.properties)
             annotations = shift_annotations(annotations, dx, dy)
@@ -1188,7 +1190,8 @@ class AnnotationController(QObject):
             self.window.settings,
             "annotations",
             "Import annotations",
-            "Annotations (*.geojson *.json *.xml);;All files (*)",
+            "Annotations: QuPath, ASAP, Aperio ImageScope, NDP.view"
+            " (*.geojson *.json *.xml *.ndpa);;All files (*)",
         )
         if not path:
             return

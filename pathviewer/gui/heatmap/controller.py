@@ -41,6 +41,8 @@ from PySide6.QtWidgets import (
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.heatmap import Heatmap, HeatmapError, load_heatmap
 from pathviewer.core.heatmap_export import (
+    HeatmapImportOptions,
+    foreign_heatmap_kind,
     read_heatmap_file,
     write_heatmap,
 )
@@ -141,10 +143,12 @@ class HeatmapController(QObject):
 
     # -- loading -----------------------------------------------------------------------------
 
-    def load_path(self, path: str | Path) -> None:
+    def load_path(self, path: str | Path, patch_size: int | None = None) -> None:
         """Load a predictions folder (``slides.csv``, ``heatmaps/``) or one heatmap ``.npz``.
 
-        A file inside a predictions folder (``slides.csv``, ``patches.csv``...) loads the folder.
+        A file inside a predictions folder (``slides.csv``, ``patches.csv``...) loads the folder;
+        another tool's patch scores (QuPath tiles, CSV, CLAM ``.h5``, Slideflow ``.npz``) load
+        onto the open slide, with ``patch_size`` (level-0 px) when the file does not say it.
 
         Raises
         ------
@@ -152,6 +156,9 @@ class HeatmapController(QObject):
             Not a heatmap / predictions folder, or a corrupt file.
         """
         path = Path(path)
+        if path.is_file() and foreign_heatmap_kind(path) is not None:
+            self._load_patch_table(path, patch_size)
+            return
         if path.is_file() and path.suffix.lower() == ".npz":
             heatmap = load_heatmap(path)
             problem = self.misfit(heatmap)
@@ -161,9 +168,6 @@ class HeatmapController(QObject):
             self.operating_point = None
             self.model_path = None
             self.set_heatmap(heatmap, source=path.name)
-            return
-        if path.is_file() and path.suffix.lower() in (".geojson", ".json", ".csv"):
-            self._load_patch_table(path)
             return
         if path.is_file():
             path = path.parent
@@ -182,14 +186,19 @@ class HeatmapController(QObject):
         self._apply_predictions()
         self._load_for_current_slide()
 
-    def _load_patch_table(self, path: Path) -> None:
-        """Another tool's per-patch values (QuPath tiles, x,y,width,height,value CSV) on the
-        open slide."""
+    def _load_patch_table(self, path: Path, patch_size: int | None = None) -> None:
+        """Another tool's per-patch values (QuPath tiles, x,y,width,height,value CSV, CLAM h5,
+        Slideflow npz) on the open slide."""
         slide = self.view.current_slide
         if slide is None:
             raise HeatmapError(f"{path}: open the slide these patches belong to first")
         entry = self.cohort_entry(slide)
-        heatmap = read_heatmap_file(path, entry.slide if entry else slide.path, slide.dimensions)
+        options = HeatmapImportOptions(
+            level_downsamples=tuple(slide.level_downsamples), patch_size=patch_size
+        )
+        heatmap = read_heatmap_file(
+            path, entry.slide if entry else slide.path, slide.dimensions, options
+        )
         self.pred_dir = None
         self.operating_point = None
         self.model_path = None

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QHeaderView,
+    QInputDialog,
     QLabel,
     QMessageBox,
     QPushButton,
@@ -51,6 +52,7 @@ from pathviewer.core.heatmap import Heatmap
 from pathviewer.core.heatmap_export import (
     CONTOUR_FORMATS,
     EXPORT_FORMATS,
+    PatchSizeNeeded,
     export_name,
 )
 from pathviewer.gui import file_dialogs
@@ -458,12 +460,28 @@ def choose_and_load(
             "heatmaps",
             "Load heatmap",
             "Heatmap or predictions (*.npz slides.csv patches.csv prediction.json);;"
-            "Patch values of other tools (*.geojson *.json *.csv);;All files (*)",
+            "Patch values of other tools: QuPath tiles, CSV, CLAM, Slideflow"
+            " (*.geojson *.json *.csv *.h5 *.hdf5 *.npz);;All files (*)",
         )
     if not path:
         return
     try:
-        controller.load_path(path)
+        try:
+            controller.load_path(path)
+        except PatchSizeNeeded as error:
+            # CLAM's heatmap files leave the patch size out, and a small Slideflow grid fits several
+            # tile sizes: ask for it, then read again.
+            size, ok = QInputDialog.getInt(
+                window,
+                "Patch size",
+                f"{error}\n\nPatch (tile) side in level-0 pixels:",
+                256,
+                1,
+                1_000_000,
+            )
+            if not ok:
+                return
+            controller.load_path(path, patch_size=size)
     except PathViewerError as error:
         QMessageBox.warning(window, "Cannot load heatmap", str(error))
 
