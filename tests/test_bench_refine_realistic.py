@@ -101,3 +101,9 @@ def test_stain_benchmark_reports_the_issue_keys(tmp_path: Path) -> None:
     else:
         assert 0.0 <= case["flags"]["cleanlab"]["precision_at_100"] <= 1.0
     assert set(report["targets"]) >= {"gain_at_least_5_points_when_strong", "never_below_plain_ce"}
+    # The clean-label reference trains on the clean labels, so it bounds what plain CE reaches.
+    reference = report["clean_labels_reference"]["balanced_accuracy"]
+    assert 0.0 <= reference <= 1.0
+    assert report["targets"]["headroom_over_plain_ce"]["symmetric_strong"] == round(
+        reference - case["plain_ce"]["balanced_accuracy"], 4
+    )
