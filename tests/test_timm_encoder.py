@@ -287,3 +287,35 @@ def test_noisy_cli_with_a_timm_encoder(
     err = capsys.readouterr().err.strip()
     assert "gone.safetensors: weights file not found" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "bad" / "model.pt").exists()
+
+
+def test_training_forms_take_a_timm_encoder_and_its_weights_file(qtbot) -> None:
+    from PySide6.QtWidgets import QCheckBox, QComboBox, QLineEdit
+
+    from pathviewer.gui.training.settings_form import SettingsForm
+
+    form = SettingsForm(NGSDConfig())
+    qtbot.addWidget(form)
+    arch = form.widgets["arch"]
+    assert isinstance(arch, QComboBox) and arch.isEditable()
+    assert isinstance(form.widgets["weights"], QLineEdit)
+    assert isinstance(form.widgets["freeze_encoder"], QCheckBox)
+    arch.setEditText("timm:")
+    assert not form.is_valid and "give a timm model name" in form.message
+    arch.setEditText(RESNET)
+    form.widgets["freeze_encoder"].setChecked(True)
+    assert form.is_valid
+    assert form.value().arch == RESNET and form.value().freeze_encoder
+    refine = SettingsForm(RefineConfig())
+    qtbot.addWidget(refine)
+    model = refine.widgets["model"]
+    assert isinstance(model, QComboBox) and model.isEditable()
+    model.setEditText(VIT)
+    weights = refine.widgets["weights"]
+    assert isinstance(weights, QLineEdit)
+    weights.setText("/data/vit.safetensors")
+    assert refine.is_valid
+    assert (refine.value().model, refine.value().weights) == (VIT, "/data/vit.safetensors")
+    # A choice of the list stays a plain pick.
+    refine.set_value(RefineConfig(model="small"))
+    assert model.currentText() == "small" and refine.value().model == "small"
