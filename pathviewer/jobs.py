@@ -6,6 +6,7 @@ the Training dock on a worker thread.  Neither keeps a copy of the pipeline.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ import numpy as np
 
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.cohort import CohortEntry
-from pathviewer.core.errors import TrainingError
+from pathviewer.core.errors import CheckpointError, PathViewerError, TrainingError
 from pathviewer.core.progress import Progress
+from pathviewer.ml.encoder_name import is_timm
 
 if TYPE_CHECKING:
     from pathviewer.core.identity import SlidePathMap
@@ -132,7 +134,6 @@ def refine_run(
     labels_csv: Path | None = None,
     project_dir: Path | None = None,
     classes: list[str] | None = None,
-    weights: str | None = None,
     resume: bool = False,
 ) -> Generator[Progress, None, Any]:
     """Label refinement on a labels.csv or a project's patch labels, into ``run_dir``.
@@ -148,13 +149,14 @@ def refine_run(
         A :class:`~pathviewer.ml.refine.RefineConfig`.  Its ``model`` (a key of
         :data:`~pathviewer.ml.refine.REFINE_MODELS`) says what is trained: ``stain`` trains on
         each patch's stain statistics standardised within its slide
-        (:mod:`pathviewer.ml.stain_classifier`), read at that module's ``FEATURE_VIEW``.
+        (:mod:`pathviewer.ml.stain_classifier`), read at that module's ``FEATURE_VIEW``;
+        ``timm:NAME`` a timm encoder with a linear head.  ``weights`` is the encoder's
+        weights file (resnet18, timm); with ``freeze_encoder`` each patch's features are
+        computed once and only the head trains.
     labels_csv, project_dir
         Where the labels come from (a project wins; one of them is required).
     classes
         Class names in order (default: as found in the labels).
-    weights
-        Encoder weights for the ResNet (optional).
     resume
         Continue from ``run_dir/model.pt``.
 
@@ -163,11 +165,21 @@ def refine_run(
     RefineResult
     """
     from pathviewer.ml.patch_data import PatchDataset, read_labels_csv, write_refinement_outputs
-    from pathviewer.ml.refine import REFINE_MODELS, iter_train_refine
+    from pathviewer.ml.refine import iter_train_refine
 
+    config.validate()
     model = config.model
-    if model not in REFINE_MODELS:
-        raise TrainingError(f"unknown model {model!r} (known: {', '.join(REFINE_MODELS)})")
+    if config.freeze_encoder and model not in _ENCODER_MODELS and not is_timm(model):
+        raise TrainingError(
+            f"freeze_encoder needs an encoder model (resnet18 or timm:NAME), not {model}"
+        )
+    if model in _ENCODER_MODELS or is_timm(model):
+        from pathviewer.ml.models import network_input_size
+
+        # An encoder that takes one input size only (a ViT) gets it; config.json records it.
+        config = dataclasses.replace(
+            config, input_size=network_input_size(_encoder_arch(model), config.input_size)
+        )
     search_dirs: list[Path] = []
     if project_dir is not None:
         labels_csv = export_project_labels(project_dir, run_dir)
@@ -178,8 +190,11 @@ def refine_run(
     index = {name: i for i, name in enumerate(names)}
     labels = np.array([index[r.label] for r in rows])
     trusted = np.array([r.trusted for r in rows])
-    factory = _classifier_factory(model, len(names), weights, config.input_size)
+    factory = _classifier_factory(
+        model, len(names), config.weights or None, config.input_size, config.freeze_encoder
+    )
     slides = [str(r.path) for r in rows]
+    encoder: dict[str, Any] | None = None
     if model == "stain":
         from pathviewer.ml.stain_classifier import (
             FEATURE_VIEW,
@@ -196,6 +211,29 @@ def refine_run(
     else:
         size = config.input_size
         dataset = PatchDataset(rows, size, cache=len(rows) * size**2 < 2**28)
+        if config.freeze_encoder:
+            import torch
+
+            from pathviewer.ml.device import pick_device
+            from pathviewer.ml.models import encode_patches
+            from pathviewer.ml.stain_classifier import FeatureDataset
+
+            images = dataset
+            torch.manual_seed(config.seed)  # the head every fold starts from (see the factory)
+            network = factory()
+            try:
+                features = yield from encode_patches(
+                    network,
+                    len(images),
+                    images.__getitem__,
+                    pick_device(config.device),
+                    config.batch_size,
+                )
+            finally:
+                images.close()
+                network.cpu()
+            # Only the head trains, on features computed once per patch (no augmentation).
+            dataset = FeatureDataset(features)
     try:
         result = yield from iter_train_refine(
             dataset,
@@ -213,9 +251,14 @@ def refine_run(
     finally:
         if isinstance(dataset, PatchDataset):
             dataset.close()
+    if model in _ENCODER_MODELS or is_timm(model):
+        # After training: the weights file has been read (and found to fit) by then.
+        encoder = _refine_encoder_record(config)
     config_path = run_dir / "config.json"
     saved = json.loads(config_path.read_text(encoding="utf-8"))
     saved["labels"] = str(Path(labels_csv).resolve())
+    if encoder is not None:
+        saved["encoder"] = encoder
     with atomic_write(config_path) as handle:
         json.dump(saved, handle, indent=2)
     write_refinement_outputs(
@@ -474,9 +517,27 @@ def analyse_slide(
     return SlideAnalysis(final, float(score), out_dir)
 
 
+#: Refinement models that are an encoder plus a linear head (besides ``timm:NAME``).
+_ENCODER_MODELS = ("resnet18",)
+
+
+def _encoder_arch(model: str) -> str:
+    """The :func:`~pathviewer.ml.models.build_classifier` architecture of a refinement model."""
+    return model if is_timm(model) else "resnet18"
+
+
 def _classifier_factory(
-    model: str, num_classes: int, weights: str | None, input_size: int
+    model: str,
+    num_classes: int,
+    weights: str | None,
+    input_size: int,
+    freeze_encoder: bool = False,
 ) -> Callable[[], Any]:
+    """What builds a refinement run's network (each out-of-sample fold calls it again).
+
+    With ``weights``, every network starts from the file's encoder; a frozen encoder is read
+    once and copied, so that every fold's head sits on the same features.
+    """
     if model == "small":
         from pathviewer.ml.small_cnn import SmallCNN
 
@@ -485,9 +546,80 @@ def _classifier_factory(
         from pathviewer.ml.stain_classifier import StainFeatureClassifier
 
         return lambda: StainFeatureClassifier(num_classes)
+    import copy
+
     from pathviewer.ml.models import build_classifier
 
-    return lambda: build_classifier(num_classes, "resnet18", weights, input_size)
+    arch = _encoder_arch(model)
+    if not freeze_encoder:
+        return lambda: build_classifier(num_classes, arch, weights, input_size)
+    frozen: list[Any] = []
+
+    def build_frozen() -> Any:
+        if not frozen:
+            network = build_classifier(num_classes, arch, weights, input_size)
+            network.freeze_encoder()
+            frozen.append(network)
+        return copy.deepcopy(frozen[0])
+
+    return build_frozen
+
+
+def _refine_encoder_record(config: Any) -> dict[str, Any]:
+    """The run record's account of a refinement run's encoder (config.json)."""
+    from pathviewer.ml.encoders import encoder_record
+    from pathviewer.ml.models import encoder_info
+
+    info = encoder_info(_encoder_arch(config.model))
+    return encoder_record(
+        _encoder_arch(config.model),
+        config.input_size,
+        info.mean,
+        info.std,
+        config.weights or None,
+        config.freeze_encoder,
+    )
+
+
+def load_refinement_model(model_path: str | Path) -> Any:
+    """The network of a label-refinement run's ``model.pt``, rebuilt from its recorded settings.
+
+    The file records the model (``resnet18``, ``timm:NAME`` ...), the input size and the
+    classes; its state dict holds every trained weight, so no weights file is needed.
+
+    Returns
+    -------
+    torch.nn.Module
+        In eval mode, on the CPU; it maps ``(B, 3, S, S)`` images in [0, 1] (``S`` the
+        recorded ``input_size``), or the stain model's features, to class logits.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, corrupt or foreign file, or weights that do not fit the recorded model.
+    """
+    from pathviewer.ml.encoders import weights_problem
+    from pathviewer.ml.refine import RefineConfig, load_checkpoint
+
+    path = Path(model_path)
+    state = load_checkpoint(path)
+    try:
+        config = RefineConfig.from_dict(state["config"])
+        config.validate()
+        num_classes = int(state["num_classes"])
+    except (KeyError, TypeError, ValueError, PathViewerError) as error:
+        raise CheckpointError(
+            f"{path}: model file's settings are unusable ({str(error)[:160]})"
+        ) from None
+    try:
+        network = _classifier_factory(config.model, num_classes, None, config.input_size)()
+    except PathViewerError as error:
+        raise CheckpointError(f"{path}: {str(error)[:200]}") from None
+    problem = weights_problem(network, state["state_dict"])
+    if problem is not None:
+        raise CheckpointError(f"{path}: weights do not fit a {config.model[:60]} model ({problem})")
+    network.load_state_dict(state["state_dict"])
+    return network.eval()
 
 
 def export_heatmaps(

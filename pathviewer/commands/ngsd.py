@@ -37,7 +37,20 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--workers", type=int, help="DataLoader workers (-1 = automatic)")
     parser.add_argument("--seed", type=int, help="random seed")
-    parser.add_argument("--weights", help="encoder weights file (optional, never downloaded)")
+    parser.add_argument(
+        "--encoder",
+        help="resnet18 (default), resnet34, resnet50 or timm:NAME[,key=value...] (a timm"
+        " architecture, built without downloading; its weights from --weights)",
+    )
+    parser.add_argument(
+        "--weights",
+        help="encoder weights file (.safetensors, .pt, .pth, .bin; optional, never downloaded)",
+    )
+    parser.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="compute each patch's encoder features once and train only the heads (fast on a CPU)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -61,11 +74,14 @@ def _config(args: argparse.Namespace, method: str) -> NGSDConfig:
         "workers": "workers",
         "seed": "seed",
         "weights": "weights",
+        "encoder": "arch",
     }
     for arg, name in mapping.items():
         value = getattr(args, arg, None)
         if value is not None:
             setattr(cfg, name, value)
+    if args.freeze_encoder:
+        cfg.freeze_encoder = True
     if args.epochs is not None and args.steps is None:
         cfg.steps = 0
     if args.read_level:

@@ -104,11 +104,24 @@ def register(groups: CommandGroups) -> None:
     )
     train.add_argument(
         "--model",
-        choices=list(REFINE_MODELS),
+        "--encoder",
         default=d.model,
-        help="; ".join(f"{k}: {v}" for k, v in REFINE_MODELS.items()) + f" (default {d.model})",
+        metavar="MODEL",
+        help="; ".join(f"{k}: {v}" for k, v in REFINE_MODELS.items())
+        + "; timm:NAME[,key=value...]: a timm encoder with a linear head (its weights from"
+        f" --weights, never downloaded) (default {d.model})",
     )
-    train.add_argument("--weights", metavar="PT", help="ResNet encoder weights (optional)")
+    train.add_argument(
+        "--weights",
+        metavar="FILE",
+        default="",
+        help="encoder weights of resnet18 or timm:NAME (.safetensors, .pt, .pth, .bin)",
+    )
+    train.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="compute each patch's encoder features once and train only the head (fast on a CPU)",
+    )
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=_run_train)
@@ -304,6 +317,8 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         select_best=not args.last_round,
         model=args.model,
+        weights=args.weights,
+        freeze_encoder=args.freeze_encoder,
     )
     result = drive(
         refine_run(
@@ -312,7 +327,6 @@ def _run_train(args: argparse.Namespace) -> int:
             labels_csv=None if args.project else Path(args.labels),
             project_dir=Path(args.project) if args.project else None,
             classes=args.classes,
-            weights=args.weights,
             resume=args.resume,
         ),
         quiet=args.quiet,

@@ -26,11 +26,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from pathviewer.core.atomic import atomic_write
+from pathviewer.core.errors import TrainingError
 from pathviewer.core.progress import Progress
 from pathviewer.ml import checkpoint as ckpt
 from pathviewer.ml.data import TwoViewDataset
 from pathviewer.ml.device import autocast, pick_device, seed_everything
-from pathviewer.ml.models import AttentionMIL, build_classifier
+from pathviewer.ml.models import AttentionMIL, build_classifier, network_input_size
 from pathviewer.ml.ngsd import NGSDConfig, RunResult, prepare_training_data
 
 
@@ -48,6 +49,9 @@ def train_abmil(
     cfg = copy.deepcopy(config) if config is not None else NGSDConfig()
     cfg.method = "abmil"
     cfg.validate()
+    if cfg.freeze_encoder:
+        raise TrainingError("attention MIL trains its encoder; freeze_encoder is for ngsd/naive")
+    cfg.input_size = network_input_size(cfg.arch, cfg.input_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

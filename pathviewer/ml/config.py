@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pathviewer.core.errors import TrainingError
+from pathviewer.ml.encoder_name import TIMM_PREFIX, check_encoder
 
 METHODS = ("ngsd", "naive", "abmil")
 
@@ -38,6 +39,7 @@ class NGSDConfig:
         "ema": "Teacher EMA momentum",
         "arch": "Encoder",
         "weights": "Encoder weights file",
+        "freeze_encoder": "Freeze the encoder (train the heads)",
         "pooling": "Slide score pooling",
         "top_k": "Top-k patches pooled",
         "prob_threshold": "Patch positive above",
@@ -96,8 +98,23 @@ class NGSDConfig:
         5.0, "Sinkhorn-Knopp sharpening (1 / entropic regularisation)", min=0.1, max=100.0
     )
     ema: float = _f(0.99, "teacher EMA momentum lam", min=0.0, max=0.99999)
-    arch: str = _f("resnet18", "encoder architecture", choices=("resnet18", "resnet34", "resnet50"))
-    weights: str = _f("", "optional encoder weights file (never downloaded)")
+    arch: str = _f(
+        "resnet18",
+        "encoder: a torchvision ResNet or a timm architecture, timm:NAME[,key=value...] (with"
+        " its own input size when fixed, and its own normalisation)",
+        choices=("resnet18", "resnet34", "resnet50"),
+        other=f"{TIMM_PREFIX}NAME",
+    )
+    weights: str = _f(
+        "",
+        "encoder weights file (.safetensors, .pt, .pth, .bin; never downloaded); only needed"
+        " to train: model.pt keeps the trained weights",
+    )
+    freeze_encoder: bool = _f(
+        False,
+        "keep the encoder's weights: each patch's features are computed once (no augmentation)"
+        " and only the teacher/student heads train (fast on a CPU)",
+    )
     pooling: str = _f("topk", "slide score pooling", choices=("max", "topk", "fraction"))
     top_k: int = _f(5, "patches averaged by top-k pooling", min=1, max=1000)
     prob_threshold: float = _f(
@@ -204,7 +221,9 @@ class NGSDConfig:
                 raise TrainingError(f"setting {f.name}={value} is below its minimum {meta['min']}")
             if "max" in meta and value > meta["max"]:
                 raise TrainingError(f"setting {f.name}={value} is above its maximum {meta['max']}")
-            if "choices" in meta and value not in meta["choices"] and f.name != "device":
+            if "other" in meta:
+                check_encoder(f.name, value, meta["choices"])
+            elif "choices" in meta and value not in meta["choices"] and f.name != "device":
                 raise TrainingError(
                     f"setting {f.name}={value!r} is not one of {', '.join(meta['choices'])}"
                 )

@@ -272,6 +272,26 @@ class TwoViewDataset(torch.utils.data.Dataset):
         return (*views, torch.tensor(patch, dtype=torch.int64))
 
 
+class FeatureViews(torch.utils.data.Dataset):
+    """:class:`TwoViewDataset`'s items from features computed once per patch (frozen encoder).
+
+    Every view of a patch is its one feature vector: features of augmented views would have to
+    be computed at every step, which is what freezing the encoder saves.
+    """
+
+    def __init__(self, features: np.ndarray, views: int = 2) -> None:
+        self.features = torch.from_numpy(np.ascontiguousarray(features, np.float32))
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, ...]:
+        patch = key[2]
+        view = self.features[patch]
+        return (*([view] * self.views), torch.tensor(patch, dtype=torch.int64))
+
+
 class BalancedBatchSampler(torch.utils.data.Sampler):
     """Batches of keys mixing positive- and negative-slide patches (NGSD step 3, Sampling).
 

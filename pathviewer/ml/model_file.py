@@ -29,6 +29,7 @@ from pathviewer.ml import checkpoint as ckpt
 from pathviewer.ml.bank import logit, sigmoid
 from pathviewer.ml.config import NGSDConfig
 from pathviewer.ml.device import autocast
+from pathviewer.ml.encoders import weights_problem
 from pathviewer.ml.models import AttentionMIL, build_classifier
 from pathviewer.ml.stain_prior import StainPrior, input_features
 
@@ -293,39 +294,6 @@ SCORERS: dict[str, type[Scorer]] = {
 }
 
 
-def _first(keys: list[str]) -> str:
-    key = keys[0]
-    return repr(key if len(key) <= 60 else key[:57] + "...")
-
-
-def _fit_problem(network: torch.nn.Module, weights: Any) -> str | None:
-    """One short phrase saying why ``weights`` do not fit ``network`` (None when they do).
-
-    ``load_state_dict`` lists every missing and unexpected key, thousands of characters for a
-    file of another architecture; a count and the first of each is what a user can act on.
-    """
-    if not isinstance(weights, dict) or not all(
-        isinstance(v, torch.Tensor) for v in weights.values()
-    ):
-        return "the weights are not a state dict of tensors"
-    expected = network.state_dict()
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    reshaped = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing, e.g. {_first(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected, e.g. {_first(unexpected)}")
-    if reshaped:
-        key = reshaped[0]
-        problems.append(
-            f"{len(reshaped)} of another shape, e.g. {_first(reshaped)}"
-            f" {tuple(weights[key].shape)} vs {tuple(expected[key].shape)}"
-        )
-    return "; ".join(problems) or None
-
-
 @dataclass
 class ModelFile:
     """A loaded ``model.pt``: its settings, its network (eval mode) and the raw file.
@@ -413,7 +381,7 @@ class ModelFile:
             network = kind.build_network(cfg)
         except CheckpointError as error:  # an unknown architecture: say which file has it
             raise CheckpointError(f"{path}: {str(error)[:200]}") from None
-        problem = _fit_problem(network, data["student"])
+        problem = weights_problem(network, data["student"])
         if problem is not None:
             raise CheckpointError(
                 f"{path}: weights do not fit a {cfg.arch[:40]} {method} model ({problem})"

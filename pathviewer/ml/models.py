@@ -1,8 +1,9 @@
-"""Patch classifiers: a torchvision ResNet18 encoder plus a linear head (NGSD step 4, Networks).
+"""Patch classifiers: an encoder (torchvision ResNet or timm) plus a linear head (NGSD step 4).
 
-The network takes float images in [0, 1] (``(B, 3, H, W)``) and normalises them itself with the
-ImageNet statistics, so that user-supplied ImageNet encoder weights work and callers never have to
-remember the normalisation.  No weights are ever downloaded.
+The network takes float images in [0, 1] (``(B, 3, H, W)``) and normalises them itself with its
+encoder's statistics (ImageNet for the ResNets, the pretrained configuration of a timm encoder),
+so that user-supplied encoder weights work and callers never have to remember the normalisation.
+No weights are ever downloaded.
 
 :class:`AttentionMIL` (the ``abmil`` baseline's network) lives here too, next to the encoder it
 wraps, so that loading a model file needs no trainer module.
@@ -11,15 +12,18 @@ wraps, so that loading a model file needs no trainer module.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Callable, Generator
 
 import numpy as np
 import torch
 from torch import nn
 
 from pathviewer.core.errors import CheckpointError
+from pathviewer.core.progress import Progress
+from pathviewer.ml.encoder_name import is_timm
+from pathviewer.ml.encoders import EncoderInfo, fit_weights, read_weights_file
 
-#: Architectures :func:`build_classifier` knows, with their feature dimension.
+#: Architectures :func:`build_classifier` knows, with their feature dimension (and ``timm:NAME``).
 ARCHITECTURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
 _MEAN = (0.485, 0.456, 0.406)
@@ -27,7 +31,7 @@ _STD = (0.229, 0.224, 0.225)
 
 
 class PatchClassifier(nn.Module):
-    """Encoder (ResNet without its ``fc``) + linear head.
+    """Encoder (without its classifier) + linear head.
 
     Attributes
     ----------
@@ -38,13 +42,22 @@ class PatchClassifier(nn.Module):
     feature_dim
         Encoder output size (512 for ResNet18).
     input_size
-        Side in pixels the network is trained on (informative; any size works).
+        Side in pixels the network is trained on.
     arch
-        Architecture name.
+        Architecture name (``resnet18``, ``timm:NAME``).
+    mean, std
+        The encoder's input normalisation (buffers, not saved: they follow from ``arch``).
     """
 
     def __init__(
-        self, encoder: nn.Module, feature_dim: int, num_classes: int, input_size: int, arch: str
+        self,
+        encoder: nn.Module,
+        feature_dim: int,
+        num_classes: int,
+        input_size: int,
+        arch: str,
+        mean: tuple[float, float, float] = _MEAN,
+        std: tuple[float, float, float] = _STD,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -53,8 +66,8 @@ class PatchClassifier(nn.Module):
         self.num_classes = num_classes
         self.input_size = input_size
         self.arch = arch
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Encoder features of images in [0, 1]."""
@@ -62,9 +75,57 @@ class PatchClassifier(nn.Module):
         std: torch.Tensor = self.std  # type: ignore[assignment]
         return self.encoder((images - mean) / std)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Class logits ``(B, num_classes)`` of images in [0, 1]."""
-        return self.head(self.features(images))
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(B, num_classes)``.
+
+        ``inputs`` are images in [0, 1] ``(B, 3, H, W)``, or their encoder features
+        ``(B, feature_dim)`` (frozen-encoder training feeds features computed once).
+        """
+        if inputs.ndim == 2:
+            return self.head(inputs)
+        return self.head(self.features(inputs))
+
+    def freeze_encoder(self) -> None:
+        """Stop the encoder's parameters from training (only the head learns)."""
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+
+
+def encode_patches(
+    network: PatchClassifier,
+    count: int,
+    image: Callable[[int], torch.Tensor],
+    device: torch.device,
+    batch_size: int = 64,
+) -> Generator[Progress, None, np.ndarray]:
+    """Encoder features of ``count`` patches, once each (frozen-encoder training).
+
+    Parameters
+    ----------
+    network
+        Its encoder runs in eval mode (running statistics as loaded), without gradients.
+    image
+        ``image(i)``: patch ``i`` as a ``(3, s, s)`` uint8 tensor or a float tensor in [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(count, feature_dim)`` float32.
+    """
+    was_training = network.training
+    network.eval()
+    out = np.zeros((count, network.feature_dim), np.float32)
+    try:
+        with torch.inference_mode():
+            for start in range(0, count, batch_size):
+                stop = min(count, start + batch_size)
+                batch = torch.stack([image(i) for i in range(start, stop)]).to(device)
+                x = batch.float().div_(255) if batch.dtype == torch.uint8 else batch.float()
+                out[start:stop] = network.features(x).float().cpu().numpy()
+                yield Progress("encoding patches", stop, count, "frozen encoder: features once")
+    finally:
+        network.train(was_training)
+    return out
 
 
 def build_encoder(arch: str = "resnet18") -> tuple[nn.Module, int]:
@@ -72,59 +133,51 @@ def build_encoder(arch: str = "resnet18") -> tuple[nn.Module, int]:
     import torchvision
 
     if arch not in ARCHITECTURES:
-        raise CheckpointError(f"unknown architecture {arch!r} (use {', '.join(ARCHITECTURES)})")
+        raise CheckpointError(
+            f"unknown architecture {arch!r} (use {', '.join(ARCHITECTURES)} or timm:NAME)"
+        )
     model = getattr(torchvision.models, arch)(weights=None)
     model.fc = nn.Identity()
     return model, ARCHITECTURES[arch]
 
 
 def load_encoder_weights(encoder: nn.Module, weights_path: str | os.PathLike[str]) -> None:
-    """Load a user weights file into ``encoder``.
+    """Load a user weights file into a torchvision ``encoder``.
 
     Accepts a torchvision ResNet ``state_dict`` (its ``fc.*`` keys are ignored), an encoder-only
-    state dict, or a dict holding one under ``state_dict``/``model``/``encoder``; keys prefixed
-    ``encoder.``/``module.``/``backbone.`` are understood.
+    state dict, or a dict holding one under ``state_dict``/``model``/``encoder``; wrapper
+    prefixes such as ``module.``/``encoder.``/``backbone.`` are understood; ``.safetensors``
+    files work too (:func:`pathviewer.ml.encoders.read_weights_file`).
 
     Raises
     ------
     CheckpointError
         Missing, corrupt or foreign file (names the file and the cause).
     """
-    path = Path(weights_path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
+    fit_weights(encoder, read_weights_file(weights_path), weights_path, ("fc.",), "this ResNet")
+
+
+def encoder_info(arch: str) -> EncoderInfo:
+    """Feature size, input size and normalisation of an architecture (no weights built)."""
+    if is_timm(arch):
+        from pathviewer.ml.encoders import timm_encoder_info
+
+        return timm_encoder_info(arch)
+    if arch not in ARCHITECTURES:
         raise CheckpointError(
-            f"{path}: not a PyTorch weights file ({type(error).__name__}: {error})"
-        ) from None
-    if isinstance(data, dict):
-        for key in ("encoder", "state_dict", "model"):
-            if isinstance(data.get(key), dict):
-                data = data[key]
-                break
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise CheckpointError(f"{path}: does not hold a state dict of tensors")
-    cleaned: dict[str, torch.Tensor] = {}
-    for key, value in data.items():
-        for prefix in ("module.", "encoder.", "backbone."):
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-        if not key.startswith("fc."):
-            cleaned[key] = value
-    expected = encoder.state_dict()
-    missing = [k for k in expected if k not in cleaned]
-    if missing:
-        raise CheckpointError(
-            f"{path}: not weights for this encoder ({len(missing)} missing keys, e.g. {missing[0]!r})"
+            f"unknown architecture {arch!r} (use {', '.join(ARCHITECTURES)} or timm:NAME)"
         )
-    for key, tensor in expected.items():
-        if tuple(cleaned[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{path}: {key} has shape {tuple(cleaned[key].shape)}, expected {tuple(tensor.shape)}"
-            )
-    encoder.load_state_dict({k: cleaned[k] for k in expected})
+    return EncoderInfo(ARCHITECTURES[arch], 224, False, _MEAN, _STD)
+
+
+def network_input_size(arch: str, requested: int) -> int:
+    """The side patches are resized to for ``arch``: the encoder's own when it accepts no other.
+
+    A ResNet or a timm CNN takes any size, so ``requested`` (the setting) stands; a ViT with
+    fixed position embeddings takes only the size it was built for.
+    """
+    info = encoder_info(arch)
+    return info.input_size if info.fixed_input_size else requested
 
 
 def build_classifier(
@@ -140,17 +193,29 @@ def build_classifier(
     num_classes
         Output classes (2 for NGSD: negative, positive).
     arch
-        ``resnet18`` (paper), ``resnet34`` or ``resnet50``.
+        ``resnet18`` (paper), ``resnet34``, ``resnet50`` or ``timm:NAME[,key=value...]``
+        (:mod:`pathviewer.ml.encoders`).
     weights_path
-        Optional encoder weights file (loaded with ``weights_only=True``; never downloaded).
+        Optional encoder weights file (never downloaded).
     input_size
-        Side of the network input in pixels (recorded on the model).
+        Side of the network input in pixels (recorded on the model; an encoder with a fixed
+        input size records its own, :func:`network_input_size`).
 
     Raises
     ------
     CheckpointError
         Unknown architecture, or a weights file that is missing, corrupt or foreign.
+    TrainingError
+        Constructor arguments timm refuses.
     """
+    if is_timm(arch):
+        from pathviewer.ml.encoders import build_timm_encoder
+
+        timm_encoder, info = build_timm_encoder(arch, weights_path)
+        size = info.input_size if info.fixed_input_size else input_size
+        return PatchClassifier(
+            timm_encoder, info.feature_dim, num_classes, size, arch, info.mean, info.std
+        )
     encoder, feature_dim = build_encoder(arch)
     if weights_path:
         load_encoder_weights(encoder, weights_path)

@@ -52,6 +52,7 @@ from pathviewer.ml.bank import PredictionBank, logit, sigmoid
 from pathviewer.ml.config import METHODS, NGSDConfig, demo_config  # noqa: F401 - re-exported
 from pathviewer.ml.data import (
     BalancedBatchSampler,
+    FeatureViews,
     PatchStore,
     TwoViewDataset,
     cache_dir_for,
@@ -61,10 +62,16 @@ from pathviewer.ml.data import (
     to_input,
 )
 from pathviewer.ml.device import autocast, default_workers, pick_device, seed_everything
+from pathviewer.ml.encoders import encoder_record
 from pathviewer.ml.guard import DegenerationGuard, GuardReport
 from pathviewer.ml.losses import soft_cross_entropy
 from pathviewer.ml.metrics import roc_auc
-from pathviewer.ml.models import PatchClassifier, build_classifier
+from pathviewer.ml.models import (
+    PatchClassifier,
+    build_classifier,
+    encode_patches,
+    network_input_size,
+)
 from pathviewer.ml.provenance import sample_patches, training_provenance
 from pathviewer.ml.stain_prior import StainPrior, compute_features, fit_stain_prior
 
@@ -193,6 +200,12 @@ def _level0_mpp(entries: list[Any]) -> float | None:
     finally:
         slide.close()
     return float(mpp[0]) if mpp else None
+
+
+def _network_input(view: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch as the network takes it: uint8 images to [0, 1], cached features as they are."""
+    x = view.to(device, non_blocking=True)
+    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
 
 
 def _ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
@@ -417,6 +430,8 @@ def train(
         saved.steps, saved.epochs = cfg.steps or saved.steps, cfg.epochs
         saved.device, saved.workers, saved.threads = cfg.device, cfg.workers, cfg.threads
         cfg = saved
+    # An encoder that takes one input size only (a ViT) gets it; the run records the size used.
+    cfg.input_size = network_input_size(cfg.arch, cfg.input_size)
     main = dist is None or dist.is_main  # only rank 0 writes the run folder
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -426,6 +441,9 @@ def train(
     seed_everything(cfg.seed)  # same on every rank: identical initial weights
     device = dist.device if dist is not None else pick_device(cfg.device)
     world = dist.world_size if dist is not None else 1
+    # Step 4, Networks (the student; the teacher follows below).  Built before the slides are
+    # read, so that a weights file that does not fit stops the run before any work.
+    student = build_classifier(2, cfg.arch, cfg.weights or None, cfg.input_size).to(device)
 
     data = yield from prepare_training_data(cohort_csv, cfg, out)
     store = data.store
@@ -441,14 +459,37 @@ def train(
     steps_per_epoch = max(1, math.ceil(len(store) / (cfg.batch_size * world)))
     total_steps = cfg.steps or cfg.epochs * steps_per_epoch
 
-    # Step 4, Networks: student and teacher, same architecture, separate parameters.
-    student = build_classifier(2, cfg.arch, cfg.weights or None, cfg.input_size).to(device)
+    # Step 4, Networks: the teacher has the student's architecture, separate parameters.
+    if data.provenance is not None:
+        data.provenance["encoder"] = encoder_record(
+            cfg.arch,
+            cfg.input_size,
+            tuple(student.mean.flatten().tolist()),  # type: ignore[operator]
+            tuple(student.std.flatten().tolist()),  # type: ignore[operator]
+            cfg.weights or None,
+            cfg.freeze_encoder,
+        )
+    features: np.ndarray | None = None
+    if cfg.freeze_encoder:
+        # Only the heads train: every patch's features once, from the view inference sees.
+        student.freeze_encoder()
+        features = yield from encode_patches(
+            student,
+            len(store),
+            lambda i: to_input(store.get(i), cfg.input_size),
+            device,
+            max(cfg.batch_size, 64),
+        )
     teacher: PatchClassifier | None = None
     if cfg.method == "ngsd":
         teacher = copy.deepcopy(student)
         for p in teacher.parameters():
             p.requires_grad_(False)
-    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(
+        [p for p in student.parameters() if p.requires_grad],
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+    )
     # Step 5, Prediction Bank: one slot per positive-slide patch (negatives are never stored).
     # Scores older than about two passes over the positive-slide patches leave the marginal.
     per_step = max(1, round(cfg.batch_size * world * cfg.positive_fraction))
@@ -493,7 +534,15 @@ def train(
     if main:
         with atomic_write(out / "config.json") as handle:
             json.dump(
-                {**cfg.to_dict(), "resolved_read_downsample": data.read_downsample},
+                {
+                    **cfg.to_dict(),
+                    "resolved_read_downsample": data.read_downsample,
+                    **(
+                        {"encoder": data.provenance["encoder"]}
+                        if data.provenance is not None
+                        else {}
+                    ),
+                },
                 handle,
                 indent=2,
             )
@@ -563,6 +612,8 @@ def train(
     # Automatic workers: augmentation runs in background processes so the model never waits
     # for data (one worker on a 2-core machine, up to 8 on larger ones).
     workers = cfg.workers if cfg.workers >= 0 else default_workers()
+    if features is not None:
+        workers = 0  # the views are rows of an array in memory: nothing to wait for
     # Distributed: each rank draws from its own shard of the patches, with its own seed.
     sample_seed = dist.rank_seed(cfg.seed) if dist is not None else cfg.seed
     snapshots: dict[int, np.ndarray] = {}
@@ -587,13 +638,17 @@ def train(
         cfg.mining if teacher is not None else 0.0,
         mining_weights,
     )
-    dataset = TwoViewDataset(
-        store,
-        cfg.input_size,
-        sample_seed,
-        views=2 if teacher else 1,
-        stain_sigma=cfg.stain_augment,
-        plain_teacher=cfg.teacher_view == "plain",
+    dataset: torch.utils.data.Dataset = (
+        FeatureViews(features, views=2 if teacher else 1)
+        if features is not None
+        else TwoViewDataset(
+            store,
+            cfg.input_size,
+            sample_seed,
+            views=2 if teacher else 1,
+            stain_sigma=cfg.stain_augment,
+            plain_teacher=cfg.teacher_view == "plain",
+        )
     )
     loader = make_loader(dataset, sampler, workers, pin_memory=device.type == "cuda")
     metrics: dict[str, float] = {}
@@ -623,9 +678,9 @@ def train(
                 s_view, patches = batch
             idx = patches.numpy()
             pos = torch.from_numpy(is_positive[idx]).to(device)
-            s_in = s_view.to(device, non_blocking=True).float().div_(255)
+            s_in = _network_input(s_view, device)
             if teacher is not None:
-                t_in = t_view.to(device, non_blocking=True).float().div_(255)
+                t_in = _network_input(t_view, device)
                 with torch.no_grad(), autocast(device, use_amp):
                     t_prob = F.softmax(teacher(t_in).float(), dim=1)[:, 1]
                 # Step 5, Prediction Bank: store the teacher's probabilities, SK re-solve.

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from pathviewer.core.errors import TrainingError
 from pathviewer.core.ranking import RANKINGS
+from pathviewer.ml.encoder_name import TIMM_PREFIX, check_encoder
 
 
 def _meta(
@@ -15,11 +16,14 @@ def _meta(
     min: float | None = None,
     max: float | None = None,
     choices: Sequence[str] | None = None,
+    other: str | None = None,
 ) -> dict[str, Any]:
-    """Field metadata for a GUI settings form (help text, range, choices)."""
+    """Field metadata for a GUI settings form (help text, range, choices, the form of others)."""
     meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = list(choices)
+    if other is not None:
+        meta["other"] = other
     if min is not None:
         meta["min"] = min
     if max is not None:
@@ -33,7 +37,8 @@ CLASS_BALANCE = ("logit_adjust", "weights", "none")
 #: ``refine_toward`` settings (see the training loop's step 4).
 REFINE_TOWARD = ("decision", "label_prior", "balanced")
 
-#: Patch classifiers a refinement run can train (``model``): name -> what it is.
+#: Patch classifiers a refinement run can train (``model``): name -> what it is; a timm encoder
+#: (``timm:NAME``, :mod:`pathviewer.ml.encoder_name`) with a linear head can be named too.
 REFINE_MODELS: dict[str, str] = {
     "resnet18": "ResNet18 on the patches' pixels (GPU)",
     "small": "a small CNN on the patches' pixels",
@@ -57,6 +62,8 @@ class RefineConfig:
     #: Plain labels of the settings form (the field names stay the CLI's and the tooltips').
     LABELS: ClassVar[dict[str, str]] = {
         "model": "Patch classifier",
+        "weights": "Encoder weights file",
+        "freeze_encoder": "Freeze the encoder (train the head)",
         "max_rounds": "Training rounds (at most)",
         "epochs_per_round": "Epochs per round",
         "warmup": "Warm-up rounds (no refinement)",
@@ -91,8 +98,24 @@ class RefineConfig:
         default="resnet18",
         metadata=_meta(
             "patch classifier: resnet18 or small (pixels), stain (stain statistics of each "
-            "patch relative to its slide; seconds on a CPU)",
+            "patch relative to its slide; seconds on a CPU), or a timm encoder with a linear "
+            "head, timm:NAME[,key=value...] (its own normalisation, and input size when fixed)",
             choices=list(REFINE_MODELS),
+            other=f"{TIMM_PREFIX}NAME",
+        ),
+    )
+    weights: str = field(
+        default="",
+        metadata=_meta(
+            "encoder weights file of resnet18 or a timm encoder (.safetensors, .pt, .pth, .bin;"
+            " never downloaded); only needed to train: model.pt keeps the trained weights"
+        ),
+    )
+    freeze_encoder: bool = field(
+        default=False,
+        metadata=_meta(
+            "keep the encoder's weights: each patch's features are computed once (no "
+            "augmentation) and only the linear head trains (fast on a CPU)"
         ),
     )
     max_rounds: int = field(
@@ -198,7 +221,9 @@ class RefineConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             choices = f.metadata.get("choices")
-            if choices is not None and value not in choices:
+            if "other" in f.metadata:
+                check_encoder(f.name, value, choices or [])
+            elif choices is not None and value not in choices:
                 raise TrainingError(
                     f"setting {f.name}={value!r} is not one of {', '.join(map(str, choices))}"
                 )

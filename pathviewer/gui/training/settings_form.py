@@ -1,11 +1,12 @@
 """A validated settings form built from a config dataclass and its field metadata.
 
 Each field of the dataclass becomes one row: a check box for ``bool``, a combo box when the
-metadata has ``choices``, a spin box (range from ``min``/``max``) for ``int``, a line edit with
-range checking for ``float`` (learning rates span many decades, which spin boxes handle badly)
-and a line edit for ``str``.  The metadata's ``help`` becomes the tooltip.  After every edit the
-form builds the config and runs its ``validate()``; :attr:`SettingsForm.validityChanged` tells the
-owner whether to enable its Start button and what is wrong.
+metadata has ``choices`` (editable when it also has ``other``, the form of other values), a spin
+box (range from ``min``/``max``) for ``int``, a line edit with range checking for ``float``
+(learning rates span many decades, which spin boxes handle badly) and a line edit for ``str``.
+The metadata's ``help`` becomes the tooltip.  After every edit the form builds the config and
+runs its ``validate()``; :attr:`SettingsForm.validityChanged` tells the owner whether to enable
+its Start button and what is wrong.
 """
 
 from __future__ import annotations
@@ -95,6 +96,13 @@ class SettingsForm(QWidget):
             return box
         if "choices" in meta:
             combo = QComboBox()
+            if "other" in meta:
+                # Values beyond the list (a timm:NAME encoder) are typed in; validate() checks.
+                combo.setEditable(True)
+                combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+                line = combo.lineEdit()
+                if line is not None:
+                    line.setPlaceholderText(str(meta["other"]))
             combo.addItems([str(c) for c in meta["choices"]])
             if str(value) not in [str(c) for c in meta["choices"]]:
                 combo.addItem(str(value))
@@ -129,7 +137,7 @@ class SettingsForm(QWidget):
         if isinstance(widget, QCheckBox):
             return widget.isChecked()
         if isinstance(widget, QComboBox):
-            return widget.currentText()
+            return widget.currentText().strip()
         if isinstance(widget, QSpinBox):
             return widget.value()
         assert isinstance(widget, QLineEdit)
