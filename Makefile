@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pathviewer.bench refine-realistic --seeds 3 --json out/bench-refine-realistic.json
 	$(BIN)/python -m pathviewer.bench training_ui --json out/bench-training-ui.json
 	$(BIN)/python benchmarks/annotations_query.py > out/bench-annotations-query.json
+	$(BIN)/python benchmarks/annotations_memory.py > out/bench-annotations-memory.json
 	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/annotations_pan.py --seconds 12 > out/bench-annotations-pan.json
 
 bundle: $(STAMP)

@@ -11,16 +11,19 @@ Import is all-or-nothing: a malformed feature raises
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
+import io
 import json
 import math
 import os
+import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import shapely
 from shapely import affinity
@@ -183,11 +186,15 @@ def annotation_from_feature(feature: Any, where: str) -> Annotation:
             str(k): float(v) for k, v in measurements_raw.items() if isinstance(v, int | float)
         }
     elif isinstance(measurements_raw, list):  # older QuPath: [{"name":..., "value":...}]
-        measurements = {
-            str(m["name"]): float(m["value"])
-            for m in measurements_raw
-            if isinstance(m, dict) and "name" in m
-        }
+        for m in measurements_raw:
+            if isinstance(m, dict) and "name" in m:
+                try:
+                    measurements[str(m["name"])] = float(m.get("value"))  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    raise AnnotationError(
+                        f"{where}: measurement {shown(m['name'])} has the value"
+                        f" {shown(m.get('value'))}, not a number"
+                    ) from None
     if class_name is not None and not isinstance(class_name, str):
         raise AnnotationError(f"{where}: classification name {shown(class_name)} is not text")
     name = properties.get("name")
@@ -210,8 +217,196 @@ def annotation_from_feature(feature: Any, where: str) -> Annotation:
     )
 
 
+#: Characters of GeoJSON text read at a time; a feature longer than this is read in several.
+_CHUNK_CHARS = 1 << 22
+_NOT_JSON_SPACE = re.compile(r"[^ \t\n\r]")
+
+
+class _JsonSyntaxError(ValueError):
+    """Not JSON, worded as :class:`json.JSONDecodeError` words it (place in the whole file)."""
+
+
+class _JsonStream:
+    """The values of a JSON text, read from a stream one at a time.
+
+    Only the outermost object or array is walked here (its brackets, keys, colons and commas);
+    every value inside it is parsed by :mod:`json` itself (``raw_decode``), so the rules are the
+    standard library's: ``NaN``/``Infinity``, the integer digit limit, the nesting limit, the
+    last of duplicate keys.  A value cut by the end of what has been read is parsed again with
+    more text, so only one value (one feature) is in memory at a time, whatever the file size.
+    """
+
+    def __init__(self, text: IO[str], chunk: int | None = None) -> None:
+        self._text = text
+        self._chunk = _CHUNK_CHARS if chunk is None else chunk
+        self._decoder = json.JSONDecoder()
+        self.buffer = ""
+        self.pos = 0
+        self._eof = False
+        self._base = 0  # characters of the file before ``buffer``
+        self._lines = 0  # line breaks before ``buffer``
+        self._line_start = 0  # where the line that ``buffer`` starts in begins, in the file
+
+    def _read_more(self) -> bool:
+        """Drop what has been parsed and read more (at least as much as is held); False at EOF."""
+        if self._eof:
+            return False
+        lines = self.buffer.count("\n", 0, self.pos)
+        if lines:
+            self._line_start = self._base + self.buffer.rfind("\n", 0, self.pos) + 1
+        self._lines += lines
+        self._base += self.pos
+        rest = self.buffer[self.pos :]
+        chunk = self._text.read(max(self._chunk, len(rest)))
+        self._eof = not chunk
+        self.buffer, self.pos = rest + chunk, 0
+        return not self._eof
+
+    def error(self, message: str, pos: int | None = None) -> _JsonSyntaxError:
+        """``message`` at ``pos`` of the buffer, placed by line, column and character in the file."""
+        pos = self.pos if pos is None else pos
+        where = self._base + pos
+        last_break = self.buffer.rfind("\n", 0, pos)
+        line_start = self._line_start if last_break < 0 else self._base + last_break + 1
+        line = self._lines + self.buffer.count("\n", 0, pos) + 1
+        return _JsonSyntaxError(
+            f"{message}: line {line} column {where - line_start + 1} (char {where})"
+        )
+
+    def peek(self) -> str:
+        """The next character that is not JSON white space (``""`` at the end); not consumed."""
+        while True:
+            found = _NOT_JSON_SPACE.search(self.buffer, self.pos)
+            if found is not None:
+                self.pos = found.start()
+                return self.buffer[self.pos]
+            self.pos = len(self.buffer)
+            if not self._read_more():
+                return ""
+
+    def value(self) -> Any:
+        """The JSON value at the current position (after :meth:`peek`)."""
+        while True:
+            start = self.pos
+            try:
+                value, end = self._decoder.raw_decode(self.buffer, start)
+            except ValueError as error:  # JSONDecodeError, or a number of over 4,300 digits
+                offset = getattr(error, "pos", start) - start  # reading more moves the value
+                if self._read_more():
+                    continue  # perhaps only cut short by the end of the buffer
+                if isinstance(error, json.JSONDecodeError):
+                    raise self.error(error.msg, self.pos + offset) from None
+                raise
+            # A value that ends the buffer may go on (a number): decide with more text.
+            if end < len(self.buffer) or not self._read_more():
+                self.pos = end
+                return value
+
+    def items(self) -> Iterator[Any]:
+        """The values of the array at the current position, one at a time."""
+        self.pos += 1  # "["
+        if self.peek() == "]":
+            self.pos += 1
+            return
+        while True:
+            self.peek()
+            yield self.value()
+            following = self.peek()
+            self.pos += 1
+            if following == "]":
+                return
+            if following != ",":
+                raise self.error("Expecting ',' delimiter", self.pos - 1)
+
+    def keys(self) -> Iterator[str]:
+        """The keys of the object at the current position; the caller reads each value."""
+        self.pos += 1  # "{"
+        following = self.peek()
+        if following == "}":
+            self.pos += 1
+            return
+        while True:
+            if following != '"':
+                raise self.error("Expecting property name enclosed in double quotes")
+            key = self.value()
+            if self.peek() != ":":
+                raise self.error("Expecting ':' delimiter")
+            self.pos += 1
+            self.peek()
+            yield key
+            following = self.peek()
+            self.pos += 1
+            if following == "}":
+                return
+            if following != ",":
+                raise self.error("Expecting ',' delimiter", self.pos - 1)
+            following = self.peek()
+
+
+@dataclass
+class _ReadFeatures:
+    """A features array, already made into annotations as it was read."""
+
+    annotations: list[Annotation]
+    error: AnnotationError | None  # the first feature that could not be, raised at the end
+
+
+def _read_features(features: Iterator[Any], path: Path) -> _ReadFeatures:
+    annotations: list[Annotation] = []
+    error: AnnotationError | None = None
+    for index, feature in enumerate(features):
+        if error is not None:
+            continue  # the rest is still parsed: a file that is not JSON is reported as such
+        try:
+            annotations.append(annotation_from_feature(feature, f"{path} feature {index}"))
+        except AnnotationError as bad:
+            error, annotations = bad, []
+        except RecursionError:  # a value nested nearly as deep as json allows
+            error = AnnotationError(f"{path}: JSON nested too deeply to be annotations")
+            annotations = []
+    return _ReadFeatures(annotations, error)
+
+
+def _parse_geojson(stream: _JsonStream, path: Path) -> list[Annotation]:
+    """Annotations of a GeoJSON text, its features made one at a time (see :func:`read_geojson`)."""
+    first = stream.peek()
+    data: Any
+    if first == "{":
+        data = {}
+        for key in stream.keys():
+            if key == "features" and stream.peek() == "[":
+                data[key] = _read_features(stream.items(), path)
+            else:
+                data[key] = stream.value()
+    elif first == "[":
+        data = _read_features(stream.items(), path)
+    else:
+        data = stream.value()
+    if stream.peek():
+        raise stream.error("Extra data")
+    # The whole file is JSON: now the same checks, in the same order, as for a parsed document.
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        features = data.get("features")
+    elif isinstance(data, list | _ReadFeatures):
+        features = data
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        features = [data]
+    else:
+        raise AnnotationError(f"{path}: not a GeoJSON FeatureCollection")
+    if isinstance(features, _ReadFeatures):
+        if features.error is not None:
+            raise features.error
+        return features.annotations
+    if not isinstance(features, list):
+        raise AnnotationError(f"{path}: 'features' is not a list")
+    return [annotation_from_feature(f, f"{path} feature {i}") for i, f in enumerate(features)]
+
+
 def read_geojson(path: str | os.PathLike[str]) -> list[Annotation]:
     """Read a QuPath GeoJSON file (FeatureCollection, a list of features, or one feature).
+
+    The file is read as a stream and each feature becomes an :class:`Annotation` as soon as it
+    is read, so memory follows the annotations, not the JSON document.
 
     Raises
     ------
@@ -220,11 +415,13 @@ def read_geojson(path: str | os.PathLike[str]) -> list[Annotation]:
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if path.suffix.lower() == ".gz":
-            raw = gzip.decompress(raw)
-        # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the JSON.
-        data = json.loads(raw.decode("utf-8-sig"))
+        with contextlib.ExitStack() as stack:
+            binary: IO[bytes] | gzip.GzipFile = stack.enter_context(path.open("rb"))
+            if path.suffix.lower() == ".gz":
+                binary = stack.enter_context(gzip.GzipFile(fileobj=binary, mode="rb"))
+            # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the JSON.
+            text = stack.enter_context(io.TextIOWrapper(binary, encoding="utf-8-sig", newline=""))
+            return _parse_geojson(_JsonStream(text), path)
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -234,17 +431,6 @@ def read_geojson(path: str | os.PathLike[str]) -> list[Annotation]:
     except (ValueError, gzip.BadGzipFile, EOFError, zlib.error) as error:
         # ValueError covers JSONDecodeError, bad UTF-8 and integers of over 4,300 digits.
         raise AnnotationError(f"{path}: not a JSON file ({shown(str(error), 120)})") from None
-    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        features = data.get("features")
-    elif isinstance(data, list):
-        features = data
-    elif isinstance(data, dict) and data.get("type") == "Feature":
-        features = [data]
-    else:
-        raise AnnotationError(f"{path}: not a GeoJSON FeatureCollection")
-    if not isinstance(features, list):
-        raise AnnotationError(f"{path}: 'features' is not a list")
-    return [annotation_from_feature(f, f"{path} feature {i}") for i, f in enumerate(features)]
 
 
 def valid_geometry(geometry: BaseGeometry) -> BaseGeometry:
@@ -285,16 +471,35 @@ def feature_from_annotation(annotation: Annotation) -> dict[str, Any]:
     return feature
 
 
+def _write_feature_collection(handle: IO[str], annotations: Iterable[Annotation]) -> None:
+    """The FeatureCollection of ``annotations``, one feature at a time (as ``json.dumps`` lays
+    out the whole document)."""
+    handle.write('{"type": "FeatureCollection", "features": [')
+    for index, annotation in enumerate(annotations):
+        if index:
+            handle.write(", ")
+        handle.write(json.dumps(feature_from_annotation(annotation)))
+    handle.write("]}")
+
+
 def write_geojson(path: str | os.PathLike[str], annotations: Iterable[Annotation]) -> None:
-    """Write annotations as a QuPath-compatible FeatureCollection, atomically."""
-    features = [feature_from_annotation(a) for a in annotations]
-    text = json.dumps({"type": "FeatureCollection", "features": features})
+    """Write annotations as a QuPath-compatible FeatureCollection, atomically.
+
+    Written one feature at a time into the temporary file of
+    :func:`~pathviewer.core.atomic.atomic_write`: a failure part-way removes it and leaves
+    ``path`` as it was.
+    """
     if Path(path).suffix.lower() == ".gz":  # QuPath reads and writes .geojson.gz
-        with atomic_write(path, "wb") as handle:
-            handle.write(gzip.compress(text.encode("utf-8")))
+        with (
+            atomic_write(path, "wb") as handle,
+            # filename="": the header would otherwise name the temporary file.
+            gzip.GzipFile(filename="", fileobj=handle, mode="wb") as compressed,
+            io.TextIOWrapper(compressed, encoding="utf-8", newline="") as text,
+        ):
+            _write_feature_collection(text, annotations)
     else:
         with atomic_write(path) as handle:
-            handle.write(text)
+            _write_feature_collection(handle, annotations)
 
 
 def union_of_class(

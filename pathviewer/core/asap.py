@@ -34,17 +34,20 @@ that every file written can be read back.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
+from typing import IO
 
 import shapely
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as safe_fromstring
-from shapely.geometry import LineString, MultiPoint, Point, Polygon
+from defusedxml.ElementTree import iterparse as safe_iterparse
+from shapely.geometry import LinearRing, LineString, MultiPoint, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from pathviewer.core.annotations import (
@@ -66,7 +69,7 @@ def _rgb_to_hex(color: tuple[int, int, int]) -> str:
 
 
 def parse_xml_root(data: bytes, source: str, kind: str = "ASAP XML") -> ET.Element:
-    """The root element of annotation XML (ASAP, Aperio, NDPA), parsed safely.
+    """The root element of annotation XML read whole (Aperio, NDPA), parsed safely.
 
     Raises
     ------
@@ -83,13 +86,6 @@ def parse_xml_root(data: bytes, source: str, kind: str = "ASAP XML") -> ET.Eleme
         ) from None
     except ET.ParseError as error:
         raise AnnotationError(f"{source}: not well-formed XML ({error})") from None
-
-
-def _parse_root(data: bytes, source: str) -> ET.Element:
-    root = parse_xml_root(data, source)
-    if root.tag != "ASAP_Annotations":
-        raise AnnotationError(f"{source}: root element is <{root.tag}>, not <ASAP_Annotations>")
-    return root
 
 
 def _coordinates(element: ET.Element, where: str) -> list[tuple[float, float]]:
@@ -153,49 +149,71 @@ def parse_asap(data: bytes | str, source: str = "<string>") -> list[Annotation]:
     """Parse ASAP XML text; ``source`` names it in errors.  See :func:`read_asap`."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    return _asap_annotations(_parse_root(data, source), source)
+    return _parse_stream(io.BytesIO(data), source)
 
 
-def _asap_annotations(root: ET.Element, source: str) -> list[Annotation]:
-    groups: dict[str, tuple[int, int, int] | None] = {}
-    for group_element in root.iter("Group"):
-        group_name = group_element.attrib.get("Name")
-        if group_name:
-            groups[group_name] = rgb_from_hex(group_element.attrib.get("Color"))
-    container = root.find("Annotations")
-    elements = [] if container is None else container.findall("Annotation")
+class _Colors:
+    """Group colours, known only at the end of a file (``AnnotationGroups`` follows the shapes)."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, tuple[int, int, int] | None] = {}
+        #: Per annotation: its group, or None, and its own ``Color``.
+        self.pending: list[tuple[Annotation, str | None, tuple[int, int, int] | None]] = []
+
+    def resolve(self) -> None:
+        """The group's colour where it has one, else the annotation's own."""
+        for annotation, group, own in self.pending:
+            color = self.groups.get(group) if group else None
+            annotation.color = own if color is None else color
+        self.pending.clear()
+
+
+def _parse_stream(handle: IO[bytes], source: str) -> list[Annotation]:
+    """Annotations of an ASAP XML stream, parsed incrementally.
+
+    Each ``<Annotation>`` becomes an :class:`Annotation` as soon as its end tag is read and its
+    elements are dropped, so memory follows the annotations made, not the size of the XML tree.
+    """
+    # forbid_dtd: ASAP files have no DTD, and refusing it also refuses every entity
+    # declaration; done by expat's handlers, so after decoding, whatever the encoding.
+    events = safe_iterparse(handle, events=("start", "end"), forbid_dtd=True)
+    path: list[ET.Element] = []  # the open elements, root first
+    container: ET.Element | None = None  # the root's first <Annotations>: the one read
+    colors = _Colors()
     # Rings written by PathViewer for holes and extra parts: object -> part -> [shell, holes...]
-    compound: dict[str, dict[int, dict[int, tuple[list[tuple[float, float]], str]]]] = {}
+    compound: dict[str, dict[int, dict[int, tuple[LinearRing, str]]]] = {}
     annotations: list[Annotation] = []
     slots: dict[str, int] = {}  # object id -> position of its annotation in `annotations`
-    for index, element in enumerate(elements):
-        name = element.attrib.get("Name")
-        where = f"{source} annotation {index}" + (f" ({shown(name)})" if name else "")
-        kind = element.attrib.get("Type", "")
-        if not kind:
-            raise AnnotationError(f"{where}: has no Type")
-        points = _coordinates(element, where)
-        geometry = _geometry(kind, points, where)
-        group = element.attrib.get("PartOfGroup", "None")
-        class_name = None if group in _NO_GROUP else group
-        color = groups.get(group) if class_name else None
-        if color is None:
-            color = rgb_from_hex(element.attrib.get("Color"))
-        object_id = element.attrib.get("PathViewerObject")
-        if object_id is not None and isinstance(geometry, Polygon):
-            try:
-                part = int(element.attrib.get("PathViewerPart", "0"))
-                hole = int(element.attrib.get("PathViewerHole", "-1"))
-            except ValueError:
-                raise AnnotationError(f"{where}: PathViewerPart/Hole is not an integer") from None
-            ring = list(geometry.exterior.coords)
-            compound.setdefault(object_id, {}).setdefault(part, {})[hole] = (ring, where)
-            if object_id in slots:
-                continue  # a hole or extra part of an annotation already listed
-            slots[object_id] = len(annotations)
-        annotations.append(
-            Annotation(geometry=geometry, class_name=class_name, color=color, name=name)
-        )
+    index = 0
+    try:
+        for event, element in events:
+            if event == "start":
+                if not path and element.tag != "ASAP_Annotations":
+                    raise AnnotationError(
+                        f"{source}: root element is <{element.tag}>, not <ASAP_Annotations>"
+                    )
+                if len(path) == 1 and container is None and element.tag == "Annotations":
+                    container = element
+                if element.tag == "Group":  # at the start: in document order, like iter()
+                    group_name = element.attrib.get("Name")
+                    if group_name:
+                        colors.groups[group_name] = rgb_from_hex(element.attrib.get("Color"))
+                path.append(element)
+                continue
+            path.pop()
+            if len(path) != 2:
+                continue
+            if path[1] is container and element.tag == "Annotation":
+                _add_element(element, index, source, annotations, colors, compound, slots)
+                index += 1
+            del path[1][:]  # a finished grandchild of the root: nothing refers to it any more
+    except DefusedXmlException:
+        raise AnnotationError(
+            f"{source}: DOCTYPE/ENTITY declarations are not allowed in ASAP XML"
+        ) from None
+    except ET.ParseError as error:
+        raise AnnotationError(f"{source}: not well-formed XML ({error})") from None
+    colors.resolve()
     for object_id, parts in compound.items():
         polygons = []
         for part in sorted(parts):
@@ -210,8 +228,43 @@ def _asap_annotations(root: ET.Element, source: str) -> list[Annotation]:
     return annotations
 
 
+def _add_element(
+    element: ET.Element,
+    index: int,
+    source: str,
+    annotations: list[Annotation],
+    colors: _Colors,
+    compound: dict[str, dict[int, dict[int, tuple[LinearRing, str]]]],
+    slots: dict[str, int],
+) -> None:
+    """Read one complete ``<Annotation>`` (the ``index``-th) into ``annotations``."""
+    name = element.attrib.get("Name")
+    where = f"{source} annotation {index}" + (f" ({shown(name)})" if name else "")
+    kind = element.attrib.get("Type", "")
+    if not kind:
+        raise AnnotationError(f"{where}: has no Type")
+    points = _coordinates(element, where)
+    geometry = _geometry(kind, points, where)
+    group = element.attrib.get("PartOfGroup", "None")
+    class_name = None if group in _NO_GROUP else group
+    object_id = element.attrib.get("PathViewerObject")
+    if object_id is not None and isinstance(geometry, Polygon):
+        try:
+            part = int(element.attrib.get("PathViewerPart", "0"))
+            hole = int(element.attrib.get("PathViewerHole", "-1"))
+        except ValueError:
+            raise AnnotationError(f"{where}: PathViewerPart/Hole is not an integer") from None
+        compound.setdefault(object_id, {}).setdefault(part, {})[hole] = (geometry.exterior, where)
+        if object_id in slots:
+            return  # a hole or extra part of an annotation already listed
+        slots[object_id] = len(annotations)
+    annotation = Annotation(geometry=geometry, class_name=class_name, name=name)
+    colors.pending.append((annotation, class_name, rgb_from_hex(element.attrib.get("Color"))))
+    annotations.append(annotation)
+
+
 def read_asap(path: str | os.PathLike[str]) -> list[Annotation]:
-    """Read an ASAP XML annotation file.
+    """Read an ASAP XML annotation file, incrementally (see :func:`_parse_stream`).
 
     Returns
     -------
@@ -224,7 +277,14 @@ def read_asap(path: str | os.PathLike[str]) -> list[Annotation]:
         File missing, not XML, unsafe (DOCTYPE/ENTITY), or a malformed annotation (named by index
         and Name).  Nothing is returned in that case.
     """
-    return parse_asap(read_file_bytes(path), str(path))
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return _parse_stream(handle, str(path))
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: file not found") from None
+    except OSError as error:
+        raise AnnotationError(f"{path}: cannot read ({error})") from None
 
 
 def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -238,19 +298,40 @@ def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
         raise AnnotationError(f"{path}: cannot read ({error})") from None
 
 
+def xml_root_tag(path: str | os.PathLike[str]) -> str:
+    """The root element's tag of an XML file, read from its first element only."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            for _event, element in safe_iterparse(handle, events=("start",), forbid_dtd=True):
+                return str(element.tag)
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: file not found") from None
+    except OSError as error:
+        raise AnnotationError(f"{path}: cannot read ({error})") from None
+    except DefusedXmlException:
+        raise AnnotationError(
+            f"{path}: DOCTYPE/ENTITY declarations are not allowed in annotation XML"
+        ) from None
+    except ET.ParseError as error:
+        raise AnnotationError(f"{path}: not well-formed XML ({error})") from None
+    raise AnnotationError(f"{path}: not well-formed XML (no element found)")
+
+
 def read_xml_annotations(path: str | os.PathLike[str]) -> list[Annotation]:
-    """Read an ``.xml`` of ASAP (root ``<ASAP_Annotations>``) or Aperio ImageScope (root
-    ``<Annotations>``), told apart by the root element; all or nothing."""
+    """Read an ``.xml`` of ASAP (root ``<ASAP_Annotations>``, streamed) or Aperio ImageScope
+    (root ``<Annotations>``), told apart by the root element; all or nothing."""
     source = str(path)
-    root = parse_xml_root(read_file_bytes(path), source, "annotation XML")
-    if root.tag == "ASAP_Annotations":
-        return _asap_annotations(root, source)
-    if root.tag == "Annotations":
+    tag = xml_root_tag(path)
+    if tag == "ASAP_Annotations":
+        return read_asap(path)
+    if tag == "Annotations":
         from pathviewer.core.aperio import aperio_annotations
 
+        root = parse_xml_root(read_file_bytes(path), source, "Aperio ImageScope XML")
         return aperio_annotations(root, source)
     raise AnnotationError(
-        f"{source}: root element is <{root.tag}>, neither ASAP's <ASAP_Annotations> nor "
+        f"{source}: root element is <{tag}>, neither ASAP's <ASAP_Annotations> nor "
         "Aperio ImageScope's <Annotations>"
     )
 
@@ -267,95 +348,131 @@ def _ring_points(ring: Iterable[tuple[float, ...]]) -> list[tuple[float, float]]
     return points
 
 
-def _add_annotation(
-    parent: ET.Element,
+def _annotation_element(
     name: str,
     kind: str,
     group: str,
     color: str,
     points: list[tuple[float, float]],
     extra: dict[str, str] | None = None,
-) -> None:
-    element = ET.SubElement(
-        parent, "Annotation", Name=name, Type=kind, PartOfGroup=group, Color=color
-    )
+) -> ET.Element:
+    element = ET.Element("Annotation", Name=name, Type=kind, PartOfGroup=group, Color=color)
     element.attrib.update(extra or {})
     coordinates = ET.SubElement(element, "Coordinates")
     for order, (x, y) in enumerate(points):
         # repr() is the shortest text that reads back as the same float: lossless round trips.
         ET.SubElement(coordinates, "Coordinate", Order=str(order), X=repr(x), Y=repr(y))
+    return element
+
+
+def _elements(
+    index: int, annotation: Annotation, group_colors: dict[str, tuple[int, int, int]]
+) -> list[ET.Element]:
+    """The ``<Annotation>`` elements of one annotation (one per ring); notes its group colour."""
+    name = _xml_text(annotation.name or "") or f"Annotation {index}"
+    where = f"annotation {index} ({shown(name)})"
+    class_name = _xml_text(annotation.class_name or "")
+    group = class_name or "None"
+    color = annotation.color or DEFAULT_CLASSES.get(group, (244, 250, 88))
+    hex_color = _rgb_to_hex(color)
+    geometry = annotation.geometry
+    gtype = geometry.geom_type
+    elements = []
+    if gtype in ("Polygon", "MultiPolygon"):
+        # Rings as drawn (a self-intersecting outline stays one ring): see write_geojson.
+        polygons = list(getattr(geometry, "geoms", [geometry]))
+        polygons = [p for p in polygons if isinstance(p, Polygon) and not p.is_empty]
+        if not polygons:
+            raise AnnotationError(f"{where}: polygon is empty")
+        compound = len(polygons) > 1 or bool(polygons[0].interiors)
+        for part, polygon in enumerate(polygons):
+            rings = [polygon.exterior, *polygon.interiors]
+            for hole, ring in enumerate(rings, start=-1):
+                extra = (
+                    {
+                        "PathViewerObject": str(index),
+                        "PathViewerPart": str(part),
+                        "PathViewerHole": str(hole),
+                    }
+                    if compound
+                    else None
+                )
+                ring_name = name if (part, hole) == (0, -1) else f"{name} ring {part}.{hole}"
+                elements.append(
+                    _annotation_element(
+                        ring_name, "Polygon", group, hex_color, _ring_points(ring.coords), extra
+                    )
+                )
+    elif gtype == "Point":
+        points = _ring_points(geometry.coords)
+        elements.append(_annotation_element(name, "Dot", group, hex_color, points))
+    elif gtype == "MultiPoint":
+        points = [(float(p.x), float(p.y)) for p in geometry.geoms]
+        elements.append(_annotation_element(name, "PointSet", group, hex_color, points))
+    elif gtype == "LineString" and len(geometry.coords) == 2:
+        points = [(float(c[0]), float(c[1])) for c in geometry.coords]
+        elements.append(_annotation_element(name, "Measurement", group, hex_color, points))
+    else:
+        raise AnnotationError(
+            f"{where}: ASAP XML cannot hold a {gtype}"
+            + (" with more than 2 points" if gtype == "LineString" else "")
+        )
+    if class_name:
+        group_colors.setdefault(class_name, color)
+    return elements
+
+
+def _write_children(handle: IO[bytes], tag: str, children: Iterable[ET.Element]) -> None:
+    """``<tag>`` and its children, at the indentation :func:`xml.etree.ElementTree.indent` gives.
+
+    One child at a time is serialized, so the whole file is never one tree.
+    """
+    empty = True
+    for child in children:
+        if empty:
+            handle.write(f"<{tag}>".encode())
+            empty = False
+        ET.indent(child, space="\t", level=2)
+        handle.write(b"\n\t\t" + ET.tostring(child, encoding="utf-8", xml_declaration=False))
+    handle.write(f"<{tag} />".encode() if empty else f"\n\t</{tag}>".encode())
+
+
+def _write_xml(handle: IO[bytes], annotations: Iterable[Annotation]) -> None:
+    """Write the ASAP XML of ``annotations`` to ``handle``, one annotation at a time."""
+    group_colors: dict[str, tuple[int, int, int]] = {}
+    handle.write(b'<?xml version="1.0"?>\n<ASAP_Annotations>\n\t')
+    _write_children(
+        handle,
+        "Annotations",
+        (
+            element
+            for index, annotation in enumerate(annotations)
+            for element in _elements(index, annotation, group_colors)
+        ),
+    )
+    handle.write(b"\n\t")
+    groups = []
+    for group_name, rgb in group_colors.items():
+        element = ET.Element("Group", Name=group_name, PartOfGroup="None", Color=_rgb_to_hex(rgb))
+        ET.SubElement(element, "Attributes")
+        groups.append(element)
+    _write_children(handle, "AnnotationGroups", groups)
+    handle.write(b"\n</ASAP_Annotations>")
 
 
 def asap_xml(annotations: Iterable[Annotation]) -> bytes:
     """ASAP XML for annotations (see the module notes on holes and multi-part regions)."""
-    root = ET.Element("ASAP_Annotations")
-    container = ET.SubElement(root, "Annotations")
-    group_colors: dict[str, tuple[int, int, int]] = {}
-    for index, annotation in enumerate(annotations):
-        name = _xml_text(annotation.name or "") or f"Annotation {index}"
-        where = f"annotation {index} ({shown(name)})"
-        class_name = _xml_text(annotation.class_name or "")
-        group = class_name or "None"
-        color = annotation.color or DEFAULT_CLASSES.get(group, (244, 250, 88))
-        if class_name:
-            group_colors.setdefault(class_name, color)
-        hex_color = _rgb_to_hex(color)
-        geometry = annotation.geometry
-        gtype = geometry.geom_type
-        if gtype in ("Polygon", "MultiPolygon"):
-            # Rings as drawn (a self-intersecting outline stays one ring): see write_geojson.
-            polygons = list(getattr(geometry, "geoms", [geometry]))
-            polygons = [p for p in polygons if isinstance(p, Polygon) and not p.is_empty]
-            if not polygons:
-                raise AnnotationError(f"{where}: polygon is empty")
-            compound = len(polygons) > 1 or bool(polygons[0].interiors)
-            for part, polygon in enumerate(polygons):
-                rings = [polygon.exterior, *polygon.interiors]
-                for hole, ring in enumerate(rings, start=-1):
-                    extra = (
-                        {
-                            "PathViewerObject": str(index),
-                            "PathViewerPart": str(part),
-                            "PathViewerHole": str(hole),
-                        }
-                        if compound
-                        else None
-                    )
-                    ring_name = name if (part, hole) == (0, -1) else f"{name} ring {part}.{hole}"
-                    _add_annotation(
-                        container,
-                        ring_name,
-                        "Polygon",
-                        group,
-                        hex_color,
-                        _ring_points(ring.coords),
-                        extra,
-                    )
-        elif gtype == "Point":
-            _add_annotation(container, name, "Dot", group, hex_color, _ring_points(geometry.coords))
-        elif gtype == "MultiPoint":
-            points = [(float(p.x), float(p.y)) for p in geometry.geoms]
-            _add_annotation(container, name, "PointSet", group, hex_color, points)
-        elif gtype == "LineString" and len(geometry.coords) == 2:
-            points = [(float(c[0]), float(c[1])) for c in geometry.coords]
-            _add_annotation(container, name, "Measurement", group, hex_color, points)
-        else:
-            raise AnnotationError(
-                f"{where}: ASAP XML cannot hold a {gtype}"
-                + (" with more than 2 points" if gtype == "LineString" else "")
-            )
-    groups = ET.SubElement(root, "AnnotationGroups")
-    for group_name, rgb in group_colors.items():
-        element = ET.SubElement(
-            groups, "Group", Name=group_name, PartOfGroup="None", Color=_rgb_to_hex(rgb)
-        )
-        ET.SubElement(element, "Attributes")
-    ET.indent(root, space="\t")
-    return b'<?xml version="1.0"?>\n' + ET.tostring(root, encoding="utf-8", xml_declaration=False)
+    buffer = io.BytesIO()
+    _write_xml(buffer, annotations)
+    return buffer.getvalue()
 
 
 def write_asap(path: str | os.PathLike[str], annotations: Iterable[Annotation]) -> None:
-    """Write annotations as ASAP XML, atomically (nothing is written if one cannot be)."""
-    data = asap_xml(annotations)  # build fully first: an error leaves no file behind
+    """Write annotations as ASAP XML, atomically (nothing is written if one cannot be).
+
+    Written one annotation at a time into the temporary file of
+    :func:`~pathviewer.core.atomic.atomic_write`: an annotation that cannot be written (or any
+    other failure) removes it and leaves ``path`` as it was.
+    """
     with atomic_write(path, "wb") as handle:
-        handle.write(data)
+        _write_xml(handle, annotations)
