@@ -754,3 +754,46 @@ def label_project_patches(
             stored += len(project.add_patch_labels(rows, source="imported"))
         yield Progress("patch labels", len(annotated), len(annotated), f"{stored} patch labels")
     return stored
+
+
+def demo_cohort_is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a complete demo cohort (its CSV lists only existing files)."""
+    from pathviewer.core.cohort import read_cohort
+
+    try:
+        read_cohort(folder / "cohort.csv", check_files=True)
+    except PathViewerError:
+        return False
+    return True
+
+
+def prepare_demo_cohort(regenerate: bool = False) -> Generator[Progress, None, Path]:
+    """Generate the demo cohort into :func:`pathviewer.paths.demo_cohort_dir` unless complete.
+
+    The cohort is generated in a temporary sibling folder and renamed into place, so an
+    interrupted (or cancelled) generation never looks complete.  Returns ``cohort.csv``.
+    ``pathviewer demo`` drives it in the terminal with ``--no-gui``; otherwise the window opens
+    first and runs it on its worker thread, so a first launch is never a silent wait.
+    """
+    import shutil
+    import tempfile
+
+    from pathviewer.core.realistic import demo_settings, generate_realistic_cohort
+    from pathviewer.paths import demo_cohort_dir
+
+    target = demo_cohort_dir()
+    if not regenerate and demo_cohort_is_complete(target):
+        return target / "cohort.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".demo-cohort-", dir=target.parent))
+    try:
+        yield from generate_realistic_cohort(work, **demo_settings())
+        if target.exists():
+            old = target.with_name(f".{target.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        work.rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target / "cohort.csv"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from pathviewer.cli import CommandGroups
@@ -136,54 +134,27 @@ def _fraction_bounds(text: str | None) -> tuple[float, float] | None:
     return (values[0], values[-1])
 
 
-def demo_is_complete(folder: Path) -> bool:
-    """Whether ``folder`` holds a complete demo cohort (its CSV lists only existing files)."""
-    from pathviewer.core.cohort import read_cohort
-    from pathviewer.core.errors import PathViewerError
-
-    try:
-        read_cohort(folder / "cohort.csv", check_files=True)
-    except PathViewerError:
-        return False
-    return True
-
-
 def ensure_demo_cohort(regenerate: bool = False, quiet: bool = False) -> Path:
-    """Generate the demo cohort into :func:`pathviewer.paths.demo_cohort_dir` unless complete.
+    """Generate the demo cohort unless complete, with terminal progress; returns ``cohort.csv``.
 
-    The cohort is generated in a temporary sibling folder and renamed into place, so an
-    interrupted generation never looks complete.  Returns the path of ``cohort.csv``.
+    The job is :func:`pathviewer.jobs.prepare_demo_cohort`, which the window runs too.
     """
     from pathviewer.core.progress import drive
-    from pathviewer.core.realistic import demo_settings, generate_realistic_cohort
+    from pathviewer.jobs import demo_cohort_is_complete, prepare_demo_cohort
     from pathviewer.paths import demo_cohort_dir
 
     target = demo_cohort_dir()
-    if not regenerate and demo_is_complete(target):
-        return target / "cohort.csv"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not quiet:
+    if not quiet and (regenerate or not demo_cohort_is_complete(target)):
         print(f"Generating the demo cohort in {target} (once) ...", file=sys.stderr)
-    work = Path(tempfile.mkdtemp(prefix=".demo-cohort-", dir=target.parent))
-    try:
-        drive(generate_realistic_cohort(work, **demo_settings()), quiet=quiet)
-        if target.exists():
-            old = target.with_name(f".{target.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            shutil.rmtree(old, ignore_errors=True)
-        work.rename(target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target / "cohort.csv"
+    return drive(prepare_demo_cohort(regenerate), quiet=quiet)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    cohort_csv = ensure_demo_cohort(regenerate=args.regenerate, quiet=args.quiet)
     if args.no_gui:
-        print(cohort_csv)
+        print(ensure_demo_cohort(regenerate=args.regenerate, quiet=args.quiet))
         return 0
-    # The demo window trains a small model in the background (once) and shows its heatmap.
+    # The window opens at once and generates the cohort (first launch) in it, then trains a
+    # small model in the background (once) and shows its heatmap.
     from pathviewer.gui.demo import run_demo_app
 
-    return run_demo_app(cohort_csv)
+    return run_demo_app(regenerate=args.regenerate)

@@ -3,6 +3,9 @@
 Approach: the demo **trains a small NGSD model in the background** (with the Training dock showing
 its progress), because a checkpoint cannot ship with the source.  The first launch:
 
+0. opens the window at once and generates the demo cohort in it
+   (:func:`pathviewer.jobs.prepare_demo_cohort` on the worker thread, progress in the status
+   bar: :class:`DemoPreparation`), so nothing is a silent wait;
 1. opens the demo cohort and shows a positive test slide;
 2. trains :func:`demo_training_config` (NGSD, 64 px inputs, 400 steps of 32 patches; a few
    minutes on a 2-core CPU) into a run folder under :func:`pathviewer.paths.runs_dir` marked
@@ -23,12 +26,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtWidgets import QLabel, QMessageBox, QProgressBar
 
 from pathviewer.core.cohort import CohortEntry, read_cohort
 from pathviewer.core.identity import same_slide
 from pathviewer.core.progress import Progress
 from pathviewer.gui.workers import JobRunner
-from pathviewer.jobs import predict_cohort, train_slide_model
+from pathviewer.jobs import (
+    demo_cohort_is_complete,
+    predict_cohort,
+    prepare_demo_cohort,
+    train_slide_model,
+)
 from pathviewer.runs import RunInfo, new_run_dir, scan_runs, write_run_info
 
 if TYPE_CHECKING:
@@ -253,13 +262,89 @@ def start_demo(window: MainWindow, cohort_csv: str | Path) -> DemoController:
     return demo
 
 
-def run_demo_app(cohort_csv: str | Path) -> int:
-    """``pathviewer demo``'s GUI: the viewer on the demo cohort with the embedded demo."""
+class DemoPreparation(QObject):
+    """Generating the demo cohort in an open window, with progress in the status bar.
+
+    Signals
+    -------
+    ready(object)
+        The cohort is complete: the path of its ``cohort.csv``.
+    """
+
+    ready = Signal(object)
+
+    def __init__(self, window: MainWindow, regenerate: bool = False) -> None:
+        super().__init__(window)
+        self.window = window
+        self.label = QLabel("Preparing the demo slides (first launch only)…")
+        self.bar = QProgressBar()
+        self.bar.setMaximumWidth(220)
+        self.bar.setRange(0, 0)  # busy until the first count arrives
+        self.runner = JobRunner(lambda: prepare_demo_cohort(regenerate), self)
+        self.runner.progress.connect(self._on_progress)
+        self.runner.finished.connect(self._on_finished)
+        self.runner.failed.connect(self._on_failed)
+
+    def start(self) -> None:
+        """Show the progress and start generating on the worker thread."""
+        status = self.window.statusBar()
+        status.addPermanentWidget(self.label)
+        status.addPermanentWidget(self.bar)
+        self.runner.start()
+
+    def _on_progress(self, event: object) -> None:
+        if not isinstance(event, Progress) or not event.total:
+            return
+        self.bar.setRange(0, int(event.total))
+        self.bar.setValue(int(event.done))
+
+    def _remove_progress(self) -> None:
+        status = self.window.statusBar()
+        for widget in (self.label, self.bar):
+            status.removeWidget(widget)
+            widget.deleteLater()
+
+    def _on_finished(self, cohort_csv: object) -> None:
+        self._remove_progress()
+        self.ready.emit(cohort_csv)
+
+    def _on_failed(self, message: str, _details: str) -> None:
+        self._remove_progress()
+        QMessageBox.critical(self.window, "Demo", f"The demo slides could not be made: {message}")
+
+    def shutdown(self) -> None:
+        """Cancel a generation still running (its temporary folder is removed) and wait."""
+        if self.runner.is_running():
+            self.runner.cancel()
+            self.runner.wait()
+
+
+def run_demo_app(regenerate: bool = False) -> int:
+    """``pathviewer demo``'s GUI: the viewer on the demo cohort with the embedded demo.
+
+    The window opens at once; on a first launch (or with ``regenerate``) it generates the demo
+    cohort in it first (:class:`DemoPreparation`).
+    """
     from pathviewer.gui.app import create_main_window, ensure_application
+    from pathviewer.paths import demo_cohort_dir
 
     app = ensure_application()
-    window = create_main_window([str(cohort_csv)])
+    cohort_csv = demo_cohort_dir() / "cohort.csv"
+    if not regenerate and demo_cohort_is_complete(cohort_csv.parent):
+        window = create_main_window([str(cohort_csv)])
+        window.show()
+        demo = start_demo(window, cohort_csv)
+        app.aboutToQuit.connect(demo.shutdown)
+        return int(app.exec())
+    window = create_main_window([])
     window.show()
-    demo = start_demo(window, cohort_csv)
-    app.aboutToQuit.connect(demo.shutdown)
+    preparation = DemoPreparation(window, regenerate)
+    app.aboutToQuit.connect(preparation.shutdown)
+
+    def begin(path: object) -> None:
+        demo = start_demo(window, Path(str(path)))
+        app.aboutToQuit.connect(demo.shutdown)
+
+    preparation.ready.connect(begin)
+    QTimer.singleShot(0, preparation.start)  # after the window has painted
     return int(app.exec())
