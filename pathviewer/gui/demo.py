@@ -25,7 +25,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QLabel, QMessageBox, QProgressBar
 
 from pathviewer.core.cohort import CohortEntry, read_cohort
@@ -280,6 +280,17 @@ class DemoPreparation(QObject):
         self.bar = QProgressBar()
         self.bar.setMaximumWidth(220)
         self.bar.setRange(0, 0)  # busy until the first count arrives
+        # Also in the middle of the empty view, where a new user looks.
+        self.notice = QLabel(
+            "Preparing the demo slides — first launch only, about a minute.\n"
+            "They open here when ready; then a small model trains and its heatmap appears.",
+            window.slide_view,
+        )
+        self.notice.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.notice.setWordWrap(True)
+        self.notice.setStyleSheet("color: #d8d8d8; font-size: 15px; padding: 18px;")
+        self.notice.hide()
+        window.slide_view.installEventFilter(self)
         self.runner = JobRunner(lambda: prepare_demo_cohort(regenerate), self)
         self.runner.progress.connect(self._on_progress)
         self.runner.finished.connect(self._on_finished)
@@ -290,7 +301,20 @@ class DemoPreparation(QObject):
         status = self.window.statusBar()
         status.addPermanentWidget(self.label)
         status.addPermanentWidget(self.bar)
+        self._place_notice()
+        self.notice.show()
         self.runner.start()
+
+    def _place_notice(self) -> None:
+        view = self.window.slide_view
+        width = min(view.width() - 40, 620)
+        self.notice.resize(max(width, 200), 110)
+        self.notice.move((view.width() - self.notice.width()) // 2, view.height() // 2 - 55)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if watched is self.window.slide_view and event.type() == QEvent.Type.Resize:
+            self._place_notice()
+        return False
 
     def _on_progress(self, event: object) -> None:
         if not isinstance(event, Progress) or not event.total:
@@ -299,6 +323,9 @@ class DemoPreparation(QObject):
         self.bar.setValue(int(event.done))
 
     def _remove_progress(self) -> None:
+        self.window.slide_view.removeEventFilter(self)
+        self.notice.hide()
+        self.notice.deleteLater()
         status = self.window.statusBar()
         for widget in (self.label, self.bar):
             status.removeWidget(widget)

@@ -29,8 +29,8 @@ KINDS: dict[str, str] = {
 
 #: Preferences default folder -> its label in the dialog.
 GROUPS: dict[str, str] = {
-    "slides": "Slides and cohorts",
-    "work": "Projects, results and exports",
+    "slides": "Slides folder",
+    "work": "Projects and results folder",
 }
 
 
