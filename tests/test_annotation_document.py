@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -123,6 +124,18 @@ def test_shapes_have_the_names_of_the_tools() -> None:
 
     assert shape_name(shapely.box(0, 0, 10, 5)) == "Rectangle"
     assert shape_name(shapely.Polygon([(0, 0), (10, 0), (5, 8)])) == "Polygon"
+    from pathviewer.gui.annotations.controller import ellipse
+
+    drawn = ellipse(500.0, 300.0, 120.0, 40.0)
+    assert shape_name(drawn) == "Ellipse"  # what the Ellipse tool draws
+    rounded = shapely.Polygon(np.rint(np.asarray(drawn.exterior.coords)))
+    assert shape_name(rounded) == "Ellipse"  # as another tool's file rounds it
+    octagon = shapely.Point(0, 0).buffer(10, quad_segs=2)  # 8 vertices: a polygon
+    assert shape_name(octagon) == "Polygon"
+    star = np.asarray(drawn.exterior.coords).copy()
+    star[::2] = (star[::2] - (500.0, 300.0)) * 0.8 + (500.0, 300.0)
+    assert shape_name(shapely.Polygon(star)) == "Polygon"
+    assert shape_name(shapely.Point(0, 0).buffer(50)) == "Ellipse"  # a circle
     assert shape_name(shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(3, 3, 4, 4)])) == (
         "Region (2 parts)"
     )

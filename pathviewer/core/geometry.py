@@ -121,10 +121,12 @@ def in_display_unit(values: dict[str, float], unit: str) -> dict[str, float]:
 
 
 def shape_name(geometry: BaseGeometry) -> str:
-    """What a user calls the shape: Rectangle, Polygon, Region (n parts), Line, Point(s).
+    """What a user calls the shape: Rectangle, Ellipse, Polygon, Region (n parts), Line, Point(s).
 
     An axis-aligned four-cornered polygon is a rectangle (what the Rectangle tool draws); a
-    region in several pieces (an eraser cut through it) says how many.
+    polygon of many vertices all on the axis-aligned ellipse inscribed in its bounds is an
+    ellipse (the Ellipse tool's polygon, QuPath's and ASAP's too, which store ellipses that way);
+    a region in several pieces (an eraser cut through it) says how many.
     """
     gtype = geometry.geom_type
     if gtype == "Polygon":
@@ -133,6 +135,8 @@ def shape_name(geometry: BaseGeometry) -> str:
             xs, ys = np.unique(coords[:, 0]), np.unique(coords[:, 1])
             if len(xs) == 2 and len(ys) == 2:
                 return "Rectangle"
+        if not len(geometry.interiors) and _on_inscribed_ellipse(coords):
+            return "Ellipse"
         return "Polygon"
     if gtype == "MultiPolygon":
         return f"Region ({len(geometry.geoms)} parts)"
@@ -143,6 +147,26 @@ def shape_name(geometry: BaseGeometry) -> str:
     if gtype == "MultiPoint":
         return f"Points ({len(geometry.geoms)})"
     return "Point" if gtype == "Point" else gtype
+
+
+#: Fewest distinct vertices of a polygon taken for an ellipse (an octagon is a polygon).
+ELLIPSE_MIN_VERTICES = 16
+
+
+def _on_inscribed_ellipse(coords: np.ndarray) -> bool:
+    """Whether every vertex lies on the axis-aligned ellipse inscribed in the vertices' bounds.
+
+    The tolerance (0.5 % of the radius) allows coordinates rounded to the pixel by another tool.
+    """
+    points = coords[:-1] if len(coords) > 1 and np.array_equal(coords[0], coords[-1]) else coords
+    if len(points) < ELLIPSE_MIN_VERTICES:
+        return False
+    low, high = points.min(axis=0), points.max(axis=0)
+    centre, radii = (low + high) / 2.0, (high - low) / 2.0
+    if np.any(radii <= 0):
+        return False
+    radius = np.hypot(*((points - centre) / radii).T)
+    return bool(np.all(np.abs(radius - 1.0) <= 0.005 + 0.5 / radii.min()))
 
 
 def unit_text(measurement: str) -> str:
