@@ -101,9 +101,32 @@ def test_stain_benchmark_reports_the_issue_keys(tmp_path: Path) -> None:
     else:
         assert 0.0 <= case["flags"]["cleanlab"]["precision_at_100"] <= 1.0
     assert set(report["targets"]) >= {"gain_at_least_5_points_when_strong", "never_below_plain_ce"}
+    # The queue filtered by the given label: the same order, each class's own errors.
+    ours = case["flags"][case["flags"]["ranking"]]
+    by_class = ours["by_given_class"]
+    assert set(by_class) == {"Normal", "Tumor"}
+    for scores in by_class.values():
+        assert 0.0 <= scores["precision_at_100"] <= 1.0
+    assert sum(c["flagged"] for c in by_class.values()) == ours["flagged"]
     # The clean-label reference trains on the clean labels, so it bounds what plain CE reaches.
     reference = report["clean_labels_reference"]["balanced_accuracy"]
     assert 0.0 <= reference <= 1.0
     assert report["targets"]["headroom_over_plain_ce"]["symmetric_strong"] == round(
         reference - case["plain_ce"]["balanced_accuracy"], 4
     )
+
+
+def test_the_queue_by_given_class_keeps_the_order_and_counts_each_class() -> None:
+    from pathviewer.bench.refine_realistic import queue_by_given_class
+
+    given = np.array([0, 0, 1, 1, 0, 1])
+    errors = np.array([True, False, False, True, True, False])
+    order = np.array([3, 0, 2, 4, 1])  # 5 is not flagged
+    flagged = np.zeros(6, bool)
+    flagged[order] = True
+    out = queue_by_given_class(order, flagged, errors, given)
+    # Normal-labelled queue: 0 (wrong), 4 (wrong), 1 (right); Tumor-labelled: 3 (wrong), 2.
+    assert out["Normal"]["errors"] == 2 and out["Normal"]["flagged"] == 3
+    assert out["Normal"]["precision_at_50"] == round(2 / 3, 4)
+    assert out["Tumor"]["errors"] == 1 and out["Tumor"]["flagged"] == 2
+    assert out["Tumor"]["precision_at_50"] == 0.5 and out["Tumor"]["recall"] == 1.0

@@ -213,6 +213,23 @@ def queue_scores(order: np.ndarray, flagged: np.ndarray, errors: np.ndarray) -> 
     }
 
 
+def queue_by_given_class(
+    order: np.ndarray, flagged: np.ndarray, errors: np.ndarray, given: np.ndarray
+) -> dict[str, Any]:
+    """:func:`queue_scores` of the queue filtered to the labels of each given class.
+
+    What an annotator sees who filters the Review dock by the label given ("labelled Normal":
+    the missed foci, if any): same order, fewer entries.  ``errors`` counts that class's
+    wrong labels.
+    """
+    out: dict[str, Any] = {}
+    for c, name in enumerate(CLASSES):
+        mine = given == c
+        scores = queue_scores(order[mine[order]], flagged & mine, errors & mine)
+        out[name] = {"errors": int((errors & mine).sum()), **scores}
+    return out
+
+
 def _recalls(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {
         name: round(float((predicted[truth == c] == c).mean()), 4) if (truth == c).any() else 0.0
@@ -325,6 +342,8 @@ def evaluate_flags(
         flagged = np.zeros(len(noisy), bool)
         flagged[order] = True
         out[rank_by] = queue_scores(order, flagged, errors)
+        if rank_by == config.rank_by:
+            out[rank_by]["by_given_class"] = queue_by_given_class(order, flagged, errors, noisy)
     # The same queue from the class-balanced probabilities (no label prior): a rare class's
     # members labelled as the common class (missed foci) can only be flagged there.
     flags = flags_from_probs(noisy, balanced, oos_config)[2]
@@ -343,6 +362,7 @@ def evaluate_flags(
     flagged = np.zeros(len(noisy), bool)
     flagged[ranked_issues] = True
     out["cleanlab"] = queue_scores(ranked_issues, flagged, errors)
+    out["cleanlab"]["by_given_class"] = queue_by_given_class(ranked_issues, flagged, errors, noisy)
     return out
 
 
@@ -427,8 +447,14 @@ def summarise(runs: list[dict[str, Any]], methods: list[str], rank_by: str) -> d
         for queue in [*RANKINGS, "g_balanced", "cleanlab"]:
             if not all(isinstance(r["flags"].get(queue), dict) for r in runs):
                 continue
-            keys = runs[0]["flags"][queue].keys()
+            keys = [k for k in runs[0]["flags"][queue] if k != "by_given_class"]
             flags[queue] = {k: _mean([r["flags"][queue][k] for r in runs]) for k in keys}
+            if "by_given_class" in runs[0]["flags"][queue]:
+                per_class = [r["flags"][queue]["by_given_class"] for r in runs]
+                flags[queue]["by_given_class"] = {
+                    name: {k: _mean([c[name][k] for c in per_class]) for k in per_class[0][name]}
+                    for name in per_class[0]
+                }
         ours = flags.get(rank_by, {})
         flags["precision_at_100"] = ours.get("precision_at_100")
         flags["ranking"] = rank_by
