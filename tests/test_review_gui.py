@@ -382,6 +382,12 @@ def test_decisions_for_every_flag_in_a_selected_region_and_the_flag_overlay(
     grey, yellow = (c for c in group.childItems() if isinstance(c, QGraphicsPathItem))
     assert grey.path().boundingRect().getRect() == (0.0, 0.0, 192.0, 64.0)
     assert yellow.path().boundingRect().getRect() == (64.0, 64.0, 64.0, 64.0)
+    # One undo takes back the whole region; the empty second try left no step of its own.
+    assert panel.undo_stack.count() == 1
+    panel.undo_stack.undo()
+    assert project.review_counts() == (0, 6)
+    grey, yellow = (c for c in panel.flags_item.childItems() if isinstance(c, QGraphicsPathItem))
+    assert grey.path().isEmpty() and yellow.path().boundingRect().width() == 192.0
     window.close()
     panel.shutdown()
 

@@ -1351,18 +1351,18 @@ class ReviewPanel(QWidget):
             for row in flags_inside([item.flag for item in items], slide_path, geometry)
             if self.model.data(self.model.index(row), DecisionRole) is None
         ]
-        # One undo step takes back the whole region.
-        self.undo_stack.beginMacro(f"review: {decision} {len(inside)} flags in a region")
-        try:
-            for row in inside:
-                try:
-                    stored = self.model.decide(row, decision, author=self.author())
-                except PathViewerError as error:
-                    QMessageBox.warning(self, "Review", str(error))
-                    break
-                self.undo_stack.push(ReviewDecisionCommand(self, stored))
-        finally:
-            self.undo_stack.endMacro()
+        if inside:  # one undo step takes back the whole region
+            self.undo_stack.beginMacro(f"review: {decision} {len(inside)} flags in a region")
+            try:
+                for row in inside:
+                    try:
+                        stored = self.model.decide(row, decision, author=self.author())
+                    except PathViewerError as error:
+                        QMessageBox.warning(self, "Review", str(error))
+                        break
+                    self.undo_stack.push(ReviewDecisionCommand(self, stored))
+            finally:
+                self.undo_stack.endMacro()
         if self.window_ is not None:
             self.window_.statusBar().showMessage(
                 f"{decision}: {len(inside)} flags inside the selected region", 8000
