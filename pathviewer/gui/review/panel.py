@@ -959,6 +959,8 @@ class ReviewPanel(QWidget):
         buttons.addWidget(self.import_button)
         buttons.addWidget(self.refresh_button)
         buttons.addStretch(1)
+        # Here, where the row has room: a dock a third of a small screen wide fits it.
+        buttons.addWidget(self.follow_check)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(buttons)
@@ -973,7 +975,6 @@ class ReviewPanel(QWidget):
             region_row.addWidget(button)
         region_row.addStretch(1)
         region_row.addWidget(self.flags_check)
-        region_row.addWidget(self.follow_check)
         layout.addLayout(region_row)
         layout.addWidget(self.agreement_label)
 
