@@ -382,6 +382,12 @@ def test_decisions_for_every_flag_in_a_selected_region_and_the_flag_overlay(
     grey, yellow = (c for c in group.childItems() if isinstance(c, QGraphicsPathItem))
     assert grey.path().boundingRect().getRect() == (0.0, 0.0, 192.0, 64.0)
     assert yellow.path().boundingRect().getRect() == (64.0, 64.0, 64.0, 64.0)
+    # One undo takes back the whole region; the empty second try left no step of its own.
+    assert panel.undo_stack.count() == 1
+    panel.undo_stack.undo()
+    assert project.review_counts() == (0, 6)
+    grey, yellow = (c for c in panel.flags_item.childItems() if isinstance(c, QGraphicsPathItem))
+    assert grey.path().isEmpty() and yellow.path().boundingRect().width() == 192.0
     window.close()
     panel.shutdown()
 
@@ -439,3 +445,155 @@ def test_a_finished_project_refinement_run_fills_the_review_queue(qtbot, review_
     assert window.docks["review"].isVisible() or not window.isVisible()
     window.close()
     panel.shutdown()
+
+
+def _trusted_boxes(project: Project, out: Path) -> set[tuple[str, str]]:
+    project.export_trusted_labels_csv(out, only_trusted=True)
+    with out.open(newline="") as handle:
+        return {(row["x"], row["y"]) for row in csv.DictReader(handle)}
+
+
+def test_ctrl_z_takes_a_decision_back_and_redo_records_it_again(panel, review_setup, tmp_path):
+    project = review_setup[0]
+    model, gallery = panel.model, panel.gallery
+    handle = panel.windowHandle()  # through the shortcut map, as a real key press travels
+    decision = Qt.ItemDataRole.UserRole + 2
+    QTest.keyClick(gallery, Qt.Key.Key_A)  # row 0: accept Normal -> Tumor
+    QTest.keyClick(gallery, Qt.Key.Key_K)  # row 1: keep Tumor
+    first = model.items[0].flag.patch_label_id
+    assert _trusted_boxes(project, tmp_path / "a.csv") == {("0", "0"), ("64", "0")}
+    assert _current(panel) == 2
+
+    QTest.keyClick(handle, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo keep
+    QTest.keyClick(handle, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo accept
+    assert _current(panel) == 0  # the queue went back to the patch to decide again
+    assert model.data(model.index(0), decision) is None
+    assert model.data(model.index(1), decision) is None
+    assert _trusted_boxes(project, tmp_path / "b.csv") == set()
+    label = project.patch_label(first)
+    assert (label.label, label.trusted) == ("Normal", False)
+    assert project.review_counts() == (0, 6)
+    assert panel.counts_label.text() == "reviewed 0 · left 6"
+    assert [h.retracted_by for h in project.review_history(first)] == ["dr-test"]
+    assert "review retracted" in [row[2] for row in project.audit_rows()]
+
+    redo = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    QTest.keyClick(handle, Qt.Key.Key_Z, redo)  # redo accept
+    assert model.data(model.index(0), decision) == ("accept", "Tumor")
+    QTest.keyClick(handle, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)  # redo keep
+    assert _trusted_boxes(project, tmp_path / "c.csv") == {("0", "0"), ("64", "0")}
+    history = project.review_history(first)
+    assert [(h.decision, h.retracted_at is None) for h in history] == [
+        ("accept", False),
+        ("accept", True),
+    ]
+    assert project.review_counts() == (2, 4)
+
+
+def test_undo_after_a_refresh_and_in_blind_review(panel, review_setup):
+    project = review_setup[0]
+    model = panel.model
+    QTest.keyClick(panel.gallery, Qt.Key.Key_K)
+    panel.refresh()  # the decided patch leaves the gallery...
+    assert model.rowCount() == 5
+    panel.undo_stack.undo()  # ...and comes back, undecided, to be decided again
+    assert model.rowCount() == 6 and _current(panel) == 0
+    assert project.review_counts() == (0, 6)
+
+    # Blind review: once a decision showed the suggestion, undoing it does not hide it again,
+    # and the new decision is stored as taken with the suggestion seen.
+    panel.set_blind(True)
+    assert model.hides_suggestion(1)
+    panel.decide(1, "keep")
+    panel.undo_stack.undo()
+    assert not model.hides_suggestion(1)
+    panel.decide(1, "accept")
+    history = project.review_history(model.items[1].flag.patch_label_id)
+    assert [h.suggestion_shown for h in history] == [False, True]
+
+
+def test_edit_undo_follows_the_focus_and_the_viewer_follows_the_queue(
+    qtbot, review_setup, tmp_path, monkeypatch
+):
+    from pathviewer.gui.main_window import MainWindow
+
+    project, flags, _slides = review_setup
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings, threads=1)
+    qtbot.addWidget(window)
+    context = build_features(window)
+    panel = context.review
+    panel.set_project(project)
+    panel.import_flags(flags)
+    panel.show_dock()
+    window.show()
+    qtbot.waitExposed(window)
+    gallery, view = panel.gallery, window.slide_view
+    gallery.setFocus()
+    qtbot.waitUntil(gallery.hasFocus)
+
+    def centred_on(row: int) -> bool:
+        flag = panel.model.items[row].flag
+        if Path(view.current_slide.path).resolve() != Path(flag.slide_path):
+            return False
+        centre = view.mapToScene(view.viewport().rect().center())
+        return abs(centre.x() - (flag.x + 32)) < 2 and abs(centre.y() - (flag.y + 32)) < 2
+
+    QTest.keyClick(gallery, Qt.Key.Key_Right)  # row 1, on the other slide
+    assert centred_on(1)
+    assert panel.highlight.rect().getRect() == (64.0, 0.0, 64.0, 64.0)
+    QTest.keyClick(gallery, Qt.Key.Key_Right)  # row 2, slide 0: opened, so shown whole
+    assert centred_on(2)
+    view.set_scale(1.0)  # a zoom at which the patches are visible is kept
+    gallery.setCurrentIndex(panel.model.index(4))  # as a click does: slide 0 again
+    assert centred_on(4) and view.scale_factor() == pytest.approx(1.0)
+    # Where a patch would be a few pixels on screen, the view zooms in to show it.
+    flag = panel.model.items[4].flag
+    monkeypatch.setattr(view, "scale_factor", lambda: 0.05)
+    assert 64 * panel._scale_for(flag) >= 24
+    monkeypatch.undo()
+    QTest.keyClick(gallery, Qt.Key.Key_Left)
+    QTest.keyClick(gallery, Qt.Key.Key_Left)
+    QTest.keyClick(gallery, Qt.Key.Key_Left)  # row 1
+    QTest.keyClick(gallery, Qt.Key.Key_A)  # decided: the queue moves on to row 2
+    assert _current(panel) == 2 and centred_on(2)
+
+    # Edit > Undo acts on the review while the dock has the focus...
+    undo = context.annotations.undo_action
+    assert context.annotations.undo_group.activeStack() is panel.undo_stack
+    assert undo.text().startswith("&Undo review")
+    undo.trigger()
+    assert _current(panel) == 1 and centred_on(1)
+    assert project.review_counts() == (0, 6)
+    # ...and on the slide's annotations elsewhere.
+    view.setFocus()
+    qtbot.waitUntil(view.hasFocus)
+    assert context.annotations.undo_group.activeStack() is context.annotations.slide_stack
+    assert context.annotations.slide_stack is not None
+
+    # Follow in viewer off (remembered): moving no longer moves the view.
+    panel.follow_check.setChecked(False)
+    gallery.setFocus()
+    before = view.mapToScene(view.viewport().rect().center())
+    QTest.keyClick(gallery, Qt.Key.Key_Right)
+    assert view.mapToScene(view.viewport().rect().center()) == before
+    assert str(settings.value("review/follow")).lower() == "false"
+    window.close()
+    panel.shutdown()
+
+
+def test_gallery_columns_share_the_dock_width(panel, qtbot):
+    gallery = panel.gallery
+    columns = {}
+    for width in (700, 1000):
+        panel.resize(width, 600)
+        qtbot.waitUntil(lambda w=width: panel.width() == w)
+        gallery.doItemsLayout()
+        rects = [gallery.visualRect(panel.model.index(r)) for r in range(6)]
+        first_row = [r for r in rects if r.top() == rects[0].top()]
+        columns[width] = len(first_row)
+        # The tiles fill the row: no strip wider than a scroll bar is left on the right.
+        bar = gallery.style().pixelMetric(gallery.style().PixelMetric.PM_ScrollBarExtent)
+        leftover = gallery.viewport().width() - first_row[-1].right()
+        assert leftover <= bar + 2 * gallery.spacing() + len(first_row)
+    assert columns[1000] > columns[700]

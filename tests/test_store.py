@@ -484,7 +484,7 @@ def test_annotations_of_a_version_2_database_read_with_stable_uuids(tmp_path: Pa
     )
     conn.close()
     with Project.open(folder) as project:
-        assert schema_version(project.connection) == SCHEMA_VERSION == 6
+        assert schema_version(project.connection) == SCHEMA_VERSION == 7
         (record,) = project.annotations(1)
         uid = record.annotation.uid
         assert uid and len(uid) == 36 and not record.annotation.locked
@@ -615,3 +615,104 @@ def test_wanted_ids_are_used_when_free_and_replaced_when_taken(project: Project)
     }
     with pytest.raises(ValueError, match="one wanted id"):
         project.add_annotations(slide, [Annotation(box(0, 0, 1, 1), "Tumor")], wanted_ids=[])
+
+
+def _flagged(tmp_path: Path, n: int = 3) -> tuple[Project, list[int]]:
+    project = Project.create(tmp_path / "r")
+    flags = tmp_path / "flags.csv"
+    rows = [f"/s/one.svs,{i * 10},0,10,10,Normal,Tumor,0.9,0.8" for i in range(n)]
+    flags.write_text("slide,x,y,width,height,given,suggested,confidence,g\n" + "\n".join(rows))
+    project.import_flags(flags)
+    return project, [f.patch_label_id for f in project.review_queue()]
+
+
+def _trusted_rows(project: Project, out: Path) -> list[dict[str, str]]:
+    project.export_trusted_labels_csv(out, only_trusted=True)
+    with out.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_retracted_review_counts_nowhere_but_stays_in_the_audit_trail(tmp_path: Path) -> None:
+    project, (one, two, _three) = _flagged(tmp_path)
+    review = project.record_review(one, "accept", author="ann", suggestion_shown=True)
+    project.record_review(two, "assign", "Stroma", author="ann", suggestion_shown=True)
+    assert [r["x"] for r in _trusted_rows(project, tmp_path / "a.csv")] == ["0", "10"]
+    assert project.suggestion_agreement()["shown"]["decisions"] == 2
+
+    project.retract_review(review, author="ann")
+    label = project.patch_label(one)
+    assert (label.label, label.trusted) == ("Normal", False)  # back to the questioned label
+    assert [r["x"] for r in _trusted_rows(project, tmp_path / "b.csv")] == ["10"]
+    assert one in {f.patch_label_id for f in project.review_queue()}  # pending again
+    assert project.review_counts() == (1, 2)
+    assert project.suggestion_agreement()["shown"]["decisions"] == 1
+    assert one not in project.reviewer_labels()
+    (history,) = project.review_history(one)
+    assert history.retracted_at and history.retracted_by == "ann"
+    actions = [row[2] for row in project.audit_rows()]
+    assert "review accept" in actions and "review retracted" in actions
+    retraction = next(row for row in project.audit_rows() if row[2] == "review retracted")
+    assert retraction[1] == "ann" and retraction[4] == "box 0,0,10,10"
+    assert retraction[5].startswith("accept Tumor of ")
+    with pytest.raises(ProjectError, match="was retracted at"):
+        project.retract_review(review)
+    with pytest.raises(ProjectError, match="no review decision with id 999"):
+        project.retract_review(999)
+
+    # Redo records the decision anew.
+    project.record_review(one, "accept", author="ann")
+    assert (project.patch_label(one).label, project.patch_label(one).trusted) == ("Tumor", True)
+    assert [h.retracted_at is None for h in project.review_history(one)] == [False, True]
+    project.close()
+
+
+def test_retracting_a_review_restores_agreement_and_disputes(tmp_path: Path) -> None:
+    project, (one, _two, _three) = _flagged(tmp_path)
+    project.record_review(one, "accept", author="A")
+    second = project.record_review(one, "keep", author="B")  # A Tumor, B Normal: disputed
+    assert project.disputed() == {one: {"A": "Tumor", "B": "Normal"}}
+    assert project.patch_label(one).trusted is False
+    project.retract_review(second, author="B")
+    assert project.disputed() == {}
+    assert project.reviewer_labels() == {one: {"A": "Tumor"}}
+    assert (project.patch_label(one).label, project.patch_label(one).trusted) == ("Tumor", True)
+    # An adjudication taken back leaves the dispute open again.
+    project.record_review(one, "keep", author="B")
+    settled = project.adjudicate(one, "Tumor", author="lead")
+    assert project.disputed() == {} and project.patch_label(one).trusted is True
+    project.retract_adjudication(settled, author="lead")
+    assert one in project.disputed() and project.patch_label(one).trusted is False
+    assert "adjudication retracted" in [row[2] for row in project.audit_rows()]
+    project.close()
+
+
+def test_a_version_6_project_keeps_its_decisions_and_can_retract_them(tmp_path: Path) -> None:
+    folder = tmp_path / "v6"
+    folder.mkdir()
+    conn = sqlite3.connect(folder / DB_NAME, isolation_level=None)
+    assert migrate(conn, target=6) == 6
+    conn.execute("INSERT INTO slides(path, name, added) VALUES ('/s/one.svs', 'one', '2024-01-01')")
+    conn.execute(
+        "INSERT INTO patch_labels(slide_id, x, y, width, height, label, source, trusted, "
+        "created) VALUES (1, 0, 0, 10, 10, 'Tumor', 'imported', 1, '2024-01-01')"
+    )
+    conn.execute(
+        "INSERT INTO flags(rank, patch_label_id, given, suggested, imported) "
+        "VALUES (0, 1, 'Normal', 'Tumor', '2024-01-01')"
+    )
+    conn.execute(
+        "INSERT INTO reviews(patch_label_id, decision, label, author, decided_at, "
+        "suggestion_shown, seconds) VALUES (1, 'accept', 'Tumor', 'ann', '2024-01-02', 1, 2.5)"
+    )
+    conn.close()
+    with Project.open(folder) as project:
+        assert schema_version(project.connection) == SCHEMA_VERSION == 7
+        (old,) = project.review_history(1)
+        assert (old.decision, old.label, old.author, old.seconds) == ("accept", "Tumor", "ann", 2.5)
+        assert old.retracted_at is None
+        assert project.patch_label(1).trusted is True
+        assert project.review_counts() == (1, 0)
+        # A decision from before v7 has no state before it: retracting it falls back to the
+        # label its flag questioned, untrusted.
+        project.retract_review(old.id, author="ann")
+        assert (project.patch_label(1).label, project.patch_label(1).trusted) == ("Normal", False)

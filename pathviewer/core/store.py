@@ -177,6 +177,20 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX adjudications_label ON adjudications(patch_label_id, id);
     """,
+    # v7: undo without losing the audit trail.  A decision taken back is marked retracted
+    # (when, by whom) instead of deleted, and each decision keeps the patch label's state
+    # before it, so retracting the first one restores the label it questioned.  Readers of
+    # decisions ignore retracted ones.  Decisions made before have NULL in all four.
+    """
+    ALTER TABLE reviews ADD COLUMN retracted_at TEXT;
+    ALTER TABLE reviews ADD COLUMN retracted_by TEXT;
+    ALTER TABLE reviews ADD COLUMN label_before TEXT;
+    ALTER TABLE reviews ADD COLUMN trusted_before INTEGER;
+    ALTER TABLE adjudications ADD COLUMN retracted_at TEXT;
+    ALTER TABLE adjudications ADD COLUMN retracted_by TEXT;
+    ALTER TABLE adjudications ADD COLUMN label_before TEXT;
+    ALTER TABLE adjudications ADD COLUMN trusted_before INTEGER;
+    """,
 ]
 
 #: The schema version this code writes.
@@ -246,6 +260,10 @@ class ReviewRecord:
     suggestion_shown: bool | None = None
     #: Seconds from the patch being shown to the decision (None: not recorded).
     seconds: float | None = None
+    #: When the decision was taken back (None: it stands); retracted decisions count nowhere.
+    retracted_at: str | None = None
+    #: Who took it back.
+    retracted_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -908,13 +926,14 @@ class Project:
         ``accept`` sets the label to the flag's suggestion (or ``label`` when given), ``keep``
         keeps the current label, ``assign`` sets ``label`` (required); these three make the patch
         label trusted.  ``unsure`` changes nothing but the history and leaves it untrusted.
-        Every decision is kept, so :meth:`review_history` shows who decided what and when.
+        Every decision is kept, so :meth:`review_history` shows who decided what and when;
+        :meth:`retract_review` takes one back.
         """
         if decision not in DECISIONS:
             raise ProjectError(f"review decision {decision!r} is not one of {DECISIONS}")
         with self._edit("reviews", [patch_label_id]) as conn:
             current = conn.execute(
-                "SELECT label FROM patch_labels WHERE id = ?", (patch_label_id,)
+                "SELECT label, trusted FROM patch_labels WHERE id = ?", (patch_label_id,)
             ).fetchone()
             if current is None:
                 raise ProjectError(f"{self.db_path}: no patch label with id {patch_label_id}")
@@ -941,30 +960,136 @@ class Project:
             shown = None if suggestion_shown is None else int(bool(suggestion_shown))
             cursor = conn.execute(
                 "INSERT INTO reviews(patch_label_id, decision, label, author, decided_at, "
-                "suggestion_shown, seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (patch_label_id, decision, label, author, _now(), shown, seconds),
+                "suggestion_shown, seconds, label_before, trusted_before) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    patch_label_id,
+                    decision,
+                    label,
+                    author,
+                    _now(),
+                    shown,
+                    seconds,
+                    current[0],
+                    int(current[1]),
+                ),
             )
-            if decision == "unsure":
-                conn.execute("UPDATE patch_labels SET trusted = 0 WHERE id = ?", (patch_label_id,))
-            else:
-                conn.execute(
-                    "UPDATE patch_labels SET label = ?, trusted = ? WHERE id = ?",
-                    (label, int(self._settled(conn, patch_label_id)), patch_label_id),
-                )
-                adjudicated = self._adjudicated(conn, patch_label_id)
-                if adjudicated is not None:  # an adjudication stands over later reviews
-                    conn.execute(
-                        "UPDATE patch_labels SET label = ?, trusted = 1 WHERE id = ?",
-                        (adjudicated, patch_label_id),
-                    )
+            self._apply_decisions(conn, patch_label_id)
         return int(cursor.lastrowid or 0)
+
+    def retract_review(self, review_id: int, author: str | None = None) -> None:
+        """Take a review decision back (undo): it stays in the history, marked retracted.
+
+        The patch label returns to what the decisions still standing make it (the label the
+        flag questioned, untrusted, when none is left), and every reader of decisions (trusted
+        labels, agreement, the adjudication queue, the review report) ignores the retracted one.
+        The audit trail shows the decision and its retraction.
+
+        Raises
+        ------
+        ProjectError
+            No such review, or it is retracted already.
+        """
+        with self._edit("reviews", []) as conn:
+            row = conn.execute(
+                "SELECT patch_label_id, retracted_at FROM reviews WHERE id = ?", (review_id,)
+            ).fetchone()
+            if row is None:
+                raise ProjectError(f"{self.db_path}: no review decision with id {review_id}")
+            if row[1] is not None:
+                raise ProjectError(f"review decision {review_id} was retracted at {row[1]}")
+            conn.execute(
+                "UPDATE reviews SET retracted_at = ?, retracted_by = ? WHERE id = ?",
+                (_now(), author, review_id),
+            )
+            self._apply_decisions(conn, int(row[0]))
+
+    def retract_adjudication(self, adjudication_id: int, author: str | None = None) -> None:
+        """Take an adjudication back (undo), like :meth:`retract_review`: the patch is
+        disputed again unless other decisions settle it.
+
+        Raises
+        ------
+        ProjectError
+            No such adjudication, or it is retracted already.
+        """
+        with self._edit("adjudications", []) as conn:
+            row = conn.execute(
+                "SELECT patch_label_id, retracted_at FROM adjudications WHERE id = ?",
+                (adjudication_id,),
+            ).fetchone()
+            if row is None:
+                raise ProjectError(f"{self.db_path}: no adjudication with id {adjudication_id}")
+            if row[1] is not None:
+                raise ProjectError(f"adjudication {adjudication_id} was retracted at {row[1]}")
+            conn.execute(
+                "UPDATE adjudications SET retracted_at = ?, retracted_by = ? WHERE id = ?",
+                (_now(), author, adjudication_id),
+            )
+            self._apply_decisions(conn, int(row[0]))
+
+    def _apply_decisions(self, conn: sqlite3.Connection, patch_label_id: int) -> None:
+        """Set a patch label's label and trust from its standing decisions (the one rule).
+
+        The newest standing review gives the label (``unsure`` gives none and leaves the patch
+        untrusted); the patch is trusted when every reviewer gave the same label.  A standing
+        adjudication stands over every review.  With no standing decision the patch label is
+        as it was before its first decision.
+        """
+        adjudicated = self._adjudicated(conn, patch_label_id)
+        if adjudicated is not None:
+            label, trusted = adjudicated, True
+        else:
+            label, trusted = self._state_before_decisions(conn, patch_label_id)
+            reviews = conn.execute(
+                "SELECT decision, label FROM reviews WHERE patch_label_id = ? "
+                "AND retracted_at IS NULL ORDER BY id",
+                (patch_label_id,),
+            ).fetchall()
+            for decision, decided in reviews:
+                if decision == "unsure":
+                    trusted = False
+                else:
+                    label, trusted = decided, True
+            if reviews and trusted:
+                trusted = self._settled(conn, patch_label_id)
+        conn.execute(
+            "UPDATE patch_labels SET label = ?, trusted = ? WHERE id = ?",
+            (label, int(trusted), patch_label_id),
+        )
+
+    @staticmethod
+    def _state_before_decisions(conn: sqlite3.Connection, patch_label_id: int) -> tuple[str, bool]:
+        """``(label, trusted)`` of a patch label before any decision on it.
+
+        Kept with each decision since schema v7; for a patch first decided before that, the
+        label its flag questioned (else its current label), untrusted as the queue held it.
+        """
+        first = conn.execute(
+            "SELECT label_before, trusted_before, decided_at FROM reviews "
+            "WHERE patch_label_id = ? UNION ALL "
+            "SELECT label_before, trusted_before, decided_at FROM adjudications "
+            "WHERE patch_label_id = ? ORDER BY 3 LIMIT 1",
+            (patch_label_id, patch_label_id),
+        ).fetchone()
+        if first is not None and first[0] is not None:
+            return str(first[0]), bool(first[1])
+        given = conn.execute(
+            "SELECT given FROM flags WHERE patch_label_id = ? ORDER BY id DESC LIMIT 1",
+            (patch_label_id,),
+        ).fetchone()
+        if given is None:
+            given = conn.execute(
+                "SELECT label FROM patch_labels WHERE id = ?", (patch_label_id,)
+            ).fetchone()
+        return str(given[0]), False
 
     @staticmethod
     def _reviewer_labels(conn: sqlite3.Connection, patch_label_id: int) -> dict[str, str]:
-        """Each reviewer's latest label of a patch (``unsure`` gives none)."""
+        """Each reviewer's latest standing label of a patch (``unsure`` gives none)."""
         rows = conn.execute(
             "SELECT COALESCE(author, ''), decision, label FROM reviews "
-            "WHERE patch_label_id = ? ORDER BY id",
+            "WHERE patch_label_id = ? AND retracted_at IS NULL ORDER BY id",
             (patch_label_id,),
         )
         latest: dict[str, str | None] = {}
@@ -979,7 +1104,8 @@ class Project:
     @staticmethod
     def _adjudicated(conn: sqlite3.Connection, patch_label_id: int) -> str | None:
         row = conn.execute(
-            "SELECT label FROM adjudications WHERE patch_label_id = ? ORDER BY id DESC LIMIT 1",
+            "SELECT label FROM adjudications WHERE patch_label_id = ? AND retracted_at IS NULL "
+            "ORDER BY id DESC LIMIT 1",
             (patch_label_id,),
         ).fetchone()
         return None if row is None else str(row[0])
@@ -996,8 +1122,8 @@ class Project:
         ids = [
             int(row[0])
             for row in conn.execute(
-                "SELECT patch_label_id FROM reviews GROUP BY patch_label_id "
-                "HAVING COUNT(DISTINCT COALESCE(author, '')) > 1"
+                "SELECT patch_label_id FROM reviews WHERE retracted_at IS NULL "
+                "GROUP BY patch_label_id HAVING COUNT(DISTINCT COALESCE(author, '')) > 1"
             )
         ]
         out = {}
@@ -1014,26 +1140,28 @@ class Project:
         if not label:
             raise ProjectError(f"patch label {patch_label_id}: an adjudication needs a label")
         with self._edit("adjudications", [patch_label_id]) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM patch_labels WHERE id = ?", (patch_label_id,)
+            current = conn.execute(
+                "SELECT label, trusted FROM patch_labels WHERE id = ?", (patch_label_id,)
             ).fetchone()
-            if exists is None:
+            if current is None:
                 raise ProjectError(f"{self.db_path}: no patch label with id {patch_label_id}")
             cursor = conn.execute(
-                "INSERT INTO adjudications(patch_label_id, label, author, note, decided_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (patch_label_id, label, author, note, _now()),
+                "INSERT INTO adjudications(patch_label_id, label, author, note, decided_at, "
+                "label_before, trusted_before) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (patch_label_id, label, author, note, _now(), current[0], int(current[1])),
             )
-            conn.execute(
-                "UPDATE patch_labels SET label = ?, trusted = 1 WHERE id = ?",
-                (label, patch_label_id),
-            )
+            self._apply_decisions(conn, patch_label_id)
         return int(cursor.lastrowid or 0)
 
     def reviewer_labels(self) -> dict[int, dict[str, str]]:
         """Every reviewed patch's latest label by each reviewer: ``{patch id: {who: label}}``."""
         conn = self.connection
-        ids = [int(r[0]) for r in conn.execute("SELECT DISTINCT patch_label_id FROM reviews")]
+        ids = [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT DISTINCT patch_label_id FROM reviews WHERE retracted_at IS NULL"
+            )
+        ]
         return {i: labels for i in ids if (labels := self._reviewer_labels(conn, i))}
 
     def record_slide_review(
@@ -1076,10 +1204,11 @@ class Project:
         return [SlideReviewRecord(*row) for row in rows]
 
     def review_history(self, patch_label_id: int) -> list[ReviewRecord]:
-        """Every decision on a patch label, oldest first."""
+        """Every decision on a patch label, oldest first, retracted ones included (marked)."""
         rows = self.connection.execute(
             "SELECT id, patch_label_id, decision, label, author, decided_at, suggestion_shown, "
-            "seconds FROM reviews WHERE patch_label_id = ? ORDER BY id",
+            "seconds, retracted_at, retracted_by FROM reviews WHERE patch_label_id = ? "
+            "ORDER BY id",
             (patch_label_id,),
         )
         return [
@@ -1092,6 +1221,8 @@ class Project:
                 str(row[5]),
                 None if row[6] is None else bool(row[6]),
                 row[7],
+                row[8],
+                row[9],
             )
             for row in rows
         ]
@@ -1113,7 +1244,8 @@ class Project:
         rows = self.connection.execute(
             "SELECT r.suggestion_shown, r.label, r.seconds, "
             "(SELECT f.suggested FROM flags f WHERE f.patch_label_id = r.patch_label_id "
-            " ORDER BY f.id DESC LIMIT 1) FROM reviews r WHERE r.decision != 'unsure'"
+            " ORDER BY f.id DESC LIMIT 1) FROM reviews r "
+            "WHERE r.decision != 'unsure' AND r.retracted_at IS NULL"
         ).fetchall()
         groups: dict[str, list[tuple[bool, float | None]]] = {
             "shown": [],
@@ -1200,14 +1332,15 @@ class Project:
         sql = (
             "SELECT f.id, f.rank, f.patch_label_id, p.slide_id, s.path, p.x, p.y, p.width, "
             "p.height, f.given, f.suggested, f.confidence, f.g, p.label, p.trusted, "
-            "EXISTS(SELECT 1 FROM reviews r WHERE r.patch_label_id = p.id) "
+            "EXISTS(SELECT 1 FROM reviews r WHERE r.patch_label_id = p.id "
+            "AND r.retracted_at IS NULL) "
             "FROM flags f JOIN patch_labels p ON p.id = f.patch_label_id "
             "JOIN slides s ON s.id = p.slide_id"
         )
         if only_pending:
             sql += (
                 " WHERE p.trusted = 0 AND NOT EXISTS"
-                "(SELECT 1 FROM reviews r WHERE r.patch_label_id = p.id)"
+                "(SELECT 1 FROM reviews r WHERE r.patch_label_id = p.id AND r.retracted_at IS NULL)"
             )
         rows = self.connection.execute(sql + " ORDER BY f.rank, f.id")
         return [_flag_record(row) for row in rows]
@@ -1258,7 +1391,9 @@ class Project:
 
         From what the store keeps: slides added, annotations created and last modified,
         patch labels created, flags imported, every review decision (with whether the
-        suggestion was shown and the seconds taken) and every slide triage decision.  An
+        suggestion was shown and the seconds taken), every adjudication, the retraction of
+        any of these (an undo: the decision's row stays, and a ``... retracted`` row says
+        who took it back and when) and every slide triage decision.  An
         annotation's earlier shapes are not kept, only its creation and its last change.
         """
         conn = self.connection
@@ -1287,28 +1422,46 @@ class Project:
         ):
             detail = f"{given} -> {suggested}"
             rows.append((imported, "", "flag imported", path, f"box {x},{y},{w},{h}", detail))
-        for decided, author, path, x, y, w, h, decision, label, shown, seconds in conn.execute(
+        for row in conn.execute(
             "SELECT r.decided_at, r.author, s.path, p.x, p.y, p.width, p.height, r.decision, "
-            "r.label, r.suggestion_shown, r.seconds FROM reviews r "
-            "JOIN patch_labels p ON p.id = r.patch_label_id JOIN slides s ON s.id = p.slide_id"
+            "r.label, r.suggestion_shown, r.seconds, r.retracted_at, r.retracted_by "
+            "FROM reviews r JOIN patch_labels p ON p.id = r.patch_label_id "
+            "JOIN slides s ON s.id = p.slide_id"
         ):
+            decided, author, path, x, y, w, h, decision, label, shown, seconds = row[:11]
+            retracted, retracted_by = row[11:]
             detail = label or ""
             if shown is not None:
                 detail += "; suggestion shown" if shown else "; blind"
             if seconds is not None:
                 detail += f"; {seconds:.1f} s"
-            rows.append(
-                (decided, author or "", f"review {decision}", path, f"box {x},{y},{w},{h}", detail)
-            )
-        for decided, author, path, x, y, w, h, label, note in conn.execute(
-            "SELECT a.decided_at, a.author, s.path, p.x, p.y, p.width, p.height, a.label, a.note "
-            "FROM adjudications a JOIN patch_labels p ON p.id = a.patch_label_id "
-            "JOIN slides s ON s.id = p.slide_id"
+            box = f"box {x},{y},{w},{h}"
+            rows.append((decided, author or "", f"review {decision}", path, box, detail))
+            if retracted is not None:
+                taken_back = " ".join(filter(None, (decision, label, "of", decided)))
+                rows.append(
+                    (retracted, retracted_by or "", "review retracted", path, box, taken_back)
+                )
+        for row in conn.execute(
+            "SELECT a.decided_at, a.author, s.path, p.x, p.y, p.width, p.height, a.label, a.note, "
+            "a.retracted_at, a.retracted_by FROM adjudications a "
+            "JOIN patch_labels p ON p.id = a.patch_label_id JOIN slides s ON s.id = p.slide_id"
         ):
+            decided, author, path, x, y, w, h, label, note, retracted, retracted_by = row
             detail = label + (f"; {note}" if note else "")
-            rows.append(
-                (decided, author or "", "adjudicated", path, f"box {x},{y},{w},{h}", detail)
-            )
+            box = f"box {x},{y},{w},{h}"
+            rows.append((decided, author or "", "adjudicated", path, box, detail))
+            if retracted is not None:
+                rows.append(
+                    (
+                        retracted,
+                        retracted_by or "",
+                        "adjudication retracted",
+                        path,
+                        box,
+                        f"{label} of {decided}",
+                    )
+                )
         for decided, author, path, status, note, score in conn.execute(
             "SELECT r.decided_at, r.author, s.path, r.status, r.note, r.score "
             "FROM slide_reviews r JOIN slides s ON s.id = r.slide_id"

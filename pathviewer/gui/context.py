@@ -81,7 +81,11 @@ def build_features(window: MainWindow) -> AppContext:
     )
     annotation_controller = annotations.install(window, project=project_controller)
     review_panel = review.install(
-        window, project=project_controller, selected_region=annotation_controller.selected_region
+        window,
+        project=project_controller,
+        selected_region=annotation_controller.selected_region,
+        undo_group=annotation_controller.undo_group,
+        other_undo=lambda: annotation_controller.slide_stack,
     )
     triage_panel = triage.install(
         window,

@@ -378,6 +378,9 @@ class AnnotationController(QObject):
         self.brush_px = DEFAULT_BRUSH_PX
         self.undo_group = QUndoGroup(self)
         self.stacks: dict[str, QUndoStack] = {}
+        #: The undo stack of the slide shown (None without one).  Other docks may join
+        #: ``undo_group`` (the review decisions); this one is active when none of them is.
+        self.slide_stack: QUndoStack | None = None
         # GeoJSON in QuPath's coordinates, which are cropped to a slide's bounds (MRXS):
         # the same file then lands on the same tissue in both apps. ASAP uses full coordinates.
         self.qupath_coordinates = True
@@ -489,7 +492,7 @@ class AnnotationController(QObject):
     def _load_slide(self) -> None:
         slide = self.view.current_slide
         if slide is None or self.layer is None:
-            self.undo_group.setActiveStack(None)  # type: ignore[arg-type]
+            self._activate_stack(None)
             self._refresh_list()
             return
         self.layer.set_palette(self.classes)
@@ -507,14 +510,23 @@ class AnnotationController(QObject):
             stack = QUndoStack(self)
             self.stacks[key] = stack
             self.undo_group.addStack(stack)
-        self.undo_group.setActiveStack(stack)
+        self._activate_stack(stack)
         self._refresh_list()
         self.selectionChanged.emit(None)
+
+    def _activate_stack(self, stack: QUndoStack | None) -> None:
+        """Make ``stack`` the current slide's, and Edit > Undo's unless another dock's stack
+        holds it (the review dock, while it has the focus: opening a slide from its queue
+        must not turn Ctrl+Z there into an annotation undo)."""
+        self.slide_stack = stack
+        active = self.undo_group.activeStack()
+        if active is None or active in self.stacks.values():
+            self.undo_group.setActiveStack(stack)  # type: ignore[arg-type]
 
     @property
     def stack(self) -> QUndoStack | None:
         """The undo stack of the current slide."""
-        return self.undo_group.activeStack()
+        return self.slide_stack
 
     def _on_store_changed(self, annotation_id: int, annotation: Annotation | None) -> None:
         if self.layer is None:

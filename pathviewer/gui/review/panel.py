@@ -10,11 +10,19 @@ Keys (handled by the gallery itself, so the slide view's tool shortcuts never se
     ``K``         keep the given label
     ``U``         unsure (stays untrusted, leaves the pending queue)
     arrows        move; ``Space``/``Enter`` show the patch in the viewer
+    ``Ctrl+Z``    undo the last decision (``Ctrl+Shift+Z`` / ``Ctrl+Y`` redo); in the app this
+                  is Edit > Undo, which acts on the review while the focus is in the dock
+
+With **Follow in viewer** (on unless turned off; remembered) the slide view shows the current
+patch as the queue moves: its slide opens, the view centres on it, keeping the zoom unless the
+patch would not be visible.  The tiles widen so that the gallery's columns fill the dock.
 
 Every decision goes through :meth:`~pathviewer.core.store.Project.record_review`, which makes the
 patch label trusted (``accept``/``keep``/``assign``) and keeps who decided what and when; the
 next label-refinement run reads trusted labels and never refines them.  Decided items stay in
 the gallery greyed with their decision until **Refresh**, which shows only what is still pending.
+An undo retracts the decision in the store (it stays in the audit trail, marked retracted) and
+the patch is pending again; the undo history lasts the session.
 
 Thumbnails are read on a :class:`~PySide6.QtCore.QThreadPool` (never on the UI thread) through
 :func:`pathviewer.core.slide.open_slide`, with opened slides cached.
@@ -54,12 +62,18 @@ from PySide6.QtGui import (
     QFont,
     QImage,
     QKeyEvent,
+    QKeySequence,
     QPainter,
     QPainterPath,
     QPen,
+    QResizeEvent,
+    QUndoCommand,
+    QUndoGroup,
+    QUndoStack,
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QCheckBox,
     QComboBox,
     QDockWidget,
@@ -78,7 +92,7 @@ from PySide6.QtWidgets import (
 )
 from shapely.geometry.base import BaseGeometry
 
-from pathviewer.core.errors import PathViewerError
+from pathviewer.core.errors import PathViewerError, SlideError
 from pathviewer.core.identity import same_slide
 from pathviewer.core.ranking import RANKING_DETAILS, RANKINGS, run_ranking
 from pathviewer.core.slide import read_box
@@ -102,8 +116,17 @@ AUTHOR_SETTING = "review/author"
 #: Edge of a gallery thumbnail (screen px).
 THUMB_SIZE = 112
 
-#: Magnification at which a clicked patch is shown in the viewer.
+#: Magnification at which a patch is shown in the viewer when the zoom has to change.
 CONTEXT_MAGNIFICATION = 10.0
+
+#: A patch smaller than this on screen (px) is not really visible: the viewer zooms in.
+MIN_PATCH_ON_SCREEN = 24
+
+#: Without an objective power, a patch the zoom has to change for spans this share of the view.
+PATCH_SHARE_OF_VIEW = 0.25
+
+#: QSettings key of "Follow in viewer" (on: the slide view shows the current patch).
+FOLLOW_SETTING = "review/follow"
 
 #: z-value of the highlight box in the slide scene (above slide, heatmap and annotations).
 HIGHLIGHT_Z = 50.0
@@ -247,6 +270,20 @@ class ThumbnailLoader(QObject):
 # --------------------------------------------------------------------------- model
 
 
+@dataclass(frozen=True)
+class StoredDecision:
+    """What :meth:`ReviewQueueModel.decide` stored, enough to take it back and to redo it."""
+
+    flag_id: int
+    #: The review id, or the adjudication id when ``adjudication``.
+    record_id: int
+    adjudication: bool
+    decision: str
+    label: str | None
+    suggestion_shown: bool
+    seconds: float | None
+
+
 @dataclass
 class QueueItem:
     """A gallery entry: the flag and what was decided on it in this session."""
@@ -290,12 +327,16 @@ class ReviewQueueModel(QAbstractListModel):
         self.disputes: dict[int, dict[str, str]] = {}
         # When each flag was last brought on screen (monotonic s), for the time per decision.
         self._shown_at: dict[int, float] = {}
+        # Flags whose suggestion the annotator has seen (a decision shown, then undone): in
+        # blind review they are not hidden again, and a new decision records it as seen.
+        self._revealed: set[int] = set()
 
     # ---- loading
 
     def set_project(self, project: Project | None) -> None:
         """Show the queue of ``project`` (None to empty)."""
         self.project = project
+        self._revealed.clear()
         if project is not None and project.folder not in self.slide_roots:
             self.slide_roots.append(project.folder)
         self.refresh()
@@ -425,7 +466,8 @@ class ReviewQueueModel(QAbstractListModel):
         """Whether row ``row``'s suggestion is hidden (blind review, not decided yet)."""
         if not self.blind or not 0 <= row < len(self.items):
             return False
-        return self._decision(self.items[row]) is None
+        item = self.items[row]
+        return item.flag.id not in self._revealed and self._decision(item) is None
 
     def mark_shown(self, row: int) -> None:
         """The item of ``row`` is now the one the annotator looks at (starts its clock)."""
@@ -439,9 +481,17 @@ class ReviewQueueModel(QAbstractListModel):
             self.dataChanged.emit(self.index(0), self.index(len(self.items) - 1))
 
     def decide(
-        self, row: int, decision: str, label: str | None = None, author: str | None = None
-    ) -> None:
-        """Store a decision on the item of ``row`` and mark it done.
+        self,
+        row: int,
+        decision: str,
+        label: str | None = None,
+        author: str | None = None,
+        replay: StoredDecision | None = None,
+    ) -> StoredDecision:
+        """Store a decision on the item of ``row`` and mark it done; returns what was stored.
+
+        ``replay`` records an undone decision again (redo) as it was first taken: the same
+        label, whether the suggestion was shown and the seconds it took.
 
         Raises
         ------
@@ -451,7 +501,7 @@ class ReviewQueueModel(QAbstractListModel):
         if self.project is None:
             raise PathViewerError("no project is open")
         item = self.items[row]
-        hidden = self.hides_suggestion(row)
+        hidden = self.hides_suggestion(row) if replay is None else not replay.suggestion_shown
         if decision == "accept" and hidden:
             raise PathViewerError(
                 "blind review: the suggestion is hidden, so it cannot be accepted; choose a"
@@ -467,26 +517,75 @@ class ReviewQueueModel(QAbstractListModel):
                 )
             label = item.flag.given if decision == "keep" else label
             assert label is not None
-            self.project.adjudicate(item.flag.patch_label_id, label, author)
+            record_id = self.project.adjudicate(item.flag.patch_label_id, label, author)
             item.decision, item.label = decision, label
-            index = self.index(row)
-            self.dataChanged.emit(index, index, [DecisionRole, Qt.ItemDataRole.DisplayRole])
-            self._emit_counts()
-            return
-        started = self._shown_at.get(item.flag.id)
-        self.project.record_review(
-            item.flag.patch_label_id,
+            seconds = None
+        else:
+            started = self._shown_at.get(item.flag.id)
+            if replay is not None:
+                seconds = replay.seconds
+            else:
+                seconds = None if started is None else round(time.monotonic() - started, 3)
+            record_id = self.project.record_review(
+                item.flag.patch_label_id,
+                decision,
+                label=label,
+                author=author,
+                suggestion_shown=not hidden,
+                seconds=seconds,
+            )
+            item.decision = decision
+            item.label = label if decision != "keep" else item.flag.current_label
+        # A decided tile shows the suggestion: from now on the annotator has seen it.
+        self._revealed.add(item.flag.id)
+        self._item_changed(row)
+        return StoredDecision(
+            item.flag.id,
+            record_id,
+            self.adjudicating,
             decision,
-            label=label,
-            author=author,
-            suggestion_shown=not hidden,
-            seconds=None if started is None else round(time.monotonic() - started, 3),
+            label,
+            not hidden,
+            seconds,
         )
-        item.decision = decision
-        item.label = label if decision != "keep" else item.flag.current_label
+
+    def undecide(self, stored: StoredDecision, author: str | None = None) -> int | None:
+        """Take back a decision :meth:`decide` stored: the store marks it retracted and the
+        patch is undecided again; returns its row (None when the queue no longer shows it).
+
+        Raises
+        ------
+        PathViewerError
+            No project is open, or the store refused it (already retracted).
+        """
+        if self.project is None:
+            raise PathViewerError("no project is open")
+        if stored.adjudication:
+            self.project.retract_adjudication(stored.record_id, author)
+        else:
+            self.project.retract_review(stored.record_id, author)
+        row = self._rows.get(stored.flag_id)
+        if row is None:  # refreshed away since: it is pending again, so a reload shows it
+            self.refresh()
+            row = self._rows.get(stored.flag_id)
+            return row
+        item = self.items[row]
+        current = {f.id: f for f in self.project.review_queue(only_pending=False)}
+        item.flag = current.get(item.flag.id, item.flag)
+        item.decision = item.label = None
+        if self.adjudicating:
+            self.disputes = self.project.disputed()
+        self._item_changed(row)
+        return row
+
+    def _item_changed(self, row: int) -> None:
         index = self.index(row)
         self.dataChanged.emit(index, index, [DecisionRole, Qt.ItemDataRole.DisplayRole])
         self._emit_counts()
+
+    def row_of(self, flag_id: int) -> int | None:
+        """The row showing flag ``flag_id`` (None when the queue does not show it)."""
+        return self._rows.get(flag_id)
 
     def next_pending_row(self, after: int) -> int | None:
         """The first undecided row after ``after`` (wrapping round), or None."""
@@ -504,15 +603,20 @@ class ReviewQueueModel(QAbstractListModel):
 class ReviewDelegate(QStyledItemDelegate):
     """Draws a gallery tile: thumbnail, given → suggested, confidence; decided items greyed."""
 
+    #: The narrowest tile: a thumbnail with room for its two lines of labels.
+    MIN_WIDTH = THUMB_SIZE + 36
+
     def __init__(self, parent: QObject | None = None, classes: dict | None = None) -> None:
         super().__init__(parent)
         self.classes: dict[str, tuple[int, int, int]] = classes or {}
+        #: Tile width, set by the gallery so that its columns share the dock's width.
+        self.tile_width = self.MIN_WIDTH
 
     def sizeHint(  # noqa: N802 - Qt override
         self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
     ) -> QSize:
         line = option.fontMetrics.height()
-        return QSize(THUMB_SIZE + 36, THUMB_SIZE + 2 * line + 14)
+        return QSize(self.tile_width, THUMB_SIZE + 2 * line + 14)
 
     def _color(self, name: str) -> QColor:
         rgb = self.classes.get(name)
@@ -637,6 +741,37 @@ class ReviewGallery(QListView):
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.class_names: list[str] = []
 
+    def _layout_width(self) -> int:
+        """The width QListView lays tiles out in: it always keeps room for the vertical
+        scroll bar, so that its appearing never reflows the gallery."""
+        width = self.maximumViewportSize().width()
+        if self.verticalScrollBarPolicy() != Qt.ScrollBarPolicy.ScrollBarAlwaysOff:
+            bar = self.style().pixelMetric(
+                QStyle.PixelMetric.PM_ScrollBarExtent, None, self.verticalScrollBar()
+            )
+            width -= bar
+        return width - self.spacing()
+
+    def columns(self) -> int:
+        """How many tiles fit side by side in the gallery's width (at least one)."""
+        step = ReviewDelegate.MIN_WIDTH + self.spacing()
+        return max(1, self._layout_width() // step)
+
+    def fit_columns(self) -> None:
+        """Widen the tiles so that :meth:`columns` of them fill the width, no strip left over."""
+        delegate = self.itemDelegate()
+        if not isinstance(delegate, ReviewDelegate):
+            return
+        step = self._layout_width() // self.columns()
+        width = max(ReviewDelegate.MIN_WIDTH, step - self.spacing())
+        if width != delegate.tile_width:
+            delegate.tile_width = width
+            self.scheduleDelayedItemsLayout()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt override
+        self.fit_columns()
+        super().resizeEvent(event)
+
     def _claims(self, event: QKeyEvent) -> bool:
         if event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier:
             return False  # Ctrl+1 and the like stay with the window
@@ -668,6 +803,32 @@ class ReviewGallery(QListView):
             event.accept()
             return
         super().keyPressEvent(event)
+
+
+class ReviewDecisionCommand(QUndoCommand):
+    """A review decision on the undo stack: undo retracts it in the store, redo records it anew.
+
+    The decision is stored before the command is pushed (a refusal then never reaches the
+    stack), so the first :meth:`redo`, which ``QUndoStack.push`` calls, does nothing.
+    """
+
+    def __init__(self, panel: ReviewPanel, stored: StoredDecision) -> None:
+        label = f" {stored.label}" if stored.label and stored.decision != "unsure" else ""
+        super().__init__(f"review: {DECISION_TEXT.get(stored.decision, stored.decision)}{label}")
+        self.panel = panel
+        self.stored = stored
+        self._first = True
+
+    def undo(self) -> None:
+        self.panel.retract(self.stored)
+
+    def redo(self) -> None:
+        if self._first:
+            self._first = False
+            return
+        stored = self.panel.record_again(self.stored)
+        if stored is not None:
+            self.stored = stored
 
 
 class ReviewPanel(QWidget):
@@ -748,6 +909,30 @@ class ReviewPanel(QWidget):
         )
         self.flags_check.toggled.connect(lambda _on: self.draw_flags())
         self.flags_item: QGraphicsPathItem | None = None
+        self.follow_check = QCheckBox("Follow in viewer")
+        self.follow_check.setToolTip(
+            "Show the current patch on the slide as you move through the queue (keys or click):"
+            " its slide opens and the view centres on it"
+        )
+        self.follow_check.setChecked(
+            str(self.settings.value(FOLLOW_SETTING, "true")).lower() in ("true", "1")
+        )
+        self.follow_check.toggled.connect(self._set_follow)
+        #: This session's decisions, newest on top: undo retracts them in the store.
+        self.undo_stack = QUndoStack(self)
+        # Set by use_undo_group(): the window's Edit > Undo group this stack joins.
+        self._undo_group: QUndoGroup | None = None
+        self._undo_fallback: Callable[[], QUndoStack | None] = lambda: None
+        self._undo_dock: QWidget | None = None
+        # Ctrl+Z inside the dock; in the app the window's Edit > Undo takes over
+        # (use_undo_group), and these lose their keys so that the two never clash.
+        self.undo_action = self.undo_stack.createUndoAction(self, "Undo decision")
+        self.undo_action.setShortcuts([QKeySequence("Ctrl+Z")])
+        self.redo_action = self.undo_stack.createRedoAction(self, "Redo decision")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        for action in (self.undo_action, self.redo_action):
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            self.addAction(action)
         self.order_label = QLabel()
         self.order_label.setObjectName("review-order")
         self.order_label.setWordWrap(True)
@@ -774,6 +959,8 @@ class ReviewPanel(QWidget):
         buttons.addWidget(self.import_button)
         buttons.addWidget(self.refresh_button)
         buttons.addStretch(1)
+        # Here, where the row has room: a dock a third of a small screen wide fits it.
+        buttons.addWidget(self.follow_check)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(buttons)
@@ -795,7 +982,7 @@ class ReviewPanel(QWidget):
         self.model.countsChanged.connect(lambda *_counts: self._update_agreement())
         self.model.modelReset.connect(self._select_first)
         self.gallery.selectionModel().currentChanged.connect(
-            lambda current, _previous: self.model.mark_shown(current.row())
+            lambda current, _previous: self._current_changed(current.row())
         )
         blind = str(self.settings.value(BLIND_SETTING, "false")).lower() in ("true", "1")
         self.blind_check.setChecked(blind)
@@ -840,6 +1027,7 @@ class ReviewPanel(QWidget):
 
     def set_project(self, project: Project | None) -> None:
         """Show ``project``'s queue (None empties the gallery)."""
+        self.undo_stack.clear()  # the decisions of another project are not ours to undo
         self.model.set_project(project)
         self._update_keys()
         self._update_order()
@@ -956,22 +1144,95 @@ class ReviewPanel(QWidget):
         return reviewer_name(self.settings)
 
     def decide(self, row: int, decision: str, label: object = None) -> None:
-        """Store a decision on ``row`` and move to the next pending item."""
+        """Store a decision on ``row`` (undoable) and move to the next pending item."""
         try:
-            self.model.decide(
+            stored = self.model.decide(
                 row, decision, label=None if label is None else str(label), author=self.author()
             )
         except PathViewerError as error:
             QMessageBox.warning(self, "Review", str(error))
             return
+        self.undo_stack.push(ReviewDecisionCommand(self, stored))
         following = self.model.next_pending_row(row)
         if following is not None:
             self.gallery.setCurrentIndex(self.model.index(following))
 
+    def retract(self, stored: StoredDecision) -> None:
+        """Undo: retract ``stored`` in the store and move the queue back to its patch."""
+        try:
+            row = self.model.undecide(stored, author=self.author())
+        except PathViewerError as error:
+            QMessageBox.warning(self, "Review", f"The decision was not undone: {error}")
+            return
+        if row is not None:
+            self.gallery.setCurrentIndex(self.model.index(row))
+        self.draw_flags()
+
+    def record_again(self, stored: StoredDecision) -> StoredDecision | None:
+        """Redo: record an undone decision again, as it was taken; returns the new record."""
+        row = self.model.row_of(stored.flag_id)
+        if row is None:
+            self.model.refresh()
+            row = self.model.row_of(stored.flag_id)
+        if row is None:
+            QMessageBox.warning(self, "Review", "The patch is no longer in the queue.")
+            return None
+        try:
+            again = self.model.decide(
+                row, stored.decision, stored.label, author=self.author(), replay=stored
+            )
+        except PathViewerError as error:
+            QMessageBox.warning(self, "Review", f"The decision was not redone: {error}")
+            return None
+        following = self.model.next_pending_row(row)
+        self.gallery.setCurrentIndex(self.model.index(row if following is None else following))
+        self.draw_flags()
+        return again
+
+    def use_undo_group(
+        self, group: QUndoGroup, fallback: Callable[[], QUndoStack | None], dock: QWidget
+    ) -> None:
+        """Share the window's Edit > Undo (``group``): the review decisions are its active
+        stack while the focus is in ``dock``, ``fallback()`` (the slide's annotation edits)
+        otherwise.  The dock's own Ctrl+Z actions give their keys up to Edit > Undo."""
+        group.addStack(self.undo_stack)
+        for action in (self.undo_action, self.redo_action):
+            action.setShortcuts([])
+        self._undo_group, self._undo_fallback, self._undo_dock = group, fallback, dock
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            # A slot of this panel: Qt drops the connection when the panel goes.
+            app.focusChanged.connect(self._focus_changed)
+
+    def _focus_changed(self, _old: QWidget | None, new: QWidget | None) -> None:
+        group, dock = self._undo_group, self._undo_dock
+        if group is None or dock is None or new is None:
+            return  # the window lost focus: keep what Edit > Undo acts on
+        if new is dock or dock.isAncestorOf(new):
+            group.setActiveStack(self.undo_stack)
+        elif group.activeStack() is self.undo_stack:
+            group.setActiveStack(self._undo_fallback())  # type: ignore[arg-type]
+
     # ---- viewer
 
-    def show_row(self, row: int) -> bool:
-        """Show the patch of ``row`` in the viewer: open its slide, centre on it, draw its box."""
+    def _current_changed(self, row: int) -> None:
+        self.model.mark_shown(row)
+        if row >= 0 and self.follow_check.isChecked() and self.isVisible():
+            self.show_row(row, quiet=True)
+
+    def _set_follow(self, on: bool) -> None:
+        self.settings.setValue(FOLLOW_SETTING, bool(on))
+        row = self.gallery.currentIndex().row()
+        if on and row >= 0 and self.isVisible():
+            self.show_row(row, quiet=True)
+
+    def show_row(self, row: int, quiet: bool = False) -> bool:
+        """Show the patch of ``row`` in the viewer: open its slide, centre on it, draw its box.
+
+        The zoom stays unless the patch would not be visible at it (too small on screen, or
+        larger than the view).  ``quiet`` (following the queue) reports a slide that cannot
+        be opened in the status bar rather than in a dialog.
+        """
         window = self.window_
         if window is None or not 0 <= row < len(self.model.items):
             return False
@@ -980,10 +1241,17 @@ class ReviewPanel(QWidget):
         view = window.slide_view
         current = view.current_slide
         if current is None or not same_slide(current.path, path):
-            if not window.open_slide(path):
+            try:
+                if not window.open_slide(path, raise_errors=quiet):
+                    return False
+            except SlideError as error:
+                window.statusBar().showMessage(f"Review: {error}", 8000)
                 return False
         cx, cy = flag.x + flag.width / 2, flag.y + flag.height / 2
-        view.center_on(cx, cy, CONTEXT_MAGNIFICATION)
+        scale = self._scale_for(flag)
+        if scale is not None:
+            view.set_scale(scale)
+        view.center_on(cx, cy)
         self._remove_highlight()
         item = QGraphicsRectItem(
             float(flag.x), float(flag.y), float(flag.width), float(flag.height)
@@ -997,6 +1265,30 @@ class ReviewPanel(QWidget):
         view.add_overlay(item)
         self.highlight = item
         return True
+
+    def _scale_for(self, flag: FlagRecord) -> float | None:
+        """The zoom (screen px per level-0 px) to show ``flag`` at; None: keep the zoom.
+
+        The zoom is kept while the patch is visible at it; else :data:`CONTEXT_MAGNIFICATION`
+        when the slide knows its objective power and the patch shows at it, else the zoom at
+        which the patch spans :data:`PATCH_SHARE_OF_VIEW` of the view.
+        """
+        assert self.window_ is not None
+        view = self.window_.slide_view
+        viewport = view.viewport().rect()
+        limit = min(viewport.width(), viewport.height())
+        side = max(flag.width, flag.height, 1)
+
+        def visible(scale: float) -> bool:
+            return MIN_PATCH_ON_SCREEN <= side * scale <= limit
+
+        if visible(view.scale_factor()):
+            return None
+        slide = view.current_slide
+        power = slide.objective_power if slide is not None else None
+        if power and visible(CONTEXT_MAGNIFICATION / power):
+            return CONTEXT_MAGNIFICATION / power
+        return max(limit * PATCH_SHARE_OF_VIEW, MIN_PATCH_ON_SCREEN) / side
 
     def _remove_highlight(self) -> None:
         item, self.highlight = self.highlight, None
@@ -1039,7 +1331,7 @@ class ReviewPanel(QWidget):
                 if self.model.blind
                 else "<b>A</b> accept suggestion · <b>K</b> keep given · <b>U</b> unsure · "
             )
-            + "arrows move · click/Space: show in viewer"
+            + "arrows move · click/Space: show in viewer · <b>Ctrl+Z</b> undo"
         )
 
     def decide_region(self, decision: str) -> int:
@@ -1060,12 +1352,18 @@ class ReviewPanel(QWidget):
             for row in flags_inside([item.flag for item in items], slide_path, geometry)
             if self.model.data(self.model.index(row), DecisionRole) is None
         ]
-        for row in inside:
+        if inside:  # one undo step takes back the whole region
+            self.undo_stack.beginMacro(f"review: {decision} {len(inside)} flags in a region")
             try:
-                self.model.decide(row, decision, author=self.author())
-            except PathViewerError as error:
-                QMessageBox.warning(self, "Review", str(error))
-                break
+                for row in inside:
+                    try:
+                        stored = self.model.decide(row, decision, author=self.author())
+                    except PathViewerError as error:
+                        QMessageBox.warning(self, "Review", str(error))
+                        break
+                    self.undo_stack.push(ReviewDecisionCommand(self, stored))
+            finally:
+                self.undo_stack.endMacro()
         if self.window_ is not None:
             self.window_.statusBar().showMessage(
                 f"{decision}: {len(inside)} flags inside the selected region", 8000
@@ -1107,6 +1405,10 @@ class ReviewPanel(QWidget):
 
     def set_adjudicating(self, on: bool) -> None:
         """Show the disputed patches (decisions settle them) or the review queue."""
+        if self.model.adjudicating != bool(on):
+            # A redo must replay a decision in the mode it was taken in (a review or an
+            # adjudication), so the undo history is that of the mode shown.
+            self.undo_stack.clear()
         self.model.adjudicating = bool(on)
         self.mode_combo.blockSignals(True)
         self.mode_combo.setCurrentIndex(1 if on else 0)
@@ -1158,18 +1460,24 @@ def install(
     window: MainWindow,
     project: ProjectController,
     selected_region: Callable[[], tuple[str, BaseGeometry] | None] | None = None,
+    undo_group: QUndoGroup | None = None,
+    other_undo: Callable[[], QUndoStack | None] = lambda: None,
 ) -> ReviewPanel:
     """Add the Review queue dock (``window.docks["review"]``, following ``project``) and its
     Tools menu entries; return the dock's panel.
 
     ``selected_region`` gives the slide and area of the region selected in the viewer (the
     annotation tools' selection): the dock decides every flag inside it at once.
+    ``undo_group`` is the group behind Edit > Undo: the dock's decisions join it, active while
+    the focus is in the dock, and ``other_undo()`` (the annotation edits) is active elsewhere.
     """
     panel = ReviewPanel(window, window.settings, project)
     panel.selected_region = selected_region
     dock = QDockWidget("Review queue", window)
     dock.setObjectName("dock-review")
     dock.setWidget(panel)
+    if undo_group is not None:
+        panel.use_undo_group(undo_group, other_undo, dock)
     project.projectChanged.connect(panel.set_project)
     if project.project is not None:
         panel.set_project(project.project)
