@@ -597,3 +597,20 @@ def test_gallery_columns_share_the_dock_width(panel, qtbot):
         leftover = gallery.viewport().width() - first_row[-1].right()
         assert leftover <= bar + 2 * gallery.spacing() + len(first_row)
     assert columns[1000] > columns[700]
+
+
+def test_the_queue_can_be_filtered_by_the_label_given(panel, qtbot):
+    combo = panel.given_combo
+    names = [combo.itemText(i) for i in range(combo.count())]
+    assert names == ["Any label", "Labelled Normal", "Labelled Stroma", "Labelled Tumor"]
+    combo.setCurrentIndex(combo.findData("Normal"))
+    # Only the Normal labels, in the queue's order (ranks 0, 3, 5 of FLAGS).
+    assert [(i.flag.x, i.flag.y) for i in panel.model.items] == [(0, 0), (0, 64), (128, 64)]
+    assert _current(panel) == 0
+    panel.gallery.setFocus()
+    qtbot.keyClick(panel.gallery, Qt.Key.Key_A)  # a decision in the filtered queue
+    assert panel.model.project is not None and panel.model.project.review_counts() == (1, 5)
+    panel.model.refresh()  # the choice survives a reload
+    assert combo.currentData() == "Normal" and len(panel.model.items) == 2
+    combo.setCurrentIndex(0)
+    assert combo.currentData() is None and len(panel.model.items) == 5
