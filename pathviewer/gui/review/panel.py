@@ -972,12 +972,15 @@ class ReviewPanel(QWidget):
         self.gallery.showRequested.connect(self.show_row)
         self.gallery.clicked.connect(lambda index: self.show_row(index.row()))
 
+        # Short rows: the dock must fit a third of a 1024 px screen without scrolling sideways.
         top = QHBoxLayout()
         top.addWidget(self.counts_label, 1)
         top.addWidget(self.given_combo)
-        # The switches on a row of their own: a dock a third of a small screen wide fits them.
+        mode_row = QHBoxLayout()
+        mode_row.addWidget(self.mode_combo)
+        mode_row.addStretch(1)
+        mode_row.addWidget(self.follow_check)
         switches = QHBoxLayout()
-        switches.addWidget(self.mode_combo)
         switches.addWidget(self.blind_check)
         switches.addWidget(self.show_reviewed)
         switches.addStretch(1)
@@ -985,12 +988,11 @@ class ReviewPanel(QWidget):
         buttons.addWidget(self.import_button)
         buttons.addWidget(self.refresh_button)
         buttons.addStretch(1)
-        # Here, where the row has room: a dock a third of a small screen wide fits it.
-        buttons.addWidget(self.follow_check)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(buttons)
         layout.addLayout(top)
+        layout.addLayout(mode_row)
         layout.addLayout(switches)
         layout.addWidget(self.order_label)
         layout.addWidget(self.keys_label)
