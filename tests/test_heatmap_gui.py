@@ -574,3 +574,12 @@ def test_clam_h5_without_patch_size_asks_for_it_then_paints_its_cells(
     assert loaded is not None and loaded.patch_size == (64, 64)
     for (x, y), score in zip(coords, scores[:, 0], strict=True):
         assert loaded.value_at(x + 32, y + 32) == pytest.approx(score)
+
+
+def test_the_docks_colour_bar_names_both_ends(window):
+    from pathviewer.gui.heatmap.dock import COLORBAR_TICKS
+
+    axis = window.context.heatmap_panel.colorbar.getAxis("bottom")
+    labels = [label for level in axis._tickLevels for _value, label in level]
+    assert labels[0] == "0" and labels[-1] == "1"
+    assert [v for v, _ in COLORBAR_TICKS][:: len(COLORBAR_TICKS) - 1] == [0.0, 1.0]

@@ -74,6 +74,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Tick positions and labels of the dock's colour bar, ends included.
+COLORBAR_TICKS = [(0.0, "0"), (0.25, "0.25"), (0.5, "0.5"), (0.75, "0.75"), (1.0, "1")]
+
 
 @dataclass(frozen=True)
 class LegendSpec:
@@ -352,7 +355,12 @@ class HeatmapDock(QWidget):
             width=14,
             colorMapMenu=False,
         )
-        bar.getAxis("bottom").setLabel("probability")
+        axis = bar.getAxis("bottom")
+        axis.setLabel("probability")
+        # The ends named too: pyqtgraph's automatic ticks stop at 0.2 and 0.8 on this short bar,
+        # and hides end labels that reach the axis's edge.
+        axis.setTicks([COLORBAR_TICKS])
+        axis.setStyle(hideOverlappingLabels=False)
         widget.addItem(bar)
         return widget, bar
 
