@@ -100,7 +100,7 @@ def test_disk_memory_and_database_errors_are_one_line(
     # Issue 15 item 8: these used to end every command with a traceback (exit 1).
     from pathviewer.core import annotations
 
-    def fail(path: object) -> None:
+    def fail(*_args: object) -> None:
         raise error
 
     monkeypatch.setattr(annotations, "read_annotations", fail)
@@ -111,7 +111,7 @@ def test_disk_memory_and_database_errors_are_one_line(
 def test_a_bug_still_shows_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pathviewer.core import annotations
 
-    def fail(path: object) -> None:
+    def fail(*_args: object) -> None:
         raise ValueError("a bug, not a user error")
 
     monkeypatch.setattr(annotations, "read_annotations", fail)
