@@ -234,3 +234,100 @@ def test_convert_reads_aperio_and_asks_ndpa_for_its_slide(
     assert not (tmp_path / "n.geojson").exists()
     assert main(["annotations", "convert", str(APERIO), str(tmp_path / "o.ndpa")]) == 2
     assert re.search(r"NDPA is read only", capsys.readouterr().err)
+
+
+# -- coordinates far beyond any slide --------------------------------------------------------
+
+
+def _square_with(value: str) -> list[tuple[str, str]]:
+    return [("0", "0"), (value, "0"), (value, "10"), ("0", "10")]
+
+
+def _geojson_doc(value: str) -> str:
+    ring = ", ".join(f"[{x}, {y}]" for x, y in [*_square_with(value), ("0", "0")])
+    return (
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", "id": "a1",'
+        ' "geometry": {"type": "Polygon", "coordinates": [[' + ring + "]]},"
+        ' "properties": {"name": "huge"}}]}'
+    )
+
+
+def _asap_doc(value: str) -> str:
+    points = "".join(
+        f'<Coordinate Order="{i}" X="{x}" Y="{y}"/>' for i, (x, y) in enumerate(_square_with(value))
+    )
+    return (
+        '<ASAP_Annotations><Annotations><Annotation Name="huge" Type="Polygon"'
+        f' PartOfGroup="Tumor"><Coordinates>{points}</Coordinates></Annotation>'
+        "</Annotations></ASAP_Annotations>"
+    )
+
+
+def _aperio_doc(value: str) -> str:
+    vertices = "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in _square_with(value))
+    return (
+        '<Annotations><Annotation Id="4" Name="huge" LineColor="255"><Regions>'
+        f'<Region Id="1" Type="0"><Vertices>{vertices}</Vertices></Region>'
+        "</Regions></Annotation></Annotations>"
+    )
+
+
+def _ndpa_doc(value: str) -> str:
+    # NDPA counts nanometres from the slide centre: 250 nm per pixel at 0.25 um/px.
+    scaled = float(value) * 250
+    nm = str(scaled) if math.isfinite(scaled) else value  # 1e308 nm: still 4e305 px
+    points = "".join(
+        f"<point><x>{1000000 if x == '0' else nm}</x><y>{-500000 + 250 * int(y)}</y></point>"
+        for x, y in _square_with(value)
+    )
+    return (
+        '<annotations><ndpviewstate id="7"><title>huge</title><coordformat>nanometers'
+        f'</coordformat><annotation type="freehand"><closed>1</closed><pointlist>{points}'
+        "</pointlist></annotation></ndpviewstate></annotations>"
+    )
+
+
+_FORMATS = {
+    "a.geojson": (_geojson_doc, r"a\.geojson feature 0"),
+    "a.xml": (_asap_doc, r"a\.xml annotation 0 \('huge'\)"),
+    "b.xml": (_aperio_doc, r"b\.xml annotation 4 \('huge'\) region 1"),
+    "a.ndpa": (_ndpa_doc, r"a\.ndpa ndpviewstate 7 \('huge'\)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FORMATS))
+@pytest.mark.parametrize("value", ["1e308", "2e9", "-1.5e9"])
+def test_coordinates_beyond_any_slide_are_refused_by_every_reader(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    make, where = _FORMATS[name]
+    path = tmp_path / name
+    path.write_text(make(value))
+    with pytest.raises(AnnotationError) as caught:
+        read_annotations(path, NDPI_PROPERTIES if name.endswith(".ndpa") else None)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(str(tmp_path))
+    assert re.search(where, message), message
+    assert re.search(r"coordinate \(-?[0-9.e+]+, [0-9.e+-]+\) lies beyond ±1e\+09 px", message)
+
+
+@pytest.mark.parametrize("name", sorted(_FORMATS))
+def test_coordinates_beyond_the_edge_within_the_bound_are_kept(tmp_path: Path, name: str) -> None:
+    make, _ = _FORMATS[name]
+    path = tmp_path / name
+    path.write_text(make("-5e8"))  # far outside the slide, but a number a drawing can hold
+    (annotation,) = read_annotations(path, NDPI_PROPERTIES if name.endswith(".ndpa") else None)
+    assert annotation.geometry.bounds[0] == pytest.approx(-5e8, rel=1e-3)
+    assert math.isfinite(annotation.geometry.area)
+
+
+def test_converting_1e308_gives_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "a.xml"
+    source.write_text(_asap_doc("1e308"))
+    target = tmp_path / "out.geojson"
+    assert main(["annotations", "convert", str(source), str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "a.xml annotation 0 ('huge')" in err
+    assert list(tmp_path.iterdir()) == [source]

@@ -129,3 +129,48 @@ def test_array_slide_pyramid_and_padding() -> None:
     assert level1.shape == (50, 80, 3)
     with pytest.raises(SlideError, match="level 5"):
         slide.read_region((0, 0), 5, (1, 1))
+
+
+def test_a_truncated_slide_fails_only_where_tiles_are_missing(
+    truncated_slide: tuple[Path, Path],
+) -> None:
+    truncated, whole = truncated_slide
+    expected = open_slide(whole)
+    slide = open_slide(truncated)
+    try:
+        assert slide.level_dimensions == expected.level_dimensions
+        check_readable(slide)  # the coarse levels are whole
+        with pytest.raises(SlideError) as failure:
+            slide.read_region((256, 768), 0, (256, 256))
+        message = str(failure.value)
+        assert "truncated.tif" in message and "\n" not in message
+        assert "(256, 768) level 0, 256 x 256 px" in message
+        # OpenSlide poisons a handle after a failed read; the slide must still read the
+        # whole tiles (before: every later read failed with the first error).
+        for location, level in [((0, 0), 0), ((512, 256), 0), ((0, 0), 1), ((0, 0), 2)]:
+            np.testing.assert_array_equal(
+                slide.read_region(location, level, (256, 256)),
+                expected.read_region(location, level, (256, 256)),
+            )
+        with pytest.raises(SlideError, match=r"\(768, 512\) level 0"):
+            slide.read_region((768, 512), 0, (256, 256))
+        assert slide.read_region((0, 0), 0, (16, 16)).shape == (16, 16, 3)
+    finally:
+        slide.close()
+        expected.close()
+
+
+def test_tiling_a_truncated_slide_names_the_file_and_region(
+    truncated_slide: tuple[Path, Path],
+) -> None:
+    from pathviewer.core.tiling import tile_slide
+
+    slide = open_slide(truncated_slide[0])
+    try:
+        with pytest.raises(SlideError) as failure:
+            tile_slide(slide, 256, 1.0)
+    finally:
+        slide.close()
+    message = str(failure.value)
+    assert message.startswith(f"{truncated_slide[0]}: cannot read region at (")
+    assert "level 0, 256 x 256 px" in message and "\n" not in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import sqlite3
@@ -716,3 +717,61 @@ def test_a_version_6_project_keeps_its_decisions_and_can_retract_them(tmp_path: 
         # label its flag questioned, untrusted.
         project.retract_review(old.id, author="ann")
         assert (project.patch_label(1).label, project.patch_label(1).trusted) == ("Normal", False)
+
+
+_ADD_SLIDES_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from pathviewer.core.store import Project
+
+    folder, ready, go, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    project = Project.open(folder)
+    open(ready, "w").close()
+    while not os.path.exists(go):  # both processes start adding at the same moment
+        time.sleep(0.001)
+    ids = [project.add_slide(f"/data/race-{i}.svs") for i in range(count)]
+    print(json.dumps(ids), flush=True)
+    """
+)
+
+
+def test_two_processes_adding_the_same_slides_share_one_row_each(tmp_path: Path) -> None:
+    folder = tmp_path / "race"
+    Project.create(folder).close()
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    go = tmp_path / "go"
+    count = 60
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _ADD_SLIDES_SCRIPT,
+                str(folder),
+                str(tmp_path / f"ready{n}"),
+                str(go),
+                str(count),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for n in range(2)
+    ]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready{n}").exists() for n in range(2)):
+        assert time.monotonic() < deadline, "the adding subprocesses did not start"
+        assert all(p.poll() is None for p in processes), [p.communicate() for p in processes]
+        time.sleep(0.01)
+    go.touch()
+    results = [p.communicate(timeout=120) for p in processes]
+    for process, (_out, err) in zip(processes, results, strict=True):
+        assert process.returncode == 0, err
+    first, second = (json.loads(out) for out, _ in results)
+    assert first == second  # both got the one stored id of each slide
+    with Project.open(folder) as project:
+        slides = project.slides()
+        assert len(slides) == count
+        assert [s.id for s in slides] == sorted(first)
+        assert {s.path for s in slides} == {f"/data/race-{i}.svs" for i in range(count)}

@@ -195,3 +195,28 @@ def test_level_grids_match_slide(openslide_fixtures) -> None:
         assert grids[0].cols == 5 and grids[0].rows == 4
     finally:
         slide.close()
+
+
+def test_a_truncated_slide_gives_error_tiles_only_where_tiles_are_missing(
+    qtbot, truncated_slide
+) -> None:
+    slide = open_slide(truncated_slide[0])
+    cache = TileCache(64 << 20)
+    pipeline = TilePipeline(cache, threads=1)  # one worker: the order of reads is the request's
+    failures: list[str] = []
+    pipeline.tileFailed.connect(failures.append)
+    try:
+        generation = pipeline.set_slide(slide)
+        # Level 0 in 512 px tiles: row 0 is whole, row 1 lies in the cut-off part of the file.
+        bad = [(generation, 0, 0, 1), (generation, 0, 1, 1)]
+        good = [(generation, 0, 0, 0), (generation, 0, 1, 0), (generation, 1, 0, 0)]
+        for key in bad + good:  # the failures come first, as in a view opened at the bottom
+            pipeline.request([key])
+            assert pipeline.wait_until_idle(10)
+        assert set(cache.errors) == set(bad)
+        for key in good:
+            assert cache.get(key) is not None and key not in cache.errors
+        assert pipeline.stats.failed == 2 and pipeline.stats.read == 3
+        assert len(failures) == 1  # one announcement per slide, not one per tile
+    finally:
+        pipeline.shutdown()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +125,73 @@ def test_heatmap_roundtrip_and_value_at(tmp_path: Path) -> None:
         load_heatmap(tmp_path / "bad.npz")
     with pytest.raises(HeatmapError, match="missing.npz"):
         load_heatmap(tmp_path / "missing.npz")
+
+
+def _cached_tissue_slide(tmp_path: Path) -> tuple[Path, Path]:
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    image = np.full((768, 768, 3), 240, np.uint8)
+    image[256:, 256:] = _tissue(rng, 512, 512)
+    path = tmp_path / "slide.bmp"  # uncompressed: another image of this size has the same size
+    Image.fromarray(image).save(path)
+    return path, tmp_path / "cache"
+
+
+@pytest.mark.parametrize(
+    ("tamper", "problem"),
+    [
+        (lambda i: i.coords.__setitem__(0, (10**9, 10**9)), "outside the 768 x 768 px slide"),
+        (lambda i: i.coords.__setitem__(0, (-256, 0)), "outside"),
+        (lambda i: i.coords.__setitem__(0, (300, 256)), "not on the 256 px grid"),
+        (lambda i: i.coords.__setitem__(0, i.coords[1]), "listed twice"),
+        (lambda i: i.scores.__setitem__(0, np.nan), "score"),
+        (lambda i: setattr(i, "scores", i.scores[:2]), "do not match"),
+        (lambda i: setattr(i, "dimensions", (100_000, 100_000)), "100000 x 100000"),
+        (lambda i: setattr(i, "patch_size", 128), "128 px patches"),
+        (lambda i: setattr(i, "threshold", 1.0), "threshold 1"),
+    ],
+)
+def test_a_bad_tile_index_cache_is_discarded_and_rebuilt(
+    tmp_path: Path, tamper, problem: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, cache = _cached_tissue_slide(tmp_path)
+    slide = open_slide(path)
+    try:
+        good = tile_slide(slide, 256, 1.0, cache_dir=cache)
+        (cached,) = cache.glob("*.npz")
+        bad = PatchIndex.load(cached)
+        tamper(bad)
+        bad.save(cached)
+        with caplog.at_level("WARNING", logger="pathviewer.core.tiling"):
+            again = tile_slide(slide, 256, 1.0, cache_dir=cache)
+    finally:
+        slide.close()
+    np.testing.assert_array_equal(again.coords, good.coords)
+    np.testing.assert_allclose(again.scores, good.scores)
+    (line,) = [r.getMessage() for r in caplog.records if "tile-index cache" in r.getMessage()]
+    assert "slide.bmp" in line and "discarded" in line and problem in line
+    # The rebuilt index replaced the bad file.
+    np.testing.assert_array_equal(PatchIndex.load(cached).coords, good.coords)
+
+
+def test_the_tile_index_cache_is_keyed_by_content_and_settings(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path, cache = _cached_tissue_slide(tmp_path)
+    with closing(open_slide(path)) as slide:
+        first = tile_slide(slide, 256, 1.0, cache_dir=cache)
+        tile_slide(slide, 256, 1.0, threshold=20.0, cache_dir=cache)
+        tile_slide(slide, 256, 2.0, cache_dir=cache)
+    assert len(list(cache.glob("*.npz"))) == 3  # threshold and read downsample are in the key
+    # Another image in its place: same path, size and modification time (as ``cp -p`` leaves).
+    stat = path.stat()
+    moved = np.full((768, 768, 3), 240, np.uint8)
+    moved[:256, :256] = _tissue(np.random.default_rng(6), 256, 256)
+    Image.fromarray(moved).save(path, format="BMP")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    with closing(open_slide(path)) as slide:
+        second = tile_slide(slide, 256, 1.0, cache_dir=cache)
+    assert first.coords.tolist() == [[256, 256], [512, 256], [256, 512], [512, 512]]
+    assert second.coords.tolist() == [[0, 0]]

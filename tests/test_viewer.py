@@ -474,3 +474,22 @@ def test_the_cohort_list_keeps_the_csv_order_and_names_the_classes(window, tmp_p
     disagree = model.item(model.row_of("c.png"), model.PRED).foreground().color().getRgb()[:3]
     agree = model.item(model.row_of("a.png"), model.PRED).foreground().color().getRgb()[:3]
     assert disagree == (255, 170, 0) and agree != disagree
+
+
+def test_a_truncated_slide_shows_error_tiles_and_one_message(window, truncated_slide) -> None:
+    messages: list[str] = []
+    window.statusBar().messageChanged.connect(lambda text: text and messages.append(text))
+    assert window.open_slide(str(truncated_slide[0]))
+    view = window.slide_view
+    view.set_scale(1.0)  # level 0: both whole and cut-off tiles are in view
+    view.center_on(512, 512)
+    assert view.wait_until_idle(10)
+    assert view.cache.errors
+    assert all(key[1] == 0 and key[3] == 1 for key in view.cache.errors)  # only the cut rows
+    whole = [key for key in view.cache.keys() if key[1] == 0 and key[3] == 0]
+    assert whole and not set(whole) & view.cache.errors
+    failures = [m for m in messages if "cannot be read" in m]
+    assert len(failures) == 1 and failures[0].startswith("truncated.tif: part of the image")
+    pixels = _grab_array(view.viewport())
+    b, g, r = pixels[..., 0::4], pixels[..., 1::4], pixels[..., 2::4]
+    assert ((r > 150) & (g < 100) & (b < 100)).sum() > 20  # red hatching on screen

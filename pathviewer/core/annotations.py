@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import shapely
 from shapely import affinity
 from shapely.geometry import mapping, shape
@@ -41,6 +42,46 @@ DEFAULT_CLASSES: dict[str, tuple[int, int, int]] = {
     "Stroma": (150, 200, 150),
     "Other": (90, 90, 200),
 }
+
+
+#: Largest magnitude of an annotation coordinate, in level-0 pixels, that readers accept.  The
+#: largest slides are about 2e5 px across; 1e9 leaves room for any offset or drawing beyond the
+#: edge, while keeping areas (at most 4e18 px^2) and every format's numbers finite.  A file with
+#: 1e308 is damaged, and would otherwise turn into an infinite area or a file no reader takes.
+MAX_COORDINATE_PX = 1e9
+
+
+def check_coordinates(coordinates: Any, where: str) -> None:
+    """Refuse coordinates that are not finite or lie beyond :data:`MAX_COORDINATE_PX`.
+
+    The one rule every annotation reader applies to what it read.
+
+    Parameters
+    ----------
+    coordinates
+        ``(N, 2)`` level-0 pixel coordinates (a list of pairs or an array), or a shapely
+        geometry.
+    where
+        Names the annotation in the error (``file annotation 3 ("Tumour 1")``).
+
+    Raises
+    ------
+    AnnotationError
+        One line naming the annotation and the first bad coordinate.
+    """
+    if isinstance(coordinates, BaseGeometry):
+        values = shapely.get_coordinates(coordinates)
+    else:
+        values = np.asarray(coordinates, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(values).all():  # NaN or infinite (json accepts NaN)
+        raise AnnotationError(f"{where}: coordinates are not finite numbers")
+    beyond = (np.abs(values) > MAX_COORDINATE_PX).any(axis=1)
+    if beyond.any():
+        x, y = values[int(np.argmax(beyond))]
+        raise AnnotationError(
+            f"{where}: coordinate ({x:g}, {y:g}) lies beyond \u00b1{MAX_COORDINATE_PX:g} px,"
+            " far outside any slide"
+        )
 
 
 #: Annotation classes counted as tumour (case-insensitive); see :func:`is_tumour_class`.
@@ -161,9 +202,7 @@ def annotation_from_feature(feature: Any, where: str) -> Annotation:
         ) from None
     if geometry.is_empty:
         raise AnnotationError(f"{where}: empty geometry")
-    coords = shapely.get_coordinates(geometry)
-    if not math.isfinite(float(abs(coords).sum())):  # NaN or infinite (json accepts NaN)
-        raise AnnotationError(f"{where}: coordinates are not finite numbers")
+    check_coordinates(geometry, where)
     properties = feature.get("properties") or {}
     if not isinstance(properties, dict):
         raise AnnotationError(f"{where}: properties is not an object")

@@ -29,7 +29,6 @@ naming the layer and region.
 
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
 
 import shapely
@@ -37,7 +36,7 @@ from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from pathviewer.core.annotations import Annotation
+from pathviewer.core.annotations import Annotation, check_coordinates
 from pathviewer.core.errors import AnnotationError, shown
 
 #: Region ``Type`` -> what PathViewer reads it as.
@@ -91,8 +90,6 @@ def _vertices(region: ET.Element, where: str) -> list[tuple[float, float]]:
                 f"{where}: vertex {position} is not numeric "
                 f"(X={shown(vertex.attrib.get('X'))}, Y={shown(vertex.attrib.get('Y'))})"
             ) from None
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise AnnotationError(f"{where}: vertex {position} is not finite")
         points.append((x, y))
     return points
 
@@ -141,7 +138,9 @@ def aperio_annotations(root: ET.Element, source: str) -> list[Annotation]:
                 raise AnnotationError(
                     f"{where}: unknown region Type {shown(code)} (known: {known})"
                 ) from None
-            geometry = _region_geometry(kind, _vertices(region, where), where)
+            vertices = _vertices(region, where)
+            check_coordinates(vertices, where)
+            geometry = _region_geometry(kind, vertices, where)
             if region.attrib.get("NegativeROA", "0").strip() == "1":
                 if not isinstance(geometry, Polygon):
                     raise AnnotationError(f"{where}: an exclusion (NegativeROA) must be an area")

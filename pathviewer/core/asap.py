@@ -53,6 +53,7 @@ from shapely.geometry.base import BaseGeometry
 from pathviewer.core.annotations import (
     DEFAULT_CLASSES,
     Annotation,
+    check_coordinates,
     rgb_from_hex,
 )
 from pathviewer.core.atomic import atomic_write
@@ -111,8 +112,6 @@ def _coordinates(element: ET.Element, where: str) -> list[tuple[float, float]]:
                 f"{where}: coordinate {position} is not numeric "
                 f"(X={shown(coordinate.attrib.get('X'))}, Y={shown(coordinate.attrib.get('Y'))})"
             ) from None
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise AnnotationError(f"{where}: coordinate {position} is not finite")
         points.append((order, x, y))
     points.sort(key=lambda p: p[0])  # stable: ties keep the file order
     return [(x, y) for _, x, y in points]
@@ -244,6 +243,7 @@ def _add_element(
     if not kind:
         raise AnnotationError(f"{where}: has no Type")
     points = _coordinates(element, where)
+    check_coordinates(points, where)
     geometry = _geometry(kind, points, where)
     group = element.attrib.get("PartOfGroup", "None")
     class_name = None if group in _NO_GROUP else group

@@ -37,7 +37,7 @@ from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from pathviewer.core.annotations import Annotation, rgb_from_hex
+from pathviewer.core.annotations import Annotation, check_coordinates, rgb_from_hex
 from pathviewer.core.asap import parse_xml_root, read_file_bytes
 from pathviewer.core.errors import AnnotationError, shown
 
@@ -203,6 +203,7 @@ def parse_ndpa(
         if annotation is None:
             raise AnnotationError(f"{where}: has no <annotation>")
         geometry = _geometry(annotation, frame, _NM_PER_UNIT[unit], where)
+        check_coordinates(geometry, where)  # in pixels, after the nm conversion
         annotations.append(
             Annotation(
                 geometry=geometry,

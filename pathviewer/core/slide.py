@@ -20,12 +20,15 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
 from pathviewer.core.errors import SlideError
+
+if TYPE_CHECKING:
+    import openslide
 
 log = logging.getLogger(__name__)
 
@@ -492,26 +495,63 @@ class OpenSlideSource(_SlideBase):
         self, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
         width, height = size
+        origin = (int(location[0]), int(location[1]))
         try:
             if self._is_image_slide:
                 with self._lock:
-                    image = self._slide.read_region(
-                        (int(location[0]), int(location[1])), level, (width, height)
-                    )
+                    image = self._slide.read_region(origin, level, (width, height))
             else:
-                image = self._slide.read_region(
-                    (int(location[0]), int(location[1])), level, (width, height)
-                )
+                image = self._read_openslide(origin, level, (width, height))
         except MemoryError:
             raise SlideError(self._path, _out_of_memory(width, height, level)) from None
+        except SlideError:
+            raise
         except Exception as error:
             raise SlideError(
-                self._path, f"cannot read region at {tuple(location)} level {level} ({error})"
+                self._path,
+                f"cannot read region at {origin} level {level}, {width} x {height} px ({error})",
             ) from None
         try:
             return _rgba_to_rgb_on_white(np.asarray(image))
         except MemoryError:
             raise SlideError(self._path, _out_of_memory(width, height, level)) from None
+
+    def _read_openslide(
+        self, origin: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> Image.Image:
+        """OpenSlide's ``read_region``, on a fresh handle after a failed read.
+
+        An OpenSlide handle that failed once (a truncated file's missing tile, a corrupt JPEG)
+        fails every later read with the same error.  So the handle is replaced and the read
+        tried once more on the new one: a region that failed only because another region
+        poisoned the handle is then read, and one that is damaged itself fails again and is
+        reported.  Readers still inside the old handle keep it until they return.
+        """
+        import openslide
+
+        handle = self._slide
+        try:
+            return handle.read_region(origin, level, size)
+        except openslide.OpenSlideError:
+            fresh = self._reopen(handle)
+            try:
+                return fresh.read_region(origin, level, size)
+            except openslide.OpenSlideError:
+                self._reopen(fresh)  # leave a usable handle for the next regions
+                raise
+
+    def _reopen(self, failed: openslide.AbstractSlide) -> openslide.AbstractSlide:
+        """Replace the handle ``failed`` with a new one (once, whichever thread asks first)."""
+        import openslide
+
+        with self._lock:
+            if self._slide is failed:
+                log.warning("%s: a read failed; reopening the slide", self._path)
+                try:
+                    self._slide = openslide.open_slide(self._path)
+                except Exception as error:  # the file went away or changed meanwhile
+                    raise SlideError(self._path, f"cannot be reopened ({error})") from None
+            return self._slide
 
     def close(self) -> None:
         self._slide.close()

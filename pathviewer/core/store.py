@@ -607,17 +607,24 @@ class Project:
         label: str | None = None,
         split: str | None = None,
     ) -> int:
-        """Add a slide (or return the id of the slide already stored with this path)."""
+        """Add a slide (or return the id of the slide already stored with this path).
+
+        Safe when several processes add the same path at once: the insert and the look-up are one
+        transaction, and the path's UNIQUE constraint makes the later insert a no-op, so every
+        caller gets the one stored row's id.
+        """
         path = str(path)
         existing = self.slide_id(path)
         if existing is not None:
             return existing
         with self._edit("slides", []) as conn:
-            cursor = conn.execute(
-                "INSERT INTO slides(path, name, label, split, added) VALUES (?, ?, ?, ?, ?)",
+            conn.execute(
+                "INSERT INTO slides(path, name, label, split, added) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(path) DO NOTHING",
                 (path, name or Path(path).stem, label, split, _now()),
             )
-        return int(cursor.lastrowid or 0)
+            row = conn.execute("SELECT id FROM slides WHERE path = ?", (path,)).fetchone()
+        return int(row[0])
 
     def slide_id(self, path: str | os.PathLike[str]) -> int | None:
         """The id of the slide stored with ``path``, or None."""

@@ -13,13 +13,15 @@ coarse level for the whole grid at once (one read, one filter); only the candida
 at the read level and scored exactly.
 
 The result, a :class:`PatchIndex`, is cached per slide in a ``.npz`` keyed by the slide's path,
-modification time, size and the tiling settings.
+modification time, size, a digest of its first and last bytes and the tiling settings.  A cached
+index is checked against the slide and the settings before use (:func:`cached_index_problem`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -44,6 +46,12 @@ COARSE_FRACTION = 0.25
 COARSE_CELL_PX = 8
 
 _CACHE_VERSION = 1
+
+#: Bytes read from each end of a slide file for the cache key's content digest: enough to tell a
+#: replaced file (same path, size and time, e.g. after ``cp -p``) apart at the cost of two reads.
+_CONTENT_SAMPLE_BYTES = 64 * 1024
+
+log = logging.getLogger(__name__)
 
 
 def edge_score(rgb: np.ndarray) -> float:
@@ -228,17 +236,83 @@ def _coarse_image(slide: SlideSource, downsample: float) -> tuple[np.ndarray, fl
     return read_overview(slide, downsample)
 
 
+def _content_digest(path: Path, size: int) -> str:
+    """Digest of the first and last :data:`_CONTENT_SAMPLE_BYTES` of a file."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(_CONTENT_SAMPLE_BYTES))
+        if size > _CONTENT_SAMPLE_BYTES:
+            handle.seek(max(_CONTENT_SAMPLE_BYTES, size - _CONTENT_SAMPLE_BYTES))
+            digest.update(handle.read(_CONTENT_SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
 def _cache_key(slide: SlideSource, settings: dict[str, object]) -> str | None:
     path = Path(slide.path)
     try:
         stat = path.stat()
+        content = _content_digest(path, stat.st_size)
     except OSError:
-        return None  # in-memory slides have no file to key on
+        return None  # in-memory slides (or an unreadable file) have nothing to key on
     payload = json.dumps(
-        {"path": str(path.resolve()), "mtime": stat.st_mtime_ns, "size": stat.st_size, **settings},
+        {
+            "path": str(path.resolve()),
+            "mtime": stat.st_mtime_ns,
+            "size": stat.st_size,
+            "content": content,
+            **settings,
+        },
         sort_keys=True,
     )
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def cached_index_problem(
+    index: PatchIndex,
+    slide: SlideSource,
+    patch_size: int,
+    read_downsample: float,
+    threshold: float,
+) -> str | None:
+    """Why a cached index cannot be the index of ``slide`` at these settings (None: it can).
+
+    A cache is a file anyone can damage or copy about, so it is checked like input: its settings
+    and dimensions must be the slide's, and each patch must be a whole grid cell inside the slide,
+    listed once, with a finite score above the threshold.
+    """
+    if tuple(index.dimensions) != tuple(slide.dimensions):
+        return f"made for a {index.dimensions[0]} x {index.dimensions[1]} px slide"
+    if index.patch_size != patch_size:
+        return f"made for {index.patch_size} px patches, not {patch_size}"
+    if not np.isclose(index.read_downsample, read_downsample):
+        return f"made at downsample {index.read_downsample:g}, not {read_downsample:g}"
+    if not np.isclose(index.threshold, threshold):
+        return f"made with threshold {index.threshold:g}, not {threshold:g}"
+    coords, scores = index.coords, index.scores
+    if coords.ndim != 2 or coords.shape[1] != 2 or scores.shape != (coords.shape[0],):
+        return "coordinates and scores do not match"
+    if not len(coords):
+        return None
+    width, height = slide.dimensions
+    inside = (
+        (coords[:, 0] >= 0)
+        & (coords[:, 1] >= 0)
+        & (coords[:, 0] + patch_size <= width)
+        & (coords[:, 1] + patch_size <= height)
+    )
+    if not inside.all():
+        x, y = coords[np.argmin(inside)]
+        return f"patch at ({x}, {y}) lies outside the {width} x {height} px slide"
+    on_grid = (coords % patch_size == 0).all(axis=1)
+    if not on_grid.all():
+        x, y = coords[np.argmin(on_grid)]
+        return f"patch at ({x}, {y}) is not on the {patch_size} px grid"
+    if len(np.unique(coords, axis=0)) != len(coords):
+        return "a patch is listed twice"
+    # >= in float32: a float64 score just above the threshold may round onto it when stored.
+    if not (np.isfinite(scores) & (scores >= np.float32(threshold))).all():
+        return f"a patch's score is not a number above the threshold {threshold:g}"
+    return None
 
 
 def cache_path(
@@ -296,10 +370,14 @@ def iter_tile_slide(
     if cached is not None and cached.is_file():
         try:
             index = PatchIndex.load(cached)
+            problem = cached_index_problem(index, slide, patch_size, read_downsample, threshold)
+        except (OSError, ValueError, KeyError) as error:
+            problem = f"unreadable ({error})"
+        if problem is None:
             yield Progress("tiling", 1, 1, f"{Path(slide.path).name}: cached")
             return index
-        except (OSError, ValueError, KeyError):
-            pass  # a broken cache file is rebuilt below
+        # Never used: the index is rebuilt below and overwrites the bad file.
+        log.warning("%s: tile-index cache %s discarded: %s", slide.path, cached, problem)
     rows, cols = grid_shape(slide.dimensions, patch_size)
     empty = PatchIndex(
         slide.path,
