@@ -87,3 +87,76 @@ def test_writers_on_a_full_disk_leave_nothing_behind(tmp_path: Path) -> None:
         assert "\n" not in outcome and "File too large" in outcome, (name, outcome)
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["proj"], left  # no output, no half-written file, no temporary file
+
+
+def _full_disk_on_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file's fsync fails as on a full disk (ENOSPC is reported there by NFS and others)."""
+    import errno
+
+    from pathviewer.core import atomic
+
+    def no_space(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic.os, "fsync", no_space)
+
+
+def test_the_app_says_a_full_disk_in_one_line_on_export(qtbot, tmp_path: Path, monkeypatch) -> None:
+    """Annotation, heatmap and figure exports: a dialog with the CLI's line, no file left."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    import numpy as np
+    import shapely
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+    from pathviewer.core.heatmap import Heatmap
+    from pathviewer.core.slide import ArraySlide
+    from pathviewer.gui.context import build_features
+    from pathviewer.gui.heatmap import dock as heatmap_dock
+    from pathviewer.gui.main_window import MainWindow
+
+    monkeypatch.setenv("PATHVIEWER_DATA_DIR", str(tmp_path / "data"))
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings, threads=1)
+    build_features(window)
+    qtbot.addWidget(window)
+    window.resize(900, 700)
+    window.show()
+    window.slide_view.set_slide(
+        ArraySlide(np.full((512, 512, 3), 200, np.uint8), mpp=0.5, name=str(tmp_path / "s.png"))
+    )
+    window.context.annotations.add([shapely.box(10, 10, 100, 100)], "box")
+    window.context.heatmap.set_heatmap(
+        Heatmap("s.png", (512, 512), (0, 0), (64, 64), np.full((8, 8), 0.7, np.float32))
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    shown: list[tuple[str, str]] = []
+
+    def capture(_parent, title, text, *_args):
+        shown.append((title, text))
+        return QMessageBox.StandardButton.Ok
+
+    monkeypatch.setattr(QMessageBox, "critical", capture)
+    monkeypatch.setattr(QMessageBox, "warning", capture)
+    _full_disk_on_fsync(monkeypatch)
+    targets = {
+        "annotations": out / "a.geojson",
+        "heatmap": out / "h.tiles.geojson",
+        "figure": out / "f.png",
+    }
+    first_filter = next(iter(heatmap_dock.EXPORT_FILTERS))
+    for kind, target in targets.items():
+        monkeypatch.setattr(
+            QFileDialog, "getSaveFileName", lambda *a, t=target, **k: (str(t), first_filter)
+        )
+        if kind == "annotations":
+            window.context.annotations.export_interactively()
+        elif kind == "heatmap":
+            heatmap_dock.choose_and_export(window, window.context.heatmap)
+        else:
+            window.choose_figure_file()
+    assert [text for _title, text in shown] == [
+        f"{target}: No space left on device" for target in targets.values()
+    ]
+    assert list(out.iterdir()) == []  # neither a file nor a temporary one

@@ -59,6 +59,17 @@ class CheckpointError(PathViewerError):
     """A model checkpoint is corrupt, foreign or incompatible."""
 
 
+def message_about(error: BaseException, path: str | Path) -> str:
+    """:func:`user_message` of an error met writing or reading ``path``, naming it once.
+
+    The GUI's save and open dialogs show this, so a full disk reads as the CLI says it
+    (``out.geojson: No space left on device``), not as Python's ``[Errno 28] ...: 'out.geojson'``.
+    """
+    text = user_message(error)
+    name = str(path)
+    return text if name in text or Path(name).name in text else f"{name}: {text}"
+
+
 class TrainingError(PathViewerError):
     """Training cannot continue (bad data, NaN loss, out of memory)."""
 

@@ -44,7 +44,7 @@ from PySide6.QtWidgets import (
 
 from pathviewer._version import __version__
 from pathviewer.core.cohort import CohortEntry, read_cohort
-from pathviewer.core.errors import PathViewerError, SlideError
+from pathviewer.core.errors import USER_ERRORS, PathViewerError, SlideError, message_about
 from pathviewer.core.identity import same_slide, slide_path_key
 from pathviewer.core.slide import SLIDE_SUFFIXES
 from pathviewer.gui import file_dialogs
@@ -549,8 +549,8 @@ class MainWindow(QMainWindow):
             return
         try:
             self.export_figure(path)
-        except (PathViewerError, OSError) as error:
-            QMessageBox.warning(self, "Export figure", f"{path}: {error}")
+        except USER_ERRORS as error:
+            QMessageBox.warning(self, "Export figure", message_about(error, path))
             return
         self.statusBar().showMessage(f"Figure written to {path}", 8000)
 

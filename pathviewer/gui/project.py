@@ -16,7 +16,7 @@ from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QMessageBox
 
-from pathviewer.core.errors import PathViewerError
+from pathviewer.core.errors import USER_ERRORS, PathViewerError, message_about
 from pathviewer.core.store import DB_NAME, Project
 from pathviewer.gui import file_dialogs
 
@@ -143,8 +143,8 @@ def install(window: MainWindow) -> ProjectController:
             return
         try:
             count = project.export_audit_csv(path)
-        except (PathViewerError, OSError) as error:
-            QMessageBox.warning(window, "Audit trail", f"{path}: {error}")
+        except USER_ERRORS as error:
+            QMessageBox.warning(window, "Audit trail", message_about(error, path))
             return
         window.statusBar().showMessage(f"{count} events written to {path}", 8000)
 

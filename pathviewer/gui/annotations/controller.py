@@ -102,7 +102,7 @@ from pathviewer.core.annotations import (
     shift_annotations,
     write_annotations,
 )
-from pathviewer.core.errors import PathViewerError
+from pathviewer.core.errors import USER_ERRORS, PathViewerError, message_about
 from pathviewer.core.geometry import DISPLAY_UNITS, in_display_unit, measure, shape_name, unit_text
 from pathviewer.core.identity import slide_path_key
 from pathviewer.gui import file_dialogs
@@ -1247,8 +1247,8 @@ class AnnotationController(QObject):
             return
         try:
             count = self.export_file(path)
-        except (PathViewerError, OSError) as error:
-            QMessageBox.critical(self.window, "Export failed", str(error))
+        except USER_ERRORS as error:
+            QMessageBox.critical(self.window, "Export failed", message_about(error, path))
             return
         self.window.statusBar().showMessage(f"Exported {count} annotations to {path}", 8000)
 

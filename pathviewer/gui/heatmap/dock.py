@@ -47,7 +47,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pathviewer.core.errors import PathViewerError
+from pathviewer.core.errors import USER_ERRORS, PathViewerError, message_about
 from pathviewer.core.heatmap import Heatmap
 from pathviewer.core.heatmap_export import (
     CONTOUR_FORMATS,
@@ -529,8 +529,8 @@ def choose_and_export(window: MainWindow, controller: HeatmapController) -> None
         path = str(Path(path).with_suffix("")) + EXPORT_FORMATS[fmt]
     try:
         count = controller.export(path, fmt)
-    except (PathViewerError, OSError) as error:
-        QMessageBox.warning(window, "Export heatmap", f"{path}: {error}")
+    except USER_ERRORS as error:
+        QMessageBox.warning(window, "Export heatmap", message_about(error, path))
         return
     what = "tumour regions" if fmt in CONTOUR_FORMATS else "cells"
     window.statusBar().showMessage(f"Exported {count} {what} to {path}", 8000)
