@@ -160,3 +160,35 @@ def test_the_app_says_a_full_disk_in_one_line_on_export(qtbot, tmp_path: Path, m
         f"{target}: No space left on device" for target in targets.values()
     ]
     assert list(out.iterdir()) == []  # neither a file nor a temporary one
+
+
+def test_the_cli_says_a_full_disk_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    """`annotations convert` of a file bigger than the disk's room: exit 2, one line, no output."""
+    import resource
+    import signal
+
+    from shapely.geometry import box
+
+    from pathviewer.core.annotations import Annotation, write_geojson
+
+    source = tmp_path / "in.geojson"
+    write_geojson(source, [Annotation(box(i, i, i + 9.5, i + 7.25), "Tumor") for i in range(3000)])
+    target = tmp_path / "out" / "o.xml"
+    target.parent.mkdir()
+
+    def full_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, resource.RLIM_INFINITY))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pathviewer", "annotations", "convert", str(source), str(target)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONDONTWRITEBYTECODE="1"),
+        preexec_fn=full_disk,  # noqa: PLW1509 - a child process of its own, nothing threaded
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "File too large" in lines[0] and "o.xml" in lines[0], lines
+    assert list(target.parent.iterdir()) == []

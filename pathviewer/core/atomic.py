@@ -56,6 +56,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: object
     ------
     IsADirectoryError
         ``path`` is a folder (raised before anything is written).
+    OSError
+        Writing failed (a full disk, a file-size limit); one that named no file names ``path``.
     """
     path = Path(path)
     if path.is_dir():  # refused before writing (a temp file can be large), naming the target
@@ -77,6 +79,16 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: object
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if error.filename is None and error.errno is not None:
+            # A failed write() or fsync() names no file; the user needs to know which one
+            # (the CLI and the dialogs print "FILE: No space left on device").
+            raise OSError(
+                error.errno, error.strerror or os.strerror(error.errno), str(path)
+            ) from error
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
