@@ -166,7 +166,7 @@ def _swatch(rgb: tuple[int, int, int]) -> QIcon:
 class AnnotationTableModel(QAbstractTableModel):
     """The slide's annotations with their class and measurements (computed lazily per row)."""
 
-    HEADERS = ("#", "Class", "Type", "Area", "Perim./len.")
+    HEADERS = ("#", "Class", "Type", "Area", "Length")
 
     def __init__(self, controller: AnnotationController) -> None:
         super().__init__()
@@ -188,11 +188,13 @@ class AnnotationTableModel(QAbstractTableModel):
     def headerData(  # noqa: N802 - Qt override
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
             unit = self._controller.display_unit()
-            return {3: f"Area {unit}²", 4: f"Perim./len. {unit}"}.get(
-                section, self.HEADERS[section]
-            )
+            return {3: f"Area {unit}²", 4: f"Length {unit}"}.get(section, self.HEADERS[section])
+        if role == Qt.ItemDataRole.ToolTipRole and section == 4:
+            return "The perimeter of a region, the length of a line"
         return None
 
     def data(
