@@ -347,9 +347,15 @@ def read_heatmap_file(
             )
     coords = np.array([(b[0], b[1]) for b in boxes], np.int64)
     values = np.array([b[4] for b in boxes], np.float32)
-    return Heatmap.from_patches(
-        slide, dimensions, (width, height), coords, values, origin=origin, method=path.name
-    )
+    cols = (coords[:, 0] - origin[0]) // width
+    rows = (coords[:, 1] - origin[1]) // height
+    # The grid of patches wholly inside the slide, grown to hold patches that reach past its
+    # edge (a padded border patch is still a scored patch, and must not be dropped).
+    n_cols = max((dimensions[0] - origin[0]) // width, int(cols.max()) + 1)
+    n_rows = max((dimensions[1] - origin[1]) // height, int(rows.max()) + 1)
+    probs = np.full((n_rows, n_cols), np.nan, np.float32)
+    probs[rows, cols] = values
+    return Heatmap(slide, dimensions, origin, (width, height), probs, method=path.name)
 
 
 def _geojson_boxes(path: Path) -> list[tuple[int, int, int, int, float]]:
@@ -450,5 +456,6 @@ def write_table(heatmap: Heatmap, path: str | os.PathLike[str]) -> int:
     with atomic_write(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["x", "y", "width", "height", "value"])
-        writer.writerows((x, y, w, h, f"{p:.6g}") for x, y, w, h, p in rows)
+        # 9 significant digits: every float32 score reads back as itself
+        writer.writerows((x, y, w, h, f"{p:.9g}") for x, y, w, h, p in rows)
     return len(rows)
