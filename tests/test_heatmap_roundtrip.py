@@ -149,3 +149,114 @@ def test_export_heatmap_file_options_are_checked(tmp_path: Path, cmu_small: Path
         (line,) = err.strip().splitlines()
         assert message in line and "Traceback" not in err, line
         assert not out.exists()
+
+
+def asap_overlay_problem(
+    slide_levels: list[tuple[int, int]], map_levels: list[tuple[int, int]]
+) -> str | None:
+    """What ASAP (computationalpathologygroup/ASAP, master) does with a likelihood map, or None.
+
+    Restates, not copies, ASAP's own rules: VisualizationWorkstationExtensionPlugin::
+    loadNewForegroundImage shows the overlay only when the slide's width and height, integer-
+    divided by the map's, give one scale; IOWorker::getForegroundTile then draws slide level
+    ``j`` from map level ``j - getBestLevelForDownSample(scale)``, clamped with ``>`` (so a
+    level one past the map's last is read: getLevelDimensions returns nothing there), and places
+    the map by the ratio of level widths in both axes.
+    """
+    (width, height), (map_width, map_height) = slide_levels[0], map_levels[0]
+    if width // map_width != height // map_height:
+        return f"refused: {width}//{map_width} != {height}//{map_height}"
+    scale = width // map_width
+    downsamples = [width / w for w, _h in slide_levels]
+    best = len(slide_levels) - 1  # MultiResolutionImage::getBestLevelForDownSample
+    if scale < 1.0:
+        best = 0
+    else:
+        for i in range(1, len(slide_levels)):
+            if scale < downsamples[i]:
+                near = abs(downsamples[i] - scale) <= abs(downsamples[i - 1] - scale)
+                best = i if near else i - 1
+                break
+    for level in range(len(slide_levels)):
+        map_level = level - best
+        if map_level > len(map_levels):
+            map_level = len(map_levels) - 1
+        elif map_level < 0:
+            map_level = 0
+        if map_level >= len(map_levels):
+            return f"slide level {level} reads map level {map_level}, which does not exist"
+    # ASAP stretches the map over the slide by the width ratio, in both axes: the map's height
+    # must then cover the slide's to within one map pixel.
+    if abs(map_height * width / map_width - height) > width / map_width:
+        return f"a {map_width} x {map_height} map is not the shape of a {width} x {height} slide"
+    return None
+
+
+def _pyramid(dims: tuple[int, int], downsamples: list[int]) -> list[tuple[int, int]]:
+    return [(dims[0] // d, dims[1] // d) for d in downsamples]
+
+
+@pytest.mark.parametrize("patch", [256, 512, 64])
+def test_asap_likelihood_map_passes_asaps_own_check_on_a_real_slide(
+    tmp_path: Path, cmu_small: Path, slide_dims: tuple[int, int], patch: int
+) -> None:
+    import tifffile
+
+    from pathviewer.core.slide import open_slide
+
+    rows, cols = slide_dims[1] // patch, slide_dims[0] // patch
+    probs = np.random.default_rng(2).random((rows, cols)).astype(np.float32)
+    heatmap = Heatmap(str(cmu_small), slide_dims, (0, 0), (patch, patch), probs)
+    path = tmp_path / "CMU-1-Small-Region_likelihood_map.tif"
+    slide = open_slide(cmu_small)
+    try:
+        write_heatmap(heatmap, path, "asap", slide)
+        slide_levels = [tuple(d) for d in slide.level_dimensions]
+    finally:
+        slide.close()
+    with tifffile.TiffFile(path) as tif:
+        map_levels = [(p.shape[1], p.shape[0]) for p in tif.pages]
+        assert all(p.dtype == np.float32 and p.is_tiled for p in tif.pages)
+    assert asap_overlay_problem(slide_levels, map_levels) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("dims", "downsamples"),
+    [
+        ((46000, 32900), [1, 4, 16, 64]),  # an SVS: factor-4 levels
+        ((100000, 220000), [1, 2, 4, 8, 16, 32, 64, 128, 256]),  # an MRXS: factor 2, many levels
+        ((3001, 2999), [1]),  # one level, not a multiple of anything
+    ],
+)
+def test_asap_likelihood_map_passes_asaps_own_check_on_slide_pyramids(
+    tmp_path: Path, dims: tuple[int, int], downsamples: list[int]
+) -> None:
+    import tifffile
+
+    from pathviewer.core.heatmap_export import write_probability_tiff
+
+    levels = _pyramid(dims, downsamples)
+    probs = np.full((dims[1] // 256, dims[0] // 256), 0.5, np.float32)
+    heatmap = Heatmap("s.svs", dims, (0, 0), (256, 256), probs)
+    path = tmp_path / "s_likelihood_map.tif"
+    written = write_probability_tiff(
+        heatmap, path, levels, [dims[0] / w for w, _h in levels], mpp=0.25, kind="asap"
+    )
+    with tifffile.TiffFile(path) as tif:
+        map_levels = [(p.shape[1], p.shape[0]) for p in tif.pages]
+    assert map_levels == written
+    assert asap_overlay_problem(levels, map_levels) is None
+    # each map level is its slide level divided by the one factor: the slide's downsamples
+    factor = dims[0] // map_levels[0][0]
+    for (w, h), (mw, mh) in zip(levels, map_levels, strict=False):
+        assert (mw, mh) == (max(1, w // factor), max(1, h // factor))
+
+
+def test_asaps_check_catches_what_asap_refuses() -> None:
+    # the checker itself: rounded sizes that integer-divide to two scales, a missing level
+    assert "refused" in asap_overlay_problem([(2220, 2967)], [(35, 46)])  # type: ignore[operator]
+    # scale 1 (level 0 of the slide): slide level 3 would be drawn from map level 3 of 3
+    problem = asap_overlay_problem(
+        _pyramid((16000, 12000), [1, 4, 16, 64]), _pyramid((16000, 12000), [1, 4, 16])
+    )
+    assert problem is not None and "does not exist" in problem
