@@ -702,6 +702,80 @@ def export_heatmaps(
     return written
 
 
+def convert_heatmap_file(
+    source: str | Path,
+    slide_path: str | Path,
+    fmt: str,
+    out: str | Path,
+    patch_size: int | None = None,
+    dataset: str | None = None,
+    class_index: int | None = None,
+    stride_div: int = 2,
+) -> Path:
+    """Convert another tool's heatmap of one slide (``pathviewer export heatmap FILE --slide S``).
+
+    ``source`` is read as :func:`~pathviewer.core.heatmap_export.read_heatmap_file` reads it
+    (QuPath tiles, a ``x,y,width,height,value`` CSV, CLAM's h5, Slideflow's npz) on the slide's
+    size and pyramid, then written in export format ``fmt`` into ``out``, named after the slide.
+
+    Parameters
+    ----------
+    patch_size, dataset, class_index, stride_div
+        What the file may not say (see
+        :class:`~pathviewer.core.heatmap_export.HeatmapImportOptions`).
+
+    Returns
+    -------
+    Path
+        The file written (atomically; nothing is written when reading fails).
+
+    Raises
+    ------
+    PathViewerError
+        One line naming the file, the slide or the option that is missing.
+    """
+    from pathviewer.core.heatmap_export import (
+        HeatmapImportOptions,
+        PatchSizeNeeded,
+        export_name,
+        read_heatmap_file,
+        write_heatmap,
+    )
+    from pathviewer.core.slide import open_slide
+
+    export_name("x", fmt)  # an unknown format fails before anything is read
+    if not Path(source).is_file():
+        raise PathViewerError(f"{source}: heatmap file not found")
+    slide = open_slide(slide_path)
+    try:
+        options = HeatmapImportOptions(
+            level_downsamples=tuple(float(d) for d in slide.level_downsamples),
+            patch_size=patch_size,
+            dataset=dataset,
+            class_index=class_index,
+            stride_div=stride_div,
+        )
+        try:
+            heatmap = read_heatmap_file(source, str(slide_path), slide.dimensions, options)
+        except PatchSizeNeeded as error:
+            raise PathViewerError(f"{error} (--patch-size)") from None
+        target = Path(out)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PathViewerError(
+                f"{target}: cannot create the folder ({error.strerror})"
+            ) from None
+        out_path = target / export_name(str(slide_path), fmt)
+        try:
+            write_heatmap(heatmap, out_path, fmt, slide)
+        except OSError as error:
+            raise PathViewerError(f"{out_path}: cannot write ({error.strerror or error})") from None
+    finally:
+        slide.close()
+    return out_path
+
+
 def label_project_patches(
     project_dir: str | Path, patch_size: int = 256, background_class: str = "Normal"
 ) -> Generator[Progress, None, int]:

@@ -124,6 +124,9 @@ class Annotation:
         QuPath's ``isLocked``: the annotator froze the shape.
     metadata
         QuPath's key-value ``metadata`` of the object.
+    object_color
+        QuPath's ``properties.color``: the object's own colour, which QuPath draws instead of
+        its class colour; None when the file gave none.
     """
 
     geometry: BaseGeometry
@@ -135,6 +138,7 @@ class Annotation:
     uid: str | None = None
     locked: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
+    object_color: tuple[int, int, int] | None = None
 
 
 def valid_rgb(value: Any) -> tuple[int, int, int] | None:
@@ -241,6 +245,7 @@ def annotation_from_feature(feature: Any, where: str) -> Annotation:
     metadata_raw = properties.get("metadata") or {}
     if not isinstance(metadata_raw, dict):
         raise AnnotationError(f"{where}: metadata is not an object")
+    object_color = _parse_color(properties.get("color"), where)
     # TIAToolbox writes objectType on the feature, QuPath inside properties.
     object_type = properties.get("objectType", feature.get("objectType", "annotation"))
     return Annotation(
@@ -253,6 +258,7 @@ def annotation_from_feature(feature: Any, where: str) -> Annotation:
         uid=None if uid is None else str(uid),
         locked=bool(properties.get("isLocked", False)),
         metadata={str(k): str(v) for k, v in metadata_raw.items()},
+        object_color=object_color,
     )
 
 
@@ -493,6 +499,8 @@ def feature_from_annotation(annotation: Annotation) -> dict[str, Any]:
     properties: dict[str, Any] = {"objectType": annotation.object_type}
     if annotation.name:
         properties["name"] = annotation.name
+    if annotation.object_color is not None:
+        properties["color"] = list(annotation.object_color)
     if annotation.locked:
         properties["isLocked"] = True
     if annotation.metadata:

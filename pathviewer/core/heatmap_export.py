@@ -169,8 +169,19 @@ def _corners(heatmap: Heatmap, row: int, col: int) -> tuple[int, int, int, int]:
 
 
 def map_factor(heatmap: Heatmap, pixels_per_cell: int = PIXELS_PER_CELL) -> int:
-    """Level-0 pixels per map pixel: an integer, so the map is the slide divided by it."""
-    return max(1, min(heatmap.patch_size) // max(1, pixels_per_cell))
+    """Level-0 pixels per map pixel: an integer, so the map is the slide divided by it.
+
+    ASAP shows a likelihood map only when the slide's width and height, integer-divided by the
+    map's, give the same scale.  With map sides ``side // factor`` that holds when the factor is
+    at most the map side (the remainder ``side % factor`` is then under one map pixel's worth of
+    the division), so on a small slide the factor is halved until it is (it stays a divisor of
+    the cell size, and cells stay crisp).
+    """
+    factor = max(1, min(heatmap.patch_size) // max(1, pixels_per_cell))
+    shortest = min(heatmap.dimensions)
+    while factor > 1 and factor > shortest // factor:
+        factor //= 2
+    return factor
 
 
 #: Map levels narrower than this are left out: rounding a few pixels would shift their
@@ -181,13 +192,16 @@ MIN_LEVEL_SIDE = 64
 def map_level_sizes(
     level_dimensions: Sequence[tuple[int, int]], factor: int
 ) -> list[tuple[int, int]]:
-    """Size of each map level: the slide's level divided by ``factor``, rounded.
+    """Size of each map level: the slide's level integer-divided by ``factor``.
+
+    Not rounded: ASAP reads the scale as slide size // map size, which a rounded-up side makes
+    one less than ``factor`` (and different in width and height: ASAP then shows nothing).
 
     Level 0 is always there; coarser levels under :data:`MIN_LEVEL_SIDE` pixels are left out.
     """
     sizes = []
     for level, (width, height) in enumerate(level_dimensions):
-        size = (max(1, round(width / factor)), max(1, round(height / factor)))
+        size = (max(1, width // factor), max(1, height // factor))
         if level and min(size) < MIN_LEVEL_SIDE:
             break
         sizes.append(size)
@@ -347,9 +361,15 @@ def read_heatmap_file(
             )
     coords = np.array([(b[0], b[1]) for b in boxes], np.int64)
     values = np.array([b[4] for b in boxes], np.float32)
-    return Heatmap.from_patches(
-        slide, dimensions, (width, height), coords, values, origin=origin, method=path.name
-    )
+    cols = (coords[:, 0] - origin[0]) // width
+    rows = (coords[:, 1] - origin[1]) // height
+    # The grid of patches wholly inside the slide, grown to hold patches that reach past its
+    # edge (a padded border patch is still a scored patch, and must not be dropped).
+    n_cols = max((dimensions[0] - origin[0]) // width, int(cols.max()) + 1)
+    n_rows = max((dimensions[1] - origin[1]) // height, int(rows.max()) + 1)
+    probs = np.full((n_rows, n_cols), np.nan, np.float32)
+    probs[rows, cols] = values
+    return Heatmap(slide, dimensions, origin, (width, height), probs, method=path.name)
 
 
 def _geojson_boxes(path: Path) -> list[tuple[int, int, int, int, float]]:
@@ -450,5 +470,6 @@ def write_table(heatmap: Heatmap, path: str | os.PathLike[str]) -> int:
     with atomic_write(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["x", "y", "width", "height", "value"])
-        writer.writerows((x, y, w, h, f"{p:.6g}") for x, y, w, h, p in rows)
+        # 9 significant digits: every float32 score reads back as itself
+        writer.writerows((x, y, w, h, f"{p:.9g}") for x, y, w, h, p in rows)
     return len(rows)

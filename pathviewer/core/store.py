@@ -1575,9 +1575,13 @@ _PATCH_COLUMNS = (
 
 def _extra(annotation: Annotation) -> str:
     """The ``extra`` column: what QuPath writes that has no column of its own."""
-    return json.dumps(
-        {"metadata": dict(annotation.metadata), "measurements": dict(annotation.measurements)}
-    )
+    extra: dict[str, Any] = {
+        "metadata": dict(annotation.metadata),
+        "measurements": dict(annotation.measurements),
+    }
+    if annotation.object_color is not None:
+        extra["object_color"] = list(annotation.object_color)
+    return json.dumps(extra)
 
 
 def _annotation_record(row: Sequence[Any]) -> AnnotationRecord:
@@ -1597,6 +1601,7 @@ def _annotation_record(row: Sequence[Any]) -> AnnotationRecord:
         uid=uid or _legacy_uid(slide_id, id_),
         locked=bool(locked),
         metadata={str(k): str(v) for k, v in (extra.get("metadata") or {}).items()},
+        object_color=valid_rgb(extra.get("object_color")),
     )
     return AnnotationRecord(id_, slide_id, annotation, author, created, modified)
 
