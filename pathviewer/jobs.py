@@ -681,6 +681,14 @@ def export_heatmaps(
                     hint = "" if cohort else " (give --cohort)"
                     raise PathViewerError(f"{slide}: slide file not found{hint}")
                 slides_open[slide] = open_slide(path)
+        elif fmt in ("qupath", "contours"):
+            # QuPath crops a slide with bounds (MRXS): its tiles and regions move with them.
+            # A slide that cannot be found is taken to have none.
+            paths = {e.slide: e.path for e in read_cohort(cohort)} if cohort else {}
+            for slide in wanted:
+                path = paths.get(slide, Path(slide))
+                if Path(path).is_file():
+                    slides_open[slide] = open_slide(path)
         try:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -734,6 +742,7 @@ def convert_heatmap_file(
     PathViewerError
         One line naming the file, the slide or the option that is missing.
     """
+    from pathviewer.core.annotations import qupath_offset
     from pathviewer.core.heatmap_export import (
         HeatmapImportOptions,
         PatchSizeNeeded,
@@ -754,6 +763,7 @@ def convert_heatmap_file(
             dataset=dataset,
             class_index=class_index,
             stride_div=stride_div,
+            qupath_offset=qupath_offset(slide.properties),
         )
         try:
             heatmap = read_heatmap_file(source, str(slide_path), slide.dimensions, options)

@@ -260,3 +260,35 @@ def test_asaps_check_catches_what_asap_refuses() -> None:
         _pyramid((16000, 12000), [1, 4, 16, 64]), _pyramid((16000, 12000), [1, 4, 16])
     )
     assert problem is not None and "does not exist" in problem
+
+
+def test_qupath_heatmaps_move_with_the_bounds_of_a_cropped_slide(tmp_path: Path) -> None:
+    """QuPath shows an MRXS with bounds cropped to them: tiles and regions go out in QuPath's
+    coordinates and QuPath tiles come back in OpenSlide's, as annotations do."""
+    import json
+
+    from pathviewer.core.annotations import read_annotations
+    from pathviewer.core.slide import ArraySlide
+
+    bounds = {"openslide.bounds-x": "320", "openslide.bounds-y": "128"}
+    slide = ArraySlide(np.full((1024, 1024, 3), 200, np.uint8), properties=bounds)
+    probs = np.full((16, 16), np.nan, np.float32)
+    probs[6:10, 7:11] = 0.9  # one tumour region of 4 x 4 cells of 64 px
+    heatmap = Heatmap("s.mrxs", (1024, 1024), (0, 0), (64, 64), probs)
+    tiles = tmp_path / "s.tiles.geojson"
+    write_heatmap(heatmap, tiles, "qupath", slide)
+    features = json.loads(tiles.read_text())["features"]
+    xs = [pt[0] for f in features for pt in f["geometry"]["coordinates"][0]]
+    ys = [pt[1] for f in features for pt in f["geometry"]["coordinates"][0]]
+    assert (min(xs), min(ys)) == (7 * 64 - 320, 6 * 64 - 128)  # in QuPath's cropped frame
+    back = read_heatmap_file(
+        tiles, "s.mrxs", (1024, 1024), HeatmapImportOptions(qupath_offset=(320.0, 128.0))
+    )
+    assert cell_rows(back) == cell_rows(heatmap)  # the same cells of the same slide
+    for fmt, shift in (("contours", (320, 128)), ("contours-asap", (0, 0))):
+        out = tmp_path / f"s.{fmt}.{'xml' if fmt.endswith('asap') else 'geojson'}"
+        write_heatmap(heatmap, out, fmt, slide)
+        (region,) = read_annotations(out)
+        x0, y0, _x1, _y1 = region.geometry.bounds
+        # ASAP shows the whole slide, so its regions keep OpenSlide's coordinates.
+        assert (x0, y0) == (7 * 64 - shift[0], 6 * 64 - shift[1])

@@ -10,6 +10,7 @@ map gets one level per slide level, each the slide level divided by one integer 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -21,7 +22,9 @@ import numpy as np
 
 from pathviewer.core.annotations import (
     Annotation,
+    qupath_offset,
     read_annotations,
+    shift_annotations,
     tiles_to_geojson,
     write_annotations,
 )
@@ -73,6 +76,10 @@ class HeatmapImportOptions:
         Which class of a Slideflow grid with a class axis (default: the only or second one).
     stride_div
         Slideflow's tile size over its stride (its ``stride_div``, 2 unless changed).
+    qupath_offset
+        Where QuPath's origin lies in the slide's level-0 pixels
+        (:func:`~pathviewer.core.annotations.qupath_offset`: ``openslide.bounds-x/y``); QuPath
+        GeoJSON tiles are moved by it, as annotations from QuPath are.
     """
 
     level_downsamples: tuple[float, ...] = (1.0,)
@@ -80,6 +87,7 @@ class HeatmapImportOptions:
     dataset: str | None = None
     class_index: int | None = None
     stride_div: int = 2
+    qupath_offset: tuple[float, float] = (0.0, 0.0)
 
 
 #: File types :func:`read_heatmap_file` reads, by reader.
@@ -336,7 +344,8 @@ def read_heatmap_file(
         )
         return reader(path, slide, dimensions, options)
     if kind == "geojson":
-        boxes = _geojson_boxes(path)
+        dx, dy = (round(v) for v in options.qupath_offset)
+        boxes = [(x + dx, y + dy, w, h, v) for x, y, w, h, v in _geojson_boxes(path)]
     elif kind == "csv":
         boxes = _csv_boxes(path)
     else:
@@ -430,7 +439,10 @@ def write_heatmap(
     Parameters
     ----------
     slide
-        The slide (its pyramid and resolution): needed for ``asap`` and ``tiff``.
+        The slide (its pyramid and resolution): needed for ``asap`` and ``tiff``.  For the
+        QuPath formats (``qupath``, ``contours``) its bounds: QuPath shows a slide with
+        ``openslide.bounds-x/y`` (MRXS) cropped to them, so the tiles and regions are moved
+        into QuPath's coordinates, as exported annotations are.
 
     Returns
     -------
@@ -438,12 +450,18 @@ def write_heatmap(
         Scored cells written (regions for the contour formats).
     """
     export_name(heatmap.slide, fmt)  # an unknown format is refused here
+    dx, dy = qupath_offset(slide.properties) if slide is not None else (0.0, 0.0)
     if fmt == "qupath":
+        if dx or dy:
+            ox, oy = heatmap.origin
+            heatmap = dataclasses.replace(heatmap, origin=(ox - round(dx), oy - round(dy)))
         return write_qupath_tiles(heatmap, path)
     if fmt == "csv":
         return write_table(heatmap, path)
     if fmt in CONTOUR_FORMATS:
         regions = tumour_contours(heatmap)
+        if fmt == "contours":  # ASAP shows the whole slide: its regions stay where they are
+            regions = shift_annotations(regions, -dx, -dy)
         write_annotations(path, regions)
         return len(regions)
     if slide is None:

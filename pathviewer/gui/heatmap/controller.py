@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
     QLabel,
 )
 
+from pathviewer.core.annotations import qupath_offset
 from pathviewer.core.errors import PathViewerError
 from pathviewer.core.heatmap import Heatmap, HeatmapError, load_heatmap
 from pathviewer.core.heatmap_export import (
@@ -194,7 +195,9 @@ class HeatmapController(QObject):
             raise HeatmapError(f"{path}: open the slide these patches belong to first")
         entry = self.cohort_entry(slide)
         options = HeatmapImportOptions(
-            level_downsamples=tuple(slide.level_downsamples), patch_size=patch_size
+            level_downsamples=tuple(slide.level_downsamples),
+            patch_size=patch_size,
+            qupath_offset=qupath_offset(slide.properties),
         )
         heatmap = read_heatmap_file(
             path, entry.slide if entry else slide.path, slide.dimensions, options
