@@ -583,3 +583,14 @@ def test_the_docks_colour_bar_names_both_ends(window):
     labels = [label for level in axis._tickLevels for _value, label in level]
     assert labels[0] == "0" and labels[-1] == "1"
     assert [v for v, _ in COLORBAR_TICKS][:: len(COLORBAR_TICKS) - 1] == [0.0, 1.0]
+
+
+def test_an_exported_figure_says_which_heatmap_it_shows(window):
+    assert "heatmap" not in window.figure_provenance()  # none shown
+    show_heatmap(window)
+    controller = window.context.heatmap
+    controller.set_threshold(0.3)
+    line = window.figure_provenance()
+    assert "heatmap s.tif" in line and "threshold 0.30" in line and "colormap viridis" in line
+    controller.set_visible(False)  # a hidden heatmap is not on the figure
+    assert "heatmap" not in window.figure_provenance()

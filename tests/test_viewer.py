@@ -354,8 +354,14 @@ def test_figure_export_is_the_view_at_twice_the_resolution(window, cmu_small, tm
     out = window.export_figure(tmp_path / "figure.png")
     image = QImage(str(out))
     viewport = window.slide_view.viewport()
-    assert (image.width(), image.height()) == (2 * viewport.width(), 2 * viewport.height())
+    # The view doubled, and below it a strip with the provenance line.
+    assert image.width() == 2 * viewport.width()
+    assert image.height() == 2 * (viewport.height() + 24)
     assert _grab_from_image(image).std() > 20
+    strip = _grab_from_image(image)[2 * viewport.height() :]
+    assert strip.std() > 5  # text is drawn there
+    line = window.figure_provenance()
+    assert line.startswith(f"{cmu_small.name} · ") and "PathViewer" in line
     cli_out = tmp_path / "cli-figure.png"
     argv = ["screenshot", str(cmu_small), str(cli_out), "--size", "900x640", "--figure", "2"]
     assert main(argv) == 0

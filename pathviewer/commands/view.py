@@ -230,7 +230,7 @@ def render_screenshot(
             raise SlideError(paths[0], f"tiles did not load within {timeout:g} s")
         from pathviewer.gui.viewer.slide_view import png_bytes
 
-        image = view.render_figure(figure_scale) if figure_scale else window.grab().toImage()
+        image = window.figure_image(figure_scale) if figure_scale else window.grab().toImage()
         out = Path(out)
         data = png_bytes(image)
         with atomic_write(out, "wb") as handle:

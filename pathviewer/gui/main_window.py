@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,9 +28,12 @@ from PySide6.QtGui import (
     QAction,
     QActionGroup,
     QCloseEvent,
+    QColor,
     QDragEnterEvent,
     QDropEvent,
+    QImage,
     QKeySequence,
+    QPainter,
 )
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -114,6 +118,29 @@ def create_cohort_dock(window: MainWindow) -> QDockWidget:
     return dock
 
 
+def with_caption(image: QImage, caption: str) -> QImage:
+    """``image`` with a strip below it holding ``caption`` (one line, elided to the width)."""
+    ratio = image.devicePixelRatio()
+    width = round(image.width() / ratio)
+    strip = 24
+    out = QImage(image.width(), image.height() + round(strip * ratio), image.format())
+    out.setDevicePixelRatio(ratio)
+    out.fill(QColor(32, 33, 36))
+    painter = QPainter(out)
+    try:
+        painter.drawImage(0, 0, image)
+        painter.setPen(QColor(215, 215, 215))
+        font = painter.font()
+        font.setPointSizeF(9.0)
+        painter.setFont(font)
+        text = painter.fontMetrics().elidedText(caption, Qt.TextElideMode.ElideMiddle, width - 16)
+        top = round(image.height() / ratio)
+        painter.drawText(8, top, width - 16, strip, Qt.AlignmentFlag.AlignVCenter, text)
+    finally:
+        painter.end()
+    return out
+
+
 class MainWindow(QMainWindow):
     """PathViewer's main window (see the module docstring for how to extend it).
 
@@ -150,6 +177,9 @@ class MainWindow(QMainWindow):
         #: Right-click menu of the slide view: each provider gets the level-0 point clicked and
         #: returns its actions (an empty list when it has nothing there); see context_menu.
         self.context_menu_providers: list[Callable[[float, float], list[QAction]]] = []
+        #: Each feature's part of an exported figure's provenance line ('' when it has none
+        #: to give): the heatmap says its run, threshold and colormap.
+        self.figure_captions: list[Callable[[], str]] = []
         #: Keys handled outside menu actions (key, what it does); see describe_keys.
         self.key_descriptions: list[tuple[str, str]] = list(VIEW_KEYS)
         self._context: AppContext | None = None
@@ -526,10 +556,22 @@ class MainWindow(QMainWindow):
 
         if self.slide_view.current_slide is None:
             raise PathViewerError("open a slide first")
-        data = png_bytes(self.slide_view.render_figure(scale))
+        data = png_bytes(self.figure_image(scale))
         with atomic_write(path, "wb") as handle:
             handle.write(data)
         return Path(path)
+
+    def figure_image(self, scale: float = 2.0) -> QImage:
+        """The view at ``scale`` x the screen's resolution with its provenance line below."""
+        return with_caption(self.slide_view.render_figure(scale), self.figure_provenance())
+
+    def figure_provenance(self) -> str:
+        """The line under an exported figure: the slide, what the features show, the date."""
+        slide = self.slide_view.current_slide
+        parts = [Path(slide.path).name] if slide is not None else []
+        parts += [text for text in (caption() for caption in self.figure_captions) if text]
+        parts.append(f"PathViewer {__version__}, {datetime.now().strftime('%Y-%m-%d %H:%M')}")
+        return " · ".join(parts)
 
     def choose_figure_file(self) -> None:
         slide = self.slide_view.current_slide

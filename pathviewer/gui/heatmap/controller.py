@@ -207,6 +207,17 @@ class HeatmapController(QObject):
         self.model_path = None
         self.set_heatmap(heatmap, source=path.name)
 
+    def provenance(self) -> str:
+        """What an exported figure says about the heatmap on it ('' when none is shown)."""
+        heatmap, d = self.heatmap, self.display
+        if heatmap is None or not d.visible:
+            return ""
+        made_by = self.model_path.parent.name if self.model_path is not None else self.source
+        method = f" ({heatmap.method})" if heatmap.method else ""
+        return f"heatmap {made_by}{method}, threshold {d.threshold:.2f}, colormap {d.colormap}" + (
+            ", smooth" if d.smooth else ""
+        )
+
     def export(self, path: str | Path, fmt: str) -> int:
         """Write the shown heatmap for another tool (see :mod:`pathviewer.core.heatmap_export`).
 

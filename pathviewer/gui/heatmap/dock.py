@@ -552,6 +552,7 @@ def install(window: MainWindow) -> tuple[HeatmapController, HeatmapDock]:
             dock.raise_()
 
     controller.heatmapChanged.connect(on_heatmap)
+    window.figure_captions.append(controller.provenance)
 
     load = QAction("Load &heatmap…", window)
     load.setToolTip("Load a heatmap .npz, or a predictions folder via its slides.csv")
