@@ -346,3 +346,24 @@ def _tiny_student() -> dict:
     if not _STUDENT:
         _STUDENT.update(build_classifier(2, "resnet18", None, 32).state_dict())
     return dict(_STUDENT)
+
+
+class _RunsCode:
+    """A pickle that would call a function when loaded (what a malicious model.pt holds)."""
+
+    def __reduce__(self):  # noqa: D105
+        import os
+
+        return (os.getcwd, ())
+
+
+def test_a_file_that_asks_to_run_code_is_refused_and_named(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.save({"format": "pathviewer-model", "config": _RunsCode()}, path)
+    message = _one_line_error(path)
+    # The refused function is named; torch's advice to load it unsafely is not repeated.
+    assert "getcwd" in message and "refused" in message
+    assert "weights_only" not in message
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"PK\x03\x04 not really a zip")
+    assert "corrupt or not a PyTorch file" in _one_line_error(garbage)

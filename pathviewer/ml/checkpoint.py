@@ -8,6 +8,7 @@ keys; anything else is rejected as foreign with a :class:`CheckpointError` namin
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +43,38 @@ def load_file(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(
-            f"{path}: corrupt or not a PyTorch file ({type(error).__name__}: {str(error)[:200]})"
-        ) from None
+        raise CheckpointError(f"{path}: {_load_failure(error)}") from None
     if not isinstance(data, dict) or data.get("format") != kind:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: not a PathViewer {kind} file (found {found!r})")
     if int(data.get("version", 0)) > VERSION:
         raise CheckpointError(f"{path}: written by a newer PathViewer (version {data['version']})")
     return data
+
+
+def _load_failure(error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one short clause.
+
+    torch's own message opens with advice to load the file with ``weights_only=False`` (which
+    runs whatever code the file holds) and names the refused code only further down: a file
+    that asks for a function to be called is said to be refused, with the function's name.
+    """
+    text = str(error)
+    code = re.search(r"GLOBAL ([\w.]+)", text)
+    if code:
+        return (
+            f"refused: it asks to run {code.group(1)}, which no model file does "
+            "(use only model files PathViewer wrote)"
+        )
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip()
+        and not line.startswith(("Weights only load failed", "Check the documentation"))
+    ]
+    # The first sentence: what follows is torch's advice, not the cause.
+    detail = re.split(r"(?<=[a-z])\. ", lines[0])[0].rstrip(".") if lines else ""
+    return f"corrupt or not a PyTorch file ({type(error).__name__}: {detail[:160]})"
 
 
 def save_model(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
