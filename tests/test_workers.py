@@ -108,3 +108,13 @@ def test_describe_error_names_memory_errors() -> None:
     title, details = describe_error(MemoryError())
     assert title == "Out of memory"
     assert "batch size" in details
+
+
+def test_a_full_disk_in_a_job_reads_as_the_cli_says_it() -> None:
+    import errno
+    import os
+
+    error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/r1/model.pt")
+    title, details = describe_error(error)
+    assert title == "The job stopped"
+    assert details.splitlines()[0] == "/runs/r1/model.pt: No space left on device"

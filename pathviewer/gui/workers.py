@@ -26,7 +26,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from pathviewer.core.errors import PathViewerError
+from pathviewer.core.errors import USER_ERRORS, user_message
 from pathviewer.core.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,10 @@ def describe_error(error: BaseException) -> tuple[str, str]:
         return "Out of GPU memory", f"{text}\n\n{hint}\n\n{trace}"
     if isinstance(error, MemoryError):
         return "Out of memory", f"{text}\n\nLower the batch size or the preload budget.\n\n{trace}"
-    if isinstance(error, PathViewerError):
-        # Bad data or settings: the message names the file/row/setting; the trace is secondary.
-        return "The job stopped", f"{error}\n\n{trace}"
+    if isinstance(error, USER_ERRORS):
+        # Bad data or settings, a full disk, a locked database: the line the CLI prints, which
+        # names the file/row/setting; the trace is secondary.
+        return "The job stopped", f"{user_message(error)}\n\n{trace}"
     return "The job failed", f"{text}\n\n{trace}"
 
 
