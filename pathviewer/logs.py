@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import sys
 from pathlib import Path
 
 import platformdirs
@@ -25,6 +26,21 @@ def log_file() -> Path:
     return log_dir() / "pathviewer.log"
 
 
+class _LogFileHandler(logging.handlers.RotatingFileHandler):
+    """The log file, quiet when it cannot be written.
+
+    On a full disk or past a file-size limit every log line would otherwise print
+    ``--- Logging error ---`` and a traceback to stderr, burying the one line that says what
+    went wrong; a record that cannot be written is dropped instead.  Other failures (a bad
+    format string) are reported as usual.
+    """
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handleError(record)
+
+
 def setup_logging(verbose: bool = False) -> Path | None:
     """Attach a rotating file handler (1 MB x 3) to the ``pathviewer`` logger; return the file.
 
@@ -39,7 +55,7 @@ def setup_logging(verbose: bool = False) -> Path | None:
     try:
         assert path is not None
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.handlers.RotatingFileHandler(
+        handler: logging.Handler = _LogFileHandler(
             path, maxBytes=1_000_000, backupCount=3, encoding="utf-8"
         )
     except OSError:

@@ -175,6 +175,10 @@ def test_the_cli_says_a_full_disk_in_one_line_and_exits_2(tmp_path: Path) -> Non
     write_geojson(source, [Annotation(box(i, i, i + 9.5, i + 7.25), "Tumor") for i in range(3000)])
     target = tmp_path / "out" / "o.xml"
     target.parent.mkdir()
+    # The log file is past the limit too, as on a full disk: its failures must stay quiet.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "pathviewer.log").write_text("earlier runs\n" * 2000)
 
     def full_disk() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -184,7 +188,12 @@ def test_the_cli_says_a_full_disk_in_one_line_and_exits_2(tmp_path: Path) -> Non
         [sys.executable, "-m", "pathviewer", "annotations", "convert", str(source), str(target)],
         capture_output=True,
         text=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONDONTWRITEBYTECODE="1"),
+        env=dict(
+            os.environ,
+            PYTHONPATH=str(REPO_ROOT),
+            PYTHONDONTWRITEBYTECODE="1",
+            PATHVIEWER_LOG_DIR=str(logs),
+        ),
         preexec_fn=full_disk,  # noqa: PLW1509 - a child process of its own, nothing threaded
         timeout=120,
     )
