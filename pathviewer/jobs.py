@@ -689,12 +689,7 @@ def export_heatmaps(
                 path = paths.get(slide, Path(slide))
                 if Path(path).is_file():
                     slides_open[slide] = open_slide(path)
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise PathViewerError(
-                f"{target}: cannot create the folder ({error.strerror})"
-            ) from None
+        _make_folder(target)
         for slide, heatmap in heatmaps.items():
             out_path = target / export_name(slide, fmt)
             try:
@@ -770,12 +765,7 @@ def convert_heatmap_file(
         except PatchSizeNeeded as error:
             raise PathViewerError(f"{error} (--patch-size)") from None
         target = Path(out)
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise PathViewerError(
-                f"{target}: cannot create the folder ({error.strerror})"
-            ) from None
+        _make_folder(target)
         out_path = target / export_name(str(slide_path), fmt)
         try:
             write_heatmap(heatmap, out_path, fmt, slide)
@@ -881,3 +871,11 @@ def prepare_demo_cohort(regenerate: bool = False) -> Generator[Progress, None, P
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target / "cohort.csv"
+
+
+def _make_folder(target: Path) -> None:
+    """Create an output folder; one that cannot be made is a PathViewerError naming it."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PathViewerError(f"{target}: cannot create the folder ({error.strerror})") from None

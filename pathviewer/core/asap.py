@@ -34,12 +34,13 @@ that every file written can be read back.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -278,9 +279,15 @@ def read_asap(path: str | os.PathLike[str]) -> list[Annotation]:
         and Name).  Nothing is returned in that case.
     """
     path = Path(path)
+    with _reading(path), path.open("rb") as handle:
+        return _parse_stream(handle, str(path))
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """A missing or unreadable annotation file as an AnnotationError naming it."""
     try:
-        with path.open("rb") as handle:
-            return _parse_stream(handle, str(path))
+        yield
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file not found") from None
     except OSError as error:
@@ -290,25 +297,17 @@ def read_asap(path: str | os.PathLike[str]) -> list[Annotation]:
 def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
     """The bytes of an annotation file; a missing or unreadable one is an AnnotationError."""
     path = Path(path)
-    try:
+    with _reading(path):
         return path.read_bytes()
-    except FileNotFoundError:
-        raise AnnotationError(f"{path}: file not found") from None
-    except OSError as error:
-        raise AnnotationError(f"{path}: cannot read ({error})") from None
 
 
 def xml_root_tag(path: str | os.PathLike[str]) -> str:
     """The root element's tag of an XML file, read from its first element only."""
     path = Path(path)
     try:
-        with path.open("rb") as handle:
+        with _reading(path), path.open("rb") as handle:
             for _event, element in safe_iterparse(handle, events=("start",), forbid_dtd=True):
                 return str(element.tag)
-    except FileNotFoundError:
-        raise AnnotationError(f"{path}: file not found") from None
-    except OSError as error:
-        raise AnnotationError(f"{path}: cannot read ({error})") from None
     except DefusedXmlException:
         raise AnnotationError(
             f"{path}: DOCTYPE/ENTITY declarations are not allowed in annotation XML"

@@ -997,19 +997,7 @@ class Project:
         ProjectError
             No such review, or it is retracted already.
         """
-        with self._edit("reviews", []) as conn:
-            row = conn.execute(
-                "SELECT patch_label_id, retracted_at FROM reviews WHERE id = ?", (review_id,)
-            ).fetchone()
-            if row is None:
-                raise ProjectError(f"{self.db_path}: no review decision with id {review_id}")
-            if row[1] is not None:
-                raise ProjectError(f"review decision {review_id} was retracted at {row[1]}")
-            conn.execute(
-                "UPDATE reviews SET retracted_at = ?, retracted_by = ? WHERE id = ?",
-                (_now(), author, review_id),
-            )
-            self._apply_decisions(conn, int(row[0]))
+        self._retract("reviews", "review decision", review_id, author)
 
     def retract_adjudication(self, adjudication_id: int, author: str | None = None) -> None:
         """Take an adjudication back (undo), like :meth:`retract_review`: the patch is
@@ -1020,18 +1008,24 @@ class Project:
         ProjectError
             No such adjudication, or it is retracted already.
         """
-        with self._edit("adjudications", []) as conn:
+        self._retract("adjudications", "adjudication", adjudication_id, author)
+
+    def _retract(self, table: str, what: str, decision_id: int, author: str | None) -> None:
+        """Mark decision ``decision_id`` of ``table`` (reviews or adjudications) retracted."""
+        if table not in ("reviews", "adjudications"):
+            raise ValueError(f"no decisions in {table!r}")
+        with self._edit(table, []) as conn:
             row = conn.execute(
-                "SELECT patch_label_id, retracted_at FROM adjudications WHERE id = ?",
-                (adjudication_id,),
+                f"SELECT patch_label_id, retracted_at FROM {table} WHERE id = ?",
+                (decision_id,),
             ).fetchone()
             if row is None:
-                raise ProjectError(f"{self.db_path}: no adjudication with id {adjudication_id}")
+                raise ProjectError(f"{self.db_path}: no {what} with id {decision_id}")
             if row[1] is not None:
-                raise ProjectError(f"adjudication {adjudication_id} was retracted at {row[1]}")
+                raise ProjectError(f"{what} {decision_id} was retracted at {row[1]}")
             conn.execute(
-                "UPDATE adjudications SET retracted_at = ?, retracted_by = ? WHERE id = ?",
-                (_now(), author, adjudication_id),
+                f"UPDATE {table} SET retracted_at = ?, retracted_by = ? WHERE id = ?",
+                (_now(), author, decision_id),
             )
             self._apply_decisions(conn, int(row[0]))
 
