@@ -499,3 +499,27 @@ def test_a_truncated_slide_shows_error_tiles_and_one_message(window, truncated_s
     pixels = _grab_array(view.viewport())
     b, g, r = pixels[..., 0::4], pixels[..., 1::4], pixels[..., 2::4]
     assert ((r > 150) & (g < 100) & (b < 100)).sum() > 20  # red hatching on screen
+
+
+def test_a_complete_frame_is_a_paint_with_every_visible_tile_and_no_stand_in(window) -> None:
+    import time
+
+    view = window.slide_view
+    view.set_slide(_array_slide(4096))
+    view.set_scale(1.0)
+    start = time.perf_counter()
+    assert view.wait_for_complete_frame(start, 10)
+    assert view.last_complete_paint >= start
+    assert view.visible_tile_keys() and view.missing_visible_tiles() == 0
+    # With the tiles gone, a paint draws stand-ins: the frame is not complete again.
+    view.pipeline.cancel_all()
+    view.pipeline.wait_until_idle(10)
+    view.cache.clear()
+    before = time.perf_counter()
+    view.viewport().repaint()
+    assert view.last_complete_paint < before
+    assert not view.wait_for_complete_frame(before, 0.0)
+    # Once the tiles are read again and painted, it is.
+    view.update_requests()
+    assert view.wait_for_complete_frame(before, 10)
+    assert view.missing_visible_tiles() == 0

@@ -35,6 +35,7 @@ from collections.abc import Callable
 import numpy as np
 from PySide6.QtCore import (
     QEvent,
+    QEventLoop,
     QObject,
     QPointF,
     QRect,
@@ -149,6 +150,9 @@ class SlideItem(QGraphicsItem):
         self._rect = QRectF(0, 0, width, height)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
         self.setZValue(SLIDE_Z)
+        #: Whether the paint under way drew a stand-in (coarser tile, thumbnail, white) for a
+        #: tile not read yet.
+        self.placeholder_painted = False
 
     def boundingRect(self) -> QRectF:  # noqa: N802 - Qt override
         return self._rect
@@ -160,12 +164,19 @@ class SlideItem(QGraphicsItem):
         widget: QWidget | None = None,
     ) -> None:
         started = time.perf_counter()
+        view = self._view
+        self.placeholder_painted = False
+        complete = False
         try:
             self._paint(painter, option)
+            complete = bool(view.pipeline.grids) and not self.placeholder_painted
         finally:
-            view = self._view
             view.paint_count += 1
             view.max_paint_ms = max(view.max_paint_ms, (time.perf_counter() - started) * 1000)
+        # Each tile that arrived since the last paint has its area in this one, so a paint that
+        # drew no stand-in while every visible tile is cached leaves the frame complete.
+        if complete and view.missing_visible_tiles() == 0:
+            view.last_complete_paint = time.perf_counter()
 
     def _paint(self, painter: QPainter, option: QStyleOptionGraphicsItem) -> None:
         view = self._view
@@ -258,6 +269,7 @@ class SlideItem(QGraphicsItem):
                     )
                     painter.drawImage(part, image, source)
                 else:
+                    self.placeholder_painted = True
                     self._paint_thumbnail(painter, part)
                     self._paint_fallback(painter, part, level, generation)
 
@@ -389,6 +401,9 @@ class SlideView(QGraphicsView):
         self.display = DisplayRenderer()
         #: Milliseconds the last adjusted paint took (benchmarks).
         self.last_display_ms = 0.0
+        #: ``time.perf_counter()`` at the end of the last paint after which every visible tile
+        #: was on screen, none stood in for by a coarser one (0.0: none yet).
+        self.last_complete_paint = 0.0
         self.setScene(QGraphicsScene(self))
         self.setBackgroundBrush(BACKGROUND)
         self.setFrameShape(QGraphicsView.Shape.NoFrame)
@@ -774,6 +789,25 @@ class SlideView(QGraphicsView):
             self._item.update(region)
         if self._thumbnail_wanted and self.missing_visible_tiles() == 0:
             self._maybe_start_thumbnail()  # the first frame is complete
+
+    def wait_for_complete_frame(self, since: float, timeout: float = 20.0) -> bool:
+        """Process events until a complete frame is painted after ``since`` (True) or timeout.
+
+        A complete frame shows every visible tile of the level drawn, none stood in for by a
+        coarser tile or the thumbnail (see :attr:`last_complete_paint`); unlike
+        :meth:`wait_until_idle` it does not wait for the ring of tiles read ahead around the
+        view, nor for the thumbnail.  ``since`` is a ``time.perf_counter()`` value.
+        """
+        deadline = time.monotonic() + timeout
+        app = QApplication.instance()
+        while time.monotonic() < deadline:
+            if self.last_complete_paint >= since:
+                return True
+            if app is not None:
+                app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 5)
+            if self.last_complete_paint < since:
+                time.sleep(0.001)
+        return self.last_complete_paint >= since
 
     def wait_until_idle(self, timeout: float = 20.0, thumbnail: bool = True) -> bool:
         """Process events until every visible tile is cached and painted (True) or timeout (False).
