@@ -78,10 +78,17 @@ def parse_xml_root(data: bytes, source: str, kind: str = "ASAP XML") -> ET.Eleme
     AnnotationError
         Not well-formed, or a DOCTYPE/ENTITY declaration (``kind`` names the format).
     """
-    try:
+    with _parsing(source, kind):
         # forbid_dtd: annotation files have no DTD, and refusing it also refuses every entity
         # declaration; done by expat's handlers, so after decoding, whatever the encoding.
         return safe_fromstring(data, forbid_dtd=True)
+
+
+@contextlib.contextmanager
+def _parsing(source: str, kind: str) -> Iterator[None]:
+    """XML that is unsafe or not well-formed as an AnnotationError naming ``source``."""
+    try:
+        yield
     except DefusedXmlException:
         raise AnnotationError(
             f"{source}: DOCTYPE/ENTITY declarations are not allowed in {kind}"
@@ -185,7 +192,7 @@ def _parse_stream(handle: IO[bytes], source: str) -> list[Annotation]:
     annotations: list[Annotation] = []
     slots: dict[str, int] = {}  # object id -> position of its annotation in `annotations`
     index = 0
-    try:
+    with _parsing(source, "ASAP XML"):
         for event, element in events:
             if event == "start":
                 if not path and element.tag != "ASAP_Annotations":
@@ -207,12 +214,6 @@ def _parse_stream(handle: IO[bytes], source: str) -> list[Annotation]:
                 _add_element(element, index, source, annotations, colors, compound, slots)
                 index += 1
             del path[1][:]  # a finished grandchild of the root: nothing refers to it any more
-    except DefusedXmlException:
-        raise AnnotationError(
-            f"{source}: DOCTYPE/ENTITY declarations are not allowed in ASAP XML"
-        ) from None
-    except ET.ParseError as error:
-        raise AnnotationError(f"{source}: not well-formed XML ({error})") from None
     colors.resolve()
     for object_id, parts in compound.items():
         polygons = []
@@ -304,16 +305,9 @@ def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
 def xml_root_tag(path: str | os.PathLike[str]) -> str:
     """The root element's tag of an XML file, read from its first element only."""
     path = Path(path)
-    try:
-        with _reading(path), path.open("rb") as handle:
-            for _event, element in safe_iterparse(handle, events=("start",), forbid_dtd=True):
-                return str(element.tag)
-    except DefusedXmlException:
-        raise AnnotationError(
-            f"{path}: DOCTYPE/ENTITY declarations are not allowed in annotation XML"
-        ) from None
-    except ET.ParseError as error:
-        raise AnnotationError(f"{path}: not well-formed XML ({error})") from None
+    with _parsing(str(path), "annotation XML"), _reading(path), path.open("rb") as handle:
+        for _event, element in safe_iterparse(handle, events=("start",), forbid_dtd=True):
+            return str(element.tag)
     raise AnnotationError(f"{path}: not well-formed XML (no element found)")
 
 
