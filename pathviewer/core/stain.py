@@ -54,15 +54,22 @@ def complete_stain_matrix(vectors: np.ndarray) -> np.ndarray:
     -------
     numpy.ndarray
         ``(3, 3)`` float64 matrix of unit rows.  With two stains the third row is the unit
-        vector orthogonal to both, so ``OD @ inv(M)`` puts what neither stain explains there.
+        normal of their plane (signed so that its components sum to a positive number), so
+        ``OD @ inv(M)`` puts what neither stain explains there and the matrix is well
+        conditioned for any two distinct stains.
     """
     rows = np.asarray(vectors, np.float64)
     if rows.shape not in ((2, 3), (3, 3)):
         raise ValueError(f"stain vectors must be 2 or 3 rows of 3 values, got {rows.shape}")
     rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     if rows.shape[0] == 2:
+        # The plane's normal, not its absolute value: taking |cross| breaks the orthogonality,
+        # and for H-DAB it lands next to haematoxylin (cosine 0.9998, condition number ~280),
+        # so uint8 rounding swamps the DAB channel.  Orthogonal, the two stains' concentrations
+        # are the least-squares fit of the OD (as in Macenko et al.) for any distinct pair.
         third = np.cross(rows[0], rows[1])
-        third = np.abs(third)  # a residual channel with positive OD, as deconvolution tools use
+        if third.sum() < 0:  # the sign is free; a mostly positive residual reads like a stain
+            third = -third
         rows = np.vstack([rows, third / np.linalg.norm(third)])
     return rows
 
@@ -143,21 +150,6 @@ def _tissue_od(rgb: np.ndarray, beta: float, background: float) -> np.ndarray:
     return od[np.all(od > beta, axis=1)]
 
 
-def _plane_matrix(h: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """Stain matrix of unit H and E rows and the unit normal of their plane as residual.
-
-    Unlike the absolute cross product of :func:`complete_stain_matrix` the normal is exactly
-    orthogonal to both stains, so the matrix is well conditioned for any pair of distinct
-    stains (the absolute value can land next to haematoxylin, and then deconvolution amplifies
-    noise in pale pixels many times), and the H and E concentrations are the least-squares fit
-    of the OD to the two stains, as in Macenko et al.
-    """
-    normal = np.cross(h, e)
-    if normal.sum() < 0:  # the sign is free; a mostly positive residual reads like a stain
-        normal = -normal
-    return np.stack([h, e, normal / np.linalg.norm(normal)])
-
-
 def _macenko(od: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """Stain matrix and 99th-percentile concentrations of tissue OD pixels ``(n, 3)``."""
     if od.shape[0] < MIN_TISSUE_PIXELS:
@@ -194,7 +186,7 @@ def _macenko(od: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     # Haematoxylin absorbs more red light than eosin (Ruifrok: 0.65 against 0.07).
     if stains[0][0] < stains[1][0]:
         stains.reverse()
-    matrix = _plane_matrix(stains[0], stains[1])
+    matrix = complete_stain_matrix(stains[:2])
     concentrations = od64 @ np.linalg.inv(matrix)[:, :2]
     max_concentrations = np.percentile(concentrations, 99.0, axis=0)
     return matrix, max_concentrations

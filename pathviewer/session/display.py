@@ -219,8 +219,10 @@ class _StainLookup:
 
 
 #: Largest change of a displayed 8-bit level within one concentration bin of the two-stain
-#: lookup: each stain then costs at most a quarter level (half a bin's spread) of error.
-_LEVELS_PER_BIN = 0.5
+#: lookup: each stain then costs at most a quarter level (about half a bin's spread) of error.  At
+#: 0.45 the two-stain table has ~0.5 M colours and stays within 0.1 level of the exact image
+#: on average for H&E and H-DAB alike (0.5 left H-DAB at 0.102).
+_LEVELS_PER_BIN = 0.45
 
 
 def _concentration_steps(
