@@ -186,7 +186,7 @@ def _macenko(od: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     # Haematoxylin absorbs more red light than eosin (Ruifrok: 0.65 against 0.07).
     if stains[0][0] < stains[1][0]:
         stains.reverse()
-    matrix = complete_stain_matrix(stains[:2])
+    matrix = complete_stain_matrix(np.stack(stains[:2]))
     concentrations = od64 @ np.linalg.inv(matrix)[:, :2]
     max_concentrations = np.percentile(concentrations, 99.0, axis=0)
     return matrix, max_concentrations
