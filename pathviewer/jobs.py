@@ -164,6 +164,7 @@ def refine_run(
     -------
     RefineResult
     """
+    from pathviewer.core.ranking import patch_neighbours
     from pathviewer.ml.patch_data import PatchDataset, read_labels_csv, write_refinement_outputs
     from pathviewer.ml.refine import iter_train_refine
 
@@ -247,6 +248,7 @@ def refine_run(
             classes=names,
             # Out-of-sample folds keep each slide together (annotation errors are regional).
             groups=slides,
+            neighbours=patch_neighbours(slides, [(r.x, r.y, r.width, r.height) for r in rows]),
         )
     finally:
         if isinstance(dataset, PatchDataset):

@@ -77,6 +77,23 @@ def test_train_noisy_writes_every_output(cohort_labels: Path, tmp_path: Path, ca
     assert "labels flagged" in capsys.readouterr().out
 
 
+def test_train_noisy_regional_order_ranks_from_the_patch_positions(
+    cohort_labels: Path, tmp_path: Path
+) -> None:
+    table = _tiny_table(cohort_labels, tmp_path)
+    run = tmp_path / "run"
+    args = ["train", "noisy", "--labels", str(table), "--out", str(run), "--model", "stain"]
+    args += ["--epochs", "3", "--warmup", "1", "--batch-size", "16", "--lr", "0.01"]
+    args += ["--rank-by", "regional", "--device", "cpu", "-q"]
+    assert main(args) == 0
+    assert json.loads((run / "config.json").read_text())["rank_by"] == "regional"
+    flags = _read(run / "flags.csv")
+    labels = {(r["slide"], r["x"], r["y"]): r["label"] for r in _read(table)}
+    for flag in flags:  # every flag is a patch of the table, its given label unchanged
+        key = (str((run / flag["slide"]).resolve()), flag["x"], flag["y"])
+        assert labels[key] == flag["given"] != flag["suggested"]
+
+
 def test_train_noisy_bad_input_exits_2(cohort_labels: Path, tmp_path: Path, capsys) -> None:
     table = _tiny_table(cohort_labels, tmp_path)
     run = tmp_path / "run"

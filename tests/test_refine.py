@@ -13,6 +13,7 @@ from torch import nn
 from pathviewer.core.errors import TrainingError
 from pathviewer.core.label_noise import symmetric_flips
 from pathviewer.core.progress import run_job
+from pathviewer.core.ranking import patch_neighbours
 from pathviewer.ml.patch_data import ArrayDataset
 from pathviewer.ml.refine import (
     GradientDensity,
@@ -542,6 +543,67 @@ def test_tempered_ranking_lets_a_missed_rare_class_label_reach_the_queue() -> No
     expected = np.array([0.6 / math.sqrt(0.95), 0.4 / math.sqrt(0.05)])
     assert np.allclose(ranking_probs(probs, given, "tempered")[0], expected / expected.sum())
     assert np.allclose(ranking_probs(probs, given, "g"), probs)
+
+
+def _grid_boxes(side: int, patch: int = 128) -> list[tuple[int, int, int, int]]:
+    return [(x * patch, y * patch, patch, patch) for y in range(side) for x in range(side)]
+
+
+def test_patch_neighbours_are_adjacent_cells_of_one_slide_and_grid() -> None:
+    boxes = _grid_boxes(3)
+    neighbours = patch_neighbours(["a"] * 9, boxes)
+    assert sorted(neighbours.of(4).tolist()) == [0, 1, 2, 3, 5, 6, 7, 8]  # the centre
+    assert sorted(neighbours.of(0).tolist()) == [1, 3, 4]  # a corner
+    # Another slide at the same place, or a patch of another size, is nobody's neighbour.
+    mixed = patch_neighbours(
+        ["a", "b", "a"], [(0, 0, 128, 128), (128, 0, 128, 128), (0, 0, 64, 64)]
+    )
+    assert [len(mixed.of(i)) for i in range(3)] == [0, 0, 0]
+    with pytest.raises(ValueError, match="2 slides but 1 boxes"):
+        patch_neighbours(["a", "b"], [(0, 0, 1, 1)])
+
+
+def test_regional_ranking_puts_a_doubtful_region_before_a_lone_doubtful_label() -> None:
+    # Two 5x5 slides of Normal labels the model calls normal.  On slide "a" the centre 3x3
+    # block is a missed focus (model p(Tumor) 0.7); on slide "b" one lone patch has p(Tumor)
+    # 0.9 among confident normal neighbours (a correct label the model doubts).
+    boxes = _grid_boxes(5)
+    slides = ["a"] * 25 + ["b"] * 25
+    given = np.zeros(50, int)
+    given[[0, 25]] = 1  # a Tumor label on each slide, far from the rest (class shares)
+    probs = np.tile([0.95, 0.05], (50, 1))
+    probs[[0, 25]] = [0.1, 0.9]
+    focus = [6, 7, 8, 11, 12, 13, 16, 17, 18]
+    probs[focus] = [0.3, 0.7]
+    lone = 25 + 12
+    probs[lone] = [0.1, 0.9]
+    neighbours = patch_neighbours(slides, boxes + boxes)
+    refined = np.eye(2)[given]
+    g = 1 - probs[np.arange(50), given]
+    tempered = flag_labels(given, refined, g, 1.0, None, probs, "tempered")
+    regional = flag_labels(given, refined, g, 1.0, None, probs, "regional", neighbours)
+    assert tempered[0].index == lone  # the lone doubt is the most doubtful single label
+    assert {f.index for f in regional[:9]} == set(focus) and regional[0].index == 12
+    assert {f.index for f in regional} >= {*focus, lone}  # nothing is dropped, only reordered
+    assert all(f.suggested == 1 for f in regional if f.index in focus)
+    with pytest.raises(TrainingError, match="position"):
+        flag_labels(given, refined, g, 1.0, None, probs, "regional")
+
+
+def test_regional_order_without_patch_positions_is_refused_before_training() -> None:
+    config = RefineConfig(max_rounds=2, warmup=1, device="cpu", rank_by="regional")
+    built = []
+
+    def factory() -> nn.Module:
+        built.append(1)
+        return StainFeatureClassifier(2, 4, num_features=2)
+
+    features = np.zeros((20, 2), np.float32)
+    with pytest.raises(TrainingError, match="position"):
+        train_refine(
+            FeatureDataset(features), np.r_[np.zeros(10, int), np.ones(10, int)], 2, factory, config
+        )
+    assert built == []
 
 
 def _rare_class_run(shift: float, toward: str) -> tuple[float, float, bool]:

@@ -51,6 +51,7 @@ from pathviewer.core.cohort import read_cohort
 from pathviewer.core.geometry import patch_labels_from_regions
 from pathviewer.core.label_noise import noisy_cohort_annotations, symmetric_flips
 from pathviewer.core.progress import run_job
+from pathviewer.core.ranking import REGIONAL, Neighbours, patch_neighbours
 from pathviewer.core.realistic import generate_realistic_cohort
 from pathviewer.core.slide import open_slide
 from pathviewer.core.tiling import iter_tissue_boxes
@@ -313,11 +314,13 @@ def evaluate_flags(
     folds: int,
     learner: Learner,
     groups: np.ndarray | None = None,
+    neighbours: Neighbours | None = None,
 ) -> dict[str, Any]:
     """Review queues from the same out-of-sample probabilities: ours (each ranking) and cleanlab's.
 
     With ``groups`` (each patch's slide) the folds keep a slide together, as ``train noisy``
-    does for its own out-of-sample flags.
+    does for its own out-of-sample flags.  The ``regional`` order is scored when the patches'
+    ``neighbours`` are known (not on digits).
     """
     factory = learner.factory(num_classes, in_channels)
     oos_config = RefineConfig.from_dict({**config.to_dict(), "oos_folds": folds})
@@ -336,14 +339,15 @@ def evaluate_flags(
     errors = noisy != clean
     out: dict[str, Any] = {"errors": int(errors.sum())}
     for rank_by in RANKINGS:
+        if rank_by == REGIONAL and neighbours is None:
+            continue
         ranked = RefineConfig.from_dict({**oos_config.to_dict(), "rank_by": rank_by})
-        flags = flags_from_probs(noisy, probs, ranked)[2]
+        flags = flags_from_probs(noisy, probs, ranked, neighbours=neighbours)[2]
         order = np.array([f.index for f in flags], np.int64)
         flagged = np.zeros(len(noisy), bool)
         flagged[order] = True
         out[rank_by] = queue_scores(order, flagged, errors)
-        if rank_by == config.rank_by:
-            out[rank_by]["by_given_class"] = queue_by_given_class(order, flagged, errors, noisy)
+        out[rank_by]["by_given_class"] = queue_by_given_class(order, flagged, errors, noisy)
     # The same queue from the class-balanced probabilities (no label prior): a rare class's
     # members labelled as the common class (missed foci) can only be flagged there.
     flags = flags_from_probs(noisy, balanced, oos_config)[2]
@@ -395,6 +399,7 @@ def run_case(
     folds: int,
     learner: Learner,
     groups: np.ndarray | None = None,
+    neighbours: Neighbours | None = None,
 ) -> dict[str, Any]:
     """Every method, and the review queues, on one noisy training set."""
     out: dict[str, Any] = {
@@ -409,7 +414,16 @@ def run_case(
         )
     if folds >= 2:
         out["flags"] = evaluate_flags(
-            x_train, noisy, clean, base, in_channels, num_classes, folds, learner, groups
+            x_train,
+            noisy,
+            clean,
+            base,
+            in_channels,
+            num_classes,
+            folds,
+            learner,
+            groups,
+            neighbours,
         )
     return out
 
@@ -503,6 +517,7 @@ def run(
                 samples = run_job(iter_slide_features(ArrayDataset(samples), data.slide.tolist()))
             train = ~data.is_test
             clean = data.labels[train]
+            neighbours = patch_neighbours(data.slide[train].tolist(), data.boxes[train])
             report.setdefault("patches_per_seed", []).append(
                 {
                     "train": int(train.sum()),
@@ -546,6 +561,7 @@ def run(
                         folds,
                         learner,
                         data.slide[train],
+                        neighbours,
                     )
                     result["strength"] = strength
                     runs.setdefault(case, []).append(result)

@@ -122,7 +122,7 @@ from torch.utils.data import DataLoader, Dataset
 from pathviewer.core.atomic import atomic_write
 from pathviewer.core.errors import CheckpointError, TrainingError
 from pathviewer.core.progress import Progress, run_job
-from pathviewer.core.ranking import RANKINGS
+from pathviewer.core.ranking import RANKINGS, REGIONAL, Neighbours
 from pathviewer.ml.device import pick_device
 from pathviewer.ml.losses import soft_cross_entropy
 from pathviewer.ml.refine_config import (  # noqa: F401 - re-exported: the engine's settings
@@ -485,24 +485,35 @@ def ranking_probs(probs: np.ndarray, given: np.ndarray, rank_by: str = "g") -> n
     choice; without them, the common class's borderline labels crowd the queue.  On the
     realistic benchmark it kept the first 100 flags' precision of ``g`` under symmetric noise,
     coarse outlines and region swaps and raised it under missed foci (docs/label-refinement.md).
-    The other rankings use ``probs`` as they are.
+    ``regional`` divides them by the shares themselves (class-balanced): it judges regions,
+    and a missed focus is a region of the rare class that the label prior alone would keep
+    labelled as the common one.  The other rankings use ``probs`` as they are.
     """
     probs = np.asarray(probs, dtype=np.float64)
-    if rank_by != "tempered" or len(given) == 0:
+    if rank_by not in ("tempered", REGIONAL) or len(given) == 0:
         return probs
-    shares = np.bincount(given, minlength=probs.shape[1]) / len(given)
-    tempered = probs / np.sqrt(np.maximum(shares, 1.0 / len(given)))
-    return np.asarray(tempered / tempered.sum(axis=1, keepdims=True))
+    shares = np.maximum(np.bincount(given, minlength=probs.shape[1]) / len(given), 1.0 / len(given))
+    divided = probs / (np.sqrt(shares) if rank_by == "tempered" else shares)
+    return np.asarray(divided / divided.sum(axis=1, keepdims=True))
 
 
-def suspicion(probs: np.ndarray, given: np.ndarray, rank_by: str = "g") -> np.ndarray:
+def suspicion(
+    probs: np.ndarray,
+    given: np.ndarray,
+    rank_by: str = "g",
+    neighbours: Neighbours | None = None,
+) -> np.ndarray:
     """Review-queue score of each label (higher: more likely wrong); see :data:`RANKINGS`.
 
     ``g`` is ``1 - p_given``.  ``class_normalised`` divides ``p_given`` by the class's mean
     ``p`` over the samples given that class (the per-class threshold of confident learning,
     Northcutt et al. 2021) before taking ``1 -``: with imbalanced classes a rare class's correct
     labels have lower probabilities than a common class's, and the plain ``g`` would fill the
-    top of the queue with them.
+    top of the queue with them.  ``regional`` is ``sqrt(q_i * r_i)`` with ``q = 1 - p_given``
+    of the class-balanced probabilities and ``r_i`` the mean ``q`` of ``i`` and its
+    ``neighbours`` given the same label: regional errors (missed foci, swapped regions) are
+    whole neighbourhoods of doubtful labels, while a correct label the model doubts is most
+    often alone (docs/label-refinement.md).
 
     Parameters
     ----------
@@ -512,6 +523,9 @@ def suspicion(probs: np.ndarray, given: np.ndarray, rank_by: str = "g") -> np.nd
         ``(N,)`` given class indices.
     rank_by
         A key of :data:`RANKINGS`.
+    neighbours
+        Each sample's neighbouring patches (:func:`~pathviewer.core.ranking.patch_neighbours`);
+        required by ``regional``.
     """
     if rank_by not in RANKINGS:
         raise TrainingError(f"unknown ranking {rank_by!r} (known: {', '.join(RANKINGS)})")
@@ -520,10 +534,48 @@ def suspicion(probs: np.ndarray, given: np.ndarray, rank_by: str = "g") -> np.nd
     p_given = probs[np.arange(len(given)), given]
     if rank_by in ("g", "tempered"):
         return 1.0 - p_given
+    if rank_by == REGIONAL:
+        return regional_suspicion(1.0 - p_given, given, neighbours)
     typical = np.ones(probs.shape[1])
     for c in np.unique(given):
         typical[c] = max(float(p_given[given == c].mean()), 1e-6)
     return 1.0 - p_given / typical[given]
+
+
+def regional_suspicion(
+    doubt: np.ndarray, given: np.ndarray, neighbours: Neighbours | None
+) -> np.ndarray:
+    """``sqrt(doubt_i * r_i)``, ``r_i`` the mean doubt of ``i`` and its like-labelled neighbours.
+
+    Parameters
+    ----------
+    doubt
+        ``(N,)`` probability that each label is wrong.
+    given
+        ``(N,)`` given class indices.
+    neighbours
+        Each sample's neighbours; their count must match ``doubt``.
+
+    Raises
+    ------
+    TrainingError
+        No neighbours (the samples' positions are unknown), or as many as another set of samples.
+    """
+    if neighbours is None:
+        raise TrainingError(
+            "the regional review order needs each patch's position on its slide; "
+            "use it with patch labels (labels.csv or a project), or choose another order"
+        )
+    doubt = np.asarray(doubt, dtype=np.float64)
+    if len(neighbours) != len(doubt):
+        raise TrainingError(f"{len(neighbours)} patch positions but {len(doubt)} labels")
+    owner = np.repeat(np.arange(len(doubt)), np.diff(neighbours.indptr))
+    like = given[neighbours.indices] == given[owner]
+    total = doubt + np.bincount(
+        owner[like], weights=doubt[neighbours.indices[like]], minlength=len(doubt)
+    )
+    count = 1.0 + np.bincount(owner[like], minlength=len(doubt))
+    return np.asarray(np.sqrt(doubt * total / count))
 
 
 def refine_labels(
@@ -576,6 +628,7 @@ def flag_labels(
     trusted: np.ndarray | None = None,
     probs: np.ndarray | None = None,
     rank_by: str = "g",
+    neighbours: Neighbours | None = None,
 ) -> list[Flag]:
     """Step 6: samples the model assigns to another class, or whose ``g`` exceeds ``threshold``.
 
@@ -605,6 +658,8 @@ def flag_labels(
         None: ``refined`` stands in for them.
     rank_by
         The queue's order, a key of :data:`RANKINGS` (:func:`suspicion` of ``probs``).
+    neighbours
+        Each sample's neighbouring patches, for the ``regional`` order.
 
     Returns
     -------
@@ -628,7 +683,7 @@ def flag_labels(
     mask = (g > threshold) | (refined_top != given) | (probs.argmax(axis=1) != given)
     if trusted is not None:
         mask &= ~np.asarray(trusted, dtype=bool)
-    score = g if rank_by == "g" else suspicion(model_probs, given, rank_by)
+    score = g if rank_by == "g" else suspicion(model_probs, given, rank_by, neighbours)
     flags = []
     for i in np.flatnonzero(mask):
         suggested = int(refined_top[i]) if refined_top[i] != given[i] else int(other_top[i])
@@ -651,6 +706,7 @@ def flags_from_probs(
     probs: np.ndarray,
     config: RefineConfig,
     trusted: np.ndarray | None = None,
+    neighbours: Neighbours | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[Flag]]:
     """Steps 4 and 6 on given probabilities (e.g. out of sample): refined labels, ``g``, flags.
 
@@ -661,9 +717,11 @@ def flags_from_probs(
     probs
         ``(N, M)`` predicted probabilities.
     config
-        Supplies ``gamma`` and ``flag_threshold``.
+        Supplies ``gamma``, ``flag_threshold`` and ``rank_by``.
     trusted
         ``(N,)`` bool, optional.
+    neighbours
+        Each sample's neighbouring patches, for the ``regional`` order.
     """
     labels = np.asarray(labels, dtype=np.int64)
     given = _one_hot(labels, probs.shape[1])
@@ -672,7 +730,9 @@ def flags_from_probs(
         given, torch.as_tensor(probs, dtype=torch.float32), config.gamma, trusted_t
     ).numpy()
     g = gradient_norm(torch.as_tensor(probs, dtype=torch.float64), given.double()).numpy()
-    flags = flag_labels(labels, refined, g, config.flag_threshold, trusted, probs, config.rank_by)
+    flags = flag_labels(
+        labels, refined, g, config.flag_threshold, trusted, probs, config.rank_by, neighbours
+    )
     return refined, g, flags
 
 
@@ -833,6 +893,7 @@ def iter_train_refine(
     classes: Sequence[str] | None = None,
     compute_flags: bool = True,
     groups: Sequence[Any] | np.ndarray | None = None,
+    neighbours: Neighbours | None = None,
 ) -> Generator[Progress, None, RefineResult]:
     """Train a classifier on noisy labels with the weighted loss and iterative refinement.
 
@@ -868,15 +929,22 @@ def iter_train_refine(
     groups
         ``(N,)`` group of each sample, e.g. its slide: out-of-sample folds keep a group together
         (:func:`group_folds`).
+    neighbours
+        Each sample's neighbouring patches on its slide
+        (:func:`~pathviewer.core.ranking.patch_neighbours`): the ``regional`` order needs them.
 
     Raises
     ------
     TrainingError
-        Fewer than two classes, a label out of range, bad settings, or a non-finite loss (the
-        message names the round and batch; the last good checkpoint is kept).
+        Fewer than two classes, a label out of range, bad settings, the ``regional`` order
+        without ``neighbours``, or a non-finite loss (the message names the round and batch;
+        the last good checkpoint is kept).
     """
     config = config or RefineConfig()
     config.validate()
+    if compute_flags and config.rank_by == REGIONAL:
+        # Said before training, not after it: the order cannot be computed without positions.
+        regional_suspicion(np.zeros(len(labels)), np.zeros(len(labels), np.int64), neighbours)
     labels_np = np.asarray(labels, dtype=np.int64)
     n = len(labels_np)
     if n == 0:
@@ -1213,7 +1281,7 @@ def iter_train_refine(
         flag_probs = yield from iter_cross_validated_probs(
             dataset, labels_np, num_classes, model_factory, config, trusted_np, groups
         )
-        _, flag_g, flags = flags_from_probs(labels_np, flag_probs, config, trusted_np)
+        _, flag_g, flags = flags_from_probs(labels_np, flag_probs, config, trusted_np, neighbours)
     elif compute_flags and not collapsed:
         flags = flag_labels(
             labels_np,
@@ -1223,6 +1291,7 @@ def iter_train_refine(
             trusted_np,
             flag_probs,
             config.rank_by,
+            neighbours,
         )
     return RefineResult(
         refined_np,
