@@ -570,7 +570,7 @@ def test_regional_ranking_puts_a_doubtful_region_before_a_lone_doubtful_label() 
     boxes = _grid_boxes(5)
     slides = ["a"] * 25 + ["b"] * 25
     given = np.zeros(50, int)
-    given[[0, 25]] = 1  # a Tumor label on each slide, far from the rest (class shares)
+    given[[0, 25]] = 1  # a Tumor label on each slide, in a corner (the class shares)
     probs = np.tile([0.95, 0.05], (50, 1))
     probs[[0, 25]] = [0.1, 0.9]
     focus = [6, 7, 8, 11, 12, 13, 16, 17, 18]
@@ -583,27 +583,18 @@ def test_regional_ranking_puts_a_doubtful_region_before_a_lone_doubtful_label() 
     tempered = flag_labels(given, refined, g, 1.0, None, probs, "tempered")
     regional = flag_labels(given, refined, g, 1.0, None, probs, "regional", neighbours)
     assert tempered[0].index == lone  # the lone doubt is the most doubtful single label
-    assert {f.index for f in regional[:9]} == set(focus) and regional[0].index == 12
-    assert {f.index for f in regional} >= {*focus, lone}  # nothing is dropped, only reordered
+    assert regional[0].index == 12 and {f.index for f in regional[:9]} == set(focus)
     assert all(f.suggested == 1 for f in regional if f.index in focus)
-    with pytest.raises(TrainingError, match="position"):
-        flag_labels(given, refined, g, 1.0, None, probs, "regional")
-
-
-def test_regional_order_without_patch_positions_is_refused_before_training() -> None:
-    config = RefineConfig(max_rounds=2, warmup=1, device="cpu", rank_by="regional")
-    built = []
-
-    def factory() -> nn.Module:
-        built.append(1)
-        return StainFeatureClassifier(2, 4, num_features=2)
-
-    features = np.zeros((20, 2), np.float32)
-    with pytest.raises(TrainingError, match="position"):
-        train_refine(
-            FeatureDataset(features), np.r_[np.zeros(10, int), np.ones(10, int)], 2, factory, config
-        )
-    assert built == []
+    # The probabilities behind it: class-balanced, then a third the patch's own, two thirds
+    # its 8 neighbours'.
+    balanced = probs / (np.bincount(given) / 50)
+    balanced /= balanced.sum(axis=1, keepdims=True)
+    centre = (4 * balanced[12] + balanced[[6, 7, 8, 11, 13, 16, 17, 18]].sum(0)) / 12
+    assert np.allclose(ranking_probs(probs, given, "regional", neighbours)[12], centre)
+    # Without positions every patch is its own neighbourhood: the class-balanced order.
+    assert np.allclose(ranking_probs(probs, given, "regional"), balanced)
+    with pytest.raises(TrainingError, match="49 patch positions but 50 labels"):
+        ranking_probs(probs, given, "regional", patch_neighbours(slides[:49], boxes + boxes[:24]))
 
 
 def _rare_class_run(shift: float, toward: str) -> tuple[float, float, bool]:

@@ -51,7 +51,7 @@ from pathviewer.core.cohort import read_cohort
 from pathviewer.core.geometry import patch_labels_from_regions
 from pathviewer.core.label_noise import noisy_cohort_annotations, symmetric_flips
 from pathviewer.core.progress import run_job
-from pathviewer.core.ranking import REGIONAL, Neighbours, patch_neighbours
+from pathviewer.core.ranking import Neighbours, patch_neighbours
 from pathviewer.core.realistic import generate_realistic_cohort
 from pathviewer.core.slide import open_slide
 from pathviewer.core.tiling import iter_tissue_boxes
@@ -319,8 +319,8 @@ def evaluate_flags(
     """Review queues from the same out-of-sample probabilities: ours (each ranking) and cleanlab's.
 
     With ``groups`` (each patch's slide) the folds keep a slide together, as ``train noisy``
-    does for its own out-of-sample flags.  The ``regional`` order is scored when the patches'
-    ``neighbours`` are known (not on digits).
+    does for its own out-of-sample flags.  The ``regional`` order reads the patches'
+    ``neighbours`` (none on digits: there it is the class-balanced order).
     """
     factory = learner.factory(num_classes, in_channels)
     oos_config = RefineConfig.from_dict({**config.to_dict(), "oos_folds": folds})
@@ -339,8 +339,6 @@ def evaluate_flags(
     errors = noisy != clean
     out: dict[str, Any] = {"errors": int(errors.sum())}
     for rank_by in RANKINGS:
-        if rank_by == REGIONAL and neighbours is None:
-            continue
         ranked = RefineConfig.from_dict({**oos_config.to_dict(), "rank_by": rank_by})
         flags = flags_from_probs(noisy, probs, ranked, neighbours=neighbours)[2]
         order = np.array([f.index for f in flags], np.int64)

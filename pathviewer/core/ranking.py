@@ -21,8 +21,8 @@ RANKINGS: dict[str, str] = {
     "label, relative to its class",
     "tempered": "most likely wrong first: lowest predicted probability of the given label, "
     "with the classes' shares counted half",
-    "regional": "errors in whole regions first: labels that look like another class, "
-    "together with their neighbours of the same label",
+    "regional": "most likely wrong first: lowest probability of the given label, judged "
+    "with the neighbouring patches and the classes counted equally",
 }
 
 #: The same, in full (tooltips, help).
@@ -37,15 +37,16 @@ RANKING_DETAILS: dict[str, str] = {
     "with each class's share among the labels counted half (the probabilities divided by the "
     "square root of the class shares): a rare class missed by the annotator (tumour labelled "
     "normal) can reach the top, and a rare class's correct labels do not crowd it.",
-    "regional": "For annotation errors that cover regions (a missed tumour focus, a region "
-    "called the wrong class). With q the model's class-balanced probability that a label is "
-    "wrong, a label scores the geometric mean of its own q and the mean q of itself and its "
-    "neighbouring patches (the 8 around it on the slide) that carry the same label: a label "
-    "comes first when it and its like-labelled neighbours all look like another class. "
-    "Scattered single errors (a stray click) rank lower than in the other orders.",
+    "regional": "Labels are ordered by 1 - p, p being the model's probability of the given "
+    "class with the classes counted equally (divided by their shares among the labels) and "
+    "averaged over the patch and the 8 patches around it on the slide, the patch itself "
+    "counting as much as 4 of them. Annotation errors and tumour cover regions (a loose "
+    "outline, a missed focus, a region called the wrong class), while the model's own "
+    "mistakes are mostly single patches, so a label whose neighbourhood also looks like "
+    "another class comes first.",
 }
 
-#: The ranking that needs each patch's neighbours (:func:`patch_neighbours`).
+#: The ranking that reads each patch's neighbours (:func:`patch_neighbours`).
 REGIONAL = "regional"
 
 #: The order of runs written before ``rank_by`` existed (they sorted by ``g``).

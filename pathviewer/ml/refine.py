@@ -476,25 +476,69 @@ def refinement_target(
     return torch.as_tensor(chosen, dtype=torch.float32)
 
 
-def ranking_probs(probs: np.ndarray, given: np.ndarray, rank_by: str = "g") -> np.ndarray:
+def ranking_probs(
+    probs: np.ndarray,
+    given: np.ndarray,
+    rank_by: str = "g",
+    neighbours: Neighbours | None = None,
+) -> np.ndarray:
     """The probabilities a review queue judges labels by (``(N, M)``, rows sum to 1).
 
     ``tempered`` divides the probabilities (which carry the given labels' class shares) by the
     square root of those shares: half-way to balanced classes.  Under the full shares a rare
     class's members labelled as the common class (missed tumour foci) are never the model's
-    choice; without them, the common class's borderline labels crowd the queue.  On the
-    realistic benchmark it kept the first 100 flags' precision of ``g`` under symmetric noise,
-    coarse outlines and region swaps and raised it under missed foci (docs/label-refinement.md).
-    ``regional`` divides them by the shares themselves (class-balanced): it judges regions,
-    and a missed focus is a region of the rare class that the label prior alone would keep
-    labelled as the common one.  The other rankings use ``probs`` as they are.
+    choice; without them, the common class's borderline labels crowd the queue.
+    ``regional`` divides them by the shares themselves (class-balanced) and averages them over
+    each patch's ``neighbours`` (:func:`smooth_over_neighbours`): annotation errors and tumour
+    are regions, while the model's own mistakes are mostly single patches.  On the realistic
+    benchmark it ranked real errors first more often than ``tempered`` under every noise model
+    (docs/label-refinement.md).  Without ``neighbours`` it is the class-balanced probabilities
+    alone.  The other rankings use ``probs`` as they are.
     """
     probs = np.asarray(probs, dtype=np.float64)
     if rank_by not in ("tempered", REGIONAL) or len(given) == 0:
         return probs
     shares = np.maximum(np.bincount(given, minlength=probs.shape[1]) / len(given), 1.0 / len(given))
     divided = probs / (np.sqrt(shares) if rank_by == "tempered" else shares)
-    return np.asarray(divided / divided.sum(axis=1, keepdims=True))
+    divided = divided / divided.sum(axis=1, keepdims=True)
+    if rank_by == REGIONAL and neighbours is not None:
+        divided = smooth_over_neighbours(divided, neighbours)
+    return np.asarray(divided)
+
+
+#: Weight of a patch's own probabilities against each of its neighbours' in the ``regional``
+#: order: with 8 neighbours the patch is a third of its neighbourhood.  The benchmark's
+#: ranking was within 0.04 at @100 for weights 2 to 8 (docs/label-refinement.md).
+REGIONAL_SELF_WEIGHT = 4.0
+
+
+def smooth_over_neighbours(
+    probs: np.ndarray, neighbours: Neighbours, self_weight: float = REGIONAL_SELF_WEIGHT
+) -> np.ndarray:
+    """Each row of ``probs`` averaged with its neighbours' rows (its own counting ``self_weight``).
+
+    Parameters
+    ----------
+    probs
+        ``(N, M)`` probabilities.
+    neighbours
+        Each sample's neighbouring patches (:func:`~pathviewer.core.ranking.patch_neighbours`).
+    self_weight
+        Weight of the sample's own row; each neighbour weighs 1.
+
+    Raises
+    ------
+    TrainingError
+        ``neighbours`` describes another number of samples.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if len(neighbours) != len(probs):
+        raise TrainingError(f"{len(neighbours)} patch positions but {len(probs)} labels")
+    owner = np.repeat(np.arange(len(probs)), np.diff(neighbours.indptr))
+    total = self_weight * probs
+    np.add.at(total, owner, probs[neighbours.indices])
+    count = self_weight + np.diff(neighbours.indptr).astype(np.float64)
+    return np.asarray(total / count[:, None])
 
 
 def suspicion(
@@ -509,11 +553,8 @@ def suspicion(
     ``p`` over the samples given that class (the per-class threshold of confident learning,
     Northcutt et al. 2021) before taking ``1 -``: with imbalanced classes a rare class's correct
     labels have lower probabilities than a common class's, and the plain ``g`` would fill the
-    top of the queue with them.  ``regional`` is ``sqrt(q_i * r_i)`` with ``q = 1 - p_given``
-    of the class-balanced probabilities and ``r_i`` the mean ``q`` of ``i`` and its
-    ``neighbours`` given the same label: regional errors (missed foci, swapped regions) are
-    whole neighbourhoods of doubtful labels, while a correct label the model doubts is most
-    often alone (docs/label-refinement.md).
+    top of the queue with them.  ``regional`` is ``1 - p_given`` of :func:`ranking_probs`
+    (class-balanced, averaged over each patch's neighbourhood).
 
     Parameters
     ----------
@@ -524,58 +565,20 @@ def suspicion(
     rank_by
         A key of :data:`RANKINGS`.
     neighbours
-        Each sample's neighbouring patches (:func:`~pathviewer.core.ranking.patch_neighbours`);
-        required by ``regional``.
+        Each sample's neighbouring patches (:func:`~pathviewer.core.ranking.patch_neighbours`),
+        for the ``regional`` order.
     """
     if rank_by not in RANKINGS:
         raise TrainingError(f"unknown ranking {rank_by!r} (known: {', '.join(RANKINGS)})")
     given = np.asarray(given, dtype=np.int64)
-    probs = ranking_probs(probs, given, rank_by)
+    probs = ranking_probs(probs, given, rank_by, neighbours)
     p_given = probs[np.arange(len(given)), given]
-    if rank_by in ("g", "tempered"):
+    if rank_by in ("g", "tempered", REGIONAL):
         return 1.0 - p_given
-    if rank_by == REGIONAL:
-        return regional_suspicion(1.0 - p_given, given, neighbours)
     typical = np.ones(probs.shape[1])
     for c in np.unique(given):
         typical[c] = max(float(p_given[given == c].mean()), 1e-6)
     return 1.0 - p_given / typical[given]
-
-
-def regional_suspicion(
-    doubt: np.ndarray, given: np.ndarray, neighbours: Neighbours | None
-) -> np.ndarray:
-    """``sqrt(doubt_i * r_i)``, ``r_i`` the mean doubt of ``i`` and its like-labelled neighbours.
-
-    Parameters
-    ----------
-    doubt
-        ``(N,)`` probability that each label is wrong.
-    given
-        ``(N,)`` given class indices.
-    neighbours
-        Each sample's neighbours; their count must match ``doubt``.
-
-    Raises
-    ------
-    TrainingError
-        No neighbours (the samples' positions are unknown), or as many as another set of samples.
-    """
-    if neighbours is None:
-        raise TrainingError(
-            "the regional review order needs each patch's position on its slide; "
-            "use it with patch labels (labels.csv or a project), or choose another order"
-        )
-    doubt = np.asarray(doubt, dtype=np.float64)
-    if len(neighbours) != len(doubt):
-        raise TrainingError(f"{len(neighbours)} patch positions but {len(doubt)} labels")
-    owner = np.repeat(np.arange(len(doubt)), np.diff(neighbours.indptr))
-    like = given[neighbours.indices] == given[owner]
-    total = doubt + np.bincount(
-        owner[like], weights=doubt[neighbours.indices[like]], minlength=len(doubt)
-    )
-    count = 1.0 + np.bincount(owner[like], minlength=len(doubt))
-    return np.asarray(np.sqrt(doubt * total / count))
 
 
 def refine_labels(
@@ -673,7 +676,7 @@ def flag_labels(
     model_probs = refined if probs is None else np.asarray(probs, dtype=np.float64)
     # The queue's own probabilities (tempered: a missed rare-class label can be the model's
     # choice only there) decide what is flagged and suggested as well as the order.
-    probs = ranking_probs(model_probs, given, rank_by)
+    probs = ranking_probs(model_probs, given, rank_by, neighbours)
     g = np.asarray(g, dtype=np.float64)
     rows = np.arange(len(given))
     refined_top = refined.argmax(axis=1)
@@ -931,26 +934,25 @@ def iter_train_refine(
         (:func:`group_folds`).
     neighbours
         Each sample's neighbouring patches on its slide
-        (:func:`~pathviewer.core.ranking.patch_neighbours`): the ``regional`` order needs them.
+        (:func:`~pathviewer.core.ranking.patch_neighbours`), for the ``regional`` order.
 
     Raises
     ------
     TrainingError
-        Fewer than two classes, a label out of range, bad settings, the ``regional`` order
-        without ``neighbours``, or a non-finite loss (the message names the round and batch;
-        the last good checkpoint is kept).
+        Fewer than two classes, a label out of range, bad settings, ``neighbours`` of another
+        number of samples, or a non-finite loss (the message names the round and batch; the
+        last good checkpoint is kept).
     """
     config = config or RefineConfig()
     config.validate()
-    if compute_flags and config.rank_by == REGIONAL:
-        # Said before training, not after it: the order cannot be computed without positions.
-        regional_suspicion(np.zeros(len(labels)), np.zeros(len(labels), np.int64), neighbours)
     labels_np = np.asarray(labels, dtype=np.int64)
     n = len(labels_np)
     if n == 0:
         raise TrainingError("no labelled samples to train on")
     if len(dataset) != n:  # type: ignore[arg-type]
         raise TrainingError(f"{len(dataset)} images but {n} labels")  # type: ignore[arg-type]
+    if neighbours is not None and len(neighbours) != n:
+        raise TrainingError(f"{len(neighbours)} patch positions but {n} labels")
     if num_classes < 2:
         raise TrainingError("label refinement needs at least two classes")
     if labels_np.min() < 0 or labels_np.max() >= num_classes:
