@@ -207,7 +207,7 @@ class RefineConfig:
         ),
     )
     rank_by: str = field(
-        default="tempered",
+        default="regional",
         metadata=_meta("what orders the review queue (see RANKINGS)", choices=list(RANKINGS)),
     )
     augment: bool = field(default=True, metadata=_meta("random flips and 90-degree rotations"))
