@@ -491,7 +491,9 @@ def test_a_truncated_slide_shows_error_tiles_and_one_message(window, truncated_s
     view.center_on(512, 512)
     assert view.wait_until_idle(10)
     assert view.cache.errors
-    assert all(key[1] == 0 and key[3] == 1 for key in view.cache.errors)  # only the cut rows
+    assert all(key[1] == 0 and key[3] == 1 for key in view.cache.errors), (
+        view.cache.errors
+    )  # only the cut rows
     whole = [key for key in view.cache.keys() if key[1] == 0 and key[3] == 0]
     assert whole and not set(whole) & view.cache.errors
     failures = [m for m in messages if "cannot be read" in m]

@@ -519,13 +519,14 @@ class OpenSlideSource(_SlideBase):
     def _read_openslide(
         self, origin: tuple[int, int], level: int, size: tuple[int, int]
     ) -> Image.Image:
-        """OpenSlide's ``read_region``, on a fresh handle after a failed read.
+        """OpenSlide's ``read_region``, tried again on a private handle after a failed read.
 
         An OpenSlide handle that failed once (a truncated file's missing tile, a corrupt JPEG)
-        fails every later read with the same error.  So the handle is replaced and the read
-        tried once more on the new one: a region that failed only because another region
-        poisoned the handle is then read, and one that is damaged itself fails again and is
-        reported.  Readers still inside the old handle keep it until they return.
+        fails every later read with the same error.  So the shared handle is replaced for the
+        regions that follow, and the failed region is read once more on a handle of its own:
+        another thread's damaged region cannot poison that one in between, so a region that
+        fails there is damaged itself and is reported, and any other is read.  Readers still
+        inside the old handle keep it until they return.
         """
         import openslide
 
@@ -533,12 +534,15 @@ class OpenSlideSource(_SlideBase):
         try:
             return handle.read_region(origin, level, size)
         except openslide.OpenSlideError:
-            fresh = self._reopen(handle)
+            self._reopen(handle)
             try:
-                return fresh.read_region(origin, level, size)
-            except openslide.OpenSlideError:
-                self._reopen(fresh)  # leave a usable handle for the next regions
-                raise
+                private = openslide.open_slide(self._path)
+            except Exception as error:  # the file went away or changed meanwhile
+                raise SlideError(self._path, f"cannot be reopened ({error})") from None
+            try:
+                return private.read_region(origin, level, size)
+            finally:
+                private.close()
 
     def _reopen(self, failed: openslide.AbstractSlide) -> openslide.AbstractSlide:
         """Replace the handle ``failed`` with a new one (once, whichever thread asks first)."""
