@@ -84,6 +84,20 @@ def test_clam_overlapping_patches_become_cells_centred_on_them(tmp_path: Path) -
         assert heatmap.value_at(x + 256, y + 256) == pytest.approx(score)  # the patch centre
 
 
+def test_clam_overlapping_patches_up_to_the_slide_edge_keep_their_last_cells(
+    tmp_path: Path,
+) -> None:
+    # 256 px patches every 128 px, the last column starting 6 px before the right edge: its
+    # centred cell lies past the slide, as a padded border patch does.
+    coords = _grid_coords((0, 0), 128, 9, 5)
+    scores = np.linspace(0.0, 1.0, len(coords))
+    path = _clam_h5(tmp_path / "e.h5", coords, scores, {"patch_size": 256, "patch_level": 0})
+    heatmap = read_heatmap_file(path, "s", (1030, 700))
+    for (x, y), score in zip(coords, scores, strict=True):
+        assert heatmap.value_at(x + 128, y + 128) == pytest.approx(score)  # the patch centre
+    assert int(np.isfinite(heatmap.probs).sum()) == len(coords)
+
+
 def test_clam_named_dataset_and_given_patch_size(tmp_path: Path) -> None:
     coords = _grid_coords((0, 0), 300, 3, 2)
     scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])

@@ -102,9 +102,10 @@ def _grid_heatmap(
     warnings: tuple[str, ...],
 ) -> Heatmap:
     # Cells that reach past the slide's edge are kept (a patch padded at the border is still
-    # a scored patch), so the grid is the ceiling of the slide over the cell.
-    n_cols = max(1, math.ceil((dimensions[0] - origin[0]) / cell[0]))
-    n_rows = max(1, math.ceil((dimensions[1] - origin[1]) / cell[1]))
+    # a scored patch), so the grid is the ceiling of the slide over the cell, or more where
+    # a cell centred on an overlapping border patch starts past the edge.
+    n_cols = max(1, math.ceil((dimensions[0] - origin[0]) / cell[0]), int(cols.max(initial=0)) + 1)
+    n_rows = max(1, math.ceil((dimensions[1] - origin[1]) / cell[1]), int(rows.max(initial=0)) + 1)
     probs = np.full((n_rows, n_cols), np.nan, np.float32)
     probs[rows, cols] = values
     return Heatmap(slide, dimensions, origin, cell, probs, method=method, warnings=warnings)
