@@ -126,6 +126,34 @@ def test_aperio_bad_regions_get_one_line_naming_them(
         read_annotations(path)
 
 
+def _square(region_id: int, x0: int, y0: int, x1: int, y1: int, negative: bool = False) -> str:
+    flag = ' NegativeROA="1"' if negative else ""
+    corners = "".join(
+        f'<Vertex X="{x}" Y="{y}"/>' for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
+    )
+    return f'<Region Id="{region_id}" Type="1"{flag}><Vertices>{corners}</Vertices></Region>'
+
+
+def test_aperio_exclusions_cut_a_region_an_earlier_one_split(tmp_path: Path) -> None:
+    # A strip across the square splits it in two; a second exclusion bites the left half.
+    regions = (
+        _square(1, 0, 0, 100, 100)
+        + _square(2, 40, -10, 60, 110, negative=True)
+        + _square(3, 0, 0, 20, 20, negative=True)
+    )
+    (region,) = read_annotations(_aperio(regions, tmp_path))
+    assert region.geometry.area == pytest.approx(100 * 100 - 20 * 100 - 20 * 20)
+    assert not region.geometry.contains(Point(10, 10))
+
+
+def test_aperio_exclusion_covering_a_whole_region_is_refused_naming_it(tmp_path: Path) -> None:
+    regions = _square(1, 10, 10, 20, 20) + _square(2, 0, 0, 100, 100, negative=True)
+    with pytest.raises(
+        AnnotationError, match=r"bad\.xml annotation 4 \('Tumor'\) region 2: an exclusion .* covers"
+    ):
+        read_annotations(_aperio(regions, tmp_path))
+
+
 def test_colorref_is_red_in_the_low_byte() -> None:
     assert colorref_rgb("65535") == (255, 255, 0)  # ImageScope's yellow
     assert colorref_rgb("1193046") == (0x56, 0x34, 0x12)

@@ -33,7 +33,7 @@ import xml.etree.ElementTree as ET
 
 import shapely
 from shapely import affinity
-from shapely.geometry import LineString, Point, Polygon
+from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from pathviewer.core.annotations import Annotation, check_coordinates
@@ -157,18 +157,29 @@ def aperio_annotations(root: ET.Element, source: str) -> list[Annotation]:
 
 
 def _cut(regions: list[Annotation], hole: BaseGeometry, where: str) -> None:
-    """Make ``hole`` a hole of the regions that contain it, and cut it out of those it overlaps."""
+    """Make ``hole`` a hole of the regions that contain it, and cut it out of those it overlaps.
+
+    A region an earlier exclusion split in two (a MultiPolygon) is cut like any other; one the
+    hole covers whole would be left with no area, so that is refused, naming both.
+    """
     cut = False
     for region in regions:
         shape = region.geometry
-        if not isinstance(shape, Polygon) or not shape.intersects(hole):
+        if not isinstance(shape, Polygon | MultiPolygon) or not shape.intersects(hole):
             continue
         cut = True
-        if shape.contains(hole):  # a hole as drawn: the outline stays untouched
+        if isinstance(shape, Polygon) and shape.contains(hole):  # a hole as drawn: outline kept
             interiors = [list(ring.coords) for ring in shape.interiors]
             region.geometry = Polygon(shape.exterior.coords, [*interiors, hole.exterior.coords])
-        else:
-            region.geometry = shapely.difference(shape, hole)
+            continue
+        rest = shapely.difference(shape, hole)
+        if rest.is_empty or rest.area == 0:
+            named = f" ({region.name!r})" if region.name else ""
+            raise AnnotationError(
+                f"{where}: an exclusion (NegativeROA) that covers the whole of a region{named} "
+                "of its layer"
+            )
+        region.geometry = rest
     if not cut:
         raise AnnotationError(
             f"{where}: an exclusion (NegativeROA) that cuts no region of its layer"
