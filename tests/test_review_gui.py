@@ -490,6 +490,37 @@ def test_ctrl_z_takes_a_decision_back_and_redo_records_it_again(panel, review_se
     assert project.review_counts() == (2, 4)
 
 
+def test_a_refused_undo_leaves_the_decision_standing_and_redo_records_nothing(
+    panel, review_setup, monkeypatch
+):
+    from pathviewer.core.store import ProjectError
+    from pathviewer.gui.review import panel as review_module
+
+    project = review_setup[0]
+    model = panel.model
+    warnings: list[str] = []
+    monkeypatch.setattr(
+        review_module.QMessageBox, "warning", lambda _parent, _title, text: warnings.append(text)
+    )
+    panel.decide(0, "keep")
+    first = model.items[0].flag.patch_label_id
+
+    def refuse(*_args, **_kwargs):
+        raise ProjectError("the project is locked by another process")
+
+    undecide = model.undecide
+    monkeypatch.setattr(model, "undecide", refuse)
+    panel.undo_stack.undo()  # the store refuses: the decision still stands...
+    assert warnings and "was not undone" in warnings[0]
+    monkeypatch.setattr(model, "undecide", undecide)
+    panel.undo_stack.redo()  # ...so redo has nothing to record again
+    history = project.review_history(first)
+    assert [(h.decision, h.retracted_at is None) for h in history] == [("keep", True)]
+    assert project.review_counts() == (1, 5)
+    panel.undo_stack.undo()  # and a later undo still takes it back
+    assert project.review_counts() == (0, 6)
+
+
 def test_undo_after_a_refresh_and_in_blind_review(panel, review_setup):
     project = review_setup[0]
     model = panel.model

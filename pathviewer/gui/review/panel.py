@@ -832,13 +832,16 @@ class ReviewDecisionCommand(QUndoCommand):
         self.panel = panel
         self.stored = stored
         self._first = True
+        # QUndoStack counts an undo as done whatever happened; when the store refused the
+        # retraction the decision still stands, and recording it again would make it twice.
+        self._standing = False
 
     def undo(self) -> None:
-        self.panel.retract(self.stored)
+        self._standing = not self.panel.retract(self.stored)
 
     def redo(self) -> None:
-        if self._first:
-            self._first = False
+        if self._first or self._standing:
+            self._first = self._standing = False
             return
         stored = self.panel.record_again(self.stored)
         if stored is not None:
@@ -1204,16 +1207,20 @@ class ReviewPanel(QWidget):
         if following is not None:
             self.gallery.setCurrentIndex(self.model.index(following))
 
-    def retract(self, stored: StoredDecision) -> None:
-        """Undo: retract ``stored`` in the store and move the queue back to its patch."""
+    def retract(self, stored: StoredDecision) -> bool:
+        """Undo: retract ``stored`` in the store and move the queue back to its patch.
+
+        Returns False (after a warning) when the store refused, the decision standing.
+        """
         try:
             row = self.model.undecide(stored, author=self.author())
         except PathViewerError as error:
             QMessageBox.warning(self, "Review", f"The decision was not undone: {error}")
-            return
+            return False
         if row is not None:
             self.gallery.setCurrentIndex(self.model.index(row))
         self.draw_flags()
+        return True
 
     def record_again(self, stored: StoredDecision) -> StoredDecision | None:
         """Redo: record an undone decision again, as it was taken; returns the new record."""
