@@ -24,6 +24,19 @@ def _private_user_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["XDG_CONFIG_HOME"] = str(base / "config")
 
 
+@pytest.fixture(autouse=True)
+def _collect_on_the_main_thread():
+    """After each test, the cycle collection that the GUI's timer would make (gc stays off
+    once a QApplication exists, see ``collect_garbage_on_gui_thread``), so tests that run no
+    event loop do not pile up garbage, and none is left for a later test's worker thread."""
+    yield
+    import sys
+
+    app = sys.modules.get("pathviewer.gui.app")
+    if app is not None:
+        app.collect_pending_garbage()
+
+
 def shared_file(*parts: str) -> Path:
     """A file of ../shared, or skip the test cleanly when it is absent."""
     path = SHARED.joinpath(*parts)

@@ -73,7 +73,34 @@ def ensure_application(argv: Sequence[str] | None = None) -> QApplication:
         app.setStyle("Fusion")
         app.setStyleSheet(stylesheet())
     assert isinstance(app, QApplication)
+    collect_garbage_on_gui_thread()
     return app
+
+
+_gui_thread_collector: object | None = None
+
+
+def collect_garbage_on_gui_thread() -> None:
+    """Run Python's cycle collector only on the GUI thread, from a timer (once per process).
+
+    A collection that a worker thread (a training job, a tile reader) happens to trigger can
+    free Qt objects there; deleting a QObject off its thread while the GUI thread deletes
+    another deadlocks on Qt's connection lock against the GIL (seen in the suite: a job
+    thread freeing a pyqtgraph widget group).  pyqtgraph's collector disables automatic
+    collection and collects on the GUI thread's timer instead.
+    """
+    global _gui_thread_collector
+    if _gui_thread_collector is None:
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+
+        _gui_thread_collector = GarbageCollector(interval=0.5)
+
+
+def collect_pending_garbage() -> None:
+    """Collect now, on the calling (GUI) thread, what the timer would collect next."""
+    check = getattr(_gui_thread_collector, "check", None)
+    if check is not None:
+        check()
 
 
 def create_main_window(
