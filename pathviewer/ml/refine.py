@@ -568,10 +568,16 @@ def suspicion(
         Each sample's neighbouring patches (:func:`~pathviewer.core.ranking.patch_neighbours`),
         for the ``regional`` order.
     """
+    given = np.asarray(given, dtype=np.int64)
+    return _suspicion_of_ranking_probs(
+        ranking_probs(probs, given, rank_by, neighbours), given, rank_by
+    )
+
+
+def _suspicion_of_ranking_probs(probs: np.ndarray, given: np.ndarray, rank_by: str) -> np.ndarray:
+    """:func:`suspicion` of probabilities :func:`ranking_probs` already made for ``rank_by``."""
     if rank_by not in RANKINGS:
         raise TrainingError(f"unknown ranking {rank_by!r} (known: {', '.join(RANKINGS)})")
-    given = np.asarray(given, dtype=np.int64)
-    probs = ranking_probs(probs, given, rank_by, neighbours)
     p_given = probs[np.arange(len(given)), given]
     if rank_by in ("g", "tempered", REGIONAL):
         return 1.0 - p_given
@@ -686,7 +692,7 @@ def flag_labels(
     mask = (g > threshold) | (refined_top != given) | (probs.argmax(axis=1) != given)
     if trusted is not None:
         mask &= ~np.asarray(trusted, dtype=bool)
-    score = g if rank_by == "g" else suspicion(model_probs, given, rank_by, neighbours)
+    score = g if rank_by == "g" else _suspicion_of_ranking_probs(probs, given, rank_by)
     flags = []
     for i in np.flatnonzero(mask):
         suggested = int(refined_top[i]) if refined_top[i] != given[i] else int(other_top[i])
